@@ -1,0 +1,183 @@
+"""The manifest: one row per sequence, stored as Parquet (CSV on request).
+
+Columns (types as pandas dtypes; ``*`` may be null):
+
+=================  ==========  ===========================================================================
+column             dtype       meaning
+=================  ==========  ===========================================================================
+sequence_id        str         unique id, e.g. ``S005_001`` (CK+), ``VL_Strong_P001_Anger`` (Oulu)
+dataset            str         ``ckplus`` | ``oulu`` | ``folder`` | ``demo``
+subject            str         subject id; folds never split a subject
+label*             str         canonical class name (see :data:`CLASS_SETS`); null when unlabelled
+labelled           bool        False when the sequence has no usable label (kept, flagged)
+label_note*        str         why a sequence is unlabelled (``no emotion file``, ``unreadable label file``...)
+fold*              Int64       0-based fold index; null when unlabelled
+n_frames           int64       number of frames (for a video: as reported by the container)
+source_type        str         ``frames`` | ``video``
+video_path*        str         absolute path of the video file (``source_type == 'video'``)
+frame_paths        list[str]   absolute paths of the frames, in temporal order (empty for a video)
+landmark_paths*    list[str]   the dataset's own per-frame landmark files, aligned with frame_paths ('' where
+                               a frame has none); null when the dataset ships none
+peak_index*        Int64       0-based index of the peak (labelled) frame; CK+/Oulu: the last frame
+condition*         str         capture condition, e.g. ``VL/Strong`` for Oulu; null otherwise
+=================  ==========  ===========================================================================
+
+Parquet key-value metadata ``seqfer`` holds a JSON object with ``version``, ``classes`` (ordered class list),
+``n_folds``, ``fold_seed`` and ``fold_source`` (``stratified-group`` or the fold file's path).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_manifests.errors import ManifestError
+
+SCHEMA_VERSION = 1
+
+# Canonical class names, in CK+ code order (0 neutral ... 7 surprise).
+CKPLUS_CODES: dict[int, str] = {
+    0: "neutral",
+    1: "anger",
+    2: "contempt",
+    3: "disgust",
+    4: "fear",
+    5: "happy",
+    6: "sadness",
+    7: "surprise",
+}
+
+CLASS_SETS: dict[str, list[str]] = {
+    "ckplus7": ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"],
+    "basic6": ["anger", "disgust", "fear", "happy", "sadness", "surprise"],
+    "ckplus8": ["neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"],
+}
+
+COLUMNS: list[str] = [
+    "sequence_id",
+    "dataset",
+    "subject",
+    "label",
+    "labelled",
+    "label_note",
+    "fold",
+    "n_frames",
+    "source_type",
+    "video_path",
+    "frame_paths",
+    "landmark_paths",
+    "peak_index",
+    "condition",
+]
+
+LIST_COLUMNS = ("frame_paths", "landmark_paths")
+
+
+@dataclass
+class ManifestMeta:
+    """Manifest-wide facts stored in the Parquet metadata."""
+
+    classes: list[str]
+    n_folds: int = 10
+    fold_seed: int = 0
+    fold_source: str = "stratified-group"
+    version: int = SCHEMA_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "classes": self.classes,
+                "n_folds": self.n_folds,
+                "fold_seed": self.fold_seed,
+                "fold_source": self.fold_source,
+                "extra": self.extra,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ManifestMeta:
+        d = json.loads(text)
+        return cls(
+            classes=list(d["classes"]),
+            n_folds=int(d.get("n_folds", 10)),
+            fold_seed=int(d.get("fold_seed", 0)),
+            fold_source=str(d.get("fold_source", "stratified-group")),
+            version=int(d.get("version", SCHEMA_VERSION)),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+def empty_manifest() -> pd.DataFrame:
+    """A manifest with the schema's columns and no rows."""
+    return normalise(pd.DataFrame({c: [] for c in COLUMNS}))
+
+
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Order the columns, fill optional ones and set dtypes; raise :class:`ManifestError` on a missing one."""
+    required = ["sequence_id", "dataset", "subject", "n_frames", "source_type", "frame_paths"]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ManifestError(f"manifest is missing required columns: {', '.join(missing)}")
+    df = df.copy()
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    if df["labelled"].isna().any():
+        df["labelled"] = df["labelled"].where(df["labelled"].notna(), df["label"].notna())
+    df = df[COLUMNS]
+    df["sequence_id"] = df["sequence_id"].astype(str)
+    df["subject"] = df["subject"].astype(str)
+    df["labelled"] = df["labelled"].astype(bool)
+    df["fold"] = pd.array(df["fold"], dtype="Int64")
+    df["peak_index"] = pd.array(df["peak_index"], dtype="Int64")
+    df["n_frames"] = df["n_frames"].astype("int64")
+    df["frame_paths"] = [list(p) if p is not None else [] for p in df["frame_paths"]]
+    dup = df["sequence_id"][df["sequence_id"].duplicated()]
+    if len(dup):
+        raise ManifestError(f"duplicate sequence_id in manifest: {', '.join(dup.unique()[:5])}")
+    return df.reset_index(drop=True)
+
+
+def write_manifest(df: pd.DataFrame, path: Path, meta: ManifestMeta, csv: bool = False) -> Path:
+    """Write the manifest atomically as Parquet (and a CSV copy beside it when ``csv``). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df = normalise(df)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"seqfer": meta.to_json().encode()})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    if csv:
+        out = df.copy()
+        for c in LIST_COLUMNS:
+            out[c] = [json.dumps(list(v)) if v is not None else "" for v in out[c]]
+        csv_path = path.with_suffix(".csv")
+        out.to_csv(csv_path.with_name(csv_path.name + ".tmp"), index=False)
+        csv_path.with_name(csv_path.name + ".tmp").replace(csv_path)
+    return path
+
+
+def read_manifest(path: Path) -> tuple[pd.DataFrame, ManifestMeta]:
+    """Read a manifest written by :func:`write_manifest`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest file not found")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ManifestError(f"{path}: not a readable Parquet manifest ({exc})") from exc
+    raw = (table.schema.metadata or {}).get(b"seqfer")
+    if raw is None:
+        raise ManifestError(f"{path}: Parquet file has no seqfer manifest metadata")
+    df = table.to_pandas()
+    for c in LIST_COLUMNS:
+        df[c] = [list(v) if v is not None else None for v in df[c]]
+    return normalise(df), ManifestMeta.from_json(raw.decode())

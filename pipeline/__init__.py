@@ -1,0 +1,1 @@
+"""Orchestration: config, CLI, Ray runs and run folders. Drives `stages` over `data_manifests` manifests."""
