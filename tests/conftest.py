@@ -1,0 +1,27 @@
+"""Shared fixtures.
+
+``shared_dir``: the project-external test material at ``../shared`` (real faces and videos); tests that use it
+skip with a reason when it is absent, because a user's clone has no ``../shared``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # tests also run from a plain checkout, before `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+SHARED_DIR = Path(os.environ.get("SEQFER_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """Path to ../shared; skips the test when it is absent."""
+    if not (SHARED_DIR / "faces").is_dir():
+        pytest.skip(f"../shared test material not found at {SHARED_DIR}")
+    return SHARED_DIR
