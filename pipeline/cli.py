@@ -1,0 +1,189 @@
+"""The `seqfer` command line. Every verb shares one config system (see :mod:`pipeline.config`).
+
+Each verb is a thin shell over a plain function in ``pipeline/`` so the same steps are a Python API.
+A user's mistake (bad path, bad config, unreadable dataset) prints one clear message and exits with code 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from pipeline.errors import USER_ERRORS
+
+app = typer.Typer(
+    name="seqfer",
+    help="Facial expression recognition from face videos and image sequences.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/demo.yaml")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override any key: --set dotted.key=value (repeatable)", show_default=False),
+]
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from pipeline.config import check_paths, load_config
+
+    cfg = load_config(config, overrides or [])
+    check_paths(cfg, str(config))
+    return cfg
+
+
+@config_app.command("show")
+def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Print the effective config: the file's values over the defaults, with --set overrides applied."""
+    from pipeline.config import load_config, to_yaml
+
+    typer.echo(to_yaml(load_config(config, set_ or [])), nl=False)
+
+
+@app.command("manifest")
+def manifest(
+    root: Annotated[Path, typer.Argument(help="dataset root")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="manifest file (.parquet)")],
+    labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
+    folds: Annotated[int, typer.Option(help="number of subject-independent folds")] = 10,
+    seed: Annotated[int, typer.Option(help="fold seed")] = 0,
+    fold_file: Annotated[Path | None, typer.Option(help="CSV subject,fold (0-based) to use as folds")] = None,
+    classes: Annotated[str, typer.Option(help="class set: ckplus7 | basic6 | ckplus8")] = "ckplus7",
+    include_neutral: Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")] = False,
+    oulu_system: Annotated[str, typer.Option(help="Oulu: VL | NI | all")] = "VL",
+    oulu_illumination: Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")] = "Strong",
+    csv: Annotated[bool, typer.Option("--csv", help="also write a CSV copy")] = False,
+) -> None:
+    """Scan a CK+ / Oulu-CASIA tree or a folder of videos into a manifest with subject-independent folds."""
+    from data_manifests.scan import build_manifest
+    from data_manifests.schema import write_manifest
+
+    df, meta, report = build_manifest(
+        root,
+        format,
+        n_folds=folds,
+        seed=seed,
+        fold_file=fold_file,
+        labels_csv=labels,
+        classes=classes,
+        include_neutral=include_neutral,
+        oulu_system=oulu_system,
+        oulu_illumination=oulu_illumination,
+    )
+    write_manifest(df, output, meta, csv=csv)
+    typer.echo(report.summary(df))
+    typer.echo(f"wrote {output}" + (f" and {output.with_suffix('.csv')}" if csv else ""))
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="output folder")],
+    layout: Annotated[str, typer.Option(help="ckplus | oulu | videos")] = "ckplus",
+    subjects: Annotated[int, typer.Option(help="number of subjects (118 = CK+-sized)")] = 118,
+    seed: Annotated[int, typer.Option()] = 0,
+    faces: Annotated[Path | None, typer.Option(help="folder of face photos with 68-point .pts files")] = None,
+    workers: Annotated[int, typer.Option(help="processes")] = 2,
+) -> None:
+    """Generate a synthetic dataset of warped real faces in the CK+, Oulu-CASIA or videos layout."""
+    from pipeline.config import DemoConfig, load_config
+    from pipeline.dataset import ensure_demo_data
+
+    cfg = load_config(None)
+    cfg.data.root = out
+    cfg.data.demo = DemoConfig(layout=layout, subjects=subjects, seed=seed, faces=faces, workers=workers)
+    ensure_demo_data(cfg)
+
+
+@app.command("preprocess")
+def preprocess(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="recompute even what is cached")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (overrides ray.address)")] = None,
+) -> None:
+    """Decode, find landmarks, align and compute trajectories for every sequence, on Ray, with a resumable cache."""
+    from pipeline.preprocess import run_preprocess
+
+    cfg = _load(config, set_)
+    if address is not None:
+        cfg.ray.address = address
+    summary = run_preprocess(cfg, force=force)
+    raise typer.Exit(0 if summary.done + summary.skipped > 0 or summary.n_failed == 0 else 1)
+
+
+@app.command("cv")
+def cv(config: ConfigArg, set_: SetOpt = None) -> None:
+    """10-fold subject-independent cross-validation; writes a run folder with reports and checkpoints."""
+    from pipeline.cv import run_cv
+
+    run_cv(_load(config, set_))
+
+
+@app.command("train")
+def train(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Train one deployable model on all labelled subjects and write a model folder."""
+    from pipeline.train import run_train
+
+    run_train(_load(config, set_))
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[Path, typer.Argument(help="model folder (from train) or CV run folder")],
+    inputs: Annotated[list[str], typer.Argument(help="videos, frame folders, images, globs or a manifest")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="results file")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
+    window: Annotated[float | None, typer.Option(help="sliding window length in seconds")] = None,
+    visualize: Annotated[Path | None, typer.Option(help="folder for per-input pictures")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Predict an expression label with class probabilities for each input."""
+    from pipeline.predict import run_predict
+
+    n_failed = run_predict(model, inputs, output=output, fmt=fmt, window=window, visualize=visualize,
+                           overrides=set_ or [])
+    raise typer.Exit(1 if n_failed else 0)
+
+
+@app.command("run")
+def run(config: ConfigArg, set_: SetOpt = None) -> None:
+    """The whole pipeline: (demo data), manifest, preprocess, cross-validation and its report."""
+    from pipeline.run import run_all
+
+    run_all(_load(config, set_))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the app, turning user errors into one message and exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="seqfer", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The one config system every verb shares: YAML in ``configs/``, validated on load, ``--set`` overrides.
+
+Each stage owns its config model (``stages.decode.FrameSelectionConfig``, ``stages.landmarks.LandmarkConfig``,
+...); this module composes them into :class:`Config`. Relative paths are taken relative to the current working
+directory (the README runs every command from the repository root).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+from stages.models.config import ModelConfig, TrainConfig
+from stages.sequence import SequenceConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DemoConfig(_Strict):
+    """How `data.format: demo` generates its dataset when `data.root` does not hold one yet."""
+
+    layout: Literal["ckplus", "oulu", "videos"] = "ckplus"
+    subjects: int = Field(118, ge=1, description="number of subjects (118 = CK+-sized: 327 labelled sequences)")
+    seed: int = 0
+    faces: Path | None = Field(
+        None, description="folder of face photos with 68-point .pts files; null = the packaged fallback face"
+    )
+    workers: int = Field(2, ge=1, description="processes used to write the demo set")
+
+
+class DataConfig(_Strict):
+    format: Literal["ckplus", "oulu", "folder", "demo"] = "demo"
+    root: Path = Path("data/demo")
+    labels_csv: Path | None = Field(None, description="labels CSV (path, subject, label) for format=folder")
+    manifest: Path | None = Field(None, description="manifest file; default OUTPUT_DIR/manifest.parquet")
+    classes: str | list[str] = Field("ckplus7", description="class set name (ckplus7, basic6, ckplus8) or list")
+    include_neutral: bool = False
+    neutral_frames: int = Field(1, ge=1)
+    oulu_system: str = "VL"
+    oulu_illumination: str = "Strong"
+    folds: int = Field(10, ge=2)
+    fold_seed: int | None = Field(None, description="seed of the fold assignment; default: the top-level seed")
+    fold_file: Path | None = Field(None, description="CSV subject,fold (0-based) to use instead of computed folds")
+    demo: DemoConfig = DemoConfig()
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="existing Ray cluster ('auto' or host:port); null = local Ray")
+    workers: int = Field(2, ge=1, description="parallel workers (actors) for preprocessing and prediction")
+
+
+class PreprocessConfig(SequenceConfig):
+    """Every stage's settings (see :class:`stages.sequence.SequenceConfig`) plus where results go."""
+
+    export_csv: bool = Field(False, description="also write per-frame landmark tables as CSV")
+    cache_dir: Path | None = Field(None, description="cache folder; default OUTPUT_DIR/cache")
+
+
+class CVConfig(_Strict):
+    run_folds: list[int] | None = Field(None, description="0-based folds to run; null = all")
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="fraction of training SUBJECTS held out")
+    parallel: int | None = Field(None, description="folds trained at once; default = ray.workers")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Config(_Strict):
+    seed: int = 0
+    output_dir: Path = Path("runs/demo")
+    data: DataConfig = DataConfig()
+    ray: RayConfig = RayConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    cv: CVConfig = CVConfig()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data.manifest or self.output_dir / "manifest.parquet"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.preprocess.cache_dir or self.output_dir / "cache"
+
+    @property
+    def fold_seed(self) -> int:
+        return self.seed if self.data.fold_seed is None else self.data.fold_seed
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'a.b.c=VALUE'`` -> (['a','b','c'], VALUE parsed as YAML: numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    key, _, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def _apply_override(data: dict, parts: list[str], value: Any, text: str) -> None:
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {text}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})"))
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (None = all defaults), apply ``--set`` overrides, validate.
+
+    Raises :class:`ConfigError` naming the file and each offending key.
+    """
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        data = loaded or {}
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        _apply_override(data, parts, value, text)
+    if overrides:
+        source += " (with --set " + ", ".join(overrides) + ")"
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    return cfg
+
+
+def check_paths(cfg: Config, source: str) -> None:
+    """Paths that must exist before a run starts (the demo root is generated, so it is exempt)."""
+    checks: list[tuple[str, Path | None]] = [("data.fold_file", cfg.data.fold_file)]
+    if cfg.data.format != "demo":
+        checks.append(("data.root", cfg.data.root))
+        checks.append(("data.labels_csv", cfg.data.labels_csv))
+    elif cfg.data.demo.faces is not None:
+        checks.append(("data.demo.faces", cfg.data.demo.faces))
+    for key, p in checks:
+        if p is not None and not Path(p).exists():
+            raise ConfigError(f"{source}: {key}: path does not exist: {p}")
+
+
+def to_yaml(cfg: Config) -> str:
+    """The effective config as YAML (what `seqfer config show` prints and run folders store)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,65 @@
+"""Progress bars with an ETA and end-of-run summaries (done / skipped / failed, with reasons)."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+
+def progress_bar(total: int, desc: str, unit: str = "seq") -> tqdm:
+    """A tqdm bar on stderr showing rate and ETA; silent when ``total`` is 0."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=total == 0,
+        smoothing=0.1,
+    )
+
+
+@dataclass
+class RunSummary:
+    """Counts of what a batch did; failures keep (item, reason)."""
+
+    title: str
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+    def text(self, max_reasons: int = 8) -> str:
+        total = self.done + self.skipped + self.n_failed
+        lines = [
+            f"{self.title}: {total} items in {self.seconds:.1f} s -- "
+            f"done {self.done}, skipped (cached) {self.skipped}, failed {self.n_failed}"
+        ]
+        for key, value in self.extra.items():
+            lines.append(f"  {key}: {value}")
+        if self.failed:
+            reasons = Counter(reason.split(":")[0] for _, reason in self.failed)
+            lines.append("  failures by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
+            for item, reason in self.failed[:max_reasons]:
+                lines.append(f"    {item}: {reason}")
+            if self.n_failed > max_reasons:
+                lines.append(f"    ... and {self.n_failed - max_reasons} more (see the failures table)")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.n_failed,
+            "seconds": round(self.seconds, 3),
+            "failures": [{"item": i, "reason": r} for i, r in self.failed],
+            **self.extra,
+        }

@@ -1,0 +1,265 @@
+"""One sequence through every stage: decode -> landmarks -> align -> trajectory, with the three-level cache.
+
+This is the single code path from frames to a :class:`~stages.record.SequenceRecord`; preprocessing, training and
+prediction all go through it. It streams: frames are decoded, landmarked and aligned one at a time, so memory is
+bounded by the aligned crops of one sequence, not by the length of the video.
+
+Cache levels (each keyed by everything that produced it, so a changed setting recomputes exactly what it
+affects): ``landmarks`` (source fingerprint + frame selection + landmark config), ``aligned`` (landmarks key + align
+config), ``trajectory`` (aligned key + trajectory config). A sequence whose faces are missing is cached as such at
+the landmarks level, so a re-run skips it too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stages.align import AlignConfig, align_face
+from stages.cache import ArrayCache, source_fingerprint, stable_hash
+from stages.decode import DecodedFrame, FrameSelectionConfig, SequenceSource, iter_frames, probe, select_indices
+from stages.errors import StageError
+from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
+from stages.record import N_LANDMARKS, SequenceRecord
+from stages.trajectory import TrajectoryConfig, compute_trajectory
+
+STATUS_OK = "ok"
+
+
+class SequenceConfig(BaseModel):
+    """The settings of every stage a sequence goes through."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    frames: FrameSelectionConfig = FrameSelectionConfig()
+    landmarks: LandmarkConfig = LandmarkConfig()
+    align: AlignConfig = AlignConfig()
+    trajectory: TrajectoryConfig = TrajectoryConfig()
+    min_face_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="a sequence with a face in fewer of its kept frames than this fails"
+    )
+    min_frames: int = Field(1, ge=1, description="a sequence with fewer readable frames fails as too_short")
+
+
+@dataclass
+class SequenceOutcome:
+    """What happened to one sequence. ``record`` is None when it failed."""
+
+    sequence_id: str
+    status: str
+    reason: str = ""
+    record: SequenceRecord | None = None
+    cached: bool = False
+    n_frames: int = 0
+    face_ratio: float = 0.0
+    keys: dict[str, str] = field(default_factory=dict)
+    landmark_arrays: dict[str, np.ndarray] | None = None  # frame_indices, timestamps, landmarks, success, ...
+
+
+def stage_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
+    """Cache keys of the three levels for one source (stats its files; decodes nothing)."""
+    fingerprint = source_fingerprint(list(source.frame_paths), source.video_path)
+    landmarks_key = stable_hash("landmarks", fingerprint, source.peak_index, cfg.frames, cfg.landmarks,
+                                cfg.align.color)
+    aligned_key = stable_hash("aligned", landmarks_key, cfg.align)
+    trajectory_key = stable_hash("trajectory", aligned_key, cfg.trajectory)
+    return {"landmarks": landmarks_key, "aligned": aligned_key, "trajectory": trajectory_key}
+
+
+def _status_of(success: np.ndarray, cfg: SequenceConfig) -> tuple[str, str]:
+    n = len(success)
+    if n < cfg.min_frames:
+        return "too_short", f"{n} readable frames, need {cfg.min_frames}"
+    found = int(success.sum())
+    if found == 0:
+        return "no_face", f"no face in any of {n} frames"
+    if found / n < cfg.min_face_ratio:
+        return "low_face_ratio", f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
+    return STATUS_OK, ""
+
+
+class SequenceProcessor:
+    """Processes sequences with one landmarker (built lazily, once) and an optional cache.
+
+    Build one per worker process: the landmarker holds dlib/torch models that are neither thread-safe nor
+    picklable.
+    """
+
+    def __init__(self, cfg: SequenceConfig, cache_root: Path | None = None,
+                 landmarker: Landmarker | None = None) -> None:
+        self.cfg = cfg
+        self._landmarker = landmarker
+        self.caches: dict[str, ArrayCache] | None = None
+        if cache_root is not None:
+            self.caches = {name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned",
+                                                                                  "trajectory")}
+
+    @property
+    def landmarker(self) -> Landmarker:
+        if self._landmarker is None:
+            self._landmarker = build_landmarker(self.cfg.landmarks)
+        return self._landmarker
+
+    # -- cache helpers -------------------------------------------------------------------------------------------
+    def _get(self, level: str, key: str) -> dict[str, np.ndarray] | None:
+        return None if self.caches is None else self.caches[level].get(key)
+
+    def _put(self, level: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        if self.caches is not None:
+            self.caches[level].put(key, arrays, meta)
+
+    def lookup(self, source: SequenceSource) -> SequenceOutcome | None:
+        """The cached outcome of a source when every level it needs is cached, else None. Decodes nothing."""
+        if self.caches is None:
+            return None
+        keys = stage_keys(source, self.cfg)
+        if not self.caches["landmarks"].has(keys["landmarks"]):
+            return None
+        lm = self._get("landmarks", keys["landmarks"])
+        if lm is None:
+            return None
+        status, reason = _status_of(lm["success"], self.cfg)
+        outcome = SequenceOutcome(source.sequence_id, status, reason, cached=True, n_frames=len(lm["success"]),
+                                  face_ratio=float(lm["success"].mean()) if len(lm["success"]) else 0.0,
+                                  keys=keys)
+        if status != STATUS_OK:
+            return outcome
+        if self.caches["aligned"].has(keys["aligned"]) and self.caches["trajectory"].has(keys["trajectory"]):
+            return outcome
+        return None
+
+    def load(self, source: SequenceSource) -> SequenceRecord | None:
+        """The cached record of a source, or None when any level is missing or it failed."""
+        if self.caches is None:
+            return None
+        keys = stage_keys(source, self.cfg)
+        parts = [self._get(level, keys[level]) for level in ("landmarks", "aligned", "trajectory")]
+        if any(p is None for p in parts):
+            return None
+        lm, al, tr = parts
+        return _record(source.sequence_id, lm, al, tr["trajectory"])
+
+    # -- processing ----------------------------------------------------------------------------------------------
+    def process(self, source: SequenceSource, force: bool = False) -> SequenceOutcome:
+        """Run (or fetch from cache) every stage for one source. Never raises for a bad input: a source that
+        cannot be read, or has no face, comes back as a failed outcome with the reason."""
+        try:
+            return self._process(source, force)
+        except StageError as exc:
+            return SequenceOutcome(source.sequence_id, "unreadable", str(exc))
+
+    def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
+        keys = stage_keys(source, self.cfg)
+        meta = {"sequence_id": source.sequence_id}
+        lm = None if force else self._get("landmarks", keys["landmarks"])
+        al = None if force or lm is None else self._get("aligned", keys["aligned"])
+        computed = lm is None or al is None
+        if lm is None:
+            lm, al = self._landmarks_and_aligned(source)
+            self._put("landmarks", keys["landmarks"], lm, meta)
+        status, reason = _status_of(lm["success"], self.cfg)
+        n, ratio = len(lm["success"]), float(lm["success"].mean()) if len(lm["success"]) else 0.0
+        if status != STATUS_OK:
+            return SequenceOutcome(source.sequence_id, status, reason, cached=not computed, n_frames=n,
+                                   face_ratio=ratio, keys=keys, landmark_arrays=lm)
+        if al is None:
+            al = self._aligned_from_landmarks(source, lm)
+        if computed:
+            self._put("aligned", keys["aligned"], al, meta)
+        tr = None if force or computed else self._get("trajectory", keys["trajectory"])
+        if tr is None:
+            computed = True
+            trajectory = compute_trajectory(al["aligned_landmarks"], lm["success"], self.cfg.trajectory)
+            tr = {"trajectory": np.asarray(trajectory, dtype=np.float32)}
+            self._put("trajectory", keys["trajectory"], tr, meta)
+        record = _record(source.sequence_id, lm, al, tr["trajectory"])
+        return SequenceOutcome(source.sequence_id, STATUS_OK, "", record=record, cached=not computed,
+                               n_frames=n, face_ratio=ratio, keys=keys, landmark_arrays=lm)
+
+    def _frames(self, source: SequenceSource) -> tuple[np.ndarray, Iterator[DecodedFrame]]:
+        n_frames, _fps = probe(source)
+        indices = select_indices(n_frames, source.peak_index, self.cfg.frames)
+        return indices, iter_frames(source, indices, color=self.cfg.align.color, fps=self.cfg.frames.fps)
+
+    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[dict, dict]:
+        """Decode, track landmarks and align in one streaming pass."""
+        indices, frames = self._frames(source)
+        pending: deque[DecodedFrame] = deque()
+
+        def images() -> Iterator[np.ndarray]:
+            for frame in frames:
+                pending.append(frame)
+                yield frame.image
+
+        provided = _provided_paths(source, indices)
+        idx, ts, pts, ok, conf, crops, crop_pts = [], [], [], [], [], [], []
+        for result in self.landmarker.track_sequence(images(), provided=provided):
+            frame = pending.popleft()
+            idx.append(frame.index)
+            ts.append(frame.timestamp)
+            pts.append(result.points)
+            ok.append(result.success)
+            conf.append(result.confidence)
+            crop, cpts = self._align_one(frame.image, result.points, result.success)
+            crops.append(crop)
+            crop_pts.append(cpts)
+        lm = {
+            "frame_indices": np.asarray(idx, dtype=np.int64),
+            "timestamps": np.asarray(ts, dtype=np.float64),
+            "landmarks": np.asarray(pts, dtype=np.float32).reshape(-1, N_LANDMARKS, 2),
+            "success": np.asarray(ok, dtype=bool),
+            "confidence": np.asarray(conf, dtype=np.float32),
+        }
+        return lm, self._stack_aligned(crops, crop_pts)
+
+    def _aligned_from_landmarks(self, source: SequenceSource, lm: dict) -> dict:
+        """Re-align from cached landmarks (the align config changed; landmarks did not)."""
+        _indices, frames = self._frames(source)
+        crops, crop_pts = [], []
+        for frame, points, ok in zip(frames, lm["landmarks"], lm["success"], strict=False):
+            crop, cpts = self._align_one(frame.image, points, bool(ok))
+            crops.append(crop)
+            crop_pts.append(cpts)
+        return self._stack_aligned(crops, crop_pts)
+
+    def _align_one(self, image: np.ndarray, points: np.ndarray, ok: bool) -> tuple[np.ndarray, np.ndarray]:
+        size = self.cfg.align.size
+        if not ok:
+            shape = (size, size) if self.cfg.align.color == "grey" else (size, size, 3)
+            return np.zeros(shape, np.uint8), np.full((N_LANDMARKS, 2), np.nan, np.float32)
+        face = align_face(image, points, self.cfg.align)
+        return face.image, face.points.astype(np.float32)
+
+    def _stack_aligned(self, crops: list[np.ndarray], crop_pts: list[np.ndarray]) -> dict:
+        size = self.cfg.align.size
+        shape = (0, size, size) if self.cfg.align.color == "grey" else (0, size, size, 3)
+        return {
+            "aligned": np.stack(crops) if crops else np.zeros(shape, np.uint8),
+            "aligned_landmarks": np.asarray(crop_pts, dtype=np.float32).reshape(-1, N_LANDMARKS, 2),
+        }
+
+
+def _provided_paths(source: SequenceSource, indices: np.ndarray) -> list[str] | None:
+    paths = getattr(source, "landmark_paths", None)
+    if not paths:
+        return None
+    return [paths[i] if i < len(paths) else "" for i in indices]
+
+
+def _record(sequence_id: str, lm: dict, al: dict, trajectory: np.ndarray) -> SequenceRecord:
+    return SequenceRecord(
+        sequence_id=sequence_id,
+        frame_indices=lm["frame_indices"],
+        timestamps=lm["timestamps"],
+        landmarks=lm["landmarks"],
+        success=lm["success"],
+        confidence=lm["confidence"],
+        aligned=al["aligned"],
+        aligned_landmarks=al["aligned_landmarks"],
+        trajectory=trajectory,
+    )
