@@ -1,0 +1,271 @@
+"""`seqfer cv`: subject-independent k-fold cross-validation of the configured model, one Ray task per fold.
+
+Honest by construction: each fold's test subjects are never seen in training or validation; the epoch is chosen
+on a validation split of the TRAINING subjects; a sequence that failed preprocessing is reported as excluded,
+not silently dropped. A finished fold is not re-run (its ``result.json`` carries the hash of the config that
+produced it).
+
+Run folder ``OUTPUT_DIR/cv/``: ``config.yaml``, ``environment.json``, ``summary.json``, ``summary.md``,
+``predictions.csv``, ``confusion.csv`` + ``.png``, ``curves.csv`` + ``.png``, ``splits.csv``, ``excluded.csv`` and
+``fold_K/`` with ``model.safetensors`` (+ its JSON config/classes), ``history.csv``, ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config, to_yaml
+from pipeline.dataset import prepare_manifest
+from pipeline.preprocess import preprocess_dir, run_preprocess, sequence_config, source_from_row
+from pipeline.progress import progress_bar
+from pipeline.ray_runtime import ensure_ray
+from pipeline.reports import (
+    confusion,
+    mean_class_accuracy,
+    save_confusion_png,
+    save_curves_png,
+    summary_markdown,
+)
+from stages.cache import stable_hash
+from stages.model_input import build_inputs
+from stages.models.config import ModelConfig, TrainConfig
+from stages.sequence import STATUS_OK, SequenceProcessor
+from stages.training import ArrayDataset, fit, predict_proba, save_checkpoint
+
+
+@dataclass
+class LabelledData:
+    """Model inputs of every labelled, successfully preprocessed sequence, in manifest order."""
+
+    sequence_ids: np.ndarray
+    subjects: np.ndarray
+    folds: np.ndarray
+    labels: np.ndarray  # class indices into `classes`
+    appearance: np.ndarray  # [N, C, S, S] float32
+    trajectory: np.ndarray  # [N, L, 68, 2] float32
+    classes: list[str]
+    excluded: pd.DataFrame  # labelled sequences without model input, with the reason
+
+    def subset(self, idx: np.ndarray) -> ArrayDataset:
+        return ArrayDataset(self.appearance[idx], self.trajectory[idx], self.labels[idx])
+
+
+def load_labelled_data(cfg: Config, preprocess: bool = True) -> LabelledData:
+    """Manifest -> (preprocess, skipping cached work) -> model inputs of the labelled sequences."""
+    df, meta = prepare_manifest(cfg)
+    if preprocess:
+        run_preprocess(cfg, manifest=df)
+    index = pd.read_parquet(preprocess_dir(cfg) / "index.parquet").set_index("sequence_id")
+    processor = SequenceProcessor(sequence_config(cfg), cfg.cache_dir)
+    classes = list(meta.classes)
+    keep, records, excluded = [], [], []
+    for _, row in df[df["labelled"]].iterrows():
+        status = index["status"].get(row["sequence_id"], "not_preprocessed")
+        record = processor.load(source_from_row(row)) if status == STATUS_OK else None
+        if record is None:
+            reason = index["reason"].get(row["sequence_id"], "") if status != STATUS_OK else "cache entry missing"
+            excluded.append({"sequence_id": row["sequence_id"], "subject": row["subject"], "fold": row["fold"],
+                             "label": row["label"], "status": status, "reason": reason})
+            continue
+        keep.append(row)
+        records.append(record)
+    kept = pd.DataFrame(keep)
+    appearance, trajectory = build_inputs(records, cfg.model.input)
+    return LabelledData(
+        sequence_ids=kept["sequence_id"].to_numpy(str),
+        subjects=kept["subject"].to_numpy(str),
+        folds=kept["fold"].to_numpy(np.int64),
+        labels=np.array([classes.index(c) for c in kept["label"]], dtype=np.int64),
+        appearance=appearance,
+        trajectory=trajectory,
+        classes=classes,
+        excluded=pd.DataFrame(excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]),
+    )
+
+
+def split_fold(subjects: np.ndarray, folds: np.ndarray, fold: int, val_fraction: float, seed: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) row indices for one fold. Test = the fold's rows; validation = a seeded draw of
+    whole TRAINING subjects; no subject is in two parts."""
+    test = np.flatnonzero(folds == fold)
+    train_subjects = np.array(sorted(set(subjects[folds != fold])))
+    rng = np.random.default_rng([seed, fold])
+    n_val = max(1, int(round(val_fraction * len(train_subjects))))
+    val_subjects = set(rng.choice(train_subjects, size=n_val, replace=False).tolist())
+    is_train_row = folds != fold
+    is_val_row = np.array([s in val_subjects for s in subjects])
+    return np.flatnonzero(is_train_row & ~is_val_row), np.flatnonzero(is_train_row & is_val_row), test
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def train_fold(fold: int, data: LabelledData, model_cfg: dict, train_cfg: dict, val_fraction: float, seed: int,
+               device: str, fold_dir: str, config_hash: str) -> dict:
+    """Train and test one fold; writes ``fold_dir`` and returns the fold's result (predictions included)."""
+    start = time.perf_counter()
+    fold_path = Path(fold_dir)
+    fold_path.mkdir(parents=True, exist_ok=True)
+    mcfg, tcfg = ModelConfig.model_validate(model_cfg), TrainConfig.model_validate(train_cfg)
+    train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, fold, val_fraction, seed)
+    result = fit(mcfg, len(data.classes), data.subset(train_idx), data.subset(val_idx), tcfg,
+                 seed=seed * 1000 + fold, device=device)
+    proba = predict_proba(result.model, data.subset(test_idx), device=device)
+    pred = proba.argmax(axis=1)
+    history = pd.DataFrame(result.history)
+    history.insert(0, "fold", fold)
+    history.to_csv(fold_path / "history.csv", index=False)
+    save_checkpoint(fold_path / "model.safetensors", result.model, mcfg, data.classes,
+                    {"fold": fold, "best_epoch": result.best_epoch, "config_hash": config_hash})
+    out = {
+        "fold": fold,
+        "accuracy": float((pred == data.labels[test_idx]).mean()) if len(test_idx) else float("nan"),
+        "n_test": int(len(test_idx)),
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "best_epoch": int(result.best_epoch),
+        "seconds": time.perf_counter() - start,
+        "device": device,
+        "config_hash": config_hash,
+        "test_rows": test_idx.tolist(),
+        "proba": proba.tolist(),
+        "train_subjects": sorted(set(data.subjects[train_idx])),
+        "val_subjects": sorted(set(data.subjects[val_idx])),
+        "test_subjects": sorted(set(data.subjects[test_idx])),
+    }
+    tmp = fold_path / "result.json.tmp"
+    tmp.write_text(json.dumps(out))
+    tmp.replace(fold_path / "result.json")
+    return out
+
+
+def cv_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / "cv"
+
+
+def _config_hash(cfg: Config) -> str:
+    return stable_hash(cfg.seed, cfg.model, cfg.train, cfg.cv.val_fraction, sequence_config(cfg),
+                       cfg.data.folds, cfg.fold_seed, str(cfg.data.fold_file))
+
+
+def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
+    """Run the configured folds (resuming finished ones) and write the run folder. Returns summary.json."""
+    start = time.perf_counter()
+    data = data if data is not None else load_labelled_data(cfg)
+    out = cv_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    device = resolve_device(cfg.cv.device)
+    _write_environment(out / "environment.json", device)
+    config_hash = _config_hash(cfg)
+    all_folds = sorted(set(data.folds.tolist()))
+    folds = all_folds if cfg.cv.run_folds is None else [f for f in cfg.cv.run_folds if f in all_folds]
+
+    results: dict[int, dict] = {}
+    todo = []
+    for fold in folds:
+        done = out / f"fold_{fold}" / "result.json"
+        previous = json.loads(done.read_text()) if done.is_file() else None
+        if previous is not None and previous.get("config_hash") == config_hash:
+            results[fold] = previous
+        else:
+            todo.append(fold)
+    if results:
+        print(f"cv: {len(results)} fold(s) already finished with this config, not re-run", file=sys.stderr)
+
+    if todo:
+        import ray
+
+        ensure_ray(cfg.ray)
+        parallel = cfg.cv.parallel or cfg.ray.workers
+        remote = ray.remote(num_cpus=1, num_gpus=1 / parallel if device == "cuda" else 0)(train_fold)
+        data_ref = ray.put(data)
+        args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.cv.val_fraction,
+                cfg.seed, device)
+        pending = {remote.remote(f, data_ref, *args, str(out / f"fold_{f}"), config_hash): f for f in todo}
+        bar = progress_bar(len(todo), "cv folds", unit="fold")
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    fold = pending.pop(ref)
+                    results[fold] = ray.get(ref)
+                    bar.update(1)
+                    bar.set_postfix_str(f"fold {fold} acc {results[fold]['accuracy']:.3f}")
+        finally:
+            bar.close()
+
+    summary = write_cv_report(cfg, data, [results[f] for f in folds], out, time.perf_counter() - start, device)
+    print((out / "summary.md").read_text(), file=sys.stderr)
+    return summary
+
+
+def write_cv_report(cfg: Config, data: LabelledData, results: list[dict], out: Path, seconds: float,
+                    device: str) -> dict:
+    """Aggregate fold results into the run folder's tables, plots and summaries."""
+    classes = data.classes
+    rows = []
+    for r in results:
+        for row, p in zip(r["test_rows"], r["proba"], strict=True):
+            rows.append({"sequence_id": data.sequence_ids[row], "subject": data.subjects[row], "fold": r["fold"],
+                         "label": classes[data.labels[row]], "pred": classes[int(np.argmax(p))],
+                         **{f"p_{c}": float(v) for c, v in zip(classes, p, strict=True)}})
+    predictions = pd.DataFrame(rows)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    y = np.array([classes.index(c) for c in predictions["label"]], dtype=np.int64)
+    yhat = np.array([classes.index(c) for c in predictions["pred"]], dtype=np.int64)
+    cm = confusion(y, yhat, len(classes))
+    pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes).to_csv(out / "confusion.csv")
+    accs = np.array([r["accuracy"] for r in results])
+    summary = {
+        "model": cfg.model.streams + (f" ({cfg.model.appearance.name} + {cfg.model.geometry.name})"
+                                      if cfg.model.streams == "fused" else ""),
+        "dataset": str(cfg.data.root),
+        "classes": classes,
+        "accuracy_mean": float(accs.mean()) if len(accs) else float("nan"),
+        "accuracy_std": float(accs.std(ddof=0)) if len(accs) else float("nan"),
+        "accuracy_pooled": float((y == yhat).mean()) if len(y) else float("nan"),
+        "mean_class_accuracy": mean_class_accuracy(cm),
+        "n_sequences": int(len(predictions)),
+        "n_subjects": int(len(set(data.subjects))),
+        "n_excluded": int(len(data.excluded)),
+        "seconds": seconds,
+        "device": device,
+        "folds": [{k: r[k] for k in ("fold", "accuracy", "n_test", "n_train", "n_val", "best_epoch", "seconds")}
+                  for r in results],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(summary_markdown(summary, classes, cm))
+    save_confusion_png(cm, classes, out / "confusion.png",
+                       f"pooled confusion, accuracy {100 * summary['accuracy_mean']:.1f}% (mean over folds)")
+    curves = pd.concat([pd.read_csv(out / f"fold_{r['fold']}" / "history.csv") for r in results], ignore_index=True)
+    curves.to_csv(out / "curves.csv", index=False)
+    save_curves_png(curves, out / "curves.png")
+    splits = [{"fold": r["fold"], "part": part, "subject": s} for r in results
+              for part in ("train", "val", "test") for s in r[f"{part}_subjects"]]
+    pd.DataFrame(splits).to_csv(out / "splits.csv", index=False)
+    data.excluded.to_csv(out / "excluded.csv", index=False)
+    return summary
+
+
+def _write_environment(path: Path, device: str) -> None:
+    import ray
+    import torch
+
+    env = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+           "ray": ray.__version__, "numpy": np.__version__, "device": device,
+           "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None}
+    path.write_text(json.dumps(env, indent=2))
