@@ -49,12 +49,15 @@ class SequenceSource:
     """One sequence to decode: exactly one of ``frame_paths`` (ordered image files) or ``video_path``.
 
     ``peak_index`` is the 0-based index of the expression's peak; ``None`` means the last frame.
+    ``landmark_paths``: the dataset's own per-frame landmark files aligned with ``frame_paths`` ('' where a
+    frame has none), read by the ``provided`` landmark backend; empty when the dataset has none.
     """
 
     sequence_id: str
     frame_paths: tuple[str, ...] = ()
     video_path: str | None = None
     peak_index: int | None = None
+    landmark_paths: tuple[str, ...] = ()
 
 
 @dataclass
@@ -150,25 +153,25 @@ def _decord_probe(path: str) -> tuple[int, float]:
     return len(vr), float(vr.get_avg_fps())
 
 
-def probe(source: SequenceSource, *, folder_fps: float = 30.0) -> tuple[int, float]:
-    """(n_frames, fps) of a sequence. Frame folders: (number of paths, ``folder_fps``).
+def probe(source: SequenceSource, *, fps: float = 30.0) -> tuple[int, float]:
+    """(n_frames, fps) of a sequence. Frame folders: (number of paths, the assumed ``fps``).
 
     Videos: displayed frames counted by PyAV's demuxer (decord when PyAV cannot open the file).
     Raises ``StageError("PATH: unreadable video: ...")`` when neither can read it.
     """
     _check_source(source)
     if source.video_path is None:
-        return len(source.frame_paths), float(folder_fps)
+        return len(source.frame_paths), float(fps)
     path = source.video_path
     errors = []
     for name, fn in (("pyav", _pyav_probe), ("decord", _decord_probe)):
         try:
-            n, fps = fn(path)
+            n, video_fps = fn(path)
         except Exception as err:  # any reader failure means "try the next reader"
             errors.append(f"{name}: {type(err).__name__}: {err}")
             continue
         if n > 0:
-            return n, (fps if fps > 0 else float(folder_fps))
+            return n, (video_fps if video_fps > 0 else float(fps))
         errors.append(f"{name}: no video frames")
     raise StageError(f"{path}: unreadable video: {'; '.join(errors)}")
 
@@ -258,19 +261,19 @@ def iter_frames(
     chunk: int = 32,
     *,
     reader: ReaderName = "auto",
-    folder_fps: float = 30.0,
+    fps: float = 30.0,
 ) -> Iterator[DecodedFrame]:
     """Yield the frames at ``indices`` (sorted ascending, unique, 0-based), in that order.
 
     ``color``: "grey" -> uint8 [H, W]; "rgb" -> uint8 [H, W, 3] (grey sources give 3 identical channels).
     Videos are read ``chunk`` frames at a time; ``reader`` picks decord, PyAV, or "auto" (decord, falling back
-    to PyAV). Frame folders use ``folder_fps`` for timestamps. Raises ``StageError`` naming the file when a
-    frame file or the video cannot be read, or an index lies beyond the sequence.
+    to PyAV). ``fps`` is assumed for frame folders' timestamps (videos use their own). Raises ``StageError``
+    naming the file when a frame file or the video cannot be read, or an index lies beyond the sequence.
     """
     _check_source(source)
     idx = _as_index_array(indices)
     if source.video_path is None:
-        yield from _iter_folder(source.frame_paths, idx, color, float(folder_fps))
+        yield from _iter_folder(source.frame_paths, idx, color, float(fps))
         return
     path = source.video_path
     if reader == "auto":

@@ -186,9 +186,9 @@ def test_unreadable_video_names_the_file(tmp_path):
 
 def test_folder_frames_grey_and_rgb(frame_folder):
     src = SequenceSource("f", frame_paths=frame_folder)
-    assert probe(src, folder_fps=10.0) == (6, 10.0)
-    grey = list(iter_frames(src, [0, 1, 4], "grey", folder_fps=10.0))
-    rgb = list(iter_frames(src, [0, 1, 4], "rgb", folder_fps=10.0))
+    assert probe(src, fps=10.0) == (6, 10.0)
+    grey = list(iter_frames(src, [0, 1, 4], "grey", fps=10.0))
+    rgb = list(iter_frames(src, [0, 1, 4], "rgb", fps=10.0))
     assert [f.index for f in grey] == [0, 1, 4]
     assert [f.timestamp for f in grey] == pytest.approx([0.0, 0.1, 0.4])
     assert [_read_index(f.image) for f in grey] == [0, 1, 4]
