@@ -64,7 +64,6 @@ class PreprocessConfig(SequenceConfig):
 
 class CVConfig(_Strict):
     run_folds: list[int] | None = Field(None, description="0-based folds to run; null = all")
-    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="fraction of training SUBJECTS held out")
     parallel: int | None = Field(None, description="folds trained at once; default = ray.workers")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

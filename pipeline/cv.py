@@ -157,7 +157,7 @@ def cv_dir(cfg: Config) -> Path:
 
 
 def _config_hash(cfg: Config) -> str:
-    return stable_hash(cfg.seed, cfg.model, cfg.train, cfg.cv.val_fraction, sequence_config(cfg),
+    return stable_hash(cfg.seed, cfg.model, cfg.train, cfg.train.val_fraction, sequence_config(cfg),
                        cfg.data.folds, cfg.fold_seed, str(cfg.data.fold_file))
 
 
@@ -193,7 +193,7 @@ def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
         parallel = cfg.cv.parallel or cfg.ray.workers
         remote = ray.remote(num_cpus=1, num_gpus=1 / parallel if device == "cuda" else 0)(train_fold)
         data_ref = ray.put(data)
-        args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.cv.val_fraction,
+        args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.train.val_fraction,
                 cfg.seed, device)
         pending = {remote.remote(f, data_ref, *args, str(out / f"fold_{f}"), config_hash): f for f in todo}
         bar = progress_bar(len(todo), "cv folds", unit="fold")
