@@ -1,0 +1,199 @@
+"""Face alignment: a similarity transform from stable landmarks onto the canonical template, then a crop.
+
+Conventions: images are uint8, grey [H, W] (or [H, W, 1]) or RGB [H, W, 3] (RGB channel order, as the decoder
+returns them); points are (x, y) pixel coordinates, 0-based, pixel centres at integers, iBUG-68 order.
+
+Every frame is aligned on its own (no temporal smoothing of the transform). The similarity is fitted by
+least squares on the anchor points only (eye corners + nose by default), so a moving mouth, brow or jaw does
+not move the crop; the expression stays visible as motion inside a fixed frame of reference.
+
+Border handling: crop pixels that fall outside the source image are filled as ``AlignConfig.border`` says.
+The default ``replicate`` repeats the edge pixels, which avoids a hard black edge (a strong, meaningless
+feature for a CNN) when a face is close to the frame border; ``constant`` fills with black, which shows the
+user plainly where the source ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stages.errors import StageError
+from stages.template import ANCHOR_INDICES, N_POINTS, TEMPLATE
+
+BORDER_MODES: dict[str, int] = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
+
+
+class AlignConfig(BaseModel):
+    """How faces are cut out: crop size and colour, which landmarks fit the transform, where the face sits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(112, ge=8, le=1024, description="Side of the square aligned crop, pixels.")
+    color: Literal["grey", "rgb"] = Field(
+        "grey", description="Colour of the crop: grey [S, S] or RGB [S, S, 3] uint8, whatever the source is."
+    )
+    anchors: Literal["eyes_nose", "inner"] = Field(
+        "eyes_nose",
+        description="Landmarks that fit the similarity: 'eyes_nose' = the 4 eye corners + nose (27-35), "
+        "stable under expression; 'inner' = every non-mouth, non-jaw point (brows, nose, eyes: 17-47).",
+    )
+    face_scale: float = Field(
+        0.45,
+        gt=0.05,
+        le=2.0,
+        description="Outer-eye-corner distance (points 36-45) as a fraction of the crop side. With 0.45 and "
+        "vertical_offset 0.25 the template face spans x 13-87% and y 13-84% of the crop: brows to chin and "
+        "jaw to jaw visible, room for an opened jaw or a turned head (all 68 points of 86% of the 300-W test "
+        "faces, many of them turned, fall inside).",
+    )
+    vertical_offset: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Height of the eye line (midpoint of the outer eye corners) from the top of the crop, "
+        "as a fraction of the crop side. The face is horizontally centred.",
+    )
+    border: Literal["replicate", "constant"] = Field(
+        "replicate",
+        description="Fill for crop pixels outside the source image: 'replicate' edge pixels (default, no "
+        "artificial edge) or 'constant' black.",
+    )
+
+
+@dataclass
+class AlignedFace:
+    """One aligned face: ``image`` [S, S] or [S, S, 3] uint8; ``points`` [68, 2] float32 crop pixels (x, y);
+    ``matrix`` [2, 3] float64 from source to crop pixels: ``crop = matrix[:, :2] @ src + matrix[:, 2]``.
+    """
+
+    image: np.ndarray
+    points: np.ndarray
+    matrix: np.ndarray
+
+
+def crop_template(cfg: AlignConfig) -> np.ndarray:
+    """Where the template's 68 points sit in the crop: [68, 2] float64 crop pixels (x, y), 0-based centres.
+
+    Mirror-symmetric about the crop's vertical centre line x = (S - 1) / 2, so flipping an aligned crop equals
+    aligning the flipped image.
+    """
+    s = float(cfg.size)
+    scale = cfg.face_scale * s
+    origin = np.array([(s - 1.0) / 2.0, cfg.vertical_offset * (s - 1.0)])
+    return TEMPLATE * scale + origin
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; never a reflection) mapping ``src``
+    onto ``dst`` (Umeyama 1991). ``src``, ``dst``: [N, 2] (x, y), N >= 2, finite. Returns a [2, 3] float64
+    matrix M with ``dst ~= src @ M[:, :2].T + M[:, 2]``.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise StageError(
+            f"similarity_transform needs two [N, 2] arrays with N >= 2, got {src.shape} and {dst.shape}"
+        )
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise StageError("similarity_transform got non-finite points")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    if var_s <= 1e-12:
+        raise StageError("similarity_transform: source points coincide; no transform can be fitted")
+    cov = xd.T @ xs / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
+    rot = u @ np.diag(d) @ vt
+    scale = float((sig * d).sum() / var_s)
+    m = np.empty((2, 3), dtype=np.float64)
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a [2, 3] affine matrix to [..., 2] (x, y) points; NaN stays NaN. Returns float64."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _to_color(image: np.ndarray, color: str) -> np.ndarray:
+    """uint8 grey [H, W] / [H, W, 1] or RGB [H, W, 3] -> grey [H, W] or RGB [H, W, 3] as ``color`` says."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise StageError(f"align expects uint8 images, got {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return img if color == "grey" else np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if color == "grey" else img
+    raise StageError(f"align expects a grey [H, W] or RGB [H, W, 3] image, got shape {img.shape}")
+
+
+def align_face(image: np.ndarray, points: np.ndarray, cfg: AlignConfig) -> AlignedFace:
+    """Align one face. ``points`` [68, 2] source pixels; the anchor points must be finite (else StageError).
+
+    The crop is ``cv2.warpAffine`` with bilinear interpolation; ``points`` are carried into crop pixels with
+    the same matrix (non-anchor NaN points stay NaN).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (N_POINTS, 2):
+        raise StageError(f"align_face expects [{N_POINTS}, 2] landmarks, got {pts.shape}")
+    idx = ANCHOR_INDICES[cfg.anchors]
+    if not np.isfinite(pts[idx]).all():
+        raise StageError("align_face: the anchor landmarks are missing (no face)")
+    matrix = similarity_transform(pts[idx], crop_template(cfg)[idx])
+    img = _to_color(image, cfg.color)
+    crop = cv2.warpAffine(
+        np.ascontiguousarray(img),
+        matrix,
+        (cfg.size, cfg.size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=BORDER_MODES[cfg.border],
+        borderValue=0,
+    )
+    return AlignedFace(image=crop, points=transform_points(pts, matrix).astype(np.float32), matrix=matrix)
+
+
+def align_frames(
+    images: Sequence[np.ndarray] | np.ndarray,
+    points: np.ndarray,
+    success: np.ndarray,
+    cfg: AlignConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Align T frames independently. ``images``: T uint8 frames (grey or RGB); ``points`` [T, 68, 2] source
+    pixels; ``success`` [T] bool. A bad image (wrong dtype or shape) raises StageError.
+
+    Returns (crops [T, S, S] or [T, S, S, 3] uint8, crop points [T, 68, 2] float32). A frame without success
+    or without finite (non-degenerate) anchor points gives an all-zero crop and NaN points; it never raises.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    ok = np.asarray(success, dtype=bool).reshape(-1)
+    n = len(images)
+    if pts.shape != (n, N_POINTS, 2) or ok.shape != (n,):
+        raise StageError(
+            f"align_frames: {n} images but landmarks {pts.shape} and success {ok.shape} "
+            f"(expected [{n}, {N_POINTS}, 2] and [{n}])"
+        )
+    shape = (n, cfg.size, cfg.size) + ((3,) if cfg.color == "rgb" else ())
+    crops = np.zeros(shape, dtype=np.uint8)
+    out_pts = np.full((n, N_POINTS, 2), np.nan, dtype=np.float32)
+    idx = ANCHOR_INDICES[cfg.anchors]
+    for t in range(n):
+        if not ok[t] or not np.isfinite(pts[t, idx]).all():
+            continue
+        try:
+            face = align_face(images[t], pts[t], cfg)
+        except StageError:  # degenerate landmarks (e.g. all anchors on one pixel): treat as no face
+            continue
+        crops[t] = face.image
+        out_pts[t] = face.points
+    return crops, out_pts
