@@ -1,0 +1,166 @@
+"""Subject-independent folds: stratified-group k-fold over labelled sequences, or a user's fold file.
+
+Folds are 0-based. Only labelled rows get a fold (unlabelled rows keep ``fold`` null); every sequence of a
+subject lands in the same fold (``_neutral`` rows included, since they carry their sequence's subject).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from data_manifests.errors import ManifestError
+
+
+def _labelled(df: pd.DataFrame) -> pd.Series:
+    return df["labelled"].astype(bool) & df["label"].notna()
+
+
+def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataFrame:
+    """A copy of ``df`` (same row order) with ``fold`` set for labelled rows, null for the others.
+
+    sklearn's ``StratifiedGroupKFold(shuffle=True, random_state=seed)`` on the labelled rows sorted by
+    ``sequence_id``, so the result depends on the seed and the rows' content, not their order. When sklearn
+    refuses (every class smaller than ``n_folds``) subjects are dealt round-robin in a seeded order; a fold
+    left empty receives the smallest subject of the fold with the most subjects. Raises
+    :class:`ManifestError` when there are fewer labelled subjects than folds.
+    """
+    if n_folds < 2:
+        raise ManifestError(f"need at least 2 folds, got {n_folds}")
+    out = df.copy()
+    lab = out[_labelled(out)].sort_values("sequence_id", kind="stable")
+    subjects = sorted(lab["subject"].astype(str).unique())
+    if len(subjects) < n_folds:
+        raise ManifestError(
+            f"only {len(subjects)} labelled subjects for {n_folds} folds: folds split by subject, so use at "
+            f"most {len(subjects)} folds (--folds) or label more subjects"
+        )
+    groups = lab["subject"].astype(str).to_numpy()
+    y = lab["label"].astype(str).to_numpy()
+    fold_of = _stratified_group_folds(y, groups, n_folds, seed)
+    fold_of = _fill_empty_folds(fold_of, lab["subject"].astype(str).value_counts().to_dict(), n_folds)
+    out["fold"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    mask = _labelled(out)
+    out.loc[mask, "fold"] = out.loc[mask, "subject"].astype(str).map(fold_of).astype("Int64")
+    return out
+
+
+def _stratified_group_folds(y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> dict[str, int]:
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold_of: dict[str, int] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "least populated class ... less than n_splits"
+            for k, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+                for g in np.unique(groups[test]):
+                    fold_of[str(g)] = k
+    except ValueError:  # every class smaller than n_folds: no stratification possible
+        subjects = sorted(set(groups.tolist()))
+        order = np.random.default_rng(seed).permutation(len(subjects))
+        fold_of = {subjects[i]: pos % n_folds for pos, i in enumerate(order)}
+    return fold_of
+
+
+def _fill_empty_folds(fold_of: dict[str, int], size: dict[str, int], n_folds: int) -> dict[str, int]:
+    fold_of = dict(fold_of)
+    while True:
+        members: dict[int, list[str]] = {k: [] for k in range(n_folds)}
+        for s, k in sorted(fold_of.items()):
+            members[k].append(s)
+        empty = [k for k, m in members.items() if not m]
+        if not empty:
+            return fold_of
+        donor = max(members, key=lambda k: (len(members[k]), -k))
+        moved = min(members[donor], key=lambda s: (size[s], s))
+        fold_of[moved] = empty[0]
+
+
+def load_fold_file(path: Path, df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
+    """A copy of ``df`` with folds from a CSV ``subject,fold`` (0-based folds, one row per subject).
+
+    Checks, each failing with :class:`ManifestError` naming the file and the offending rows (line numbers
+    count the header as line 1): the two columns exist; folds are integers in ``0..n_folds-1`` (a file using
+    exactly ``1..n_folds`` gets a message saying folds are 0-based and how to fix it); no subject twice; every
+    labelled subject present; every fold holds at least one labelled subject. Subjects absent from ``df`` are
+    ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: fold file not found")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not a readable fold file ({exc})") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    if not {"subject", "fold"} <= set(table.columns):
+        raise ManifestError(
+            f"{path}: fold file needs columns 'subject,fold'; found: {', '.join(table.columns)}"
+        )
+    table = table[["subject", "fold"]].apply(lambda s: s.str.strip())
+    table["line"] = np.arange(len(table)) + 2
+
+    def rows(mask: pd.Series, limit: int = 8) -> str:
+        bad = table[mask]
+        text = "; ".join(f"line {r.line}: {r.subject},{r.fold}" for r in bad.head(limit).itertuples())
+        return text + (f"; ... {len(bad) - limit} more" if len(bad) > limit else "")
+
+    numeric = pd.to_numeric(table["fold"], errors="coerce")
+    not_int = numeric.isna() | (numeric != numeric.round())
+    if not_int.any():
+        raise ManifestError(f"{path}: folds must be integers; bad rows: {rows(not_int)}")
+    table["fold"] = numeric.astype(int)
+    empty_subject = table["subject"] == ""
+    if empty_subject.any():
+        raise ManifestError(f"{path}: empty subject; bad rows: {rows(empty_subject)}")
+    values = set(table["fold"])
+    if values == set(range(1, n_folds + 1)):
+        raise ManifestError(
+            f"{path}: folds are 0-based (0..{n_folds - 1}) but this file uses 1..{n_folds}. Subtract 1 from "
+            f"every fold, e.g.: python -c \"import pandas as p; t=p.read_csv('{path}'); t['fold']-=1; "
+            f"t.to_csv('{path}', index=False)\""
+        )
+    out_of_range = (table["fold"] < 0) | (table["fold"] >= n_folds)
+    if out_of_range.any():
+        raise ManifestError(
+            f"{path}: folds must lie in 0..{n_folds - 1} (0-based, {n_folds} folds); "
+            f"bad rows: {rows(out_of_range)}"
+        )
+    dup = table["subject"].duplicated(keep=False)
+    if dup.any():
+        raise ManifestError(f"{path}: each subject may appear once; repeated: {rows(dup)}")
+    fold_of = dict(zip(table["subject"], table["fold"], strict=True))
+    mask = _labelled(df)
+    labelled_subjects = sorted(df.loc[mask, "subject"].astype(str).unique())
+    missing = [s for s in labelled_subjects if s not in fold_of]
+    if missing:
+        raise ManifestError(
+            f"{path}: {len(missing)} labelled subjects have no fold: {', '.join(missing[:10])}"
+            + (f" ... and {len(missing) - 10} more" if len(missing) > 10 else "")
+        )
+    used = {fold_of[s] for s in labelled_subjects}
+    empty = [k for k in range(n_folds) if k not in used]
+    if empty:
+        raise ManifestError(
+            f"{path}: folds {', '.join(map(str, empty))} hold no labelled subject of this manifest; every "
+            f"fold 0..{n_folds - 1} needs at least one"
+        )
+    out = df.copy()
+    out["fold"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    out.loc[mask, "fold"] = out.loc[mask, "subject"].astype(str).map(fold_of).astype("Int64")
+    return out
+
+
+def subject_folds(df: pd.DataFrame) -> pd.DataFrame:
+    """``subject,fold`` for the labelled subjects of a manifest, sorted by subject: the fold-file format that
+    :func:`load_fold_file` reads (write it with ``to_csv(index=False)``)."""
+    lab = df[_labelled(df) & df["fold"].notna()]
+    return (
+        lab[["subject", "fold"]]
+        .drop_duplicates()
+        .sort_values("subject", kind="stable")
+        .reset_index(drop=True)
+    )
