@@ -104,8 +104,11 @@ def add_neutral_rows(df: pd.DataFrame, neutral_frames: int, report: ScanReport) 
     extra = []
     for row in df[df["labelled"] & (df["label"] != "neutral")].itertuples(index=False):
         rec = row._asdict()
-        if rec["source_type"] != "frames":
-            report.skip(rec["video_path"], "no neutral row: a video's frames are unknown until decoded")
+        if rec.get("source_type", "frames") != "frames":
+            report.skip(
+                rec.get("video_path") or rec["sequence_id"],
+                "no neutral row: video frames unknown until decoded",
+            )
             continue
         n = min(neutral_frames, len(rec["frame_paths"]))
         if neutral_frames >= len(rec["frame_paths"]):
@@ -113,7 +116,7 @@ def add_neutral_rows(df: pd.DataFrame, neutral_frames: int, report: ScanReport) 
                 rec["sequence_id"],
                 f"neutral row: only {len(rec['frame_paths'])} frames, so the neutral row reaches the peak",
             )
-        lms = rec["landmark_paths"]
+        lms = rec.get("landmark_paths")
         rec.update(
             sequence_id=rec["sequence_id"] + NEUTRAL_SUFFIX,
             label="neutral",

@@ -392,3 +392,16 @@ def test_round_trip_parquet_and_csv(ck_root, tmp_path, make):
     assert [int(v) if v != "" else None for v in csv["fold"]] == [
         None if pd.isna(v) else int(v) for v in df["fold"]
     ]
+
+
+def test_neutral_rows_for_oulu_frames_not_videos(tmp_path):
+    make_oulu_tree(tmp_path / "img", systems=("VL",), illuminations=("Strong",), subjects=("P001",))
+    make_oulu_tree(
+        tmp_path / "vid", tree="OriginalVideo", videos=True, systems=("VL",), illuminations=("Strong",)
+    )
+    frames, _ = scan(tmp_path / "img", "oulu", classes="ckplus8", include_neutral=True, neutral_frames=2)
+    assert (frames["label"] == "neutral").sum() == 6
+    assert set(frames.loc[frames["label"] == "neutral", "condition"]) == {"VL/Strong"}
+    videos, report = scan(tmp_path / "vid", "oulu", classes="ckplus8", include_neutral=True)
+    assert len(videos) == 12 and not (videos["label"] == "neutral").any()
+    assert sum(why.startswith("no neutral row") for _, why in report.skipped) == 12
