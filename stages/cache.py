@@ -1,0 +1,386 @@
+"""Resumable on-disk cache of per-sequence arrays: content-addressed, atomic, corruption-detecting.
+
+Keys: :func:`stable_hash` of everything that produced an entry (the source's fingerprint and the config of
+every stage on the way), so a changed setting recomputes exactly what it affects. The chain used for
+preprocessing is documented (and computed) by :func:`stage_keys`::
+
+    landmarks  = hash("landmarks", fingerprint, frame selection, landmark config)
+    aligned    = hash("aligned", landmarks key, align config)
+    trajectory = hash("trajectory", aligned key, trajectory config)
+
+Entries: one ``.npz`` per key at ``root/namespace/key[:2]/key.npz`` (plain ``np.savez``, never pickle).
+Besides the caller's arrays each file holds ``__meta__`` (the caller's metadata as a JSON string),
+``__format__`` (the layout version) and ``__checksum__`` (sha256 over every array's name, dtype, shape and
+bytes).
+
+Writes are atomic: the file is written to a temp file in the same folder, fsynced and moved into place with
+``os.replace``, so a reader sees either the old entry, the new one or none, never half of one; two writers of
+the same key (two Ray workers) each rename a whole file and the last one wins. Temp files left by a killed
+writer are never read and are removed when their writer is gone (same host, dead pid) or after an hour.
+
+Reads verify everything (zip CRC, the format, the checksum, that every array is present). A damaged entry
+(truncated file, flipped bits, missing arrays) is deleted and reported as absent, so the caller recomputes it;
+``ArrayCache.stats["corrupt"]`` counts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import numpy as np
+from pydantic import BaseModel
+
+from stages.errors import StageError
+from stages.record import SequenceRecord
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+_META, _FORMAT, _CHECKSUM = "__meta__", "__format__", "__checksum__"
+_RESERVED = (_META, _FORMAT, _CHECKSUM)
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{2,128}")
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_ARRAY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_TEMP_SUFFIX = ".tmp"
+HASH_LENGTH = 20
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=lambda v: json.dumps(v, sort_keys=True, default=_json_default))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, bytes):
+        return obj.hex()
+    raise TypeError(f"stable_hash cannot encode {type(obj).__name__}")
+
+
+def canonical_json(obj: object) -> str:
+    """Canonical JSON: sorted keys, no whitespace; pydantic models via ``model_dump(mode="json")``, paths as
+    str, numpy values as Python values, tuples as lists."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def stable_hash(*parts: object) -> str:
+    """First 20 hex characters of the sha256 of the canonical JSON of ``parts`` (same inputs -> same key, on
+    any machine and Python run)."""
+    return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def _file_identity(path: str | os.PathLike) -> list:
+    """[absolute path, size in bytes, mtime in ns]; size and mtime are -1 for a file that cannot be stat'ed
+    (the decoder reports it; a key must still be computable)."""
+    p = os.path.abspath(os.fspath(path))
+    try:
+        st = os.stat(p)
+    except OSError:
+        return [p, -1, -1]
+    return [p, int(st.st_size), int(st.st_mtime_ns)]
+
+
+def source_fingerprint(
+    frame_paths: Sequence[str | os.PathLike], video_path: str | os.PathLike | None
+) -> dict:
+    """Identity of a source's files: absolute path, size and mtime (ns) of the video and of every frame.
+
+    Frame lists are summarised as their count and the sha256 of the per-file list, so the fingerprint stays
+    small for long sequences. Editing, replacing, adding or removing a file changes it; nothing is read.
+    """
+    frames = [_file_identity(p) for p in frame_paths]
+    digest = hashlib.sha256(canonical_json(frames).encode("utf-8")).hexdigest()
+    return {
+        "video": _file_identity(video_path) if video_path is not None else None,
+        "frames": {"count": len(frames), "sha256": digest},
+    }
+
+
+def stage_keys(
+    fingerprint: Mapping, frames: object, landmarks: object, align: object, trajectory: object
+) -> dict[str, str]:
+    """Cache keys of the three preprocessing levels, each chained on the one before it.
+
+    ``frames`` is whatever selects the frames (the frame-selection config, plus e.g. the peak index),
+    ``landmarks``/``align``/``trajectory`` the stage configs (pydantic models or plain JSON-able values).
+    Changing the trajectory config changes only the trajectory key; changing align changes aligned and
+    trajectory; changing the source, the frame selection or the landmark config changes all three.
+    """
+    landmarks_key = stable_hash("landmarks", fingerprint, frames, landmarks)
+    aligned_key = stable_hash("aligned", landmarks_key, align)
+    trajectory_key = stable_hash("trajectory", aligned_key, trajectory)
+    return {"landmarks": landmarks_key, "aligned": aligned_key, "trajectory": trajectory_key}
+
+
+# --- the cache --------------------------------------------------------------------------------------------
+
+
+def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+
+
+@dataclass
+class CacheEntry:
+    """A loaded entry: the caller's arrays and metadata."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict
+
+
+class ArrayCache:
+    """Arrays by key under ``root/namespace/`` (e.g. ``cache/landmarks/``). Safe to share between processes.
+
+    ``stats`` counts, for this instance: ``hits``, ``misses``, ``corrupt`` (entries found damaged and
+    deleted), ``puts`` and ``temp_cleaned``.
+    """
+
+    def __init__(self, root: Path | str, namespace: str, stale_temp_seconds: float = 3600.0) -> None:
+        if not _NAME_RE.fullmatch(namespace):
+            raise ValueError(f"cache namespace must be letters, digits, '-' or '_': {namespace!r}")
+        self.root = Path(root)
+        self.namespace = namespace
+        self.dir = self.root / namespace
+        self.stale_temp_seconds = stale_temp_seconds
+        self.stats = {"hits": 0, "misses": 0, "corrupt": 0, "puts": 0, "temp_cleaned": 0}
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StageError(f"cannot create cache folder {self.dir}: {exc.strerror or exc}") from exc
+        self.clean_temp()
+
+    # paths
+    def path(self, key: str) -> Path:
+        """``root/namespace/key[:2]/key.npz``."""
+        if not _KEY_RE.fullmatch(key):
+            raise ValueError(f"bad cache key {key!r}: 2-128 letters, digits, '-' or '_'")
+        return self.dir / key[:2] / f"{key}.npz"
+
+    def has(self, key: str) -> bool:
+        """Whether an entry file exists (not verified; :meth:`get` verifies)."""
+        return self.path(key).is_file()
+
+    def keys(self) -> Iterator[str]:
+        """Keys of the entries on disk (unverified), in no particular order."""
+        for shard in self.dir.iterdir() if self.dir.is_dir() else ():
+            if shard.is_dir():
+                for f in shard.glob("*.npz"):
+                    yield f.stem
+
+    # reads
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        """The entry's arrays, or None when absent or damaged (a damaged entry is deleted)."""
+        entry = self.load(key)
+        return None if entry is None else entry.arrays
+
+    def load(self, key: str) -> CacheEntry | None:
+        """The entry's arrays and metadata, or None when absent or damaged (a damaged entry is deleted)."""
+        path = self.path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self.stats["misses"] += 1
+            return None
+        try:
+            entry = self._read(path)
+        except Exception as exc:  # any failure to read back what we wrote means the file is damaged
+            self.stats["corrupt"] += 1
+            self.stats["misses"] += 1
+            log.warning("cache entry %s is damaged (%s: %s); deleting it so it is recomputed", path,
+                        type(exc).__name__, exc)
+            self._discard(path, st)
+            return None
+        self.stats["hits"] += 1
+        return entry
+
+    @staticmethod
+    def _read(path: Path) -> CacheEntry:
+        with open(path, "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("not an npz archive")
+            with loaded as npz:
+                arrays = {name: npz[name] for name in npz.files}  # reading checks each member's zip CRC
+        for name in _RESERVED:
+            if name not in arrays:
+                raise ValueError(f"missing {name}")
+        fmt = int(arrays.pop(_FORMAT))
+        if fmt != CACHE_FORMAT:
+            raise ValueError(f"cache format {fmt}, expected {CACHE_FORMAT}")
+        stored = str(arrays.pop(_CHECKSUM))
+        meta = json.loads(str(arrays[_META]))
+        if _checksum(arrays) != stored:
+            raise ValueError("checksum mismatch")
+        del arrays[_META]
+        return CacheEntry(arrays=arrays, meta=meta)
+
+    def _discard(self, path: Path, seen: os.stat_result) -> None:
+        """Delete a damaged entry unless another writer has replaced it since we looked."""
+        try:
+            now = path.stat()
+            if (now.st_ino, now.st_size, now.st_mtime_ns) == (seen.st_ino, seen.st_size, seen.st_mtime_ns):
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+    # writes
+    def put(self, key: str, arrays: Mapping[str, np.ndarray], meta: dict | None = None) -> Path:
+        """Store ``arrays`` (numeric, bool or str numpy arrays; object arrays refused, nothing is pickled) and
+        JSON-able ``meta`` under ``key``, atomically. Returns the entry's path."""
+        path = self.path(key)
+        data: dict[str, np.ndarray] = {}
+        for name, value in arrays.items():
+            if (
+                not isinstance(name, str)
+                or not _ARRAY_NAME_RE.fullmatch(name)
+                or name.startswith("__")
+                or name in ("file", "allow_pickle")  # np.savez's own parameter names
+            ):
+                raise ValueError(f"bad array name {name!r} for cache entry {key}")
+            arr = np.asarray(value)
+            if arr.dtype.hasobject:
+                raise TypeError(f"array {name!r} has dtype object; the cache stores no pickled data")
+            data[name] = arr
+        data[_META] = np.array(canonical_json(meta or {}))
+        checksum = _checksum(data)
+        data[_FORMAT] = np.array(CACHE_FORMAT, dtype=np.int64)
+        data[_CHECKSUM] = np.array(checksum)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{key}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, allow_pickle=False, **data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        self.stats["puts"] += 1
+        return path
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Remove every entry of this namespace (other namespaces under ``root`` are untouched)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def clean_temp(self) -> int:
+        """Delete temp files of writers that died: same host and pid gone, or older than
+        ``stale_temp_seconds``. Returns how many were removed."""
+        removed = 0
+        host, now = _host(), time.time()
+        for shard in self.dir.iterdir() if self.dir.is_dir() else ():
+            if not shard.is_dir():
+                continue
+            for tmp in shard.glob(f".*{_TEMP_SUFFIX}"):
+                parts = tmp.name.split(".")  # ['', key, host, pid, token, 'tmp']
+                try:
+                    age = now - tmp.stat().st_mtime
+                    dead = len(parts) == 6 and parts[2] == host and not _pid_alive(int(parts[3]))
+                except (OSError, ValueError):
+                    continue
+                if dead or age > self.stale_temp_seconds:
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+        self.stats["temp_cleaned"] += removed
+        return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable (best effort; not every file system allows opening a folder)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- records ----------------------------------------------------------------------------------------------
+
+_RECORD_ARRAYS: dict[str, type | np.dtype] = {
+    "frame_indices": np.int64,
+    "timestamps": np.float64,
+    "landmarks": np.float32,
+    "success": np.bool_,
+    "confidence": np.float32,
+    "aligned": np.uint8,
+    "aligned_landmarks": np.float32,
+    "trajectory": np.float32,
+}
+
+
+def record_to_arrays(rec: SequenceRecord) -> dict[str, np.ndarray]:
+    """A :class:`SequenceRecord` as plain arrays (documented dtypes; strings as 0-d str arrays, ``meta`` as
+    JSON), ready for :meth:`ArrayCache.put`."""
+    out = {name: np.asarray(getattr(rec, name), dtype=dtype) for name, dtype in _RECORD_ARRAYS.items()}
+    out["sequence_id"] = np.array(rec.sequence_id)
+    out["status"] = np.array(rec.status)
+    out["detail"] = np.array(rec.detail)
+    out["meta_json"] = np.array(canonical_json(rec.meta))
+    return out
+
+
+def record_from_arrays(d: Mapping[str, np.ndarray]) -> SequenceRecord:
+    """Inverse of :func:`record_to_arrays`. Raises StageError naming the missing arrays."""
+    missing = [n for n in (*_RECORD_ARRAYS, "sequence_id") if n not in d]
+    if missing:
+        raise StageError(f"cached record lacks arrays {missing}")
+    arrays = {name: np.asarray(d[name], dtype=dtype) for name, dtype in _RECORD_ARRAYS.items()}
+    return SequenceRecord(
+        sequence_id=str(d["sequence_id"]),
+        status=str(d["status"]) if "status" in d else "ok",
+        detail=str(d["detail"]) if "detail" in d else "",
+        meta=json.loads(str(d["meta_json"])) if "meta_json" in d else {},
+        **arrays,
+    )

@@ -1,0 +1,323 @@
+"""The resumable array cache, its keys and record (de)serialisation (stages.cache)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.align import AlignConfig
+from stages.cache import (
+    ArrayCache,
+    _host,
+    record_from_arrays,
+    record_to_arrays,
+    source_fingerprint,
+    stable_hash,
+    stage_keys,
+)
+from stages.record import SequenceRecord
+from stages.trajectory import TrajectoryConfig
+
+
+def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "landmarks": rng.random((5, 68, 2)).astype(np.float32),
+        "aligned": rng.integers(0, 255, (5, 16, 16), dtype=np.uint8),
+        "success": np.array([True, False, True, True, False]),
+        "frame_indices": np.arange(5, dtype=np.int64),
+        "empty": np.zeros((0, 68, 2), dtype=np.float32),
+        "name": np.array("S005_001"),
+    }
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+
+
+def test_stable_hash_is_canonical():
+    key = stable_hash({"b": 1, "a": [1, 2]}, "x")
+    assert len(key) == 20 and all(c in "0123456789abcdef" for c in key)
+    assert key == stable_hash({"a": [1, 2], "b": 1}, "x")  # key order does not matter
+    assert key == stable_hash({"a": (1, 2), "b": np.int64(1)}, "x")  # tuples and numpy scalars are plain
+    assert key != stable_hash({"a": [1, 2], "b": 2}, "x")
+    assert key != stable_hash("x", {"a": [1, 2], "b": 1})  # order of parts matters
+    assert stable_hash(Path("/a/b")) == stable_hash("/a/b")
+    cfg = AlignConfig(size=64)
+    assert stable_hash(cfg) == stable_hash(cfg.model_dump(mode="json")) == stable_hash(AlignConfig(size=64))
+    assert stable_hash(cfg) != stable_hash(AlignConfig(size=65))
+
+
+def test_stable_hash_is_the_same_in_another_process():
+    code = "from stages.cache import stable_hash; print(stable_hash({'b': 1.5, 'a': 'x'}, [1, 2]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert out.stdout.strip() == stable_hash({"a": "x", "b": 1.5}, [1, 2])
+
+
+def test_stable_hash_refuses_unknown_objects():
+    with pytest.raises(TypeError):
+        stable_hash(object())
+
+
+def test_source_fingerprint_follows_the_files(tmp_path):
+    frames = [tmp_path / f"{i:03d}.png" for i in range(3)]
+    for f in frames:
+        f.write_bytes(b"abc")
+    fp = source_fingerprint([str(f) for f in frames], None)
+    assert fp == source_fingerprint(frames, None)  # str or Path
+    assert fp["frames"]["count"] == 3 and fp["video"] is None
+    frames[1].write_bytes(b"abcd")  # size changes
+    fp2 = source_fingerprint(frames, None)
+    assert fp2 != fp
+    os.utime(frames[2], ns=(1_000_000_000, 1_000_000_000))  # mtime changes, same size
+    assert source_fingerprint(frames, None) != fp2
+    assert source_fingerprint(frames[:2], None) != source_fingerprint(frames, None)
+    missing = source_fingerprint([tmp_path / "nope.png"], tmp_path / "nope.mp4")  # no exception
+    assert missing["video"][1:] == [-1, -1]
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"0" * 10)
+    assert source_fingerprint([], video)["video"] == [str(video), 10, video.stat().st_mtime_ns]
+
+
+def test_stage_keys_change_exactly_what_a_setting_affects():
+    fp = {"video": ["/v.mp4", 10, 5], "frames": {"count": 0, "sha256": "x"}}
+    base = dict(fingerprint=fp, frames={"mode": "all"}, landmarks={"backend": "dlib"},
+                align=AlignConfig(), trajectory=TrajectoryConfig())
+    k0 = stage_keys(**base)
+    assert len(set(k0.values())) == 3
+
+    def changed(**kw) -> set[str]:
+        k = stage_keys(**{**base, **kw})
+        return {level for level in k0 if k[level] != k0[level]}
+
+    assert changed(trajectory=TrajectoryConfig(length=32)) == {"trajectory"}
+    assert changed(align=AlignConfig(size=64)) == {"aligned", "trajectory"}
+    assert changed(landmarks={"backend": "fan"}) == {"landmarks", "aligned", "trajectory"}
+    assert changed(frames={"mode": "last"}) == {"landmarks", "aligned", "trajectory"}
+    assert changed(fingerprint={**fp, "video": ["/v.mp4", 11, 5]}) == {"landmarks", "aligned", "trajectory"}
+    assert changed(trajectory=TrajectoryConfig()) == set()
+
+
+# --- ArrayCache -------------------------------------------------------------------------------------------
+
+
+def test_round_trip_with_meta(tmp_path):
+    cache = ArrayCache(tmp_path, "landmarks")
+    key = stable_hash("k")
+    assert cache.get(key) is None and not cache.has(key) and cache.stats["misses"] == 1
+    arrays = _arrays()
+    path = cache.put(key, arrays, {"sequence_id": "S005_001", "n": 5})
+    assert path == tmp_path / "landmarks" / key[:2] / f"{key}.npz" and cache.has(key)
+    _assert_same(cache.get(key), arrays)
+    entry = cache.load(key)
+    assert entry.meta == {"sequence_id": "S005_001", "n": 5}
+    assert cache.stats["hits"] == 2 and cache.stats["corrupt"] == 0
+    assert list(cache.keys()) == [key]
+    # a second instance (another process, a later run) sees it too
+    _assert_same(ArrayCache(tmp_path, "landmarks").get(key), arrays)
+    # overwrite
+    cache.put(key, {"x": np.ones(3)})
+    _assert_same(cache.get(key), {"x": np.ones(3)})
+
+
+def test_pickle_is_refused(tmp_path):
+    cache = ArrayCache(tmp_path, "ns")
+    with pytest.raises(TypeError, match="object"):
+        cache.put("ab12", {"bad": np.array([{"a": 1}, None], dtype=object)})
+    assert not cache.has("ab12")
+    assert not list((tmp_path / "ns").rglob("*.tmp"))  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("name", ["__meta__", "__x", "file", "allow_pickle", "a/b", ""])
+def test_reserved_or_odd_array_names_are_refused(tmp_path, name):
+    with pytest.raises(ValueError):
+        ArrayCache(tmp_path, "ns").put("ab12", {name: np.ones(2)})
+
+
+def test_bad_keys_are_refused(tmp_path):
+    cache = ArrayCache(tmp_path, "ns")
+    for key in ["../x", "a", "a.b", ""]:
+        with pytest.raises(ValueError):
+            cache.path(key)
+
+
+def _corrupt_truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a writer "killed" half way through (non-atomic copy)
+
+
+def _corrupt_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the landmarks array's bytes
+    path.write_bytes(bytes(data))
+
+
+def _corrupt_garbage(path: Path) -> None:
+    path.write_bytes(b"not a zip at all")
+
+
+def _corrupt_pickle(path: Path) -> None:
+    path.write_bytes(pickle.dumps({"x": 1}))  # never unpickled
+
+
+def _corrupt_missing_checksum(path: Path) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, landmarks=np.zeros(3))  # a valid npz, but not one the cache wrote
+
+
+def _corrupt_empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [_corrupt_truncate, _corrupt_flip, _corrupt_garbage, _corrupt_pickle,
+                                    _corrupt_missing_checksum, _corrupt_empty])
+def test_damaged_entries_are_detected_deleted_and_recomputed(tmp_path, damage):
+    cache = ArrayCache(tmp_path, "aligned")
+    key = stable_hash("seq")
+    path = cache.put(key, _arrays())
+    damage(path)
+    assert cache.get(key) is None
+    assert cache.stats["corrupt"] == 1 and not path.exists()
+    cache.put(key, _arrays(1))  # the caller recomputes
+    _assert_same(cache.get(key), _arrays(1))
+
+
+def test_checksum_catches_a_swapped_array(tmp_path):
+    """A well-formed archive whose content does not match its checksum (e.g. a partial rewrite)."""
+    cache = ArrayCache(tmp_path, "ns")
+    path = cache.put("ab12", {"a": np.zeros(4)})
+    with np.load(path) as z:
+        parts = {k: z[k] for k in z.files}
+    parts["a"] = np.ones(4)
+    with open(path, "wb") as fh:
+        np.savez(fh, **parts)
+    assert cache.get("ab12") is None and cache.stats["corrupt"] == 1
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftover_temp_files_are_ignored_and_cleaned(tmp_path):
+    cache = ArrayCache(tmp_path, "trajectory")
+    key = stable_hash("seq")
+    cache.put(key, _arrays())
+    shard = cache.path(key).parent
+    dead = shard / f".{key}.{_host()}.{_dead_pid()}.deadbeef.tmp"  # a writer killed mid-write
+    dead.write_bytes(b"PK\x03\x04 half")
+    alive = shard / f".{key}.{_host()}.{os.getpid()}.cafecafe.tmp"  # a writer still at work
+    alive.write_bytes(b"PK\x03\x04 half")
+    old = shard / f".{key}.otherhost.123.abcdabcd.tmp"  # another machine's, 2 hours old
+    old.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    other = shard / f".{key}.otherhost.123.abcdabce.tmp"  # another machine's, recent: may be writing
+    other.write_bytes(b"x")
+
+    assert list(cache.keys()) == [key]  # temp files are not entries
+    _assert_same(cache.get(key), _arrays())  # and are never read
+    fresh = ArrayCache(tmp_path, "trajectory")  # a new run cleans up
+    assert fresh.stats["temp_cleaned"] == 2
+    assert not dead.exists() and not old.exists() and alive.exists() and other.exists()
+
+
+def _writer(root: str, key: str, value: int, n: int) -> None:
+    cache = ArrayCache(Path(root), "ns")
+    for _ in range(n):
+        cache.put(key, {"v": np.full((64, 1024), value, dtype=np.int32)}, {"writer": value})
+
+
+def test_concurrent_puts_of_one_key_leave_a_valid_entry(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    key = stable_hash("shared")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), key, v, 25)) for v in (1, 2)]
+    for p in procs:
+        p.start()
+    reader = ArrayCache(tmp_path, "ns")
+    seen = 0
+    while any(p.is_alive() for p in procs):
+        got = reader.load(key)  # readers racing the writers never see a broken file
+        if got is not None:
+            assert got.meta["writer"] in (1, 2) and (got.arrays["v"] == got.meta["writer"]).all()
+            seen += 1
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    entry = reader.load(key)
+    assert entry is not None and (entry.arrays["v"] == entry.meta["writer"]).all()
+    assert reader.stats["corrupt"] == 0
+    assert not list((tmp_path / "ns").rglob("*.tmp"))
+    print(f"reader loaded {seen} entries while the writers ran")
+
+
+def test_clear_removes_only_its_namespace(tmp_path):
+    a, b = ArrayCache(tmp_path, "a"), ArrayCache(tmp_path, "b")
+    a.put("ab12", {"x": np.ones(1)})
+    b.put("ab12", {"x": np.ones(1)})
+    a.clear()
+    assert not a.has("ab12") and b.has("ab12")
+    a.put("ab12", {"x": np.ones(1)})  # still usable
+    assert a.has("ab12")
+
+
+# --- records ----------------------------------------------------------------------------------------------
+
+
+def _record() -> SequenceRecord:
+    rng = np.random.default_rng(0)
+    lm = rng.random((4, 68, 2)).astype(np.float32)
+    lm[2] = np.nan
+    return SequenceRecord(
+        sequence_id="S010/002",
+        frame_indices=np.array([0, 3, 6, 9]),
+        timestamps=np.array([0.0, 0.1, 0.2, 0.3]),
+        landmarks=lm,
+        success=np.array([True, True, False, True]),
+        confidence=np.array([0.9, 0.8, 0.0, 0.95], dtype=np.float32),
+        aligned=rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8),
+        aligned_landmarks=lm * 2,
+        trajectory=rng.random((16, 68, 2)).astype(np.float32),
+        status="ok",
+        detail="",
+        meta={"label": 3, "subject": "S010"},
+    )
+
+
+def test_record_round_trip_through_the_cache(tmp_path):
+    rec = _record()
+    cache = ArrayCache(tmp_path, "records")
+    cache.put("ab12", record_to_arrays(rec))
+    back = record_from_arrays(cache.get("ab12"))
+    assert back.sequence_id == rec.sequence_id and back.status == "ok" and back.meta == rec.meta
+    for name in ["frame_indices", "timestamps", "landmarks", "success", "confidence", "aligned",
+                 "aligned_landmarks", "trajectory"]:
+        a, b = getattr(rec, name), getattr(back, name)
+        assert b.shape == a.shape, name
+        np.testing.assert_array_equal(a, b)
+    assert back.frame_indices.dtype == np.int64 and back.success.dtype == bool and back.n_frames == 4
+
+
+def test_failed_record_round_trip():
+    rec = _record()
+    rec.status, rec.detail = "no_face", "no face in any of 4 frames"
+    rec.trajectory = np.zeros((0, 68, 2), dtype=np.float32)
+    back = record_from_arrays(record_to_arrays(rec))
+    assert (back.status, back.detail) == ("no_face", "no face in any of 4 frames")
+    assert back.trajectory.shape == (0, 68, 2)
