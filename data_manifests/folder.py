@@ -12,6 +12,7 @@ Choices, for the record:
 - Videos and frame folders on disk that the CSV does not name are included unlabelled (subject = stem,
   ``label_note`` "not in labels CSV") and listed in the report's notes.
 - Without a CSV every video / frame folder is unlabelled, subject = its stem.
+- Images lying beside videos in one folder are stills, not frames: each is a one-frame sequence.
 - ``sequence_id`` = path relative to the root without extension, ``/`` -> ``__`` (relative to the CSV's folder
   for a CSV path outside the root; the root's own name when the root itself is the frame folder).
 - Videos have ``n_frames`` 0 and ``peak_index`` null until decoded; frame folders peak at their last frame.
@@ -20,6 +21,7 @@ Choices, for the record:
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -49,13 +51,20 @@ from data_manifests.scan_common import (
 def discover(
     root: Path, report: ScanReport, ignore: frozenset[Path] | set[Path] = frozenset()
 ) -> dict[Path, str]:
-    """Videos and frame folders under ``root`` -> 'video' | 'frames', in natural path order."""
+    """Videos and frame folders under ``root`` -> 'video' | 'frames', in natural path order.
+
+    A folder whose images sit beside videos is not a frame folder: each of its images becomes a one-frame
+    sequence (keyed by the image's path), and the report notes it."""
     found: dict[Path, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted((d for d in dirnames if not is_ignored_dir(d)), key=natural_key)
         here = Path(dirpath)
-        if any(is_image(f) for f in filenames):
+        images = [f for f in filenames if is_image(f)]
+        mixed = bool(images) and any(is_video(f) for f in filenames)
+        if images and not mixed:
             found[here] = "frames"
+        if mixed:
+            report.note(here, f"images beside videos: {len(images)} images taken as one-frame sequences")
         for f in sorted(filenames, key=natural_key):
             path = here / f
             if path in ignore:
@@ -64,7 +73,10 @@ def discover(
                 report.skip(path, "system file")
             elif is_video(f):
                 found[path] = "video"
-            elif not is_image(f):
+            elif is_image(f):
+                if mixed:
+                    found[path] = "frames"
+            else:
                 report.skip(path, "ignored file (not a video or image)")
     return found
 
@@ -203,8 +215,21 @@ def scan_folder(
             f"{root}: no videos ({', '.join(sorted(e[1:] for e in VIDEO_EXTS))}) or frame folders found"
             + (f" and no usable rows in {csv_path}" if csv_path else "")
         )
+    _disambiguate(rows, report)
     df = pd.DataFrame(rows).sort_values("sequence_id", kind="stable").reset_index(drop=True)
     return df, report
+
+
+def _disambiguate(rows: list[dict], report: ScanReport) -> None:
+    """Files whose ids collide once the extension is dropped (``a.jpg``, ``a.mp4``) keep their extension."""
+    count = Counter(r["sequence_id"] for r in rows)
+    for r in rows:
+        if count[r["sequence_id"]] < 2:
+            continue
+        source = Path(r["video_path"] or r["frame_paths"][0])
+        if r["video_path"] or (r["n_frames"] == 1 and source.suffix):
+            report.note(source, f"same name as another file: sequence_id {r['sequence_id']}{source.suffix}")
+            r["sequence_id"] += source.suffix
 
 
 def _stem(path: Path) -> str:

@@ -74,13 +74,13 @@ class ScanReport:
             f"  labelled: {n_lab} sequences from {lab['subject'].nunique() if n_lab else 0} subjects; "
             f"unlabelled: {len(df) - n_lab}"
         )
-        if len(df) and "source_type" in df and (df["source_type"] == "video").any():
-            n_vid = int((df["source_type"] == "video").sum())
-            lines.append(f"  videos: {n_vid} (frame counts unknown until decoded)")
         if len(df) - n_lab:
             notes = df.loc[~df["labelled"], "label_note"].fillna("no reason given").str.split(":").str[0]
             for note, count in sorted(Counter(notes).items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"    unlabelled, {note}: {count}")
+        if len(df) and "source_type" in df and (df["source_type"] == "video").any():
+            n_vid = int((df["source_type"] == "video").sum())
+            lines.append(f"  videos: {n_vid} (frame counts unknown until decoded)")
         if n_lab:
             classes = self.classes or sorted(lab["label"].unique())
             table = fold_class_table(df, classes)

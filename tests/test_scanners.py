@@ -405,3 +405,36 @@ def test_neutral_rows_for_oulu_frames_not_videos(tmp_path):
     videos, report = scan(tmp_path / "vid", "oulu", classes="ckplus8", include_neutral=True)
     assert len(videos) == 12 and not (videos["label"] == "neutral").any()
     assert sum(why.startswith("no neutral row") for _, why in report.skipped) == 12
+
+
+def test_folder_images_beside_videos_are_stills(tmp_path):
+    write_video(tmp_path / "talk.mp4")
+    write_image(tmp_path / "face_a.jpg")
+    write_image(tmp_path / "face_b.png")
+    for n in range(3):
+        write_image(tmp_path / "clip" / f"{n:04d}.png")
+    df, report = scan(tmp_path, "folder")
+    rows = _by_id(df)
+    assert set(rows) == {"talk", "face_a", "face_b", "clip"}
+    assert rows["face_a"]["n_frames"] == 1 and rows["face_a"]["frame_paths"][0].endswith("face_a.jpg")
+    assert rows["clip"]["n_frames"] == 3
+    assert any(m.startswith("images beside videos") for _, m in report.notes)
+
+
+def test_folder_same_stem_different_extensions(tmp_path):
+    write_video(tmp_path / "single_face.mp4")
+    write_image(tmp_path / "single_face.jpg")
+    for n in range(2):
+        write_image(tmp_path / "single_face" / f"{n}.png")
+    df, _ = scan(tmp_path, "folder")
+    assert sorted(df["sequence_id"]) == ["single_face", "single_face.jpg", "single_face.mp4"]
+
+
+@pytest.mark.shared
+def test_folder_on_real_media(shared_dir):
+    df, meta, report = build_manifest(shared_dir / "media", "folder")
+    videos = df[df["source_type"] == "video"]
+    assert len(videos) >= 1 and (videos["n_frames"] == 0).all() and videos["frame_paths"].map(len).eq(0).all()
+    assert df["sequence_id"].is_unique and not df["labelled"].any() and meta.fold_source == "none"
+    assert all(Path(p).is_file() for p in videos["video_path"])
+    assert "sequences from" in report.summary(df)
