@@ -74,8 +74,10 @@ def read_emotion_code(path: Path) -> tuple[int | None, str | None]:
     """(CK+ code, None) or (None, reason) for an emotion file holding one float like ``3.0000000e+00``."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"unreadable label file: {type(exc).__name__}"
+    except UnicodeDecodeError:
+        return None, "unreadable label file: not text (binary or not UTF-8)"
+    except OSError as exc:
+        return None, f"unreadable label file: {exc.strerror or type(exc).__name__}"
     text = text.strip()
     if not text:
         return None, "unreadable label file: empty"

@@ -125,8 +125,9 @@ def load_fold_file(path: Path, df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
         )
     out_of_range = (table["fold"] < 0) | (table["fold"] >= n_folds)
     if out_of_range.any():
+        hint = " (counting from 1? folds are 0-based: subtract 1)" if 0 not in values else ""
         raise ManifestError(
-            f"{path}: folds must lie in 0..{n_folds - 1} (0-based, {n_folds} folds); "
+            f"{path}: folds must lie in 0..{n_folds - 1} (0-based, {n_folds} folds){hint}; "
             f"bad rows: {rows(out_of_range)}"
         )
     dup = table["subject"].duplicated(keep=False)
