@@ -41,7 +41,7 @@ def assert_subject_independent(df: pd.DataFrame, n_folds: int) -> None:
     assert set(lab["fold"]) == set(range(n_folds)), "folds are 0..k-1 and none is empty"
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, database=None)
 @given(
     data=st.lists(
         st.tuples(st.integers(0, 30), st.sampled_from(["anger", "happy", "fear", "surprise", None])),
