@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 from data_manifests.ckplus import scan_ckplus
 from data_manifests.errors import ManifestError
@@ -40,16 +39,6 @@ TEXT_COLUMNS = (
     "video_path",
     "condition",
 )
-
-
-def _finish(df: pd.DataFrame) -> pd.DataFrame:
-    """:func:`normalise`, then text columns in the dtype a Parquet read gives back (pandas 3: ``str`` with NaN
-    for missing; pandas 2: object with None), so a manifest compares equal before and after a round trip."""
-    df = normalise(df)
-    for c in TEXT_COLUMNS:
-        values = [None if pd.isna(v) else str(v) for v in df[c]]
-        df[c] = pa.array(values, type=pa.string()).to_pandas().set_axis(df.index)
-    return df
 
 
 def scan(
@@ -95,7 +84,7 @@ def scan(
     if dataset_name is not None:
         df["dataset"] = dataset_name
         report.dataset = dataset_name
-    return _finish(df), report
+    return normalise(df), report
 
 
 def add_neutral_rows(df: pd.DataFrame, neutral_frames: int, report: ScanReport) -> pd.DataFrame:
@@ -164,4 +153,4 @@ def build_manifest(
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in scan_kwargs.items() if v is not None},
     }
     meta = ManifestMeta(classes=classes, n_folds=n_folds, fold_seed=seed, fold_source=source, extra=extra)
-    return _finish(df), meta, report
+    return normalise(df), meta, report

@@ -10,15 +10,16 @@ dataset            str         ``ckplus`` | ``oulu`` | ``folder`` | ``demo``
 subject            str         subject id; folds never split a subject
 label*             str         canonical class name (see :data:`CLASS_SETS`); null when unlabelled
 labelled           bool        False when the sequence has no usable label (kept, flagged)
-label_note*        str         why a sequence is unlabelled (``no emotion file``, ``unreadable label file``...)
+label_note*        str         why a sequence is unlabelled (``no emotion file``, ``unreadable label``...)
 fold*              Int64       0-based fold index; null when unlabelled
-n_frames           int64       number of frames (for a video: as reported by the container)
+n_frames           int64       number of frames; 0 for a video (unknown until decoded)
 source_type        str         ``frames`` | ``video``
 video_path*        str         absolute path of the video file (``source_type == 'video'``)
 frame_paths        list[str]   absolute paths of the frames, in temporal order (empty for a video)
 landmark_paths*    list[str]   the dataset's own per-frame landmark files, aligned with frame_paths ('' where
                                a frame has none); null when the dataset ships none
-peak_index*        Int64       0-based index of the peak (labelled) frame; CK+/Oulu: the last frame
+peak_index*        Int64       0-based index of the peak (labelled) frame; CK+/Oulu: the last frame;
+                               null for videos (the last frame)
 condition*         str         capture condition, e.g. ``VL/Strong`` for Oulu; null otherwise
 =================  ==========  ===========================================================================
 
@@ -76,6 +77,8 @@ COLUMNS: list[str] = [
 ]
 
 LIST_COLUMNS = ("frame_paths", "landmark_paths")
+TEXT_COLUMNS = ("sequence_id", "dataset", "subject", "label", "label_note", "source_type", "video_path",
+                "condition")
 
 
 @dataclass
@@ -139,10 +142,19 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["peak_index"] = pd.array(df["peak_index"], dtype="Int64")
     df["n_frames"] = df["n_frames"].astype("int64")
     df["frame_paths"] = [list(p) if p is not None else [] for p in df["frame_paths"]]
+    for c in TEXT_COLUMNS:
+        # The dtype a Parquet read gives back (pandas 3: str with NaN; pandas 2: object with None), so a
+        # manifest compares equal before and after a round trip. Test missing values with isna().
+        values = [None if _missing(v) else str(v) for v in df[c]]
+        df[c] = pa.array(values, type=pa.string()).to_pandas().set_axis(df.index)
     dup = df["sequence_id"][df["sequence_id"].duplicated()]
     if len(dup):
         raise ManifestError(f"duplicate sequence_id in manifest: {', '.join(dup.unique()[:5])}")
     return df.reset_index(drop=True)
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def write_manifest(df: pd.DataFrame, path: Path, meta: ManifestMeta, csv: bool = False) -> Path:
@@ -151,7 +163,8 @@ def write_manifest(df: pd.DataFrame, path: Path, meta: ManifestMeta, csv: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     df = normalise(df)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"seqfer": meta.to_json().encode()})
+    metadata = {**(table.schema.metadata or {}), b"seqfer": meta.to_json().encode()}
+    table = table.replace_schema_metadata(metadata)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
