@@ -54,7 +54,9 @@ def manifest(
     root: Annotated[Path, typer.Argument(help="dataset root")],
     format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder")],
     output: Annotated[Path, typer.Option("-o", "--output", help="manifest file (.parquet)")],
-    labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")
+    ] = None,
     folds: Annotated[int, typer.Option(help="number of subject-independent folds")] = 10,
     seed: Annotated[int, typer.Option(help="fold seed")] = 0,
     fold_file: Annotated[Path | None, typer.Option(help="CSV subject,fold (0-based) to use as folds")] = None,
@@ -150,8 +152,9 @@ def predict(
     """Predict an expression label with class probabilities for each input."""
     from pipeline.predict import run_predict
 
-    n_failed = run_predict(model, inputs, output=output, fmt=fmt, window=window, visualize=visualize,
-                           overrides=set_ or [])
+    n_failed = run_predict(
+        model, inputs, output=output, fmt=fmt, window=window, visualize=visualize, overrides=set_ or []
+    )
     raise typer.Exit(1 if n_failed else 0)
 
 

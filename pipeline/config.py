@@ -26,7 +26,9 @@ class DemoConfig(_Strict):
     """How `data.format: demo` generates its dataset when `data.root` does not hold one yet."""
 
     layout: Literal["ckplus", "oulu", "videos"] = "ckplus"
-    subjects: int = Field(118, ge=1, description="number of subjects (118 = CK+-sized: 327 labelled sequences)")
+    subjects: int = Field(
+        118, ge=1, description="number of subjects (118 = CK+-sized: 327 labelled sequences)"
+    )
     seed: int = 0
     faces: Path | None = Field(
         None, description="folder of face photos with 68-point .pts files; null = the packaged fallback face"
@@ -39,19 +41,27 @@ class DataConfig(_Strict):
     root: Path = Path("data/demo")
     labels_csv: Path | None = Field(None, description="labels CSV (path, subject, label) for format=folder")
     manifest: Path | None = Field(None, description="manifest file; default OUTPUT_DIR/manifest.parquet")
-    classes: str | list[str] = Field("ckplus7", description="class set name (ckplus7, basic6, ckplus8) or list")
+    classes: str | list[str] = Field(
+        "ckplus7", description="class set name (ckplus7, basic6, ckplus8) or list"
+    )
     include_neutral: bool = False
     neutral_frames: int = Field(1, ge=1)
     oulu_system: str = "VL"
     oulu_illumination: str = "Strong"
     folds: int = Field(10, ge=2)
-    fold_seed: int | None = Field(None, description="seed of the fold assignment; default: the top-level seed")
-    fold_file: Path | None = Field(None, description="CSV subject,fold (0-based) to use instead of computed folds")
+    fold_seed: int | None = Field(
+        None, description="seed of the fold assignment; default: the top-level seed"
+    )
+    fold_file: Path | None = Field(
+        None, description="CSV subject,fold (0-based) to use instead of computed folds"
+    )
     demo: DemoConfig = DemoConfig()
 
 
 class RayConfig(_Strict):
-    address: str | None = Field(None, description="existing Ray cluster ('auto' or host:port); null = local Ray")
+    address: str | None = Field(
+        None, description="existing Ray cluster ('auto' or host:port); null = local Ray"
+    )
     workers: int = Field(2, ge=1, description="parallel workers (actors) for preprocessing and prediction")
 
 
@@ -123,7 +133,9 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})"))
+        lines.append(
+            f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})")
+        )
     return "\n".join(lines)
 
 

@@ -71,9 +71,19 @@ def load_labelled_data(cfg: Config, preprocess: bool = True) -> LabelledData:
         status = index["status"].get(row["sequence_id"], "not_preprocessed")
         record = processor.load(source_from_row(row)) if status == STATUS_OK else None
         if record is None:
-            reason = index["reason"].get(row["sequence_id"], "") if status != STATUS_OK else "cache entry missing"
-            excluded.append({"sequence_id": row["sequence_id"], "subject": row["subject"], "fold": row["fold"],
-                             "label": row["label"], "status": status, "reason": reason})
+            reason = (
+                index["reason"].get(row["sequence_id"], "") if status != STATUS_OK else "cache entry missing"
+            )
+            excluded.append(
+                {
+                    "sequence_id": row["sequence_id"],
+                    "subject": row["subject"],
+                    "fold": row["fold"],
+                    "label": row["label"],
+                    "status": status,
+                    "reason": reason,
+                }
+            )
             continue
         keep.append(row)
         records.append(record)
@@ -87,12 +97,15 @@ def load_labelled_data(cfg: Config, preprocess: bool = True) -> LabelledData:
         appearance=appearance,
         trajectory=trajectory,
         classes=classes,
-        excluded=pd.DataFrame(excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]),
+        excluded=pd.DataFrame(
+            excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]
+        ),
     )
 
 
-def split_fold(subjects: np.ndarray, folds: np.ndarray, fold: int, val_fraction: float, seed: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_fold(
+    subjects: np.ndarray, folds: np.ndarray, fold: int, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, validation, test) row indices for one fold. Test = the fold's rows; validation = a seeded draw of
     whole TRAINING subjects; no subject is in two parts."""
     test = np.flatnonzero(folds == fold)
@@ -113,23 +126,44 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def train_fold(fold: int, data: LabelledData, model_cfg: dict, train_cfg: dict, val_fraction: float, seed: int,
-               device: str, fold_dir: str, config_hash: str) -> dict:
+def train_fold(
+    fold: int,
+    data: LabelledData,
+    model_cfg: dict,
+    train_cfg: dict,
+    val_fraction: float,
+    seed: int,
+    device: str,
+    fold_dir: str,
+    config_hash: str,
+) -> dict:
     """Train and test one fold; writes ``fold_dir`` and returns the fold's result (predictions included)."""
     start = time.perf_counter()
     fold_path = Path(fold_dir)
     fold_path.mkdir(parents=True, exist_ok=True)
     mcfg, tcfg = ModelConfig.model_validate(model_cfg), TrainConfig.model_validate(train_cfg)
     train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, fold, val_fraction, seed)
-    result = fit(mcfg, len(data.classes), data.subset(train_idx), data.subset(val_idx), tcfg,
-                 seed=seed * 1000 + fold, device=device)
+    result = fit(
+        mcfg,
+        len(data.classes),
+        data.subset(train_idx),
+        data.subset(val_idx),
+        tcfg,
+        seed=seed * 1000 + fold,
+        device=device,
+    )
     proba = predict_proba(result.model, data.subset(test_idx), device=device)
     pred = proba.argmax(axis=1)
     history = pd.DataFrame(result.history)
     history.insert(0, "fold", fold)
     history.to_csv(fold_path / "history.csv", index=False)
-    save_checkpoint(fold_path / "model.safetensors", result.model, mcfg, data.classes,
-                    {"fold": fold, "best_epoch": result.best_epoch, "config_hash": config_hash})
+    save_checkpoint(
+        fold_path / "model.safetensors",
+        result.model,
+        mcfg,
+        data.classes,
+        {"fold": fold, "best_epoch": result.best_epoch, "config_hash": config_hash},
+    )
     out = {
         "fold": fold,
         "accuracy": float((pred == data.labels[test_idx]).mean()) if len(test_idx) else float("nan"),
@@ -157,8 +191,16 @@ def cv_dir(cfg: Config) -> Path:
 
 
 def _config_hash(cfg: Config) -> str:
-    return stable_hash(cfg.seed, cfg.model, cfg.train, cfg.train.val_fraction, sequence_config(cfg),
-                       cfg.data.folds, cfg.fold_seed, str(cfg.data.fold_file))
+    return stable_hash(
+        cfg.seed,
+        cfg.model,
+        cfg.train,
+        cfg.train.val_fraction,
+        sequence_config(cfg),
+        cfg.data.folds,
+        cfg.fold_seed,
+        str(cfg.data.fold_file),
+    )
 
 
 def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
@@ -193,8 +235,13 @@ def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
         parallel = cfg.cv.parallel or cfg.ray.workers
         remote = ray.remote(num_cpus=1, num_gpus=1 / parallel if device == "cuda" else 0)(train_fold)
         data_ref = ray.put(data)
-        args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.train.val_fraction,
-                cfg.seed, device)
+        args = (
+            cfg.model.model_dump(mode="json"),
+            cfg.train.model_dump(mode="json"),
+            cfg.train.val_fraction,
+            cfg.seed,
+            device,
+        )
         pending = {remote.remote(f, data_ref, *args, str(out / f"fold_{f}"), config_hash): f for f in todo}
         bar = progress_bar(len(todo), "cv folds", unit="fold")
         try:
@@ -208,21 +255,31 @@ def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
         finally:
             bar.close()
 
-    summary = write_cv_report(cfg, data, [results[f] for f in folds], out, time.perf_counter() - start, device)
+    summary = write_cv_report(
+        cfg, data, [results[f] for f in folds], out, time.perf_counter() - start, device
+    )
     print((out / "summary.md").read_text(), file=sys.stderr)
     return summary
 
 
-def write_cv_report(cfg: Config, data: LabelledData, results: list[dict], out: Path, seconds: float,
-                    device: str) -> dict:
+def write_cv_report(
+    cfg: Config, data: LabelledData, results: list[dict], out: Path, seconds: float, device: str
+) -> dict:
     """Aggregate fold results into the run folder's tables, plots and summaries."""
     classes = data.classes
     rows = []
     for r in results:
         for row, p in zip(r["test_rows"], r["proba"], strict=True):
-            rows.append({"sequence_id": data.sequence_ids[row], "subject": data.subjects[row], "fold": r["fold"],
-                         "label": classes[data.labels[row]], "pred": classes[int(np.argmax(p))],
-                         **{f"p_{c}": float(v) for c, v in zip(classes, p, strict=True)}})
+            rows.append(
+                {
+                    "sequence_id": data.sequence_ids[row],
+                    "subject": data.subjects[row],
+                    "fold": r["fold"],
+                    "label": classes[data.labels[row]],
+                    "pred": classes[int(np.argmax(p))],
+                    **{f"p_{c}": float(v) for c, v in zip(classes, p, strict=True)},
+                }
+            )
     predictions = pd.DataFrame(rows)
     predictions.to_csv(out / "predictions.csv", index=False)
     y = np.array([classes.index(c) for c in predictions["label"]], dtype=np.int64)
@@ -231,8 +288,12 @@ def write_cv_report(cfg: Config, data: LabelledData, results: list[dict], out: P
     pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes).to_csv(out / "confusion.csv")
     accs = np.array([r["accuracy"] for r in results])
     summary = {
-        "model": cfg.model.streams + (f" ({cfg.model.appearance.name} + {cfg.model.geometry.name})"
-                                      if cfg.model.streams == "fused" else ""),
+        "model": cfg.model.streams
+        + (
+            f" ({cfg.model.appearance.name} + {cfg.model.geometry.name})"
+            if cfg.model.streams == "fused"
+            else ""
+        ),
         "dataset": str(cfg.data.root),
         "classes": classes,
         "accuracy_mean": float(accs.mean()) if len(accs) else float("nan"),
@@ -244,18 +305,30 @@ def write_cv_report(cfg: Config, data: LabelledData, results: list[dict], out: P
         "n_excluded": int(len(data.excluded)),
         "seconds": seconds,
         "device": device,
-        "folds": [{k: r[k] for k in ("fold", "accuracy", "n_test", "n_train", "n_val", "best_epoch", "seconds")}
-                  for r in results],
+        "folds": [
+            {k: r[k] for k in ("fold", "accuracy", "n_test", "n_train", "n_val", "best_epoch", "seconds")}
+            for r in results
+        ],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary, classes, cm))
-    save_confusion_png(cm, classes, out / "confusion.png",
-                       f"pooled confusion, accuracy {100 * summary['accuracy_mean']:.1f}% (mean over folds)")
-    curves = pd.concat([pd.read_csv(out / f"fold_{r['fold']}" / "history.csv") for r in results], ignore_index=True)
+    save_confusion_png(
+        cm,
+        classes,
+        out / "confusion.png",
+        f"pooled confusion, accuracy {100 * summary['accuracy_mean']:.1f}% (mean over folds)",
+    )
+    curves = pd.concat(
+        [pd.read_csv(out / f"fold_{r['fold']}" / "history.csv") for r in results], ignore_index=True
+    )
     curves.to_csv(out / "curves.csv", index=False)
     save_curves_png(curves, out / "curves.png")
-    splits = [{"fold": r["fold"], "part": part, "subject": s} for r in results
-              for part in ("train", "val", "test") for s in r[f"{part}_subjects"]]
+    splits = [
+        {"fold": r["fold"], "part": part, "subject": s}
+        for r in results
+        for part in ("train", "val", "test")
+        for s in r[f"{part}_subjects"]
+    ]
     pd.DataFrame(splits).to_csv(out / "splits.csv", index=False)
     data.excluded.to_csv(out / "excluded.csv", index=False)
     return summary
@@ -265,7 +338,13 @@ def _write_environment(path: Path, device: str) -> None:
     import ray
     import torch
 
-    env = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-           "ray": ray.__version__, "numpy": np.__version__, "device": device,
-           "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None}
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "numpy": np.__version__,
+        "device": device,
+        "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None,
+    }
     path.write_text(json.dumps(env, indent=2))

@@ -25,8 +25,17 @@ from stages.decode import SequenceSource
 from stages.landmark_table import landmark_table, write_landmark_table
 from stages.sequence import STATUS_OK, SequenceConfig, SequenceOutcome, SequenceProcessor
 
-INDEX_COLUMNS = ["sequence_id", "status", "reason", "n_frames", "face_ratio", "cached", "landmarks_key",
-                 "aligned_key", "trajectory_key"]
+INDEX_COLUMNS = [
+    "sequence_id",
+    "status",
+    "reason",
+    "n_frames",
+    "face_ratio",
+    "cached",
+    "landmarks_key",
+    "aligned_key",
+    "trajectory_key",
+]
 
 
 def preprocess_dir(cfg: Config) -> Path:
@@ -70,11 +79,20 @@ class PreprocessWorker:
         outcome = self.processor.process(source, force=force)
         if outcome.landmark_arrays is not None:
             lm = outcome.landmark_arrays
-            table = landmark_table(source.sequence_id, lm["frame_indices"], lm["timestamps"], lm["confidence"],
-                                   lm["success"], lm["landmarks"])
+            table = landmark_table(
+                source.sequence_id,
+                lm["frame_indices"],
+                lm["timestamps"],
+                lm["confidence"],
+                lm["success"],
+                lm["landmarks"],
+            )
             write_landmark_table(table, table_path(self.tables_dir, source.sequence_id), csv=self.export_csv)
-        return {**_outcome_row(outcome), "seconds": time.perf_counter() - start,
-                "no_face_frames": _no_face_frames(outcome)}
+        return {
+            **_outcome_row(outcome),
+            "seconds": time.perf_counter() - start,
+            "no_face_frames": _no_face_frames(outcome),
+        }
 
 
 def _outcome_row(outcome: SequenceOutcome) -> dict:
@@ -124,8 +142,15 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         ensure_ray(cfg.ray)
         n_workers = min(cfg.ray.workers, len(todo))
         worker_cls = ray.remote(num_cpus=1)(PreprocessWorker)
-        actors = [worker_cls.remote(seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir),
-                                    cfg.preprocess.export_csv) for _ in range(n_workers)]
+        actors = [
+            worker_cls.remote(
+                seq_cfg.model_dump(mode="json"),
+                str(cfg.cache_dir),
+                str(tables_dir),
+                cfg.preprocess.export_csv,
+            )
+            for _ in range(n_workers)
+        ]
         bar = progress_bar(len(todo), "preprocess")
         try:
             for source, result in stream_to_actors(actors, todo, lambda a, s: a.process.remote(s, force)):
@@ -138,8 +163,9 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
             for actor in actors:
                 ray.kill(actor)
 
-    index = pd.DataFrame([rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds",
-                                                                        "no_face_frames"])
+    index = pd.DataFrame(
+        [rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
+    )
     summary = _write_outputs(cfg, df, index, start)
     print(summary.text(), file=sys.stderr)
     return summary
@@ -154,13 +180,28 @@ def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: fl
     failures = []
     for row in index.itertuples():
         if row.status != STATUS_OK:
-            failures.append({"sequence_id": row.sequence_id, "frame": "", "source": sources[row.sequence_id],
-                             "status": row.status, "reason": row.reason})
+            failures.append(
+                {
+                    "sequence_id": row.sequence_id,
+                    "frame": "",
+                    "source": sources[row.sequence_id],
+                    "status": row.status,
+                    "reason": row.reason,
+                }
+            )
         for frame in row.no_face_frames or []:
-            failures.append({"sequence_id": row.sequence_id, "frame": frame, "source": sources[row.sequence_id],
-                             "status": "no_face_frame", "reason": "no face found in this frame"})
+            failures.append(
+                {
+                    "sequence_id": row.sequence_id,
+                    "frame": frame,
+                    "source": sources[row.sequence_id],
+                    "status": "no_face_frame",
+                    "reason": "no face found in this frame",
+                }
+            )
     pd.DataFrame(failures, columns=["sequence_id", "frame", "source", "status", "reason"]).to_csv(
-        out_dir / "failures.csv", index=False)
+        out_dir / "failures.csv", index=False
+    )
 
     failed = index[index["status"] != STATUS_OK]
     summary = RunSummary(

@@ -29,8 +29,12 @@ def ensure_ray(cfg: RayConfig) -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([_REPO_ROOT, *paths])
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True,
-                              "configure_logging": False}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "ignore_reinit_error": True,
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
     else:

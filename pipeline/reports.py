@@ -34,8 +34,15 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: st
     ax.imshow(np.nan_to_num(rates), cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center",
-                    color="white" if np.nan_to_num(rates[i, j]) > 0.6 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}",
+                ha="center",
+                va="center",
+                color="white" if np.nan_to_num(rates[i, j]) > 0.6 else "black",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -78,7 +85,7 @@ def summary_markdown(summary: dict, classes: list[str], cm: np.ndarray) -> str:
         f"- accuracy: **{100 * summary['accuracy_mean']:.2f} +/- {100 * summary['accuracy_std']:.2f} %** "
         f"(mean +/- std over folds); pooled {100 * summary['accuracy_pooled']:.2f} %",
         f"- mean class accuracy (unweighted recall): {100 * summary['mean_class_accuracy']:.2f} %",
-        f"- model selection: best validation epoch on held-out TRAINING subjects; the test fold is never used",
+        "- model selection: best validation epoch on held-out TRAINING subjects; the test fold is never used",
         f"- excluded (failed preprocessing): {summary['n_excluded']}",
         f"- wall time: {summary['seconds']:.0f} s on {summary['device']}",
         "",
@@ -86,10 +93,17 @@ def summary_markdown(summary: dict, classes: list[str], cm: np.ndarray) -> str:
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for f in summary["folds"]:
-        lines.append(f"| {f['fold']} | {100 * f['accuracy']:.2f} | {f['n_test']} | {f['best_epoch']} | "
-                     f"{f['seconds']:.0f} |")
-    lines += ["", "Pooled confusion matrix (rows true, columns predicted):", "",
-              "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        lines.append(
+            f"| {f['fold']} | {100 * f['accuracy']:.2f} | {f['n_test']} | {f['best_epoch']} | "
+            f"{f['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Pooled confusion matrix (rows true, columns predicted):",
+        "",
+        "| | " + " | ".join(classes) + " |",
+        "|---" * (len(classes) + 1) + "|",
+    ]
     for i, c in enumerate(classes):
         lines.append(f"| {c} | " + " | ".join(str(v) for v in cm[i]) + " |")
     return "\n".join(lines) + "\n"

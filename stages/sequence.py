@@ -21,8 +21,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.align import AlignConfig, align_face
-from stages.cache import ArrayCache, source_fingerprint, stable_hash
-from stages.decode import DecodedFrame, FrameSelectionConfig, SequenceSource, iter_frames, probe, select_indices
+from stages.cache import ArrayCache, source_fingerprint, stage_keys
+from stages.decode import (
+    DecodedFrame,
+    FrameSelectionConfig,
+    SequenceSource,
+    iter_frames,
+    probe,
+    select_indices,
+)
 from stages.errors import StageError
 from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
 from stages.record import N_LANDMARKS, SequenceRecord
@@ -61,14 +68,19 @@ class SequenceOutcome:
     landmark_arrays: dict[str, np.ndarray] | None = None  # frame_indices, timestamps, landmarks, success, ...
 
 
-def stage_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
-    """Cache keys of the three levels for one source (stats its files; decodes nothing)."""
+def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
+    """Cache keys of the three levels for one source (stats its files; decodes nothing).
+
+    Frames are decoded in the align colour and landmarks found on them, so that colour is part of the
+    landmarks level."""
     fingerprint = source_fingerprint(list(source.frame_paths), source.video_path)
-    landmarks_key = stable_hash("landmarks", fingerprint, source.peak_index, cfg.frames, cfg.landmarks,
-                                cfg.align.color)
-    aligned_key = stable_hash("aligned", landmarks_key, cfg.align)
-    trajectory_key = stable_hash("trajectory", aligned_key, cfg.trajectory)
-    return {"landmarks": landmarks_key, "aligned": aligned_key, "trajectory": trajectory_key}
+    return stage_keys(
+        fingerprint,
+        (cfg.frames, source.peak_index),
+        (cfg.landmarks, cfg.align.color),
+        cfg.align,
+        cfg.trajectory,
+    )
 
 
 def _status_of(success: np.ndarray, cfg: SequenceConfig) -> tuple[str, str]:
@@ -90,14 +102,16 @@ class SequenceProcessor:
     picklable.
     """
 
-    def __init__(self, cfg: SequenceConfig, cache_root: Path | None = None,
-                 landmarker: Landmarker | None = None) -> None:
+    def __init__(
+        self, cfg: SequenceConfig, cache_root: Path | None = None, landmarker: Landmarker | None = None
+    ) -> None:
         self.cfg = cfg
         self._landmarker = landmarker
         self.caches: dict[str, ArrayCache] | None = None
         if cache_root is not None:
-            self.caches = {name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned",
-                                                                                  "trajectory")}
+            self.caches = {
+                name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned", "trajectory")
+            }
 
     @property
     def landmarker(self) -> Landmarker:
@@ -105,7 +119,7 @@ class SequenceProcessor:
             self._landmarker = build_landmarker(self.cfg.landmarks)
         return self._landmarker
 
-    # -- cache helpers -------------------------------------------------------------------------------------------
+    # -- cache helpers ---------------------------------------------------------------------------------------
     def _get(self, level: str, key: str) -> dict[str, np.ndarray] | None:
         return None if self.caches is None else self.caches[level].get(key)
 
@@ -117,16 +131,22 @@ class SequenceProcessor:
         """The cached outcome of a source when every level it needs is cached, else None. Decodes nothing."""
         if self.caches is None:
             return None
-        keys = stage_keys(source, self.cfg)
+        keys = sequence_keys(source, self.cfg)
         if not self.caches["landmarks"].has(keys["landmarks"]):
             return None
         lm = self._get("landmarks", keys["landmarks"])
         if lm is None:
             return None
         status, reason = _status_of(lm["success"], self.cfg)
-        outcome = SequenceOutcome(source.sequence_id, status, reason, cached=True, n_frames=len(lm["success"]),
-                                  face_ratio=float(lm["success"].mean()) if len(lm["success"]) else 0.0,
-                                  keys=keys)
+        outcome = SequenceOutcome(
+            source.sequence_id,
+            status,
+            reason,
+            cached=True,
+            n_frames=len(lm["success"]),
+            face_ratio=float(lm["success"].mean()) if len(lm["success"]) else 0.0,
+            keys=keys,
+        )
         if status != STATUS_OK:
             return outcome
         if self.caches["aligned"].has(keys["aligned"]) and self.caches["trajectory"].has(keys["trajectory"]):
@@ -137,14 +157,14 @@ class SequenceProcessor:
         """The cached record of a source, or None when any level is missing or it failed."""
         if self.caches is None:
             return None
-        keys = stage_keys(source, self.cfg)
+        keys = sequence_keys(source, self.cfg)
         parts = [self._get(level, keys[level]) for level in ("landmarks", "aligned", "trajectory")]
         if any(p is None for p in parts):
             return None
         lm, al, tr = parts
         return _record(source.sequence_id, lm, al, tr["trajectory"])
 
-    # -- processing ----------------------------------------------------------------------------------------------
+    # -- processing ------------------------------------------------------------------------------------------
     def process(self, source: SequenceSource, force: bool = False) -> SequenceOutcome:
         """Run (or fetch from cache) every stage for one source. Never raises for a bad input: a source that
         cannot be read, or has no face, comes back as a failed outcome with the reason."""
@@ -154,7 +174,7 @@ class SequenceProcessor:
             return SequenceOutcome(source.sequence_id, "unreadable", str(exc))
 
     def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
-        keys = stage_keys(source, self.cfg)
+        keys = sequence_keys(source, self.cfg)
         meta = {"sequence_id": source.sequence_id}
         lm = None if force else self._get("landmarks", keys["landmarks"])
         al = None if force or lm is None else self._get("aligned", keys["aligned"])
@@ -165,8 +185,16 @@ class SequenceProcessor:
         status, reason = _status_of(lm["success"], self.cfg)
         n, ratio = len(lm["success"]), float(lm["success"].mean()) if len(lm["success"]) else 0.0
         if status != STATUS_OK:
-            return SequenceOutcome(source.sequence_id, status, reason, cached=not computed, n_frames=n,
-                                   face_ratio=ratio, keys=keys, landmark_arrays=lm)
+            return SequenceOutcome(
+                source.sequence_id,
+                status,
+                reason,
+                cached=not computed,
+                n_frames=n,
+                face_ratio=ratio,
+                keys=keys,
+                landmark_arrays=lm,
+            )
         if al is None:
             al = self._aligned_from_landmarks(source, lm)
         if computed:
@@ -174,12 +202,22 @@ class SequenceProcessor:
         tr = None if force or computed else self._get("trajectory", keys["trajectory"])
         if tr is None:
             computed = True
-            trajectory = compute_trajectory(al["aligned_landmarks"], lm["success"], self.cfg.trajectory)
+            aligned_ok = lm["success"] & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
+            trajectory = compute_trajectory(al["aligned_landmarks"], aligned_ok, self.cfg.trajectory)
             tr = {"trajectory": np.asarray(trajectory, dtype=np.float32)}
             self._put("trajectory", keys["trajectory"], tr, meta)
         record = _record(source.sequence_id, lm, al, tr["trajectory"])
-        return SequenceOutcome(source.sequence_id, STATUS_OK, "", record=record, cached=not computed,
-                               n_frames=n, face_ratio=ratio, keys=keys, landmark_arrays=lm)
+        return SequenceOutcome(
+            source.sequence_id,
+            STATUS_OK,
+            "",
+            record=record,
+            cached=not computed,
+            n_frames=n,
+            face_ratio=ratio,
+            keys=keys,
+            landmark_arrays=lm,
+        )
 
     def _frames(self, source: SequenceSource) -> tuple[np.ndarray, Iterator[DecodedFrame]]:
         n_frames, _fps = probe(source)
@@ -232,7 +270,10 @@ class SequenceProcessor:
         if not ok:
             shape = (size, size) if self.cfg.align.color == "grey" else (size, size, 3)
             return np.zeros(shape, np.uint8), np.full((N_LANDMARKS, 2), np.nan, np.float32)
-        face = align_face(image, points, self.cfg.align)
+        try:
+            face = align_face(image, points, self.cfg.align)
+        except StageError:  # degenerate anchor points: this frame has no usable face
+            return self._align_one(image, points, False)
         return face.image, face.points.astype(np.float32)
 
     def _stack_aligned(self, crops: list[np.ndarray], crop_pts: list[np.ndarray]) -> dict:
