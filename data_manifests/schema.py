@@ -77,8 +77,16 @@ COLUMNS: list[str] = [
 ]
 
 LIST_COLUMNS = ("frame_paths", "landmark_paths")
-TEXT_COLUMNS = ("sequence_id", "dataset", "subject", "label", "label_note", "source_type", "video_path",
-                "condition")
+TEXT_COLUMNS = (
+    "sequence_id",
+    "dataset",
+    "subject",
+    "label",
+    "label_note",
+    "source_type",
+    "video_path",
+    "condition",
+)
 
 
 @dataclass
