@@ -1,0 +1,98 @@
+"""Training-time augmentation of batched model inputs; every random draw comes from a seeded
+``torch.Generator``.
+
+- Horizontal flip (per sample, p = 0.5) of the appearance crops AND the landmark trajectory: pixels mirrored
+  about the crop's vertical centre line; trajectory x -> -x (displacements, so the mirror axis does not matter) and
+  landmark indices re-ordered by :data:`stages.template.FLIP_PERMUTATION` so index i is again iBUG point i.
+- Small random rotation, zoom and shift of the crops (one ``affine_grid`` / ``grid_sample``, bilinear, border
+  padding), and a random gain (brightness) clamped to [0, 1]. All frames of a sample get the same transform.
+  Trajectories are not rotated/zoomed: they are already normalised for pose and scale, and the geometric
+  augmentation of crops stands for alignment jitter.
+- Optional Gaussian noise on trajectories.
+
+Never applied at validation, test or prediction time (:func:`stages.training.fit` calls it on training
+batches).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from stages.models.config import AugmentConfig
+from stages.template import FLIP_PERMUTATION
+
+_FLIP_INDEX = torch.as_tensor(FLIP_PERMUTATION.copy(), dtype=torch.long)
+
+
+def hflip_appearance(app: torch.Tensor) -> torch.Tensor:
+    """Mirror [..., S, S] crops left-right: pixel column x -> S - 1 - x."""
+    return app.flip(-1)
+
+
+def hflip_landmarks(points: torch.Tensor, width: float | None = None) -> torch.Tensor:
+    """Mirror [..., 68, 2] (x, y) points and re-index them by the 68-point mirror permutation.
+
+    ``width`` given: absolute pixel coordinates, x -> (width - 1) - x. ``width`` None: displacements (or
+    centred coordinates), x -> -x.
+    """
+    out = points.index_select(-2, _FLIP_INDEX.to(points.device)).clone()
+    out[..., 0] = -out[..., 0] if width is None else (width - 1) - out[..., 0]
+    return out
+
+
+def hflip_trajectory(traj: torch.Tensor) -> torch.Tensor:
+    """Mirror trajectories [..., L, 68, 2] of displacements: x -> -x, landmark indices permuted."""
+    return hflip_landmarks(traj, None)
+
+
+def _affine_theta(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """[n, 2, 3] sampling matrices (output -> input, normalised coordinates) for rotation, zoom and shift."""
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.rotate_deg)
+    zoom = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.scale
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 * cfg.shift)  # fraction of side -> [-1, 1] units
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    return torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1
+    )
+
+
+def augment_batch(
+    app: torch.Tensor | None,
+    traj: torch.Tensor | None,
+    cfg: AugmentConfig,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Augment a training batch: ``app`` [B, C, S, S] float in [0, 1], ``traj`` [B, L, 68, 2] (either may be
+    None).
+
+    Random numbers are drawn on the CPU from ``gen`` in a fixed order whatever the device, so a seed gives the
+    same augmentation on any device. Returns new tensors; the inputs are not modified.
+    """
+    ref = app if app is not None else traj
+    if ref is None:
+        return app, traj
+    n = ref.shape[0]
+    flip = (torch.rand(n, generator=gen) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
+    theta = _affine_theta(n, cfg, gen)
+    gain = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.brightness
+    noise = torch.randn(traj.shape, generator=gen) * cfg.traj_noise if traj is not None and cfg.traj_noise > 0 else None
+
+    if app is not None:
+        dev = app.device
+        mask = flip.to(dev).view(n, 1, 1, 1)
+        app = torch.where(mask, hflip_appearance(app), app)
+        if cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.shift > 0:
+            grid = F.affine_grid(theta.to(dev, app.dtype), list(app.shape), align_corners=False)
+            app = F.grid_sample(app, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if cfg.brightness > 0:
+            app = (app * gain.to(dev, app.dtype).view(n, 1, 1, 1)).clamp_(0.0, 1.0)
+    if traj is not None:
+        dev = traj.device
+        mask = flip.to(dev).view(n, *([1] * (traj.dim() - 1)))
+        traj = torch.where(mask, hflip_trajectory(traj), traj)
+        if noise is not None:
+            traj = traj + noise.to(dev, traj.dtype)
+    return app, traj

@@ -1,0 +1,145 @@
+"""Configs of the model family, the model inputs, augmentation and training (pydantic v2, all fields
+defaulted).
+
+Model-specific settings that only one registered network understands go into ``AppearanceConfig.options`` /
+``GeometryConfig.options`` (a free dict that the network's builder validates, see
+:func:`stages.models.registry.parse_options`), so that adding a network never needs a new field here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelInputConfig(BaseModel):
+    """How a :class:`~stages.record.SequenceRecord` becomes the appearance tensor ``[C, size, size]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    appearance: Literal["peak", "last_k", "peak_neutral"] = Field(
+        "last_k",
+        description="peak: the last successful frame; last_k: the last k successful frames stacked as "
+        "channels (oldest first, peak last); peak_neutral: (first successful frame, peak) as channels.",
+    )
+    k: int = Field(3, ge=1, description="Frames stacked by appearance='last_k'.")
+    size: int = Field(
+        64, ge=8, description="Model input side in pixels; aligned crops are resized from the cache's size."
+    )
+
+
+class AppearanceConfig(BaseModel):
+    """The appearance network (a name in the registry) and its common hyper-parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("skipnet", description="Registered appearance network (see stages.models.list_models).")
+    channels: list[int] = Field(
+        default_factory=lambda: [32, 64, 96, 128],
+        min_length=1,
+        description="Output channels of each conv block; each block halves the spatial size.",
+    )
+    convs_per_block: int = Field(1, ge=1, description="3x3 convolutions per block (skipnet).")
+    skip_dim: int = Field(64, ge=1, description="Width of each block's skip FC layer (skipnet).")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="Dropout in front of the classifier.")
+    normalize: Literal["fixed", "per_sample"] = Field(
+        "fixed",
+        description="Input normalisation inside the network: fixed = (x - 0.5) / 0.25 on inputs in [0, 1]; "
+        "per_sample = each sample and channel to zero mean, unit std (cancels brightness augmentation).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings only the named network understands (validated by it)."
+    )
+
+
+class GeometryConfig(BaseModel):
+    """The geometry (landmark-trajectory) network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("trajnet", description="Registered geometry network: trajnet (shared per step) or flat.")
+    hidden: int = Field(128, ge=1, description="Width of trajnet's per-step MLP.")
+    layers: int = Field(2, ge=1, description="Layers of trajnet's per-step MLP / temporal convs.")
+    temporal_kernel: int = Field(
+        1,
+        ge=1,
+        description="Kernel over time of trajnet's layers: 1 = the same MLP on every step independently; "
+        "odd k > 1 = 1-D convs over time (still shared over steps, any length).",
+    )
+    flat_hidden: list[int] = Field(
+        default_factory=lambda: [100, 600],
+        min_length=1,
+        description="FC widths of the DTAGN-style 'flat' network on the flattened fixed-length trajectory.",
+    )
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="Dropout in front of the classifier.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings only the named network understands (validated by it)."
+    )
+
+
+class ModelConfig(BaseModel):
+    """Which streams exist and how they are fused (DTAGN / Verma et al. ICIP 2019)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    streams: Literal["appearance", "geometry", "fused"] = Field(
+        "fused", description="appearance only, geometry only, or both fused."
+    )
+    appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
+    geometry: GeometryConfig = Field(default_factory=GeometryConfig)
+    input: ModelInputConfig = Field(default_factory=ModelInputConfig)
+    fusion: Literal["sum", "weighted", "learned"] = Field(
+        "sum",
+        description="fused logits = w * appearance + (1 - w) * geometry; sum: w = 0.5; weighted: w = "
+        "fusion_weight; learned: w = sigmoid(a learnable scalar) starting at fusion_weight.",
+    )
+    fusion_weight: float = Field(0.5, gt=0.0, lt=1.0, description="Weight w of the appearance logits.")
+    joint_loss: bool = Field(
+        True,
+        description="DTAGN joint fine-tuning: cross-entropy on appearance, geometry and fused logits summed; "
+        "otherwise only on the predicting output. The fused output predicts either way.",
+    )
+
+
+class AugmentConfig(BaseModel):
+    """Training-time augmentation on batches (never applied at validation, test or prediction time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flip: bool = Field(True, description="Random horizontal flip of crops and trajectories (p = 0.5).")
+    rotate_deg: float = Field(10.0, ge=0.0, description="Max random rotation of crops, degrees.")
+    scale: float = Field(0.1, ge=0.0, lt=1.0, description="Max random relative zoom of crops (1 +- scale).")
+    shift: float = Field(0.08, ge=0.0, lt=1.0, description="Max random shift of crops, fraction of the side.")
+    brightness: float = Field(0.2, ge=0.0, lt=1.0, description="Max random relative gain of crops (1 +- b).")
+    traj_noise: float = Field(
+        0.0, ge=0.0, description="Std of Gaussian noise added to trajectories, in trajectory units."
+    )
+
+
+class TrainConfig(BaseModel):
+    """Optimisation, early stopping and augmentation for :func:`stages.training.fit`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(40, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(32, ge=2, description="Training batch size (sequences).")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="constant, or cosine decay from lr to 0 over `epochs`."
+    )
+    patience: int = Field(
+        10, ge=1, description="Stop after this many epochs without a better validation accuracy / loss."
+    )
+    val_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of training subjects the CV runner holds out for validation.",
+    )
+    class_weighted: bool = Field(
+        False, description="Weight cross-entropy by inverse class frequency of the training labels."
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    threads: int = Field(1, ge=1, description="torch.set_num_threads inside fit (restored afterwards).")

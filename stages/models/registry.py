@@ -1,0 +1,132 @@
+"""Registry of the networks that can fill the appearance and geometry streams, keyed by name.
+
+Adding a network = one new module in ``stages/models/`` (imported automatically by the package) with a builder
+decorated by :func:`register_model`::
+
+    from stages.models.registry import BuildContext, parse_options, register_model
+
+    class DtanOptions(BaseModel):                       # only if the network has its own settings
+        model_config = ConfigDict(extra="forbid")
+        fc: int = 500
+
+    @register_model("appearance", name="dtan")
+    def dtan(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
+        opts = parse_options(cfg, DtanOptions, "dtan")
+        return Dtan(ctx.in_channels, ctx.n_classes, fc=opts.fc, dropout=cfg.dropout)
+
+Contracts of the returned ``nn.Module`` (pure torch; no files, no I/O):
+
+- appearance: ``forward(x)`` with ``x`` [B, C, S, S] float32 in [0, 1] (C = frames x colour channels,
+  frame-major: channel ``f * colours + c``; S = ``ctx.input_size``) returns logits [B, ``ctx.n_classes``].
+  It normalises its input itself. Must accept any B >= 1 in eval mode and give per-sample results
+  independent of the batch. Optional: ``features(x)``.
+- geometry: ``forward(traj)`` with ``traj`` [B, L, 68, 2] float32 (normalised landmark displacements from
+  the first frame, (x, y)) returns logits [B, ``ctx.n_classes``]. ``ctx.n_steps`` is the training L (None if
+  unknown); networks that need a fixed L must check it and raise :class:`stages.errors.StageError` otherwise.
+
+Both kinds may use BatchNorm/Dropout (training batches have >= 2 samples) and must be deterministic on CPU
+for a fixed seed. Builders raise :class:`stages.errors.StageError` for a config they cannot honour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from stages.errors import StageError
+
+StreamKind = Literal["appearance", "geometry"]
+STREAM_KINDS: tuple[str, ...] = ("appearance", "geometry")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Shapes a builder needs besides its config.
+
+    ``n_classes``: logits per sample; ``in_channels``: C of the appearance input; ``input_size``: S in pixels;
+    ``n_steps``: trajectory length L the model is trained on (None when unknown).
+    """
+
+    n_classes: int
+    in_channels: int = 1
+    input_size: int = 64
+    n_steps: int | None = None
+
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str
+    builder: Builder
+    doc: str
+
+
+_REGISTRY: dict[str, dict[str, ModelEntry]] = {kind: {} for kind in STREAM_KINDS}
+
+B = TypeVar("B", bound=Builder)
+
+
+def register_model(kind: StreamKind, name: str | None = None) -> Callable[[B], B]:
+    """Decorator: register ``builder(cfg, ctx) -> nn.Module`` as stream ``kind`` under ``name`` (default: the
+    function's name). Registering a different builder under a taken name raises ``ValueError``."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown stream kind {kind!r}; expected one of {', '.join(STREAM_KINDS)}")
+
+    def decorate(builder: B) -> B:
+        key = name or builder.__name__
+        old = _REGISTRY[kind].get(key)
+        if old is not None and (old.builder.__module__, old.builder.__qualname__) != (
+            builder.__module__,
+            builder.__qualname__,
+        ):
+            raise ValueError(f"{kind} model {key!r} is already registered by {old.builder.__module__}")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[kind][key] = ModelEntry(key, kind, builder, doc[0] if doc else "")
+        return builder
+
+    return decorate
+
+
+def unregister_model(kind: StreamKind, name: str) -> None:
+    """Remove a registration (for tests and plugins that replace a network)."""
+    _REGISTRY[kind].pop(name, None)
+
+
+def list_models(kind: StreamKind | None = None) -> dict[str, list[str]] | list[str]:
+    """Registered names, sorted: of one kind (a list) or of every kind (a dict kind -> list)."""
+    if kind is not None:
+        return sorted(_REGISTRY[kind])
+    return {k: sorted(v) for k, v in _REGISTRY.items()}
+
+
+def get_entry(kind: StreamKind, name: str) -> ModelEntry:
+    """The registration of ``name``; :class:`StageError` listing the registered names when unknown."""
+    try:
+        return _REGISTRY[kind][name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY.get(kind, {}))) or "(none)"
+        raise StageError(f"unknown {kind} model {name!r}; registered {kind} models: {known}") from None
+
+
+def build_stream(kind: StreamKind, cfg: BaseModel, ctx: BuildContext) -> nn.Module:
+    """Build the network ``cfg.name`` of stream ``kind``."""
+    return get_entry(kind, cfg.name).builder(cfg, ctx)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_options(cfg: BaseModel, schema: type[M], model_name: str) -> M:
+    """Validate ``cfg.options`` against a network's own pydantic schema; :class:`StageError` on a bad
+    key/value."""
+    try:
+        return schema.model_validate(getattr(cfg, "options", {}) or {})
+    except ValidationError as exc:
+        raise StageError(f"bad options for model {model_name!r}: {exc}") from None

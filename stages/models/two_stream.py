@@ -1,0 +1,121 @@
+"""Two-stream model: an appearance network and a geometry network, fused at the logits (DTAGN, Verma et al.).
+
+``fused = w * appearance_logits + (1 - w) * geometry_logits``; with ``joint_loss`` the cross-entropies of all
+three outputs are summed (DTAGN joint fine-tuning) and the fused output predicts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stages.errors import StageError
+from stages.models.config import ModelConfig, ModelInputConfig
+from stages.models.registry import BuildContext, build_stream
+
+FRAMES_PER_INPUT = {
+    "peak": lambda cfg: 1,
+    "last_k": lambda cfg: cfg.k,
+    "peak_neutral": lambda cfg: 2,
+}
+
+
+def frames_for(input_cfg: ModelInputConfig) -> int:
+    """Frames stacked in the appearance input."""
+    return FRAMES_PER_INPUT[input_cfg.appearance](input_cfg)
+
+
+def in_channels_for(input_cfg: ModelInputConfig, color: bool) -> int:
+    """Appearance channels C = frames x (3 for RGB crops, 1 for grey)."""
+    return frames_for(input_cfg) * (3 if color else 1)
+
+
+class TwoStream(nn.Module):
+    """Holds ``appearance`` and/or ``geometry`` networks (either may be None, not both).
+
+    ``forward(app, traj)``: ``app`` [B, C, S, S] float32 in [0, 1], ``traj`` [B, L, 68, 2] float32 (an absent
+    stream's input may be None). Returns a dict of logits [B, K] with keys ``appearance``, ``geometry`` and
+    ``fused`` (those that exist); ``prediction_key`` names the one that predicts.
+    """
+
+    def __init__(
+        self,
+        appearance: nn.Module | None,
+        geometry: nn.Module | None,
+        fusion: str = "sum",
+        fusion_weight: float = 0.5,
+        joint_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        if appearance is None and geometry is None:
+            raise StageError("a model needs at least one stream (appearance or geometry)")
+        if fusion not in ("sum", "weighted", "learned"):
+            raise StageError(f"unknown fusion {fusion!r}; expected sum, weighted or learned")
+        self.appearance = appearance
+        self.geometry = geometry
+        # n_classes, in_channels, n_steps: set by build_model, stored in checkpoints
+        self.build_args: dict = {}
+        self.fusion = fusion
+        self.joint_loss = joint_loss
+        self.fixed_weight = 0.5 if fusion == "sum" else float(fusion_weight)
+        self.fusion_logit = (
+            nn.Parameter(torch.tensor(math.log(fusion_weight / (1.0 - fusion_weight)))) if fusion == "learned" else None
+        )
+
+    @property
+    def is_fused(self) -> bool:
+        return self.appearance is not None and self.geometry is not None
+
+    @property
+    def prediction_key(self) -> str:
+        """Name of the output that predicts: ``fused`` when both streams exist, else the only stream."""
+        if self.is_fused:
+            return "fused"
+        return "appearance" if self.appearance is not None else "geometry"
+
+    def fusion_weight(self) -> torch.Tensor:
+        """Weight w of the appearance logits (a tensor; carries gradient for ``learned``)."""
+        if self.fusion_logit is not None:
+            return torch.sigmoid(self.fusion_logit)
+        return torch.tensor(self.fixed_weight)
+
+    def forward(self, app: torch.Tensor | None = None, traj: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if self.appearance is not None:
+            if app is None:
+                raise StageError("this model has an appearance stream but got no appearance input")
+            out["appearance"] = self.appearance(app)
+        if self.geometry is not None:
+            if traj is None:
+                raise StageError("this model has a geometry stream but got no trajectory input")
+            out["geometry"] = self.geometry(traj)
+        if self.is_fused:
+            w = self.fusion_weight().to(out["appearance"].dtype)
+            out["fused"] = w * out["appearance"] + (1.0 - w) * out["geometry"]
+        return out
+
+    def loss(
+        self, outputs: dict[str, torch.Tensor], y: torch.Tensor, class_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean cross-entropy: summed over all outputs with ``joint_loss``, else of the predicting output."""
+        keys = sorted(outputs) if self.joint_loss else [self.prediction_key]
+        return sum(F.cross_entropy(outputs[k], y, weight=class_weight) for k in keys)
+
+
+def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int | None = None) -> TwoStream:
+    """Build the two-stream model from the registry.
+
+    ``n_classes``: logits per sample; ``in_channels``: appearance C (see :func:`in_channels_for`);
+    ``n_steps``: trajectory length L (only fixed-length geometry networks such as ``flat`` need it).
+    """
+    if n_classes < 2:
+        raise StageError(f"a classifier needs at least 2 classes; got {n_classes}")
+    ctx = BuildContext(n_classes=n_classes, in_channels=in_channels, input_size=cfg.input.size, n_steps=n_steps)
+    appearance = build_stream("appearance", cfg.appearance, ctx) if cfg.streams in ("appearance", "fused") else None
+    geometry = build_stream("geometry", cfg.geometry, ctx) if cfg.streams in ("geometry", "fused") else None
+    model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss)
+    model.build_args = {"n_classes": n_classes, "in_channels": in_channels, "n_steps": n_steps}
+    return model

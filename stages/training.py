@@ -1,0 +1,358 @@
+"""Training, prediction and checkpoints of the two-stream model: pure torch, no Ray, no run folders.
+
+- :func:`fit`: AdamW, (joint) cross-entropy, augmentation on training batches only, early stopping and
+best-epoch
+  selection on the VALIDATION set (accuracy, ties -> lower loss). Same seed -> same history and weights on
+  CPU.
+- :func:`predict_proba`: softmax of the predicting output, eval mode; independent of the batch size.
+- :func:`save_checkpoint` / :func:`load_checkpoint`: one ``.safetensors`` file, config/classes in its
+metadata;
+  never pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from stages.augment import augment_batch
+from stages.errors import StageError
+from stages.models import ModelConfig, TrainConfig, TwoStream, build_model
+
+CHECKPOINT_FORMAT = "seqfer-checkpoint"
+CHECKPOINT_VERSION = "1"
+
+
+@dataclass
+class ArrayDataset:
+    """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], ``trajectory`` [N, L, 68,
+    2] float32, ``labels`` [N] int64 class indices."""
+
+    appearance: np.ndarray
+    trajectory: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = {len(self.appearance), len(self.trajectory), len(self.labels)}
+        if len(n) != 1:
+            raise StageError(
+                f"dataset arrays disagree on N: appearance {len(self.appearance)}, trajectory "
+                f"{len(self.trajectory)}, labels {len(self.labels)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class FitResult:
+    """``model``: the best epoch's weights, eval mode; ``history``: one dict per epoch run (``epoch`` is
+    1-based;
+    keys epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, and fusion_weight for fused models);
+    ``best_epoch``: 1-based epoch whose weights ``model`` holds."""
+
+    model: TwoStream
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def _tensors(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    app, traj = (data.appearance, data.trajectory) if isinstance(data, ArrayDataset) else data[:2]
+    return (
+        torch.as_tensor(np.asarray(app, dtype=np.float32), device=device),
+        torch.as_tensor(np.asarray(traj, dtype=np.float32), device=device),
+    )
+
+
+def _stream_inputs(model: TwoStream, app: torch.Tensor, traj: torch.Tensor):
+    return (app if model.appearance is not None else None, traj if model.geometry is not None else None)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: TwoStream,
+    app: torch.Tensor,
+    traj: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    batch_size: int,
+) -> tuple[float, float]:
+    """(mean loss, accuracy) in eval mode."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        sl = slice(start, start + batch_size)
+        out = model(*_stream_inputs(model, app[sl], traj[sl]))
+        total_loss += float(model.loss(out, y[sl], weight)) * len(y[sl])
+        correct += int((out[model.prediction_key].argmax(1) == y[sl]).sum())
+    return total_loss / len(y), correct / len(y)
+
+
+def _batches(rng: np.random.Generator, n: int, batch_size: int) -> list[np.ndarray]:
+    """Shuffled index batches; a trailing batch of one sample is dropped (BatchNorm needs two)."""
+    perm = rng.permutation(n)
+    batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()
+    return batches
+
+
+def _class_weight(labels: np.ndarray, n_classes: int, device: str) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weight = len(labels) / (n_classes * np.maximum(counts, 1.0))
+    return torch.as_tensor(weight, dtype=torch.float32, device=device)
+
+
+def _check_data(name: str, data: ArrayDataset, n_classes: int, model_cfg: ModelConfig) -> None:
+    if data.appearance.ndim != 4 or data.appearance.shape[-1] != model_cfg.input.size:
+        raise StageError(
+            f"{name} appearance must be [N, C, {model_cfg.input.size}, {model_cfg.input.size}]; "
+            f"got {list(data.appearance.shape)}"
+        )
+    if data.trajectory.ndim != 4 or data.trajectory.shape[2:] != (68, 2):
+        raise StageError(f"{name} trajectory must be [N, L, 68, 2]; got {list(data.trajectory.shape)}")
+    if len(data) and (data.labels.min() < 0 or data.labels.max() >= n_classes):
+        raise StageError(f"{name} labels must lie in [0, {n_classes}); got {data.labels.min()}..{data.labels.max()}")
+
+
+def fit(
+    model_cfg: ModelConfig,
+    n_classes: int,
+    train: ArrayDataset,
+    val: ArrayDataset | None,
+    cfg: TrainConfig,
+    seed: int,
+    device: str = "cpu",
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train a model from scratch and return the weights of the best VALIDATION epoch.
+
+    Each epoch: shuffled batches of ``train`` (augmented), then ``val`` in eval mode. The best epoch has the
+    highest validation accuracy, ties going to the lower validation loss; training stops after
+    ``cfg.patience``
+    epochs without a better one. With an empty or absent ``val`` there is no early stopping and the last epoch
+    is kept (val_loss / val_acc are NaN). The test fold must never be passed as ``val``.
+    ``seed`` fixes weight init, shuffling, dropout and augmentation; ``torch.set_num_threads(cfg.threads)``
+    holds during the call. ``on_epoch`` receives each history row as it is produced.
+    """
+    if len(train) < 2:
+        raise StageError(f"training needs at least 2 sequences; got {len(train)}")
+    _check_data("train", train, n_classes, model_cfg)
+    has_val = val is not None and len(val) > 0
+    if has_val:
+        _check_data("validation", val, n_classes, model_cfg)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return _fit(model_cfg, n_classes, train, val if has_val else None, cfg, seed, device, on_epoch)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit(
+    model_cfg: ModelConfig,
+    n_classes: int,
+    train: ArrayDataset,
+    val: ArrayDataset | None,
+    cfg: TrainConfig,
+    seed: int,
+    device: str,
+    on_epoch: Callable[[dict], None] | None,
+) -> FitResult:
+    start_all = time.perf_counter()
+    init_seed, aug_seed, shuffle_seed = np.random.SeedSequence(seed).generate_state(3).tolist()
+    torch.manual_seed(init_seed)
+    aug_gen = torch.Generator().manual_seed(aug_seed)
+    rng = np.random.default_rng(shuffle_seed)
+
+    model = build_model(model_cfg, n_classes, int(train.appearance.shape[1]), int(train.trajectory.shape[1]))
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine" else None
+    weight = _class_weight(train.labels, n_classes, device) if cfg.class_weighted else None
+
+    app, traj = _tensors(train, device)
+    y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
+    if val is not None:
+        v_app, v_traj = _tensors(val, device)
+        v_y = torch.as_tensor(val.labels, dtype=torch.long, device=device)
+
+    history: list[dict[str, float]] = []
+    best_state, best_epoch, best_key, stale = None, 0, (-math.inf, -math.inf), 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for idx in _batches(rng, len(y), cfg.batch_size):
+            b_idx = torch.as_tensor(idx, device=device)
+            b_app, b_traj = augment_batch(*_stream_inputs(model, app[b_idx], traj[b_idx]), cfg.augment, aug_gen)
+            out = model(b_app, b_traj)
+            loss = model.loss(out, y[b_idx], weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
+            seen += len(idx)
+        if sched is not None:
+            sched.step()
+        if val is not None:
+            val_loss, val_acc = _evaluate(model, v_app, v_traj, v_y, weight, max(cfg.batch_size, 128))
+        else:
+            val_loss, val_acc = math.nan, math.nan
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / seen,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+        }
+        if model.is_fused:
+            row["fusion_weight"] = float(model.fusion_weight().detach())
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(dict(row))
+
+        key = (val_acc, -val_loss) if val is not None else (epoch, 0.0)
+        if key > best_key:
+            best_key, best_epoch, stale = key, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(model=model, history=history, best_epoch=best_epoch, seconds=time.perf_counter() - start_all)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: TwoStream,
+    data: ArrayDataset | tuple,
+    batch_size: int = 128,
+    device: str = "cpu",
+    exact: bool = True,
+) -> np.ndarray:
+    """Class probabilities [N, K] float64 (softmax of ``model.prediction_key``), eval mode, no gradient.
+
+    ``data``: an :class:`ArrayDataset` or a tuple (appearance [N, C, S, S], trajectory [N, L, 68, 2]).
+    ``batch_size`` sequences are copied to ``device`` at a time. With ``exact`` (default) the network then
+    runs on one sequence at a time, so a sequence's probabilities depend only on its own inputs and the
+    weights: bit-identical whatever the batch size, order or other sequences in the call (BLAS kernels round
+    differently for different batch shapes, ~1e-7). ``exact=False`` runs whole batches (faster on a GPU,
+    equal to ~1e-6). The model is moved to ``device``; its train/eval mode is restored afterwards.
+    """
+    if batch_size < 1:
+        raise StageError(f"batch_size must be >= 1; got {batch_size}")
+    app_all, traj_all = (data.appearance, data.trajectory) if isinstance(data, ArrayDataset) else data[:2]
+    if len(app_all) != len(traj_all):
+        raise StageError(f"{len(app_all)} appearance inputs but {len(traj_all)} trajectories")
+    step = 1 if exact else batch_size
+    was_training = model.training
+    model.to(device).eval()
+    chunks = [np.zeros((0, int(model.build_args.get("n_classes", 0))), dtype=np.float64)]
+    try:
+        for start in range(0, len(app_all), batch_size):
+            sl = slice(start, start + batch_size)
+            app, traj = _tensors((app_all[sl], traj_all[sl]), device)
+            for i in range(0, len(app), step):
+                inputs = _stream_inputs(model, app[i : i + step], traj[i : i + step])
+                logits = model(*inputs)[model.prediction_key]
+                chunks.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def save_checkpoint(
+    path: str | Path, model: TwoStream, model_cfg: ModelConfig, classes: list[str], extra: dict | None = None
+) -> Path:
+    """Write weights to ``path`` (safetensors) with the model config, class names, build shapes and ``extra``
+    (JSON-serialisable) in its metadata. Written to a temporary file and renamed, so a crash leaves no half
+    file."""
+    path = Path(path)
+    if len(classes) != model.build_args.get("n_classes", len(classes)):
+        raise StageError(f"{len(classes)} class names for a model with {model.build_args['n_classes']} outputs")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_config": model_cfg.model_dump_json(),
+        "classes": json.dumps(list(classes)),
+        "build": json.dumps(model.build_args),
+        "extra": json.dumps(extra or {}, default=_json_default),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive; raw pickle protocol >= 2
+
+
+def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str], dict]:
+    """Read a checkpoint written by :func:`save_checkpoint` -> (model in eval mode on CPU, config, classes,
+    extra).
+
+    Refuses pickled files (``torch.save`` output) without unpickling them; :class:`StageError` names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(_PICKLE_MAGICS):
+        raise StageError(f"checkpoint {path} is a pickled file; seqfer only loads .safetensors checkpoints")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise StageError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise StageError(f"checkpoint {path} was not written by seqfer (no '{CHECKPOINT_FORMAT}' metadata)")
+    if metadata.get("version") != CHECKPOINT_VERSION:
+        raise StageError(
+            f"checkpoint {path} has format version {metadata.get('version')}; "
+            f"this seqfer reads version {CHECKPOINT_VERSION}"
+        )
+    cfg = ModelConfig.model_validate_json(metadata["model_config"])
+    classes = json.loads(metadata["classes"])
+    build = json.loads(metadata["build"])
+    model = build_model(cfg, build["n_classes"], build["in_channels"], build.get("n_steps"))
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as exc:
+        raise StageError(f"checkpoint {path} does not match its model config: {exc}") from None
+    model.eval()
+    return model, cfg, classes, json.loads(metadata["extra"])

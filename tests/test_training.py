@@ -1,0 +1,192 @@
+"""Training loop, prediction and checkpoints on a tiny synthetic, separable data set."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from stages.errors import StageError
+from stages.models import ModelConfig, TrainConfig
+from stages.training import ArrayDataset, fit, load_checkpoint, predict_proba, save_checkpoint
+
+K = 3
+S = 16
+L = 6
+CLASSES = ["anger", "happy", "surprise"]
+MOVING = [5, 6, 7, 8, 9, 10, 11, *range(48, 68)]  # lower jaw and mouth: a symmetric set of points
+
+
+def make_data(n: int, seed: int) -> ArrayDataset:
+    """Class c: a bright horizontal band in rows 4c..4c+3 and a vertical move of the mouth and chin by
+    0.3 (c - 1) growing over time: both survive the horizontal flip, so augmentation keeps the labels right."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % K
+    app = rng.uniform(0.0, 0.4, size=(n, 2, S, S)).astype(np.float32)
+    traj = rng.normal(scale=0.05, size=(n, L, 68, 2)).astype(np.float32)
+    for i, c in enumerate(y):
+        app[i, :, 4 * c : 4 * c + 4, :] += 0.5
+        traj[i][:, MOVING, 1] += 0.3 * (c - 1) * np.linspace(0, 1, L)[:, None]
+    return ArrayDataset(app, traj, y.astype(np.int64))
+
+
+def model_cfg(**kw) -> ModelConfig:
+    base = {
+        "appearance": {"channels": [8, 16], "skip_dim": 8, "dropout": 0.1},
+        "geometry": {"hidden": 16, "dropout": 0.1},
+        "input": {"appearance": "last_k", "k": 2, "size": S},
+    }
+    base.update(kw)
+    return ModelConfig.model_validate(base)
+
+
+def train_cfg(**kw) -> TrainConfig:
+    base = {"epochs": 12, "batch_size": 16, "lr": 3e-3, "patience": 12}
+    base.update(kw)
+    return TrainConfig.model_validate(base)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[ArrayDataset, ArrayDataset]:
+    return make_data(60, seed=0), make_data(30, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    train, val = data
+    rows = []
+    threads = torch.get_num_threads()
+    result = fit(model_cfg(), K, train, val, train_cfg(), seed=7, on_epoch=rows.append)
+    assert torch.get_num_threads() == threads  # restored after fit
+    return result, rows
+
+
+def test_training_learns(trained) -> None:
+    result, rows = trained
+    hist = result.history
+    assert rows == hist  # on_epoch saw every row
+    assert [h["epoch"] for h in hist] == list(range(1, len(hist) + 1))
+    assert set(hist[0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert hist[-1]["train_loss"] < 0.7 * hist[0]["train_loss"]
+    assert max(h["val_acc"] for h in hist) >= 0.8  # chance is 1/3
+
+
+@pytest.mark.parametrize("streams", ["appearance", "geometry"])
+def test_single_streams_learn(data, streams: str) -> None:
+    train, val = data
+    result = fit(model_cfg(streams=streams), K, train, val, train_cfg(epochs=8), seed=1)
+    assert result.model.prediction_key == streams
+    assert max(h["val_acc"] for h in result.history) >= 0.7
+
+
+def test_best_epoch_is_chosen_on_validation(data, trained) -> None:
+    result, _ = trained
+    hist = result.history
+    best = max(hist, key=lambda h: (h["val_acc"], -h["val_loss"]))
+    assert result.best_epoch == best["epoch"]
+    # the returned weights are that epoch's: they reproduce its validation accuracy
+    val = data[1]
+    acc = (predict_proba(result.model, val).argmax(1) == val.labels).mean()
+    assert acc == pytest.approx(best["val_acc"])
+    assert not result.model.training
+
+
+def test_early_stopping(data) -> None:
+    train, val = data
+    result = fit(model_cfg(), K, train, val, train_cfg(epochs=30, patience=2, lr=1e-2), seed=3)
+    assert len(result.history) <= result.best_epoch + 2
+    assert len(result.history) < 30
+
+
+def test_without_validation_keeps_last_epoch(data) -> None:
+    train, _ = data
+    empty = ArrayDataset(train.appearance[:0], train.trajectory[:0], train.labels[:0])
+    result = fit(model_cfg(streams="geometry"), K, train, empty, train_cfg(epochs=3), seed=0)
+    assert result.best_epoch == 3 and np.isnan(result.history[-1]["val_acc"])
+
+
+def test_same_seed_same_history_and_weights(data) -> None:
+    train, val = data
+    cfg = train_cfg(epochs=2, class_weighted=True)
+    mcfg = model_cfg(fusion="learned")
+    runs = [fit(mcfg, K, train, val, cfg, seed=11) for _ in range(2)]
+    strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in r.history] for r in runs]
+    assert strip[0] == strip[1]
+    w0, w1 = runs[0].model.state_dict(), runs[1].model.state_dict()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    other = fit(mcfg, K, train, val, cfg, seed=12).model.state_dict()
+    assert not all(torch.equal(w0[k], other[k]) for k in w0)
+
+
+def test_predict_proba_batch_size_invariant(data, trained) -> None:
+    model = trained[0].model
+    val = data[1]
+    p = {bs: predict_proba(model, val, batch_size=bs) for bs in (1, 7, 128)}
+    assert p[1].shape == (len(val), K)
+    assert np.array_equal(p[1], p[7]) and np.array_equal(p[1], p[128])
+    np.testing.assert_allclose(p[1].sum(axis=1), 1.0, atol=1e-12)
+    # a sequence's result does not depend on the others in the call
+    assert np.array_equal(predict_proba(model, (val.appearance[5:6], val.trajectory[5:6])), p[1][5:6])
+    np.testing.assert_allclose(predict_proba(model, val, batch_size=7, exact=False), p[1], atol=1e-5)
+    assert predict_proba(model, (val.appearance[:0], val.trajectory[:0])).shape == (0, K)
+
+
+def test_checkpoint_round_trip(tmp_path, data, trained) -> None:
+    model = trained[0].model
+    val = data[1]
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", model, model_cfg(), CLASSES, {"fold": np.int64(3), "best_epoch": 4}
+    )
+    loaded, cfg, classes, extra = load_checkpoint(path)
+    assert cfg == model_cfg() and classes == CLASSES and extra == {"fold": 3, "best_epoch": 4}
+    assert not loaded.training
+    assert np.array_equal(predict_proba(loaded, val), predict_proba(model, val))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_flat_geometry_round_trip(tmp_path, data) -> None:
+    train, val = data
+    mcfg = model_cfg(streams="geometry", geometry={"name": "flat", "flat_hidden": [8]})
+    result = fit(mcfg, K, train, val, train_cfg(epochs=1), seed=0)
+    loaded, *_ = load_checkpoint(save_checkpoint(tmp_path / "f.safetensors", result.model, mcfg, CLASSES))
+    assert np.array_equal(predict_proba(loaded, val), predict_proba(result.model, val))
+
+
+class _Trap:
+    """Unpickling this would create a file: proves the loader never unpickles."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_refuses_pickles(tmp_path, trained) -> None:
+    marker = tmp_path / "unpickled"
+    torch_file = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2), "trap": _Trap(str(marker))}, torch_file)
+    raw_file = tmp_path / "model.pkl"
+    raw_file.write_bytes(pickle.dumps(_Trap(str(marker))))
+    for path in (torch_file, raw_file):
+        with pytest.raises(StageError, match="pickled"):
+            load_checkpoint(path)
+    assert not marker.exists()
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(StageError, match="junk.safetensors"):
+        load_checkpoint(junk)
+    with pytest.raises(StageError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_fit_rejects_bad_inputs(data) -> None:
+    train, val = data
+    with pytest.raises(StageError, match="labels"):
+        fit(model_cfg(), 2, train, val, train_cfg(epochs=1), seed=0)
+    with pytest.raises(StageError, match="appearance"):
+        fit(model_cfg(input={"size": 32}), K, train, val, train_cfg(epochs=1), seed=0)
+    with pytest.raises(StageError, match="disagree"):
+        ArrayDataset(train.appearance, train.trajectory[:3], train.labels)
