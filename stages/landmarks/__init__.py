@@ -1,0 +1,67 @@
+"""68-point facial landmarks: interchangeable backends chosen by name, each in its own sub-package.
+
+``build_landmarker(cfg)`` returns a :class:`Landmarker` whose ``track_sequence(frames, provided)`` yields one
+:class:`FrameLandmarks` per frame. Backends (``LANDMARKERS``):
+
+- ``dlib``: dlib HOG/MMOD detector + 68-point shape predictor, detect-then-track (see :mod:`.base`);
+- ``fan``: face-alignment's FAN network from a local weights file, dlib boxes, the same tracking;
+- ``provided``: the dataset's own per-frame landmark files (CK+ ``Landmarks/``, 300-W ``.pts``, ``.npy``).
+
+Backends import their heavy dependencies (dlib, torch) only when built. Build one landmarker per worker process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from stages.errors import StageError
+from stages.landmarks.base import (
+    N_POINTS,
+    Box,
+    FrameLandmarks,
+    LandmarkConfig,
+    Landmarker,
+    TrackingLandmarker,
+    eye_distance,
+    nme,
+)
+
+
+def _lazy(module: str) -> Callable[[LandmarkConfig], Landmarker]:
+    def build(cfg: LandmarkConfig) -> Landmarker:
+        return importlib.import_module(module).build(cfg)
+
+    build.__doc__ = f"Build the landmarker of :mod:`{module}`."
+    return build
+
+
+LANDMARKERS: dict[str, Callable[[LandmarkConfig], Landmarker]] = {
+    "dlib": _lazy("stages.landmarks.dlib"),
+    "fan": _lazy("stages.landmarks.fan"),
+    "provided": _lazy("stages.landmarks.provided"),
+}
+
+
+def build_landmarker(cfg: LandmarkConfig) -> Landmarker:
+    """The landmarker named by ``cfg.backend``; ``StageError`` listing the known names when it is unknown,
+    ``MissingWeightsError`` when its model file is absent."""
+    try:
+        builder = LANDMARKERS[cfg.backend]
+    except KeyError:
+        raise StageError(f"unknown landmark backend {cfg.backend!r}; known: {', '.join(sorted(LANDMARKERS))}") from None
+    return builder(cfg)
+
+
+__all__ = [
+    "LANDMARKERS",
+    "N_POINTS",
+    "Box",
+    "FrameLandmarks",
+    "LandmarkConfig",
+    "Landmarker",
+    "TrackingLandmarker",
+    "build_landmarker",
+    "eye_distance",
+    "nme",
+]

@@ -1,0 +1,478 @@
+"""Landmark types, the backend protocol, and the detect-then-track logic every detector-based backend shares.
+
+Conventions: 68 points in iBUG order, ``(x, y)`` in source-image pixels, 0-based (pixel centres at integers);
+boxes are ``(left, top, right, bottom)`` in the same pixels; confidences lie in [0, 1].
+
+Tracking (:class:`TrackingLandmarker`): the first frame is detected; each later frame runs the point predictor
+from a box derived from the previous frame's landmarks. The predictor was trained on detector boxes, so every
+detection records how the detector's box sits relative to the bounding box of the landmarks' stable points
+(brows, nose, eyes: 17-47, which move little with the mouth and jaw) and that calibration turns landmarks into
+the next box. A tracked frame is re-detected instead when
+
+- the box derived from the new landmarks moved (centre) or scaled more than ``max_drift`` of its size relative
+  to the box it was predicted from (fast motion the tracker cannot follow),
+- the shape degenerates: non-finite points, the outer-eye-corner distance collapsing or swelling relative to the
+  last detected shape, a similarity-aligned shape far from it, or more than a quarter of the points off-frame,
+- the face patch (landmark-aligned, 32x32 grey) stops resembling the previous frame's (normalised
+  cross-correlation below ``min_track_similarity``): a cut, an occluder, or the face leaving,
+- or ``redetect_every`` frames have passed since the last detection.
+
+A re-detection that finds no face gives ``success=False`` and the next frame detects again.
+
+Confidence: detected frames map the detector's score to [0, 1] (a monotone squashing documented by each
+detector; not a calibrated probability). Tracked frames report the last detection's confidence times the
+patch similarity to the previous frame (clipped to [0, 1]), so it falls when the appearance changes abruptly.
+
+Small frames: when ``min(H, W) < 2 * min_face_px`` the frame is upscaled (bilinear) so its short side is about
+``2 * min_face_px`` before detection and prediction; points and boxes are mapped back. If detection still finds
+nothing on such a frame (a tight crop such as CK+48's 48x48 faces, which leave the detector no margin), the
+whole frame is taken as the face box (``n_faces=0``, ``note='whole-frame box'``) with confidence
+``WHOLE_FRAME_CONFIDENCE``; the shape checks above still reject a degenerate result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stages.template import TEMPLATE
+
+N_POINTS = 68
+Box = tuple[float, float, float, float]
+
+STABLE_POINTS = np.arange(17, 48)  # brows, nose, eyes: the reference for box calibration
+RIGHT_EYE = np.arange(36, 42)  # subject's right eye, image left
+LEFT_EYE = np.arange(42, 48)
+OUTER_CORNERS = (36, 45)
+WHOLE_FRAME_CONFIDENCE = 0.3
+SMALL_FRAME_PAD = 0.25  # replicated border added around upscaled small frames before detection (x frame size)
+SMALL_FRAME_THRESHOLD = -0.5  # detector score threshold on small frames (tight crops score low; see module doc)
+MIN_CONTRAST = 8.0  # grey-level std below which a small frame is not taken as a face crop
+PATCH_SIZE = 32
+MAX_OFF_FRAME = 0.25  # fraction of points allowed outside the frame before the shape counts as lost
+IOD_RANGE = (0.6, 1.6)  # outer-eye distance vs the last detected shape's, after scale normalisation
+MAX_SHAPE_RESIDUAL = 0.35  # similarity-aligned mean point distance to the detected shape, in eye distances
+
+
+class LandmarkConfig(BaseModel):
+    """Which landmark backend runs and how it detects and tracks faces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = Field("dlib", description="registry key of the backend: 'dlib', 'fan' or 'provided'")
+    detector: Literal["hog", "mmod"] = Field(
+        "hog", description="dlib face detector: 'hog' (fast, frontal) or 'mmod' (CNN, slower, more poses)"
+    )
+    upsample: int = Field(0, ge=0, le=3, description="dlib detector upsampling passes (each doubles the size)")
+    min_face_px: int = Field(
+        80,
+        ge=1,
+        description="frames whose short side is below 2x this (pixels) are upscaled before detection so the "
+        "face can reach the detector's window; points are mapped back",
+    )
+    track: bool = Field(True, description="detect once, then follow the face from the previous landmarks")
+    redetect_every: int = Field(0, ge=0, description="also re-detect every N frames; 0 = only when tracking fails")
+    max_drift: float = Field(
+        0.25,
+        gt=0.0,
+        description="re-detect when the tracked box moves or scales by more than this fraction of its size "
+        "between frames",
+    )
+    min_track_similarity: float = Field(
+        0.5,
+        ge=-1.0,
+        le=1.0,
+        description="re-detect when the landmark-aligned face patch correlates less than this (normalised "
+        "cross-correlation) with the previous frame's",
+    )
+    whole_frame_fallback: bool = Field(
+        True,
+        description="on frames smaller than 2x min_face_px where detection finds nothing, take the whole frame as "
+        "the face box (tight face crops such as CK+48); turn off when small frames may hold no face",
+    )
+    multi_face: Literal["largest", "centre"] = Field(
+        "largest", description="face kept when several are detected: largest box, or closest to frame centre"
+    )
+    fan_weights: str | None = Field(
+        None, description="local FAN checkpoint (2DFAN4 .pth.tar state dict or TorchScript file); never downloaded"
+    )
+    fan_flip: bool = Field(
+        False, description="fan: average with the mirrored crop's heatmaps (face-alignment's default; 2x cost)"
+    )
+    predictor_path: str | None = Field(
+        None, description="dlib 68-point shape predictor; default: face_recognition_models' copy"
+    )
+
+
+@dataclass
+class FrameLandmarks:
+    """Landmarks of one frame.
+
+    ``points`` (68, 2) float32 (x, y) source pixels, all NaN when no face; ``box`` (left, top, right, bottom)
+    pixels or None; ``detected`` True when this frame ran the detector (also when it found nothing), False when
+    tracked from the previous frame; ``n_faces`` faces the detector saw (0 on tracked frames); ``note`` why a
+    frame failed or how it was found, '' when unremarkable.
+    """
+
+    points: np.ndarray
+    success: bool
+    confidence: float
+    box: Box | None
+    detected: bool
+    n_faces: int
+    note: str = ""
+
+    @classmethod
+    def failed(cls, note: str, detected: bool = True, n_faces: int = 0) -> FrameLandmarks:
+        return cls(np.full((N_POINTS, 2), np.nan, np.float32), False, 0.0, None, detected, n_faces, note)
+
+
+class Landmarker(Protocol):
+    """A landmark backend. Not thread-safe: build one per worker process."""
+
+    name: str
+
+    def track_sequence(
+        self, frames: Iterable[np.ndarray], provided: Sequence[str] | None = None
+    ) -> Iterator[FrameLandmarks]:
+        """One result per input frame (uint8 [H, W] grey or [H, W, 3] RGB), in order. ``provided``: per-frame
+        landmark file paths, used only by backends that read landmarks instead of finding them."""
+        ...
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detected face: ``box`` (left, top, right, bottom) pixels and ``confidence`` in [0, 1]."""
+
+    box: Box
+    confidence: float
+
+
+class FaceDetector(Protocol):
+    def detect(self, grey: np.ndarray, threshold: float = 0.0) -> list[Detection]:
+        """Faces in a uint8 [H, W] grey image whose detector score reaches ``threshold`` (0 = the detector's
+        own default; negative values admit weaker candidates, where the detector supports it)."""
+        ...
+
+
+class PointPredictor(Protocol):
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Convert a uint8 grey or RGB frame to what :meth:`predict` reads (once per frame)."""
+        ...
+
+    def predict(self, prepared: np.ndarray, box: Box) -> np.ndarray:
+        """68 (x, y) points (float32, pixels) of the face in ``box``."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------- geometry helpers
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] from grey [H, W], [H, W, 1] or RGB [H, W, 3]."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return image.reshape(image.shape[:2])
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] RGB from grey or RGB."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+
+
+def points_box(points: np.ndarray) -> Box:
+    """Bounding box (left, top, right, bottom) of (N, 2) points."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def box_centre_size(box: Box) -> tuple[float, float, float, float]:
+    left, top, right, bottom = box
+    return (left + right) / 2, (top + bottom) / 2, right - left, bottom - top
+
+
+def box_area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def unscale_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """Pixel coordinates in an image resized by ``factor`` (cv2.resize, pixel centres at integers) -> original."""
+    return ((np.asarray(points, np.float64) + 0.5) / factor - 0.5).astype(np.float32)
+
+
+def eye_distance(points: np.ndarray) -> float:
+    """Outer-eye-corner distance (points 36, 45), the NME normaliser."""
+    return float(np.linalg.norm(points[OUTER_CORNERS[0]] - points[OUTER_CORNERS[1]]))
+
+
+def nme(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean point-to-point error divided by the true outer-eye-corner distance (NaN when pred has NaNs)."""
+    return float(np.linalg.norm(pred - truth, axis=1).mean() / eye_distance(truth))
+
+
+def _anchor(points: np.ndarray) -> tuple[float, float, float]:
+    """Centre (x, y) and scale (RMS distance to the centre, pixels) of the stable points."""
+    stable = points[STABLE_POINTS].astype(np.float64)
+    centre = stable.mean(axis=0)
+    scale = float(np.sqrt(((stable - centre) ** 2).sum(axis=1).mean()))
+    return float(centre[0]), float(centre[1]), max(scale, 1e-3)
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """How a detector box sits relative to the stable points (17-47): its centre's offset from their centroid and
+    its width and height, all in units of their RMS spread. Boxes derived from it keep the detector's aspect
+    ratio (dlib's are square), so tracking cannot stretch them."""
+
+    dx: float
+    dy: float
+    w: float
+    h: float
+
+    @classmethod
+    def fit(cls, points: np.ndarray, box: Box) -> BoxCalibration:
+        px, py, scale = _anchor(points)
+        cx, cy, w, h = box_centre_size(box)
+        return cls((cx - px) / scale, (cy - py) / scale, w / scale, h / scale)
+
+    def box_for(self, points: np.ndarray) -> Box:
+        px, py, scale = _anchor(points)
+        cx, cy = px + self.dx * scale, py + self.dy * scale
+        w, h = self.w * scale, self.h * scale
+        return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def box_drift(before: Box, after: Box) -> float:
+    """Largest of centre shift (in box sizes) and relative size change between two boxes."""
+    bx, by, bw, bh = box_centre_size(before)
+    ax, ay, aw, ah = box_centre_size(after)
+    size = max(np.sqrt(max(bw * bh, 1e-6)), 1e-3)
+    shift = float(np.hypot(ax - bx, ay - by) / size)
+    scale = float(np.sqrt(max(aw * ah, 1e-6)) / size)
+    return max(shift, abs(scale - 1.0), abs(1.0 / max(scale, 1e-6) - 1.0))
+
+
+def similarity_residual(points: np.ndarray, reference: np.ndarray) -> float:
+    """Mean distance between ``points`` and ``reference`` after the best similarity transform (rotation, scale,
+    translation) of ``points`` onto it, in units of the reference's outer-eye distance."""
+    p = points - points.mean(axis=0)
+    r = reference - reference.mean(axis=0)
+    pc = p[:, 0] + 1j * p[:, 1]
+    rc = r[:, 0] + 1j * r[:, 1]
+    denom = float(np.vdot(pc, pc).real)
+    if denom <= 1e-9:
+        return float("inf")
+    a = np.vdot(pc, rc) / denom  # complex scale-rotation minimising |a*pc - rc|
+    return float(np.abs(a * pc - rc).mean() / max(eye_distance(reference), 1e-6))
+
+
+def shape_problem(points: np.ndarray, reference: np.ndarray, frame_shape: tuple[int, ...]) -> str:
+    """Why a tracked shape cannot be trusted ('' when plausible), judged against the last detected shape."""
+    if not np.all(np.isfinite(points)):
+        return "non-finite points"
+    h, w = frame_shape[:2]
+    off = (points[:, 0] < 0) | (points[:, 0] > w - 1) | (points[:, 1] < 0) | (points[:, 1] > h - 1)
+    if off.mean() > MAX_OFF_FRAME:
+        return "face left the frame"
+    ref_size = np.sqrt(box_area(points_box(reference[STABLE_POINTS])))
+    size = np.sqrt(box_area(points_box(points[STABLE_POINTS])))
+    if size < 1e-3 or ref_size < 1e-3:
+        return "shape collapsed"
+    ratio = (eye_distance(points) / size) / max(eye_distance(reference) / ref_size, 1e-6)
+    if not IOD_RANGE[0] <= ratio <= IOD_RANGE[1]:
+        return "eye distance collapsed"
+    if similarity_residual(points, reference) > MAX_SHAPE_RESIDUAL:
+        return "shape degenerated"
+    return ""
+
+
+def face_patch(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """PATCH_SIZE x PATCH_SIZE float32 grey patch aligned on the eye centres, zero mean and unit norm."""
+    right, left = points[RIGHT_EYE].mean(axis=0), points[LEFT_EYE].mean(axis=0)
+    src = np.float32([right, left])
+    dst = np.float32([[0.3 * PATCH_SIZE, 0.35 * PATCH_SIZE], [0.7 * PATCH_SIZE, 0.35 * PATCH_SIZE]])
+    matrix, _ = cv2.estimateAffinePartial2D(src, dst)
+    if matrix is None:
+        d = dst[1] - dst[0]
+        s = src[1] - src[0]
+        scale = np.linalg.norm(d) / max(np.linalg.norm(s), 1e-6)
+        matrix = np.float32([[scale, 0, dst[0, 0] - scale * src[0, 0]], [0, scale, dst[0, 1] - scale * src[0, 1]]])
+    patch = cv2.warpAffine(grey, matrix, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    patch -= patch.mean()
+    norm = float(np.linalg.norm(patch))
+    return patch / norm if norm > 1e-6 else patch
+
+
+def patch_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two :func:`face_patch` outputs, in [-1, 1] (0 for flat patches)."""
+    return float(np.sum(a * b))
+
+
+# --------------------------------------------------------------------------------------------- face choice
+
+
+def choose_face(detections: Sequence[Detection], frame_shape: tuple[int, ...], policy: str) -> Detection:
+    """The face kept among several: 'largest' box area (ties: higher confidence), or 'centre': box centre
+    closest to the frame centre."""
+    if policy == "centre":
+        h, w = frame_shape[:2]
+
+        def distance(d: Detection) -> float:
+            cx, cy, _, _ = box_centre_size(d.box)
+            return float(np.hypot(cx - (w - 1) / 2, cy - (h - 1) / 2))
+
+        return min(detections, key=distance)
+    return max(detections, key=lambda d: (box_area(d.box), d.confidence))
+
+
+# --------------------------------------------------------------------------------------------- tracking
+
+
+TYPICAL_CALIBRATION = BoxCalibration(0.0, 0.72, 3.98, 3.98)
+"""dlib HOG boxes relative to the stable points: median over 100 of the 300-W faces in ../shared/faces."""
+
+
+@dataclass
+class _TrackState:
+    points: np.ndarray  # working-image pixels
+    reference: np.ndarray  # shape at the last detection (working pixels)
+    calibration: BoxCalibration
+    confidence: float  # of the last detection
+    patch: np.ndarray
+    frame_shape: tuple[int, ...]  # working-image shape; a different frame size means detect again
+    since_detection: int = 0
+
+
+class TrackingLandmarker:
+    """Detect-then-track landmarker over any :class:`FaceDetector` and :class:`PointPredictor` (see module doc).
+
+    ``refine``: on tracked frames, run the predictor a second time from the box derived from its own first
+    answer, which follows motion better (dlib: ~1 ms per call; off for costly predictors).
+    """
+
+    def __init__(self, name: str, cfg: LandmarkConfig, detector: FaceDetector, predictor: PointPredictor,
+                 refine: bool = True) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.detector = detector
+        self.predictor = predictor
+        self.refine = refine
+
+    # -- public ------------------------------------------------------------------------------------------------
+    def track_sequence(
+        self, frames: Iterable[np.ndarray], provided: Sequence[str] | None = None
+    ) -> Iterator[FrameLandmarks]:
+        """One :class:`FrameLandmarks` per frame, in order; ``provided`` is ignored (detector backends)."""
+        del provided
+        state: _TrackState | None = None
+        for frame in frames:
+            result, state = self._process(np.asarray(frame), state)
+            yield result
+
+    def detect_frame(self, frame: np.ndarray) -> FrameLandmarks:
+        """Landmarks of a single image by fresh detection (no tracking)."""
+        return self._process(np.asarray(frame), None)[0]
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _upscale_factor(self, frame: np.ndarray) -> float:
+        short = min(frame.shape[:2])
+        target = 2 * self.cfg.min_face_px
+        return target / short if 0 < short < target else 1.0
+
+    def _process(self, frame: np.ndarray, state: _TrackState | None) -> tuple[FrameLandmarks, _TrackState | None]:
+        if frame.ndim not in (2, 3) or frame.dtype != np.uint8 or min(frame.shape[:2]) < 2:
+            raise ValueError(f"frames must be uint8 [H, W] or [H, W, 3]; got {frame.dtype} {frame.shape}")
+        factor = self._upscale_factor(frame)
+        work = frame
+        if factor != 1.0:
+            size = (round(frame.shape[1] * factor), round(frame.shape[0] * factor))
+            work = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+        grey = to_grey(work)
+        prepared = self.predictor.prepare(work)
+
+        result: FrameLandmarks | None = None
+        redetect_due = self.cfg.redetect_every > 0 and state is not None and (
+            state.since_detection + 1 >= self.cfg.redetect_every)
+        if state is not None and state.frame_shape != grey.shape:
+            state = None
+        lost = ""
+        if state is not None and self.cfg.track and not redetect_due:
+            result, lost = self._track(grey, prepared, state)
+        if result is None:
+            result, state = self._detect(grey, prepared, small=factor != 1.0)
+            if lost:
+                result.note = f"tracking lost ({lost}); " + (result.note or "re-detected")
+        if factor != 1.0 and result.success:
+            result.points = unscale_points(result.points, factor)
+            result.box = points_box(unscale_points(np.array(result.box).reshape(2, 2), factor))
+        return result, state
+
+    def _detect(self, grey: np.ndarray, prepared: np.ndarray, small: bool
+                ) -> tuple[FrameLandmarks, _TrackState | None]:
+        detections = self._detections(grey, small)
+        note = ""
+        if detections:
+            chosen = choose_face(detections, grey.shape, self.cfg.multi_face)
+            box, confidence = chosen.box, chosen.confidence
+        elif small and self.cfg.whole_frame_fallback and grey.std() >= MIN_CONTRAST:
+            h, w = grey.shape[:2]
+            box, confidence = (0.0, 0.0, float(w - 1), float(h - 1)), WHOLE_FRAME_CONFIDENCE
+            note = "whole-frame box"
+        else:
+            return FrameLandmarks.failed("no face detected"), None
+        points = np.asarray(self.predictor.predict(prepared, box), dtype=np.float32)
+        if not detections:  # refine from a typical detector box around the first guess
+            box = TYPICAL_CALIBRATION.box_for(points)
+            points = np.asarray(self.predictor.predict(prepared, box), dtype=np.float32)
+            # nothing vouches for the whole-frame box: the shape must at least be a face's
+            problem = shape_problem(points, TEMPLATE, grey.shape)
+            if problem:
+                return FrameLandmarks.failed(f"no face detected (whole-frame box: {problem})"), None
+        state = _TrackState(points, points.copy(), BoxCalibration.fit(points, box), confidence,
+                            face_patch(grey, points), grey.shape)
+        return FrameLandmarks(points, True, float(confidence), box, True, len(detections), note), state
+
+    def _detections(self, grey: np.ndarray, small: bool) -> list[Detection]:
+        """Detector output. Small (upscaled) frames get a replicated border first, so a face filling the frame
+        leaves the detector's window some margin, and are searched with the lowered threshold
+        ``SMALL_FRAME_THRESHOLD``; weak detections count only when no detection reaches the normal threshold."""
+        if not small:
+            return self.detector.detect(grey)
+        pad = round(SMALL_FRAME_PAD * max(grey.shape[:2]))
+        padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = [Detection((d.box[0] - pad, d.box[1] - pad, d.box[2] - pad, d.box[3] - pad), d.confidence)
+                 for d in self.detector.detect(padded, threshold=SMALL_FRAME_THRESHOLD)]
+        strong = [d for d in found if d.confidence >= 0.5]
+        return strong or found
+
+    def _track(self, grey: np.ndarray, prepared: np.ndarray, state: _TrackState
+               ) -> tuple[FrameLandmarks | None, str]:
+        """Follow the face into this frame; (None, why) when it must be re-detected instead."""
+        start_box = state.calibration.box_for(state.points)
+        points = np.asarray(self.predictor.predict(prepared, start_box), dtype=np.float32)
+        if not np.all(np.isfinite(points)):
+            return None, "non-finite points"
+        box = state.calibration.box_for(points)
+        if box_drift(start_box, box) > self.cfg.max_drift:
+            return None, "box drift"
+        if self.refine:
+            points = np.asarray(self.predictor.predict(prepared, box), dtype=np.float32)
+        problem = shape_problem(points, state.reference, grey.shape)
+        if problem:
+            return None, problem
+        patch = face_patch(grey, points)
+        similarity = patch_similarity(patch, state.patch)
+        if similarity < self.cfg.min_track_similarity:
+            return None, f"appearance changed (similarity {similarity:.2f})"
+        state.points, state.patch = points, patch
+        state.since_detection += 1
+        confidence = float(np.clip(state.confidence * similarity, 0.0, 1.0))
+        return FrameLandmarks(points, True, confidence, box, False, 0), ""

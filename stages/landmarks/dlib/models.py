@@ -1,0 +1,114 @@
+"""dlib's face detectors (HOG, MMOD) and 68-point shape predictor, loaded from local files only.
+
+The model files come with ``pip install face-recognition-models`` (its ``models/`` folder); a missing file raises
+:class:`~stages.errors.MissingWeightsError` naming the path and how to get it. dlib objects are neither
+thread-safe nor picklable: build them once per worker process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+
+from stages.errors import MissingWeightsError
+from stages.landmarks.base import Box, Detection, to_grey
+
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+MMOD_FILE = "mmod_human_face_detector.dat"
+HOW_TO_GET = (
+    "install it with `pip install face-recognition-models` (ships the dlib model files), or point "
+    "landmarks.predictor_path at a local copy of dlib's shape_predictor_68_face_landmarks.dat"
+)
+
+# Detector score -> confidence: sigmoid(GAIN * score). A score of 0 (dlib's default threshold) maps to 0.5;
+# HOG scores on the 300-W test faces run 0-2.7 (score 1 -> 0.88); MMOD scores are on a similar scale.
+SCORE_GAIN = 2.0
+
+
+def models_dir() -> Path | None:
+    """face_recognition_models' ``models/`` folder, or None when the package is not installed."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "models"
+
+
+def model_path(file_name: str, override: str | None = None) -> Path:
+    """Path of a dlib model file (``override`` when given); MissingWeightsError when it does not exist."""
+    if override:
+        path = Path(override).expanduser()
+    else:
+        folder = models_dir()
+        if folder is None:
+            raise MissingWeightsError(f"dlib model {file_name} not found: face_recognition_models is not "
+                                      f"installed; {HOW_TO_GET}")
+        path = folder / file_name
+    if not path.is_file():
+        raise MissingWeightsError(f"dlib model file missing: {path}; {HOW_TO_GET}")
+    return path
+
+
+def score_to_confidence(score: float) -> float:
+    return 1.0 / (1.0 + math.exp(-SCORE_GAIN * float(score)))
+
+
+def _rect(box: Box):
+    import dlib
+
+    left, top, right, bottom = (int(round(v)) for v in box)
+    return dlib.rectangle(left, top, max(right, left + 1), max(bottom, top + 1))
+
+
+class HogDetector:
+    """dlib's HOG + linear SVM frontal face detector (``upsample`` pyramid doublings before detecting)."""
+
+    def __init__(self, upsample: int = 0) -> None:
+        import dlib
+
+        self._detector = dlib.get_frontal_face_detector()
+        self.upsample = upsample
+
+    def detect(self, grey: np.ndarray, threshold: float = 0.0) -> list[Detection]:
+        rects, scores, _ = self._detector.run(grey, self.upsample, float(threshold))
+        return [Detection((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())),
+                          score_to_confidence(s)) for r, s in zip(rects, scores, strict=True)]
+
+
+class MmodDetector:
+    """dlib's CNN (MMOD) face detector from ``mmod_human_face_detector.dat``; slower, handles more poses."""
+
+    def __init__(self, upsample: int = 0, path: str | None = None) -> None:
+        import dlib
+
+        self._detector = dlib.cnn_face_detection_model_v1(str(model_path(MMOD_FILE, path)))
+        self.upsample = upsample
+
+    def detect(self, grey: np.ndarray, threshold: float = 0.0) -> list[Detection]:
+        """dlib's MMOD applies its own threshold (0); ``threshold`` can only raise it."""
+        found = self._detector(grey, self.upsample)
+        return [Detection((float(d.rect.left()), float(d.rect.top()), float(d.rect.right()),
+                           float(d.rect.bottom())), score_to_confidence(d.confidence))
+                for d in found if d.confidence >= threshold]
+
+
+DETECTORS = {"hog": HogDetector, "mmod": MmodDetector}
+
+
+class DlibShapePredictor:
+    """dlib's 68-point regression-tree shape predictor; reads grey frames, outputs integer-pixel points."""
+
+    def __init__(self, path: str | None = None) -> None:
+        import dlib
+
+        self.path = model_path(PREDICTOR_FILE, path)
+        self._predictor = dlib.shape_predictor(str(self.path))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(to_grey(image))
+
+    def predict(self, prepared: np.ndarray, box: Box) -> np.ndarray:
+        shape = self._predictor(prepared, _rect(box))
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

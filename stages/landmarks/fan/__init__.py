@@ -1,0 +1,17 @@
+"""fan backend: face-alignment's FAN heatmap network from a local weights file, dlib's detector for boxes (no
+SFD download), and the shared detect-then-track logic (one FAN pass per tracked frame, no refinement pass)."""
+
+from __future__ import annotations
+
+from stages.landmarks.base import LandmarkConfig, TrackingLandmarker
+from stages.landmarks.dlib import build_detector
+from stages.landmarks.fan.network import FanPredictor, load_fan_network
+
+
+def build(cfg: LandmarkConfig) -> TrackingLandmarker:
+    """A FAN landmarker; MissingWeightsError when ``cfg.fan_weights`` is unset or absent."""
+    predictor = FanPredictor(load_fan_network(cfg.fan_weights), flip=cfg.fan_flip)
+    return TrackingLandmarker("fan", cfg, build_detector(cfg), predictor, refine=False)
+
+
+__all__ = ["build"]
