@@ -1,17 +1,17 @@
-"""Training-time augmentation of batched model inputs; every random draw comes from a seeded
-``torch.Generator``.
+"""Training-time augmentation of batched model inputs; every random draw comes from a seeded Generator.
 
 - Horizontal flip (per sample, p = 0.5) of the appearance crops AND the landmark trajectory: pixels mirrored
-  about the crop's vertical centre line; trajectory x -> -x (displacements, so the mirror axis does not matter) and
-  landmark indices re-ordered by :data:`stages.template.FLIP_PERMUTATION` so index i is again iBUG point i.
+  about the crop's vertical centre line; trajectory x -> -x (displacements, so the mirror axis does not
+  matter) and landmark indices re-ordered by :data:`stages.template.FLIP_PERMUTATION` so index i is again
+  iBUG point i.
 - Small random rotation, zoom and shift of the crops (one ``affine_grid`` / ``grid_sample``, bilinear, border
   padding), and a random gain (brightness) clamped to [0, 1]. All frames of a sample get the same transform.
   Trajectories are not rotated/zoomed: they are already normalised for pose and scale, and the geometric
   augmentation of crops stands for alignment jitter.
 - Optional Gaussian noise on trajectories.
 
-Never applied at validation, test or prediction time (:func:`stages.training.fit` calls it on training
-batches).
+Never applied at validation, test or prediction time (:func:`stages.training.fit` applies it to training
+batches only).
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ def augment_batch(
     cfg: AugmentConfig,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Augment a training batch: ``app`` [B, C, S, S] float in [0, 1], ``traj`` [B, L, 68, 2] (either may be
-    None).
+    """Augment a training batch: ``app`` [B, C, S, S] float in [0, 1], ``traj`` [B, L, 68, 2] (either None).
 
     Random numbers are drawn on the CPU from ``gen`` in a fixed order whatever the device, so a seed gives the
     same augmentation on any device. Returns new tensors; the inputs are not modified.

@@ -1,13 +1,11 @@
 """Training, prediction and checkpoints of the two-stream model: pure torch, no Ray, no run folders.
 
 - :func:`fit`: AdamW, (joint) cross-entropy, augmentation on training batches only, early stopping and
-best-epoch
-  selection on the VALIDATION set (accuracy, ties -> lower loss). Same seed -> same history and weights on
-  CPU.
+  best-epoch selection on the VALIDATION set (accuracy, ties -> lower loss). Same seed -> same history
+  and weights on CPU.
 - :func:`predict_proba`: softmax of the predicting output, eval mode; independent of the batch size.
-- :func:`save_checkpoint` / :func:`load_checkpoint`: one ``.safetensors`` file, config/classes in its
-metadata;
-  never pickle.
+- :func:`save_checkpoint` / :func:`load_checkpoint`: one ``.safetensors`` file, config and classes in its
+  metadata; never pickle.
 """
 
 from __future__ import annotations
@@ -37,8 +35,8 @@ CHECKPOINT_VERSION = "1"
 
 @dataclass
 class ArrayDataset:
-    """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], ``trajectory`` [N, L, 68,
-    2] float32, ``labels`` [N] int64 class indices."""
+    """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], ``trajectory``
+    [N, L, 68, 2] float32, ``labels`` [N] int64 class indices."""
 
     appearance: np.ndarray
     trajectory: np.ndarray
@@ -58,10 +56,12 @@ class ArrayDataset:
 
 @dataclass
 class FitResult:
-    """``model``: the best epoch's weights, eval mode; ``history``: one dict per epoch run (``epoch`` is
-    1-based;
-    keys epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, and fusion_weight for fused models);
-    ``best_epoch``: 1-based epoch whose weights ``model`` holds."""
+    """Result of :func:`fit`.
+
+    ``model``: the best epoch's weights, eval mode. ``history``: one dict per epoch run with keys epoch
+    (1-based), train_loss, train_acc (on augmented batches), val_loss, val_acc, lr (used in that epoch),
+    seconds, and fusion_weight for fused models. ``best_epoch``: the 1-based epoch ``model`` holds.
+    ``seconds``: wall time of the whole fit."""
 
     model: TwoStream
     history: list[dict[str, float]] = field(default_factory=list)
@@ -141,10 +141,10 @@ def fit(
     """Train a model from scratch and return the weights of the best VALIDATION epoch.
 
     Each epoch: shuffled batches of ``train`` (augmented), then ``val`` in eval mode. The best epoch has the
-    highest validation accuracy, ties going to the lower validation loss; training stops after
-    ``cfg.patience``
-    epochs without a better one. With an empty or absent ``val`` there is no early stopping and the last epoch
-    is kept (val_loss / val_acc are NaN). The test fold must never be passed as ``val``.
+    highest validation accuracy, ties going to the lower validation loss (the training objective: joint and
+    class-weighted as configured); training stops after ``cfg.patience`` epochs without a better one. With an
+    empty or absent ``val`` there is no early stopping and the last epoch is kept (val_loss / val_acc are NaN).
+    The test fold must never be passed as ``val``.
     ``seed`` fixes weight init, shuffling, dropout and augmentation; ``torch.set_num_threads(cfg.threads)``
     holds during the call. ``on_epoch`` receives each history row as it is produced.
     """
@@ -296,9 +296,9 @@ def _json_default(value: Any) -> Any:
 def save_checkpoint(
     path: str | Path, model: TwoStream, model_cfg: ModelConfig, classes: list[str], extra: dict | None = None
 ) -> Path:
-    """Write weights to ``path`` (safetensors) with the model config, class names, build shapes and ``extra``
-    (JSON-serialisable) in its metadata. Written to a temporary file and renamed, so a crash leaves no half
-    file."""
+    """Write weights to ``path`` (safetensors) with the model config, class names, build shapes and
+    ``extra`` (JSON-serialisable) in its metadata. Written to a temporary file and renamed, so a crash
+    leaves no half-written checkpoint."""
     path = Path(path)
     if len(classes) != model.build_args.get("n_classes", len(classes)):
         raise StageError(f"{len(classes)} class names for a model with {model.build_args['n_classes']} outputs")
@@ -322,8 +322,7 @@ _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive; raw pickle 
 
 
 def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str], dict]:
-    """Read a checkpoint written by :func:`save_checkpoint` -> (model in eval mode on CPU, config, classes,
-    extra).
+    """Read a :func:`save_checkpoint` file -> (model in eval mode on CPU, config, classes, extra).
 
     Refuses pickled files (``torch.save`` output) without unpickling them; :class:`StageError` names the file.
     """

@@ -84,6 +84,15 @@ def test_skipnet_every_block_reaches_classifier() -> None:
     assert net.classifier.in_features == 4 * 6 + 8
 
 
+@pytest.mark.parametrize(("normalize", "invariant"), [("per_sample", True), ("fixed", False)])
+def test_skipnet_input_normalisation(normalize: str, invariant: bool) -> None:
+    torch.manual_seed(0)
+    net = SkipNet(2, 3, channels=[4, 8], skip_dim=4, normalize=normalize).eval()
+    x = torch.rand(3, 2, 16, 16) * 0.5 + 0.1
+    same = torch.allclose(net(x), net(x * 1.6 + 0.05), atol=1e-4)  # brightness/contrast change
+    assert same == invariant
+
+
 def test_skipnet_rejects_too_small_input() -> None:
     with pytest.raises(StageError, match="smaller"):
         build_model(small_cfg(appearance={"channels": [4, 4, 4, 4]}, input={"size": 8}), 3, 1, 8)

@@ -1,5 +1,4 @@
-"""The model family: appearance and geometry networks chosen by name from a registry, fused by
-:class:`TwoStream`.
+"""The model family: appearance and geometry networks picked by name from a registry, fused by TwoStream.
 
 Public API::
 

@@ -1,5 +1,4 @@
-"""Configs of the model family, the model inputs, augmentation and training (pydantic v2, all fields
-defaulted).
+"""Configs of the model family, model inputs, augmentation and training (pydantic v2, all defaulted).
 
 Model-specific settings that only one registered network understands go into ``AppearanceConfig.options`` /
 ``GeometryConfig.options`` (a free dict that the network's builder validates, see

@@ -93,7 +93,7 @@ class TwoStream(nn.Module):
                 raise StageError("this model has a geometry stream but got no trajectory input")
             out["geometry"] = self.geometry(traj)
         if self.is_fused:
-            w = self.fusion_weight().to(out["appearance"].dtype)
+            w = self.fusion_weight().to(out["appearance"])  # device and dtype of the logits
             out["fused"] = w * out["appearance"] + (1.0 - w) * out["geometry"]
         return out
 
