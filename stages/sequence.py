@@ -178,18 +178,19 @@ class SequenceProcessor:
         meta = {"sequence_id": source.sequence_id}
         lm = None if force else self._get("landmarks", keys["landmarks"])
         al = None if force or lm is None else self._get("aligned", keys["aligned"])
+        landmarks_cached = lm is not None
         computed = lm is None or al is None
         if lm is None:
             lm, al = self._landmarks_and_aligned(source)
             self._put("landmarks", keys["landmarks"], lm, meta)
         status, reason = _status_of(lm["success"], self.cfg)
         n, ratio = len(lm["success"]), float(lm["success"].mean()) if len(lm["success"]) else 0.0
-        if status != STATUS_OK:
+        if status != STATUS_OK:  # a failed sequence is fully described by its landmarks level
             return SequenceOutcome(
                 source.sequence_id,
                 status,
                 reason,
-                cached=not computed,
+                cached=landmarks_cached,
                 n_frames=n,
                 face_ratio=ratio,
                 keys=keys,
