@@ -25,3 +25,26 @@ def shared_dir() -> Path:
     if not (SHARED_DIR / "faces").is_dir():
         pytest.skip(f"../shared test material not found at {SHARED_DIR}")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray session shared by every test that needs it (start-up costs ~2 s and ~700 MB)."""
+    from pipeline.config import RayConfig
+    from pipeline.ray_runtime import ensure_ray
+
+    ensure_ray(RayConfig(workers=2))
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny generated CK+-layout demo set (3 subjects, short sequences) built once per session."""
+    from data_manifests.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("tiny_demo")
+    generate_demo(root, layout="ckplus", n_subjects=3, seed=0, n_sequences=7)
+    return root

@@ -1,0 +1,150 @@
+"""The preprocess driver: Ray workers, resumable cache, failures table, identical results whatever happens.
+
+Uses the tiny generated demo set (``tiny_demo``: CK+ layout, 3 subjects, 7 labelled sequences plus unlabelled
+ones) and one shared Ray session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import Config, load_config
+from pipeline.preprocess import preprocess_dir, run_preprocess, sequence_config, source_from_row
+from stages.sequence import SequenceProcessor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config(root: Path, out: Path, *extra: str) -> Config:
+    return load_config(
+        None,
+        [
+            "data.format=ckplus",
+            f"data.root={root}",
+            "data.folds=2",
+            f"output_dir={out}",
+            "ray.workers=2",
+            *extra,
+        ],
+    )
+
+
+def _records(cfg: Config) -> dict[str, object]:
+    from data_manifests.schema import read_manifest
+
+    df, _ = read_manifest(cfg.manifest_path)
+    proc = SequenceProcessor(sequence_config(cfg), cfg.cache_dir)
+    return {row["sequence_id"]: proc.load(source_from_row(row)) for _, row in df.iterrows()}
+
+
+def _assert_same_records(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if a[key] is None or b[key] is None:
+            assert a[key] is None and b[key] is None, key
+            continue
+        for field in ("frame_indices", "landmarks", "success", "aligned", "trajectory"):
+            np.testing.assert_array_equal(getattr(a[key], field), getattr(b[key], field), err_msg=f"{key}.{field}")
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> Config:
+    cfg = _config(tiny_demo, tmp_path_factory.mktemp("pre_a"))
+    summary = run_preprocess(cfg)
+    assert summary.done > 0
+    return cfg
+
+
+def test_every_sequence_has_a_row_and_a_landmark_table(first_run: Config) -> None:
+    index = pd.read_parquet(preprocess_dir(first_run) / "index.parquet")
+    manifest = pd.read_parquet(first_run.manifest_path)
+    assert list(index["sequence_id"]) == list(manifest["sequence_id"])
+    ok = index[index["status"] == "ok"]
+    assert len(ok) >= 6, index[["sequence_id", "status", "reason"]]
+    for seq in ok["sequence_id"]:
+        table = pd.read_parquet(preprocess_dir(first_run) / "landmarks" / f"{seq}.parquet")
+        assert {"frame", "timestamp", "confidence", "success", "x_0", "y_67"} <= set(table.columns)
+        assert table["frame"].iloc[0] == 1  # OpenFace convention: 1-based
+
+
+def test_rerun_skips_everything(first_run: Config) -> None:
+    summary = run_preprocess(first_run)
+    assert summary.done == 0
+    assert summary.skipped + summary.n_failed == len(pd.read_parquet(first_run.manifest_path))
+
+
+def test_changed_trajectory_setting_recomputes_only_trajectories(first_run: Config, tmp_path: Path) -> None:
+    cfg = first_run.model_copy(deep=True)
+    cfg.preprocess.trajectory.length = 9
+    before = {ns: len(list((cfg.cache_dir / ns).rglob("*.npz"))) for ns in ("landmarks", "aligned", "trajectory")}
+    run_preprocess(cfg)
+    after = {ns: len(list((cfg.cache_dir / ns).rglob("*.npz"))) for ns in ("landmarks", "aligned", "trajectory")}
+    assert after["landmarks"] == before["landmarks"] and after["aligned"] == before["aligned"]
+    assert after["trajectory"] > before["trajectory"]
+    rec = next(r for r in _records(cfg).values() if r is not None)
+    assert rec.trajectory.shape == (9, 68, 2)
+
+
+def test_worker_count_does_not_change_results(first_run: Config, tiny_demo: Path, tmp_path: Path) -> None:
+    cfg1 = _config(tiny_demo, tmp_path / "one_worker", "ray.workers=1")
+    run_preprocess(cfg1)
+    _assert_same_records(_records(first_run), _records(cfg1))
+
+
+def test_faceless_sequences_are_in_the_failures_table(tiny_demo: Path, tmp_path: Path, ray_session) -> None:
+    import shutil
+
+    import cv2
+
+    root = tmp_path / "ck"
+    shutil.copytree(tiny_demo, root)
+    seq_dirs = sorted((root / "cohn-kanade-images").glob("S*/*"))
+    blank = seq_dirs[0]
+    for frame in blank.glob("*.png"):
+        img = cv2.imread(str(frame), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(frame), np.full_like(img, 128))
+    cfg = _config(root, tmp_path / "out")
+    summary = run_preprocess(cfg)
+    failures = pd.read_csv(preprocess_dir(cfg) / "failures.csv")
+    blank_id = f"{blank.parent.name}_{blank.name}"
+    row = failures[(failures["sequence_id"] == blank_id) & failures["frame"].isna()]
+    assert list(row["status"]) == ["no_face"]
+    assert blank_id in [item for item, _ in summary.failed]
+    assert summary.done + summary.skipped >= 5
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_loses_nothing(tiny_demo: Path, tmp_path: Path, first_run: Config) -> None:
+    """A preprocess killed with SIGKILL mid-run, then re-run, ends identical to an uninterrupted run."""
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "pipeline.cli", "preprocess", str(REPO / "configs" / "ckplus.yaml"),
+            "--set", f"data.root={tiny_demo}", "--set", "data.folds=2", "--set", f"output_dir={out}",
+            "--set", "ray.workers=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "cache" / "trajectory").rglob("*.npz"))) >= 2:
+            break
+        time.sleep(0.05)
+    killed_mid_run = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert killed_mid_run, "the run finished before it could be killed"
+    partial = len(list((out / "cache" / "trajectory").rglob("*.npz")))
+    assert partial >= 2
+    done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "skipped (cached)" in done.stderr
+    cfg = _config(tiny_demo, out)
+    _assert_same_records(_records(cfg), _records(first_run))
