@@ -4,32 +4,45 @@ Conventions: 68 points in iBUG order, ``(x, y)`` in source-image pixels, 0-based
 boxes are ``(left, top, right, bottom)`` in the same pixels; confidences lie in [0, 1].
 
 Tracking (:class:`TrackingLandmarker`): the first frame is detected; each later frame runs the point predictor
-from a box derived from the previous frame's landmarks. The predictor was trained on detector boxes, so every
-detection records how the detector's box sits relative to the bounding box of the landmarks' stable points
-(brows, nose, eyes: 17-47, which move little with the mouth and jaw) and that calibration turns landmarks into
-the next box. A tracked frame is re-detected instead when
+once, from a box derived from the previous frame's landmarks. The predictor was trained on detector boxes, so
+every detection records where the detector's box sits relative to the landmarks' stable points (brows, nose,
+eyes: 17-47, which move little with the mouth and jaw): the box centre's offset from their centroid and its
+width and height, in units of their RMS spread (:class:`BoxCalibration`). Derived boxes keep the detector's
+aspect ratio; fitting separate x/y extents let boxes stretch frame after frame on hard faces. A tracked frame is
+re-detected instead when
 
-- the box derived from the new landmarks moved (centre) or scaled more than ``max_drift`` of its size relative
-  to the box it was predicted from (fast motion the tracker cannot follow),
-- the shape degenerates: non-finite points, the outer-eye-corner distance collapsing or swelling relative to the
-  last detected shape, a similarity-aligned shape far from it, or more than a quarter of the points off-frame,
-- the face patch (landmark-aligned, 32x32 grey) stops resembling the previous frame's (normalised
-  cross-correlation below ``min_track_similarity``): a cut, an occluder, or the face leaving,
+- the box derived from the new landmarks moved (centre) or scaled by more than ``max_drift`` of its size relative
+  to the box they were predicted from (motion too fast to follow),
+- the shape degenerates: non-finite points, more than a quarter of the points off-frame, the outer-eye distance
+  (relative to the shape's size) outside ``IOD_RANGE`` of the last detected shape's, or a similarity-aligned
+  mean point distance to that shape above ``MAX_SHAPE_RESIDUAL`` eye distances (real expression changes
+  measured up to 0.13 on the test videos),
+- the face patch (eye-aligned, 32x32 grey) stops resembling the previous frame's (normalised cross-correlation
+  below ``min_track_similarity``): a cut, an occluder, or the face leaving,
 - or ``redetect_every`` frames have passed since the last detection.
 
-A re-detection that finds no face gives ``success=False`` and the next frame detects again.
+Such frames carry ``note='tracking lost (why); ...'``. A detection that finds no face gives ``success=False``
+and the next frame detects again.
 
-Confidence: detected frames map the detector's score to [0, 1] (a monotone squashing documented by each
-detector; not a calibrated probability). Tracked frames report the last detection's confidence times the
-patch similarity to the previous frame (clipped to [0, 1]), so it falls when the appearance changes abruptly.
+Confidence: detected frames map the detector's score to [0, 1] (a monotone squashing defined by each detector;
+not a calibrated probability). Tracked frames report the last detection's confidence times the patch
+similarity to the previous frame (clipped to [0, 1]): it falls when the appearance changes abruptly and can
+never exceed the detection's.
+
+Multiple faces: ``multi_face='largest'`` keeps the largest detector box, ``'centre'`` the box whose centre is
+closest to the frame centre; ``n_faces`` reports how many the detector saw. Tracking follows the kept face.
 
 Small frames: when ``min(H, W) < 2 * min_face_px`` the frame is upscaled (bilinear) so its short side is about
-``2 * min_face_px`` before detection and prediction; points and boxes are mapped back. If detection still finds
-nothing on such a frame (a tight crop such as CK+48's 48x48 faces, which leave the detector no margin), the
-whole frame is taken as the face box (``n_faces=0``, ``note='whole-frame box'``) with confidence
-``WHOLE_FRAME_CONFIDENCE``; the shape checks above still reject a degenerate result.
+``2 * min_face_px`` before detection and prediction; points and boxes are mapped back. A face filling such a
+frame (a tight crop such as CK+48's 48x48 faces) leaves the detector no margin, so small frames are detected
+with a replicated border of ``SMALL_FRAME_PAD`` of their size and a lowered score threshold
+(``SMALL_FRAME_THRESHOLD``; weak candidates are used only when no normal-strength one exists). If that still
+finds nothing and ``whole_frame_fallback`` is on, the whole frame is taken as the face box, refined once
+through the typical detector calibration (``n_faces=0``, ``note='whole-frame box'``, confidence
+``WHOLE_FRAME_CONFIDENCE``). That fallback trusts the frame to be a face crop: only flat frames and shapes that
+fail the checks above are rejected, so a small textured non-face frame does get landmarks (at low confidence);
+turn the fallback off where small frames may hold no face.
 """
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -114,7 +127,8 @@ class FrameLandmarks:
     """Landmarks of one frame.
 
     ``points`` (68, 2) float32 (x, y) source pixels, all NaN when no face; ``box`` (left, top, right, bottom)
-    pixels or None; ``detected`` True when this frame ran the detector (also when it found nothing), False when
+    pixels or None: the detector's box on detected frames, the box derived from this frame's landmarks on
+    tracked ones; ``detected`` True when this frame ran the detector (also when it found nothing), False when
     tracked from the previous frame; ``n_faces`` faces the detector saw (0 on tracked frames); ``note`` why a
     frame failed or how it was found, '' when unremarkable.
     """
@@ -353,18 +367,13 @@ class _TrackState:
 
 class TrackingLandmarker:
     """Detect-then-track landmarker over any :class:`FaceDetector` and :class:`PointPredictor` (see module doc).
+    One predictor call per tracked frame (a second call from the box of its own answer measured no better)."""
 
-    ``refine``: on tracked frames, run the predictor a second time from the box derived from its own first
-    answer, which follows motion better (dlib: ~1 ms per call; off for costly predictors).
-    """
-
-    def __init__(self, name: str, cfg: LandmarkConfig, detector: FaceDetector, predictor: PointPredictor,
-                 refine: bool = True) -> None:
+    def __init__(self, name: str, cfg: LandmarkConfig, detector: FaceDetector, predictor: PointPredictor) -> None:
         self.name = name
         self.cfg = cfg
         self.detector = detector
         self.predictor = predictor
-        self.refine = refine
 
     # -- public ------------------------------------------------------------------------------------------------
     def track_sequence(
@@ -463,8 +472,6 @@ class TrackingLandmarker:
         box = state.calibration.box_for(points)
         if box_drift(start_box, box) > self.cfg.max_drift:
             return None, "box drift"
-        if self.refine:
-            points = np.asarray(self.predictor.predict(prepared, box), dtype=np.float32)
         problem = shape_problem(points, state.reference, grey.shape)
         if problem:
             return None, problem

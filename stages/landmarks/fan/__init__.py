@@ -1,5 +1,5 @@
 """fan backend: face-alignment's FAN heatmap network from a local weights file, dlib's detector for boxes (no
-SFD download), and the shared detect-then-track logic (one FAN pass per tracked frame, no refinement pass)."""
+SFD download), and the shared detect-then-track logic (one FAN pass per tracked frame)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from stages.landmarks.fan.network import FanPredictor, load_fan_network
 def build(cfg: LandmarkConfig) -> TrackingLandmarker:
     """A FAN landmarker; MissingWeightsError when ``cfg.fan_weights`` is unset or absent."""
     predictor = FanPredictor(load_fan_network(cfg.fan_weights), flip=cfg.fan_flip)
-    return TrackingLandmarker("fan", cfg, build_detector(cfg), predictor, refine=False)
+    return TrackingLandmarker("fan", cfg, build_detector(cfg), predictor)
 
 
 __all__ = ["build"]

@@ -14,6 +14,7 @@ arg-max cell shifted a quarter cell towards its larger neighbour, mapped back to
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -46,7 +47,9 @@ def load_fan_network(path: str | None):
     if not file.is_file():
         raise MissingWeightsError(f"FAN weights file missing: {file}; {WHAT_TO_PUT}")
     try:
-        net = torch.jit.load(str(file), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.x deprecates TorchScript; old FAN releases ship it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.load(str(file), map_location="cpu")
     except Exception as jit_error:  # not TorchScript: try a state dict
         try:
             net = _fan_from_state_dict(torch.load(str(file), map_location="cpu", weights_only=True))
