@@ -132,29 +132,34 @@ def cv(config: ConfigArg, set_: SetOpt = None) -> None:
 
 
 @app.command("train")
-def train(config: ConfigArg, set_: SetOpt = None) -> None:
+def train(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="model folder; default OUTPUT_DIR/model")] = None,
+) -> None:
     """Train one deployable model on all labelled subjects and write a model folder."""
     from pipeline.train import run_train
 
-    run_train(_load(config, set_))
+    run_train(_load(config, set_), out_dir=out)
 
 
 @app.command("predict")
 def predict(
-    model: Annotated[Path, typer.Argument(help="model folder (from train) or CV run folder")],
-    inputs: Annotated[list[str], typer.Argument(help="videos, frame folders, images, globs or a manifest")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="results file")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
+    model: Annotated[Path, typer.Argument(help="model folder (from train), CV run folder, or OUTPUT_DIR")],
+    inputs: Annotated[list[str], typer.Argument(help="videos, frame folders, images, globs, manifests, .txt lists")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="results file [predictions.csv]")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv | jsonl [from -o's suffix, else csv]")] = None,
     window: Annotated[float | None, typer.Option(help="sliding window length in seconds")] = None,
+    stride: Annotated[float | None, typer.Option(help="window stride in seconds [window / 2]")] = None,
     visualize: Annotated[Path | None, typer.Option(help="folder for per-input pictures")] = None,
+    cache: Annotated[Path | None, typer.Option(help="cache processed sequences here (none by default)")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Predict an expression label with class probabilities for each input."""
+    """Predict an expression label with class probabilities for each input (exit code 1 if any failed)."""
     from pipeline.predict import run_predict
 
-    n_failed = run_predict(
-        model, inputs, output=output, fmt=fmt, window=window, visualize=visualize, overrides=set_ or []
-    )
+    n_failed = run_predict(model, inputs, output=output, fmt=fmt, window=window, visualize=visualize,
+                           overrides=set_ or [], stride=stride, cache_dir=cache)
     raise typer.Exit(1 if n_failed else 0)
 
 

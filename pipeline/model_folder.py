@@ -1,0 +1,338 @@
+"""Model folders (what `seqfer train` writes) and CV run folders, read back as one :class:`ModelBundle`.
+
+A model folder holds everything prediction needs and a person wants to know::
+
+    model.safetensors   weights + model config + classes (stages.training.save_checkpoint; never pickle)
+    model.json          machine-readable facts: format/version, classes, the preprocessing settings it was
+                        trained with (SequenceConfig + ModelInputConfig), training and CV figures, versions
+    config.yaml         the full effective config of the training run (prediction reads its preprocess and
+                        ray sections, with --set overrides)
+    classes.txt         one class name per line, in output order
+    history.csv         per-epoch training curve
+    README.md           the model card
+
+A CV run folder (``OUTPUT_DIR/cv`` of `seqfer cv`) is read as an ensemble: every finished ``fold_K/
+model.safetensors``, probabilities averaged. ``OUTPUT_DIR`` itself is accepted too (its ``model/`` when present,
+else its ``cv/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, load_config
+from stages.errors import StageError
+from stages.models import ModelInputConfig, TwoStream
+from stages.sequence import SequenceConfig
+from stages.training import load_checkpoint
+
+MODEL_FORMAT = "seqfer-model"
+MODEL_FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+INFO_FILE = "model.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class ModelBundle:
+    """Loaded model(s) and the settings prediction must reproduce.
+
+    ``models``: one network (model folder) or one per fold (CV run folder), eval mode, CPU.
+    ``sequence``: frames -> SequenceRecord settings (training's, with any prediction overrides applied);
+    ``model_input``: record -> tensors settings (from the weights' own config, never overridden).
+    """
+
+    models: list[TwoStream]
+    classes: list[str]
+    sequence: SequenceConfig
+    model_input: ModelInputConfig
+    config: Config
+    kind: str  # "model" | "cv"
+    path: Path
+    weight_files: list[Path]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of the weight files' bytes and the preprocessing settings."""
+        digest = hashlib.sha256()
+        for path in self.weight_files:
+            digest.update(path.read_bytes())
+        digest.update(self.sequence.model_dump_json().encode())
+        digest.update(self.model_input.model_dump_json().encode())
+        return digest.hexdigest()[:16]
+
+    def describe(self) -> str:
+        what = "model folder" if self.kind == "model" else f"CV run folder, ensemble of {len(self.models)} folds"
+        return f"{self.path} ({what}; classes: {', '.join(self.classes)})"
+
+
+def sequence_config_of(cfg: Config) -> SequenceConfig:
+    """The stage settings of a config alone (output locations dropped)."""
+    return SequenceConfig.model_validate(cfg.preprocess.model_dump(include=set(SequenceConfig.model_fields)))
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in model folders: seqfer, python, torch, numpy, platform."""
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        seqfer = version("seqfer")
+    except Exception:  # not pip-installed: a plain checkout
+        seqfer = "0.1.0 (checkout)"
+    return {"seqfer": seqfer, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / INFO_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def _fold_files(path: Path) -> list[Path]:
+    files = [p for p in path.glob("fold_*/" + WEIGHTS_FILE) if p.parent.name[5:].isdigit()]
+    return sorted(files, key=lambda p: int(p.parent.name[5:]))
+
+
+def resolve_model_path(path: Path | str) -> tuple[str, Path]:
+    """("model" | "cv", folder) for a model folder, a CV run folder or an OUTPUT_DIR holding either.
+
+    Raises :class:`StageError` saying what was looked for when ``path`` is none of them.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: model folder not found")
+    if _is_model_folder(path):
+        return "model", path
+    if _fold_files(path) and (path / CONFIG_FILE).is_file():
+        return "cv", path
+    if _is_model_folder(path / "model"):
+        return "model", path / "model"
+    if _fold_files(path / "cv") and (path / "cv" / CONFIG_FILE).is_file():
+        return "cv", path / "cv"
+    raise StageError(
+        f"{path}: not a model folder ({INFO_FILE} + {WEIGHTS_FILE}, from `seqfer train`) nor a CV run folder "
+        f"({CONFIG_FILE} + fold_K/{WEIGHTS_FILE}, from `seqfer cv`), nor an output folder holding one"
+    )
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _changed_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(prefix + k)
+    return keys
+
+
+def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> ModelBundle:
+    """Load a model folder or CV run folder (see the module doc) with ``--set`` overrides on its config.
+
+    Overrides may change how prediction runs (``ray.workers``, ``preprocess.min_face_ratio``, the landmark
+    detector...); a change to the preprocessing the model was trained with is allowed but warned about.
+    ``model.*`` / ``train.*`` cannot change (the weights are fixed): :class:`StageError`.
+    """
+    overrides = list(overrides or [])
+    bad = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[0] in ("model", "train")]
+    if bad:
+        raise StageError(f"--set {', '.join(bad)}: model and train settings are fixed by the trained weights")
+    kind, folder = resolve_model_path(path)
+    trained_cfg = load_config(folder / CONFIG_FILE)
+    cfg = load_config(folder / CONFIG_FILE, overrides) if overrides else trained_cfg
+    files = [folder / WEIGHTS_FILE] if kind == "model" else _fold_files(folder)
+    models, classes, input_cfg = [], None, None
+    for file in files:
+        model, mcfg, model_classes, _extra = load_checkpoint(file)
+        if classes is not None and model_classes != classes:
+            raise StageError(f"{file}: classes {model_classes} differ from the other folds' {classes}")
+        if input_cfg is not None and mcfg.input != input_cfg:
+            raise StageError(f"{file}: model input settings differ from the other folds'")
+        models.append(model)
+        classes, input_cfg = model_classes, mcfg.input
+    info = json.loads((folder / INFO_FILE).read_text()) if kind == "model" else _cv_info(folder)
+    sequence = sequence_config_of(cfg)
+    changed = _changed_keys(sequence_config_of(trained_cfg).model_dump(mode="json"),
+                            sequence.model_dump(mode="json"))
+    changed = [k for k in changed if k not in ("min_face_ratio", "min_frames")]
+    if changed:
+        warnings.warn(f"prediction preprocessing differs from training in: {', '.join(changed)}", stacklevel=2)
+    return ModelBundle(models=models, classes=list(classes), sequence=sequence, model_input=input_cfg,
+                       config=cfg, kind=kind, path=folder, weight_files=files, info=info)
+
+
+def _cv_info(folder: Path) -> dict:
+    summary = folder / "summary.json"
+    return {"cv_summary": json.loads(summary.read_text())} if summary.is_file() else {}
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def cv_accuracy(cv_folder: Path, cfg: Config) -> dict | None:
+    """CV figures from ``cv_folder/summary.json`` when it exists: accuracy mean/std, mean class accuracy,
+    folds, and whether that run used the same data, preprocessing, model and training settings as ``cfg``."""
+    summary_path = Path(cv_folder) / "summary.json"
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    same = None
+    if (Path(cv_folder) / CONFIG_FILE).is_file():
+        try:
+            cv_cfg = load_config(Path(cv_folder) / CONFIG_FILE)
+            same = _comparable(cv_cfg) == _comparable(cfg)
+        except Exception:  # an older or edited config: unknown, not fatal
+            same = None
+    return {
+        "accuracy_mean": summary.get("accuracy_mean"),
+        "accuracy_std": summary.get("accuracy_std"),
+        "mean_class_accuracy": summary.get("mean_class_accuracy"),
+        "n_folds": len(summary.get("folds", [])),
+        "n_sequences": summary.get("n_sequences"),
+        "same_settings": same,
+        "source": str(summary_path),
+    }
+
+
+def _comparable(cfg: Config) -> dict:
+    return {"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json"),
+            "sequence": sequence_config_of(cfg).model_dump(mode="json")}
+
+
+def write_model_folder(folder: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict,
+                       history: list[dict] | None = None) -> Path:
+    """Write a complete model folder at ``folder`` (replacing one that is there) and return it.
+
+    Written to a sibling temporary folder first and renamed, so a crash never leaves half a model folder.
+    ``info``: training facts for model.json and the card (data, split, best_epoch, val_accuracy, cv...).
+    """
+    import shutil
+
+    import pandas as pd
+
+    from pipeline.config import to_yaml
+    from stages.training import save_checkpoint
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_checkpoint(tmp / WEIGHTS_FILE, model, cfg.model, classes,
+                    {"best_epoch": info.get("best_epoch"), "trained_at": info.get("trained_at")})
+    full_info = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_FORMAT_VERSION,
+        "classes": list(classes),
+        "preprocessing": {"sequence": sequence_config_of(cfg).model_dump(mode="json"),
+                          "model_input": cfg.model.input.model_dump(mode="json")},
+        "model": cfg.model.model_dump(mode="json"),
+        "versions": versions(),
+        **info,
+    }
+    (tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2, default=str))
+    (tmp / CONFIG_FILE).write_text(to_yaml(cfg))
+    (tmp / "classes.txt").write_text("".join(c + "\n" for c in classes))
+    if history:
+        pd.DataFrame(history).to_csv(tmp / "history.csv", index=False)
+    (tmp / "README.md").write_text(model_card(full_info, cfg))
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        folder.replace(old)
+        tmp.replace(folder)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(folder)
+    return folder
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def model_card(info: dict, cfg: Config) -> str:
+    """The model folder's README.md: what it is, what it was trained on, how well it did, how to use it."""
+    data, split, cv = info.get("data", {}), info.get("split", {}), info.get("cv")
+    seq, inp = info["preprocessing"]["sequence"], info["preprocessing"]["model_input"]
+    lines = [
+        "# seqfer model card",
+        "",
+        f"- Trained: {info.get('trained_at', 'unknown')}",
+        f"- Model: {cfg.model.streams}"
+        + (f" ({cfg.model.appearance.name} + {cfg.model.geometry.name}, fusion {cfg.model.fusion})"
+           if cfg.model.streams == "fused" else ""),
+        f"- Classes ({len(info['classes'])}, output order): {', '.join(info['classes'])}",
+        "",
+        "## Data",
+        "",
+        f"- Dataset: {data.get('format', '?')} at `{data.get('root', '?')}` (manifest `{data.get('manifest', '?')}`)",
+        f"- Labelled sequences used: {data.get('n_sequences', '?')} from {data.get('n_subjects', '?')} subjects; "
+        f"excluded (failed preprocessing): {data.get('n_excluded', 0)}",
+        f"- Sequences per class: {', '.join(f'{k} {v}' for k, v in data.get('class_counts', {}).items())}",
+        f"- Model selection: {split.get('n_train', '?')} training sequences ({split.get('n_train_subjects', '?')} "
+        f"subjects); best epoch {info.get('best_epoch', '?')} chosen on {split.get('n_val', '?')} validation "
+        f"sequences of {split.get('n_val_subjects', '?')} held-out subjects (val_fraction "
+        f"{split.get('val_fraction', '?')}, seed {split.get('seed', '?')}); validation accuracy "
+        f"{_pct(info.get('val_accuracy'))}",
+        "",
+        "## Accuracy",
+        "",
+    ]
+    if cv:
+        note = {True: "same settings as this model", False: "NOTE: that run used different settings",
+                None: "settings not compared"}[cv.get("same_settings")]
+        lines.append(
+            f"- {cv['n_folds']}-fold subject-independent CV: {_pct(cv['accuracy_mean'])} +- "
+            f"{_pct(cv['accuracy_std'])} (mean class accuracy {_pct(cv['mean_class_accuracy'])}; {note}; "
+            f"`{cv['source']}`)"
+        )
+    else:
+        lines.append("- CV accuracy unknown: no `seqfer cv` summary was found for this output folder.")
+    lines += [
+        "- The validation accuracy above is on few subjects and chose the epoch: it is optimistic; quote the CV "
+        "figure.",
+        "",
+        "## Preprocessing it expects (applied automatically by `seqfer predict`)",
+        "",
+        f"- Frames: {seq['frames']['mode']} (frame folders assumed at {seq['frames']['fps']} fps); landmarks: "
+        f"{seq['landmarks']['backend']} ({seq['landmarks']['detector']} detector, tracking "
+        f"{'on' if seq['landmarks']['track'] else 'off'}); aligned crops {seq['align']['size']} px "
+        f"{seq['align']['color']}; trajectory {seq['trajectory']['length']} steps, {seq['trajectory']['normalise']}",
+        f"- Model input: appearance {inp['appearance']} (k={inp['k']}) at {inp['size']} px; geometry = the "
+        "trajectory. Sequences should run from a neutral face to the expression's peak, like the training data; "
+        "a single image gives an all-zero trajectory (the geometry stream sees no motion).",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "seqfer predict MODEL_FOLDER clip.mp4 frames_dir/ face.jpg -o predictions.csv",
+        "```",
+        "",
+        "```python",
+        "from pipeline.predictor import Predictor",
+        "p = Predictor.load('MODEL_FOLDER')",
+        "result = p.predict('clip.mp4')  # .label, .probabilities, .status, .reason",
+        "```",
+        "",
+        "## Versions",
+        "",
+        *[f"- {k}: {v}" for k, v in info.get("versions", {}).items()],
+        "",
+    ]
+    return "\n".join(lines)

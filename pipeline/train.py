@@ -1,0 +1,94 @@
+"""`seqfer train CONFIG`: one deployable model trained on every labelled subject, written as a model folder.
+
+The same pieces as cross-validation (:mod:`pipeline.cv`): the manifest, preprocessing (resumable; cached work is
+reused), :func:`~pipeline.cv.load_labelled_data` and :func:`~pipeline.cv.split_fold`. Here there is no test fold:
+every labelled subject trains except a seeded ``train.val_fraction`` of whole subjects, which choose the epoch
+(early stopping and best epoch on validation, as in each CV fold). Output: ``OUTPUT_DIR/model/`` (see
+:mod:`pipeline.model_folder`), whose model card quotes the CV accuracy from ``OUTPUT_DIR/cv/summary.json`` when
+`seqfer cv` ran.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.cv import LabelledData, cv_dir, load_labelled_data, resolve_device, split_fold
+from pipeline.model_folder import cv_accuracy, write_model_folder
+from pipeline.progress import progress_bar
+from stages.errors import StageError
+from stages.training import fit, predict_proba
+
+
+def model_dir(cfg: Config) -> Path:
+    """Where `seqfer train` writes its model folder: ``OUTPUT_DIR/model``."""
+    return Path(cfg.output_dir) / "model"
+
+
+def deployment_split(data: LabelledData, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row indices over ALL labelled subjects: :func:`split_fold` with a fold number no row
+    has, so its test part is empty and its seeded draw of whole validation subjects is the CV one's."""
+    no_fold = int(data.folds.max()) + 1 if len(data.folds) else 0
+    train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, no_fold, val_fraction, seed)
+    assert len(test_idx) == 0
+    return train_idx, val_idx
+
+
+def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | None = None) -> Path:
+    """Preprocess (skipping cached work), train on all labelled subjects, write the model folder; returns it."""
+    start = time.perf_counter()
+    data = data if data is not None else load_labelled_data(cfg, preprocess=True)
+    if len(data.labels) < 3:
+        raise StageError(f"training needs at least 3 usable labelled sequences; found {len(data.labels)} "
+                         f"({len(data.excluded)} excluded by preprocessing)")
+    out = Path(out_dir) if out_dir is not None else model_dir(cfg)
+    train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, cfg.seed)
+    device = resolve_device(cfg.cv.device)
+    n_subjects = len(set(data.subjects))
+    print(f"train: {len(train_idx)} training and {len(val_idx)} validation sequences from {n_subjects} subjects "
+          f"on {device}", file=sys.stderr)
+    bar = progress_bar(cfg.train.epochs, "train", unit="epoch")
+
+    def on_epoch(row: dict) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"val acc {row['val_acc']:.3f} loss {row['val_loss']:.3f}")
+
+    try:
+        result = fit(cfg.model, len(data.classes), data.subset(train_idx), data.subset(val_idx), cfg.train,
+                     seed=cfg.seed, device=device, on_epoch=on_epoch)
+    finally:
+        bar.close()
+    val_acc = float("nan")
+    if len(val_idx):
+        proba = predict_proba(result.model, data.subset(val_idx), device=device)
+        val_acc = float((proba.argmax(axis=1) == data.labels[val_idx]).mean())
+    counts = Counter(data.classes[i] for i in data.labels)
+    info = {
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": {"format": cfg.data.format, "root": str(cfg.data.root), "manifest": str(cfg.manifest_path),
+                 "n_sequences": int(len(data.labels)), "n_subjects": n_subjects,
+                 "n_excluded": int(len(data.excluded)),
+                 "class_counts": {c: int(counts.get(c, 0)) for c in data.classes}},
+        "split": {"n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+                  "n_train_subjects": len(set(data.subjects[train_idx])),
+                  "n_val_subjects": len(set(data.subjects[val_idx])),
+                  "val_subjects": sorted(set(data.subjects[val_idx].tolist())),
+                  "val_fraction": cfg.train.val_fraction, "seed": cfg.seed},
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": len(result.history),
+        "val_accuracy": val_acc,
+        "train_seconds": round(result.seconds, 2),
+        "device": device,
+        "cv": cv_accuracy(cv_dir(cfg), cfg),
+    }
+    write_model_folder(out, result.model, cfg, data.classes, info, history=result.history)
+    print(f"train: best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
+          f"{100 * val_acc:.1f}% ({len(val_idx)} sequences); model folder {out} "
+          f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return out
