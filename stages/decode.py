@@ -15,6 +15,7 @@ is used only when PyAV cannot open the file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -185,9 +186,11 @@ def _iter_folder(paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: flo
         if i >= len(paths):
             raise StageError(f"frame index {i} beyond the sequence's {len(paths)} frame files")
         path = paths[i]
+        if not os.path.isfile(path):
+            raise StageError(f"{path}: frame file missing")
         image = cv2.imread(path, flag)
         if image is None:
-            raise StageError(f"{path}: unreadable image frame (missing, empty or not an image)")
+            raise StageError(f"{path}: unreadable image frame (empty or not an image)")
         if color == "rgb":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         yield DecodedFrame(int(i), float(i) / fps, image)

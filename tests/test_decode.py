@@ -213,7 +213,8 @@ def test_unreadable_frame_names_the_file(frame_folder, damage):
     src = SequenceSource("f", frame_paths=frame_folder)
     frames = iter_frames(src, [0, 3, 5])
     assert next(frames).index == 0, "frames before the bad one are delivered"
-    with pytest.raises(StageError, match=victim.name):
+    problem = "frame file missing" if damage == "missing" else "unreadable image frame"
+    with pytest.raises(StageError, match=f"{victim.name}: {problem}"):
         next(frames)
 
 
