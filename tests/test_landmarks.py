@@ -14,16 +14,10 @@ from skimage.data import astronaut
 
 from stages.errors import MissingWeightsError, StageError
 from stages.landmarks import LANDMARKERS, FrameLandmarks, LandmarkConfig, build_landmarker, nme
+from stages.landmarks.provided.readers import read_landmarks  # 300-W .pts: 1-based, returned 0-based
 from stages.template import TEMPLATE
 
 FACES = ("100032540_1", "1004467229_1", "1018882799_1")  # three of ../shared/faces
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """300-W .pts -> 0-based (68, 2)."""
-    lines = path.read_text().splitlines()
-    start = lines.index("{") + 1
-    return np.array([line.split() for line in lines[start : start + 68]], dtype=np.float64) - 1.0
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_missing_predictor_names_the_file(tmp_path):
 def test_dlib_nme_on_real_faces(shared_dir, dlib_landmarker, name, color):
     image = cv2.imread(str(shared_dir / "faces" / f"{name}.jpg"), cv2.IMREAD_COLOR)
     image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if color == "grey" else cv2.COLOR_BGR2RGB)
-    truth = read_pts(shared_dir / "faces" / f"{name}.pts")
+    truth = read_landmarks(shared_dir / "faces" / f"{name}.pts")
     (result,) = dlib_landmarker.track_sequence([image])
     assert result.success and result.detected and result.n_faces == 1
     assert result.points.shape == (68, 2) and result.points.dtype == np.float32
@@ -119,12 +113,20 @@ def test_tracking_detects_once_and_matches_per_frame_detection(dlib_landmarker, 
 def test_tracking_accuracy_on_real_faces(shared_dir, dlib_landmarker):
     for name in FACES:
         face = cv2.imread(str(shared_dir / "faces" / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE)
-        truth = read_pts(shared_dir / "faces" / f"{name}.pts")
+        truth = read_landmarks(shared_dir / "faces" / f"{name}.pts")
         results = list(dlib_landmarker.track_sequence(moving_sequence(face)))
         assert sum(r.detected for r in results) == 1, name
         errors = [nme(r.points, truth * (1 + 0.02 * k) + [60 + 5 * k, 100 + 2.5 * k])
                   for k, r in enumerate(results)]
         assert np.mean(errors) < 0.04 and max(errors) < 0.06, (name, errors)
+
+
+def test_tracking_is_deterministic_and_streams(dlib_landmarker, astro_face):
+    frames = moving_sequence(astro_face, n=4)
+    first = list(dlib_landmarker.track_sequence(iter(frames)))  # a one-pass iterator, like the decoder's
+    second = list(build_landmarker(LandmarkConfig()).track_sequence(frames))
+    for a, b in zip(first, second, strict=True):
+        assert np.array_equal(a.points, b.points) and a.confidence == b.confidence and a.box == b.box
 
 
 def test_sudden_jump_redetects(dlib_landmarker, astro_face):
@@ -211,7 +213,7 @@ def test_48px_crop_is_upscaled_and_found(dlib_landmarker):
 def test_48px_crops_of_real_faces(shared_dir, dlib_landmarker):
     for name in FACES:
         image = cv2.imread(str(shared_dir / "faces" / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE)
-        crop, truth = _crop48(image, read_pts(shared_dir / "faces" / f"{name}.pts"))
+        crop, truth = _crop48(image, read_landmarks(shared_dir / "faces" / f"{name}.pts"))
         result = dlib_landmarker.detect_frame(crop)
         assert result.success and nme(result.points, truth) < 0.08, (name, result.note)
 

@@ -308,16 +308,14 @@ def shape_problem(points: np.ndarray, reference: np.ndarray, frame_shape: tuple[
 
 
 def face_patch(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """PATCH_SIZE x PATCH_SIZE float32 grey patch aligned on the eye centres, zero mean and unit norm."""
-    right, left = points[RIGHT_EYE].mean(axis=0), points[LEFT_EYE].mean(axis=0)
-    src = np.float32([right, left])
-    dst = np.float32([[0.3 * PATCH_SIZE, 0.35 * PATCH_SIZE], [0.7 * PATCH_SIZE, 0.35 * PATCH_SIZE]])
-    matrix, _ = cv2.estimateAffinePartial2D(src, dst)
-    if matrix is None:
-        d = dst[1] - dst[0]
-        s = src[1] - src[0]
-        scale = np.linalg.norm(d) / max(np.linalg.norm(s), 1e-6)
-        matrix = np.float32([[scale, 0, dst[0, 0] - scale * src[0, 0]], [0, scale, dst[0, 1] - scale * src[0, 1]]])
+    """PATCH_SIZE x PATCH_SIZE float32 grey patch, eye centres mapped to fixed places by a similarity
+    transform; zero mean, unit norm (all zeros when flat)."""
+    right = complex(*points[RIGHT_EYE].mean(axis=0))
+    left = complex(*points[LEFT_EYE].mean(axis=0))
+    dst_right, dst_left = complex(0.3 * PATCH_SIZE, 0.35 * PATCH_SIZE), complex(0.7 * PATCH_SIZE, 0.35 * PATCH_SIZE)
+    a = (dst_left - dst_right) / (left - right if abs(left - right) > 1e-6 else 1e-6)  # scale * rotation
+    t = dst_right - a * right
+    matrix = np.float32([[a.real, -a.imag, t.real], [a.imag, a.real, t.imag]])
     patch = cv2.warpAffine(grey, matrix, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     patch -= patch.mean()
