@@ -53,7 +53,7 @@ def source_from_row(row: pd.Series | dict) -> SequenceSource:
     return SequenceSource(
         sequence_id=str(get("sequence_id")),
         frame_paths=tuple(get("frame_paths") or ()),
-        video_path=get("video_path") or None,
+        video_path=None if pd.isna(get("video_path")) else str(get("video_path")),
         peak_index=None if pd.isna(get("peak_index")) else int(get("peak_index")),
         landmark_paths=tuple(get("landmark_paths") or ()),
     )
