@@ -107,7 +107,7 @@ def test_faceless_sequences_are_in_the_failures_table(tiny_demo: Path, tmp_path:
 
     root = tmp_path / "ck"
     shutil.copytree(tiny_demo, root)
-    seq_dirs = sorted((root / "cohn-kanade-images").glob("S*/*"))
+    seq_dirs = sorted(p for p in (root / "cohn-kanade-images").glob("S*/*") if p.is_dir())
     blank = seq_dirs[0]
     for frame in blank.glob("*.png"):
         img = cv2.imread(str(frame), cv2.IMREAD_GRAYSCALE)
