@@ -1,0 +1,336 @@
+"""`seqfer predict` and the Predictor API: every input kind, every failure status, fold ensembles, windows,
+pictures, batch output with resume, Ray batches equal to in-process ones, and the real media in ../shared.
+
+Models here are small, seeded and untrained (prediction does not care how good they are); training is covered
+by tests/test_train_deploy.py. Faces are scikit-image's astronaut (a real face dlib finds), shifted per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import Config, load_config, to_yaml
+from pipeline.model_folder import load_model_bundle, write_model_folder
+from pipeline.predict import output_names, run_predict
+from pipeline.predict_inputs import resolve_inputs
+from pipeline.predictor import Predictor, window_bounds
+from stages.errors import StageError
+from stages.models import build_model, in_channels_for
+from stages.training import predict_proba, save_checkpoint
+
+CLASSES = ["happy", "sadness", "surprise"]
+TINY = ["preprocess.align.size=48", "model.input.size=32", "model.appearance.channels=[8, 16]",
+        "model.appearance.skip_dim=8", "model.geometry.hidden=16", "ray.workers=2"]
+N_FACE = 8  # frames of the synthetic face clip
+
+
+def _cli(args: list[str]) -> int:
+    """The CLI's exit code. (pipeline.cli.main drops the code a command exits with; the click command
+    returns it.)"""
+    import typer
+
+    from pipeline.cli import app
+
+    return typer.main.get_command(app).main(args=args, prog_name="seqfer", standalone_mode=False) or 0
+
+
+def _cfg(*extra: str) -> Config:
+    return load_config(None, [*TINY, *extra])
+
+
+def _model(cfg: Config, seed: int, n_classes: int = len(CLASSES)):
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, n_classes, in_channels_for(cfg.model.input, False),
+                        cfg.preprocess.trajectory.length)
+    return model.eval()
+
+
+def _face(shift: int) -> np.ndarray:
+    """BGR 256x256 astronaut face, shifted ``shift`` pixels right and down."""
+    import skimage.data
+
+    rgb = skimage.data.astronaut()[20:276, 100:356]
+    moved = cv2.warpAffine(rgb, np.float32([[1, 0, shift], [0, 1, shift]]), (256, 256),
+                           borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(moved, cv2.COLOR_RGB2BGR)
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Inputs of every kind, good and bad."""
+    root = tmp_path_factory.mktemp("media")
+    faces = [_face(s) for s in range(N_FACE)]
+    blank = np.full((256, 256, 3), 120, np.uint8)
+    folder = root / "frames"
+    folder.mkdir()
+    for i, f in enumerate(faces):
+        cv2.imwrite(str(folder / f"img_{i + 1}.png"), f)  # numeric order, not lexicographic (img_10 ...)
+    cv2.imwrite(str(root / "still.jpg"), faces[0])
+    (root / "empty").mkdir()
+    (root / "corrupt.mp4").write_bytes(b"\x00\x01 not a video at all" * 50)
+    (root / "notes.xyz").write_text("hello")
+    return {
+        "video": _write_video(root / "face.mp4", faces),
+        "frames": folder,
+        "image": root / "still.jpg",
+        "blank": _write_video(root / "blank.avi", [blank] * 6),
+        "half": _write_video(root / "half.mp4", faces[:3] + [blank] * 9),
+        "corrupt": root / "corrupt.mp4",
+        "unknown": root / "notes.xyz",
+        "missing": root / "missing.mp4",
+        "empty": root / "empty",
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = _cfg()
+    return write_model_folder(tmp_path_factory.mktemp("m") / "model", _model(cfg, 0), cfg, CLASSES,
+                              {"trained_at": "test"})
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir: Path) -> Predictor:
+    return Predictor.load(model_dir)
+
+
+# ------------------------------------------------------------------------------------------ inputs and statuses
+
+
+@pytest.mark.parametrize(("kind", "n_frames"), [("video", N_FACE), ("frames", N_FACE), ("image", 1)])
+def test_every_input_kind_gets_a_label_with_probabilities(predictor: Predictor, media: dict, kind: str,
+                                                          n_frames: int) -> None:
+    result = predictor.predict(media[kind])
+    assert result.status == "ok", result.reason
+    assert set(result.probabilities) == set(CLASSES)
+    assert math.isclose(sum(result.probabilities.values()), 1.0, abs_tol=1e-9)
+    assert result.label == max(result.probabilities, key=result.probabilities.get)
+    assert result.n_frames == n_frames and result.face_ratio == 1.0
+
+
+def test_single_image_has_zero_trajectory(predictor: Predictor, media: dict) -> None:
+    appearance, trajectory = predictor.model_inputs(media["image"])
+    assert appearance.shape == (1, 3, 32, 32)
+    assert np.all(trajectory == 0)
+
+
+def test_frame_folder_and_video_read_the_same_frames_in_numeric_order(media: dict) -> None:
+    (pin,) = resolve_inputs([media["frames"]])
+    assert [Path(p).name for p in pin.source.frame_paths] == [f"img_{i + 1}.png" for i in range(N_FACE)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "reason"),
+    [
+        ("blank", "no_face", "no face in any of 6 frames"),
+        ("half", "low_face_ratio", "face in 3/12 frames"),
+        ("corrupt", "unreadable", "unreadable video"),
+        ("unknown", "unreadable", "unsupported file type .xyz"),
+        ("missing", "unreadable", "file not found"),
+        ("empty", "unreadable", "no image frames"),
+    ],
+)
+def test_failures_are_statuses_with_reasons(predictor: Predictor, media: dict, kind: str, status: str,
+                                            reason: str) -> None:
+    result = predictor.predict(media[kind])
+    assert result.status == status
+    assert reason in result.reason
+    assert result.probabilities is None and result.label is None
+    row = result.row(CLASSES)
+    assert math.isnan(row["confidence"]) and all(math.isnan(row[f"p_{c}"]) for c in CLASSES)
+
+
+def test_too_short_from_min_frames(model_dir: Path, media: dict) -> None:
+    strict = Predictor.load(model_dir, overrides=["preprocess.min_frames=20"])
+    result = strict.predict(media["video"])
+    assert result.status == "too_short" and f"{N_FACE} readable frames, need 20" in result.reason
+
+
+def test_globs_lists_manifests_and_duplicates_expand(media: dict, tmp_path: Path) -> None:
+    from data_manifests.schema import ManifestMeta, normalise, write_manifest
+
+    root = media["root"]
+    (tmp_path / "list.txt").write_text(f"# my clips\n{media['video']}\n\n{media['image']}\n")
+    manifest = normalise(pd.DataFrame([
+        {"sequence_id": "clip_a", "dataset": "mine", "subject": "s1", "n_frames": N_FACE, "source_type": "video",
+         "frame_paths": [], "video_path": str(media["video"]), "label": "happy", "labelled": True},
+        {"sequence_id": "clip_b", "dataset": "mine", "subject": "s2", "n_frames": N_FACE, "source_type": "frames",
+         "frame_paths": [str(p) for p in sorted(media["frames"].iterdir())], "labelled": False},
+    ]))
+    write_manifest(manifest, tmp_path / "m.parquet", ManifestMeta(classes=CLASSES))
+    pins = resolve_inputs([str(root / "*.mp4"), str(tmp_path / "list.txt"), str(tmp_path / "m.parquet"),
+                           str(media["video"]), str(root / "nothing*.mov")])
+    names = [p.name for p in pins]
+    assert names[:3] == [str(root / "corrupt.mp4"), str(root / "face.mp4"), str(root / "half.mp4")]
+    assert names[3:] == [str(media["image"]), "clip_a", "clip_b", str(root / "nothing*.mov")]  # no duplicate
+    by_name = {p.name: p for p in pins}
+    assert by_name["clip_a"].true_label == "happy" and by_name["clip_b"].true_label is None
+    assert by_name["clip_b"].kind == "manifest_row" and len(by_name["clip_b"].source.frame_paths) == N_FACE
+    assert by_name[str(root / "nothing*.mov")].problem == "glob matched no files"
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def test_cv_run_folder_is_a_fold_ensemble(media: dict, tmp_path: Path, predictor: Predictor) -> None:
+    cfg = _cfg()
+    cv = tmp_path / "run" / "cv"
+    models = [_model(cfg, seed) for seed in (1, 2)]
+    for fold, model in enumerate(models):
+        save_checkpoint(cv / f"fold_{fold}" / "model.safetensors", model, cfg.model, CLASSES, {"fold": fold})
+    (cv / "config.yaml").write_text(to_yaml(cfg))
+    for path in (cv, tmp_path / "run"):  # the CV folder itself, or the OUTPUT_DIR holding it
+        ensemble = Predictor.load(path)
+        assert ensemble.bundle.kind == "cv" and len(ensemble.bundle.models) == 2
+    appearance, trajectory = predictor.model_inputs(media["video"])
+    expected = np.mean([predict_proba(m, (appearance, trajectory)) for m in models], axis=0)[0]
+    result = ensemble.predict(media["video"])
+    np.testing.assert_allclose([result.probabilities[c] for c in CLASSES], expected, rtol=0, atol=1e-12)
+    single = predict_proba(models[0], (appearance, trajectory))[0]
+    assert not np.allclose(expected, single)  # really averaged, not the first fold
+
+    save_checkpoint(cv / "fold_2" / "model.safetensors", _model(cfg, 3, n_classes=2), cfg.model,
+                    ["happy", "sad"], {"fold": 2})
+    with pytest.raises(StageError, match="classes"):
+        Predictor.load(cv)
+
+
+def test_bad_model_paths_and_fixed_settings_are_user_errors(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="not a model folder"):
+        load_model_bundle(tmp_path)
+    with pytest.raises(StageError, match="not found"):
+        load_model_bundle(tmp_path / "nope")
+    with pytest.raises(StageError, match="fixed by the trained weights"):
+        load_model_bundle(model_dir, ["model.input.size=64"])
+    with pytest.warns(UserWarning, match="landmarks.detector"):
+        load_model_bundle(model_dir, ["preprocess.landmarks.detector=mmod"])
+
+
+# ------------------------------------------------------------------------------------------ windows and pictures
+
+
+def test_window_bounds_cover_the_whole_input() -> None:
+    t = np.arange(50) / 10.0  # 5 s at 10 fps
+    w = window_bounds(t, window=2.0, stride=1.0, frame_step=0.1)
+    np.testing.assert_allclose(w.starts, [0, 1, 2, 3])
+    np.testing.assert_allclose(w.ends, [2, 3, 4, 5])
+    assert [len(m) for m in w.members] == [20] * 4 and w.members[-1][-1] == 49
+    tail = window_bounds(np.arange(45) / 10.0, window=2.0, stride=2.0, frame_step=0.1)
+    np.testing.assert_allclose(tail.starts, [0, 2, 2.5])  # last window flush with the end
+    short = window_bounds(np.arange(5) / 10.0, window=2.0, stride=1.0, frame_step=0.1)
+    assert len(short.starts) == 1 and len(short.members[0]) == 5
+
+
+def test_window_timeline_follows_the_face(predictor: Predictor, media: dict) -> None:
+    result = predictor.predict(media["half"], window=0.4, stride=0.2)  # 10 fps: 3 face frames, then 9 blank
+    timeline = result.timeline
+    assert list(timeline["window_start"]) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert list(timeline["status"]) == ["ok", "low_face_ratio", "no_face", "no_face", "no_face"]
+    ok = timeline.iloc[0]
+    assert math.isclose(sum(ok[f"p_{c}"] for c in CLASSES), 1.0, abs_tol=1e-9)
+    assert result.status == "ok" and result.probabilities == {c: ok[f"p_{c}"] for c in CLASSES}
+
+
+def test_cli_batch_writes_rows_timelines_pictures_and_resumes(model_dir: Path, media: dict, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "res.csv"
+    args = ["predict", str(model_dir), str(media["video"]), str(media["blank"]), str(media["missing"]),
+            "-o", str(out), "--window", "0.5", "--visualize", str(tmp_path / "vis")]
+    assert _cli(args) == 1  # some inputs failed
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert list(rows.columns) == ["input", "status", "label", "confidence", *[f"p_{c}" for c in CLASSES],
+                                  "n_frames", "face_ratio", "reason", "windows", "timeline"]
+    assert list(rows["input"]) == [str(media["video"]), str(media["blank"]), str(media["missing"])]
+    assert list(rows["status"]) == ["ok", "no_face", "unreadable"]
+    timeline = pd.read_csv(rows["timeline"][0])
+    assert len(timeline) == rows["windows"][0] == 3  # 0.8 s at 10 fps, 0.5 s windows, stride 0.25 s
+    assert Path(rows["timeline"][0]).with_suffix(".png").stat().st_size > 5000
+    assert {p.name for p in (tmp_path / "vis").iterdir()} == {"face.mp4.png", "blank.avi.png", "missing.mp4.png"}
+    err = capsys.readouterr().err
+    assert "failed 2" in err and "no_face 1" in err and "unreadable 1" in err
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished input was recomputed")
+
+    monkeypatch.setattr(Predictor, "predict", boom)
+    assert _cli(args) == 1
+    assert "3 input(s) already done" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_csv(out, keep_default_na=False), rows)
+
+
+def test_jsonl_output_uses_null_for_missing_values(model_dir: Path, media: dict, tmp_path: Path) -> None:
+    n_failed = run_predict(model_dir, [str(media["image"]), str(media["unknown"])], output=tmp_path / "r.jsonl")
+    assert n_failed == 1
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert lines[0]["status"] == "ok" and lines[1]["status"] == "unreadable"
+    assert lines[1]["label"] == "" and lines[1]["confidence"] is None and lines[1]["p_happy"] is None
+
+
+def test_picture_of_a_prediction(predictor: Predictor, media: dict, tmp_path: Path) -> None:
+    from pipeline.visualize import save_prediction_picture
+
+    result = predictor.predict(media["video"], keep=True)
+    path = save_prediction_picture(result, CLASSES, tmp_path / "p.png")
+    image = cv2.imread(str(path))
+    assert image.shape[1] > 1000 and image.std() > 20  # a strip of frames, not an empty canvas
+
+
+def test_output_names_are_unique_and_safe() -> None:
+    names = output_names(["a/clip.mp4", "b/clip.mp4", "x y/odd name?.avi", "S005_001"])
+    assert len(set(names)) == 4 and names[2] == "odd_name_.avi" and names[3] == "S005_001"
+    assert names[0].startswith("clip.mp4-") and names[1].startswith("clip.mp4-")
+
+
+def test_ray_batch_equals_in_process(model_dir: Path, media: dict, tmp_path: Path, ray_session) -> None:
+    inputs = [str(media[k]) for k in ("video", "frames", "image", "blank", "corrupt")]
+    assert run_predict(model_dir, inputs, output=tmp_path / "ray.csv") == 2  # 5 inputs >= RAY_MIN_INPUTS
+    ray_rows = pd.read_csv(tmp_path / "ray.csv", keep_default_na=False)
+    local = Predictor.load(model_dir)
+    for row, item in zip(ray_rows.to_dict("records"), inputs, strict=True):
+        expected = local.predict(item).row(CLASSES)
+        assert row["status"] == expected["status"] and row["label"] == expected["label"]
+        if row["status"] == "ok":
+            for c in CLASSES:
+                assert float(row[f"p_{c}"]) == expected[f"p_{c}"]  # bit-identical across processes
+
+
+# ------------------------------------------------------------------------------------------ real media
+
+
+def test_real_media(predictor: Predictor, shared_dir: Path, tmp_path: Path) -> None:
+    media = shared_dir / "media"
+    predictor = Predictor(predictor.bundle, cache_dir=tmp_path / "cache")  # face_noface.mov is decoded once
+    portraits = sorted(media.glob("*-ph.jpg"))
+    assert portraits
+    results = {path.name: predictor.predict(path) for path in [media / "single_face.mp4", *portraits]}
+    for name, result in results.items():
+        assert result.status == "ok", (name, result.reason)
+        assert math.isclose(sum(result.probabilities.values()), 1.0, abs_tol=1e-9)
+    assert results["single_face.mp4"].n_frames == 72 and results["single_face.mp4"].face_ratio == 1.0
+    no_face = predictor.predict(media / "no_face.mp4")
+    assert (no_face.status, no_face.reason) == ("no_face", "no face in any of 95 frames")
+    mixed = predictor.predict(media / "face_noface.mov", window=2.0)
+    assert mixed.status == "ok"  # windows with the face predict
+    statuses = list(mixed.timeline["status"])
+    assert statuses[0] == "ok" and statuses[-1] == "no_face"
+    whole = predictor.predict(media / "face_noface.mov")  # the same landmarks, from the cache
+    assert whole.status == "low_face_ratio" and "below min_face_ratio" in whole.reason
+    assert 0.3 < whole.face_ratio < 0.6
