@@ -16,7 +16,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from pipeline.reports import (
     summary_markdown,
 )
 from stages.cache import stable_hash
+from stages.model_extras import ModelNeeds, append_extras, build_landmarks, build_targets, needs_of
 from stages.model_input import build_inputs
 from stages.models.config import ModelConfig, TrainConfig
 from stages.sequence import STATUS_OK, SequenceProcessor
@@ -53,13 +54,21 @@ class LabelledData:
     trajectory: np.ndarray  # [N, L, 68, 2] float32
     classes: list[str]
     excluded: pd.DataFrame  # labelled sequences without model input, with the reason
+    landmarks: np.ndarray | None = None  # [N, 68, 2] peak-frame aligned landmarks, model-input pixels
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # training-only per-sequence arrays
 
     def subset(self, idx: np.ndarray) -> ArrayDataset:
-        return ArrayDataset(self.appearance[idx], self.trajectory[idx], self.labels[idx])
+        targets = {k: v[idx] for k, v in self.targets.items()}
+        return ArrayDataset(self.appearance[idx], self.trajectory[idx], self.labels[idx], targets)
 
 
-def load_labelled_data(cfg: Config, preprocess: bool = True) -> LabelledData:
-    """Manifest -> (preprocess, skipping cached work) -> model inputs of the labelled sequences."""
+def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds | None = None) -> LabelledData:
+    """Manifest -> (preprocess, skipping cached work) -> model inputs of the labelled sequences.
+
+    ``needs``: appearance extras appended and training targets computed (stages.model_extras); default: what
+    ``cfg.model`` declares.
+    """
+    needs = needs_of(cfg.model) if needs is None else needs
     df, meta = prepare_manifest(cfg)
     if preprocess:
         run_preprocess(cfg, manifest=df)
@@ -89,6 +98,8 @@ def load_labelled_data(cfg: Config, preprocess: bool = True) -> LabelledData:
         records.append(record)
     kept = pd.DataFrame(keep)
     appearance, trajectory = build_inputs(records, cfg.model.input)
+    landmarks = build_landmarks(records, cfg.model.input)
+    appearance = append_extras(appearance, landmarks, needs.extras)
     return LabelledData(
         sequence_ids=kept["sequence_id"].to_numpy(str),
         subjects=kept["subject"].to_numpy(str),
@@ -100,6 +111,8 @@ def load_labelled_data(cfg: Config, preprocess: bool = True) -> LabelledData:
         excluded=pd.DataFrame(
             excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]
         ),
+        landmarks=landmarks,
+        targets=build_targets(records, needs.targets, cfg.cache_dir),
     )
 
 
@@ -111,7 +124,9 @@ def split_fold(
     test = np.flatnonzero(folds == fold)
     train_subjects = np.array(sorted(set(subjects[folds != fold])))
     rng = np.random.default_rng([seed, fold])
-    n_val = max(1, int(round(val_fraction * len(train_subjects))))
+    # At least one validation subject, but never all of them (a single training subject: no validation, and
+    # fit() keeps the last epoch).
+    n_val = min(max(1, int(round(val_fraction * len(train_subjects)))), len(train_subjects) - 1)
     val_subjects = set(rng.choice(train_subjects, size=n_val, replace=False).tolist())
     is_train_row = folds != fold
     is_val_row = np.array([s in val_subjects for s in subjects])
@@ -157,6 +172,8 @@ def train_fold(
     history = pd.DataFrame(result.history)
     history.insert(0, "fold", fold)
     history.to_csv(fold_path / "history.csv", index=False)
+    if result.pretrain_history:
+        pd.DataFrame(result.pretrain_history).assign(fold=fold).to_csv(fold_path / "pretrain_history.csv", index=False)
     save_checkpoint(
         fold_path / "model.safetensors",
         result.model,
@@ -203,8 +220,12 @@ def _config_hash(cfg: Config) -> str:
     )
 
 
-def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
-    """Run the configured folds (resuming finished ones) and write the run folder. Returns summary.json."""
+def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) -> dict:
+    """Run the configured folds (resuming finished ones) and write the run folder. Returns summary.json.
+
+    ``use_ray=False`` trains the folds one after another in this process (same results; for a single GPU
+    machine or where Ray is unavailable).
+    """
     start = time.perf_counter()
     data = data if data is not None else load_labelled_data(cfg)
     out = cv_dir(cfg)
@@ -228,7 +249,17 @@ def run_cv(cfg: Config, data: LabelledData | None = None) -> dict:
     if results:
         print(f"cv: {len(results)} fold(s) already finished with this config, not re-run", file=sys.stderr)
 
-    if todo:
+    if todo and not use_ray:
+        args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.train.val_fraction)
+        bar = progress_bar(len(todo), "cv folds", unit="fold")
+        try:
+            for fold in todo:
+                results[fold] = train_fold(fold, data, *args, cfg.seed, device, str(out / f"fold_{fold}"), config_hash)
+                bar.update(1)
+                bar.set_postfix_str(f"fold {fold} acc {results[fold]['accuracy']:.3f}")
+        finally:
+            bar.close()
+    elif todo:
         import ray
 
         ensure_ray(cfg.ray)

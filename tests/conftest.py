@@ -42,9 +42,9 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny generated CK+-layout demo set (3 subjects, short sequences) built once per session."""
+    """A tiny generated CK+-layout demo set (4 subjects, 8 labelled sequences) built once per session."""
     from data_manifests.demo import generate_demo
 
     root = tmp_path_factory.mktemp("tiny_demo")
-    generate_demo(root, layout="ckplus", n_subjects=3, seed=0, n_sequences=7)
+    generate_demo(root, layout="ckplus", n_subjects=4, seed=0, n_sequences=8)
     return root

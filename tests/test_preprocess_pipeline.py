@@ -1,6 +1,6 @@
 """The preprocess driver: Ray workers, resumable cache, failures table, identical results whatever happens.
 
-Uses the tiny generated demo set (``tiny_demo``: CK+ layout, 3 subjects, 7 labelled sequences plus unlabelled
+Uses the tiny generated demo set (``tiny_demo``: CK+ layout, 4 subjects, 8 labelled sequences plus unlabelled
 ones) and one shared Ray session.
 """
 

@@ -1,0 +1,113 @@
+"""Cross-validation runner: subject independence, the run folder's contents, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import Config, load_config
+from pipeline.cv import cv_dir, load_labelled_data, run_cv, split_fold
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_fold_never_shares_a_subject(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_subjects = int(rng.integers(12, 40))
+    subjects = rng.integers(0, n_subjects, size=200).astype(str)
+    subject_fold = {s: i % 10 for i, s in enumerate(rng.permutation(np.unique(subjects)))}
+    folds = np.array([subject_fold[s] for s in subjects])
+    for fold in range(10):
+        train, val, test = split_fold(subjects, folds, fold, 0.15, seed)
+        parts = [set(subjects[i]) for i in (train, val, test)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert len(train) + len(val) + len(test) == len(subjects)
+        assert set(test) == set(np.flatnonzero(folds == fold))
+        assert len(parts[1]) >= 1
+
+
+def test_split_fold_is_deterministic() -> None:
+    subjects = np.array([f"S{i % 17}" for i in range(100)])
+    folds = np.array([int(s[1:]) % 5 for s in subjects])
+    a = split_fold(subjects, folds, 2, 0.2, 7)
+    b = split_fold(subjects, folds, 2, 0.2, 7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+TINY = [
+    "train.epochs=2",
+    "train.batch_size=4",
+    "model.appearance.channels=[8, 16]",
+    "model.appearance.skip_dim=8",
+    "model.geometry.hidden=16",
+    "model.input.size=32",
+]
+
+
+@pytest.fixture(scope="module")
+def cv_run(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> Config:
+    cfg = load_config(
+        None,
+        [
+            "data.format=ckplus",
+            f"data.root={tiny_demo}",
+            "data.folds=2",
+            f"output_dir={tmp_path_factory.mktemp('cv')}",
+            *TINY,
+        ],
+    )
+    run_cv(cfg, load_labelled_data(cfg))
+    return cfg
+
+
+def test_run_folder_holds_every_report(cv_run: Config) -> None:
+    out = cv_dir(cv_run)
+    for name in ["config.yaml", "environment.json", "summary.json", "summary.md", "predictions.csv",
+                 "confusion.csv", "confusion.png", "curves.csv", "curves.png", "splits.csv", "excluded.csv"]:
+        assert (out / name).is_file(), name
+    for fold in (0, 1):
+        for name in ["model.safetensors", "history.csv", "result.json"]:
+            assert (out / f"fold_{fold}" / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"accuracy_mean", "accuracy_std", "mean_class_accuracy"} <= summary.keys()
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    assert all({"fold", "accuracy", "n_test"} <= f.keys() for f in summary["folds"])
+
+
+def test_predictions_cover_each_labelled_sequence_once(cv_run: Config) -> None:
+    out = cv_dir(cv_run)
+    pred = pd.read_csv(out / "predictions.csv")
+    classes = json.loads((out / "summary.json").read_text())["classes"]
+    assert list(pred.columns[:5]) == ["sequence_id", "subject", "fold", "label", "pred"]
+    assert [c for c in pred.columns if c.startswith("p_")] == [f"p_{c}" for c in classes]
+    np.testing.assert_allclose(pred[[f"p_{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-5)
+    assert pred["sequence_id"].is_unique
+    manifest = pd.read_parquet(cv_run.manifest_path)
+    excluded = pd.read_csv(out / "excluded.csv")
+    assert len(pred) + len(excluded) == int(manifest["labelled"].sum())
+
+
+def test_no_test_subject_was_seen_in_training_or_validation(cv_run: Config) -> None:
+    splits = pd.read_csv(cv_dir(cv_run) / "splits.csv")
+    for _fold, g in splits.groupby("fold"):
+        parts = {part: set(g[g["part"] == part]["subject"]) for part in ("train", "val", "test")}
+        assert not parts["test"] & (parts["train"] | parts["val"])
+        assert not parts["train"] & parts["val"]
+    pred = pd.read_csv(cv_dir(cv_run) / "predictions.csv")
+    for _, row in pred.iterrows():
+        fold_split = splits[splits["fold"] == row["fold"]]
+        assert row["subject"] in set(fold_split[fold_split["part"] == "test"]["subject"])
+
+
+def test_finished_folds_are_not_rerun(cv_run: Config) -> None:
+    result = cv_dir(cv_run) / "fold_0" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    run_cv(cv_run, load_labelled_data(cv_run, preprocess=False))
+    assert result.stat().st_mtime_ns == stamp
+    changed = cv_run.model_copy(deep=True)
+    changed.train.lr = 0.005
+    run_cv(changed, load_labelled_data(changed, preprocess=False))
+    assert result.stat().st_mtime_ns != stamp
