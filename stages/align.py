@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.errors import StageError
+from stages.image import to_color
 from stages.template import ANCHOR_INDICES, N_POINTS, TEMPLATE
 
 BORDER_MODES: dict[str, int] = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
@@ -124,20 +125,6 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
-def _to_color(image: np.ndarray, color: str) -> np.ndarray:
-    """uint8 grey [H, W] / [H, W, 1] or RGB [H, W, 3] -> grey [H, W] or RGB [H, W, 3] as ``color`` says."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise StageError(f"align expects uint8 images, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        return img if color == "grey" else np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim == 3 and img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if color == "grey" else img
-    raise StageError(f"align expects a grey [H, W] or RGB [H, W, 3] image, got shape {img.shape}")
-
-
 def align_face(image: np.ndarray, points: np.ndarray, cfg: AlignConfig) -> AlignedFace:
     """Align one face. ``points`` [68, 2] source pixels; the anchor points must be finite (else StageError).
 
@@ -151,7 +138,7 @@ def align_face(image: np.ndarray, points: np.ndarray, cfg: AlignConfig) -> Align
     if not np.isfinite(pts[idx]).all():
         raise StageError("align_face: the anchor landmarks are missing (no face)")
     matrix = similarity_transform(pts[idx], crop_template(cfg)[idx])
-    img = _to_color(image, cfg.color)
+    img = to_color(image, cfg.color)
     crop = cv2.warpAffine(
         np.ascontiguousarray(img),
         matrix,

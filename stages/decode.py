@@ -25,8 +25,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.errors import StageError
+from stages.image import Color, to_color
 
-Color = Literal["grey", "rgb"]
 ReaderName = Literal["auto", "decord", "pyav"]
 
 
@@ -107,13 +107,6 @@ def _check_source(source: SequenceSource) -> None:
             f"{source.sequence_id}: a sequence needs exactly one of frame_paths or video_path "
             f"(got {len(source.frame_paths)} frame paths and video_path={source.video_path!r})"
         )
-
-
-def _to_color(image: np.ndarray, color: Color) -> np.ndarray:
-    """Convert an RGB [H, W, 3] or grey [H, W] uint8 image to the requested colour layout."""
-    if color == "grey":
-        return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
 
 
 def _as_index_array(indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -208,7 +201,7 @@ def _read_decord(path: str, idx: np.ndarray, color: Color, chunk: int) -> Iterat
         part = idx[start : start + chunk]
         batch = vr.get_batch(part.tolist()).asnumpy()
         for i, image in zip(part, batch, strict=True):
-            yield DecodedFrame(int(i), float(i) / fps, _to_color(np.ascontiguousarray(image), color))
+            yield DecodedFrame(int(i), float(i) / fps, to_color(np.ascontiguousarray(image), color))
         del batch
 
 
@@ -229,7 +222,7 @@ def _read_pyav(path: str, idx: np.ndarray, color: Color, chunk: int) -> Iterator
             if position < target:
                 continue
             image = frame.to_ndarray(format="rgb24")
-            yield DecodedFrame(position, position / fps, _to_color(image, color))
+            yield DecodedFrame(position, position / fps, to_color(image, color))
             target = next(wanted, None)
             if target is None:
                 return

@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from stages.image import to_grey
 from stages.template import TEMPLATE
 
 N_POINTS = 68
@@ -185,20 +186,6 @@ class PointPredictor(Protocol):
 
 
 # --------------------------------------------------------------------------------------------- geometry helpers
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W] from grey [H, W], [H, W, 1] or RGB [H, W, 3]."""
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return image.reshape(image.shape[:2])
-
-
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] RGB from grey or RGB."""
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
 
 
 def points_box(points: np.ndarray) -> Box:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import MissingWeightsError
-from stages.landmarks.base import Box, Detection, to_grey
+from stages.image import to_grey
+from stages.landmarks.base import Box, Detection
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 MMOD_FILE = "mmod_human_face_detector.dat"

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from stages.errors import MissingWeightsError, StageError
-from stages.landmarks.base import N_POINTS, Box, to_rgb
+from stages.image import to_rgb
+from stages.landmarks.base import N_POINTS, Box
 from stages.template import FLIP_PERMUTATION
 
 CROP = 256
