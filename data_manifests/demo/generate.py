@@ -33,6 +33,7 @@ PARAMS_FILE = ".seqfer-demo.json"
 COMPLETE_FILE = ".complete"
 PROGRESS_DIR = ".progress"
 DEFAULT_FRAMES = (10, 30)
+NEUTRAL_MAX_NME = 0.05
 
 
 @dataclass
@@ -132,6 +133,23 @@ def _plan(layout: Layout, n_subjects: int, n_sequences: int | None, seed: int) -
         raise ManifestError(f"demo plan: {exc}") from exc
 
 
+def _neutral_frame_check(layout: Layout, seed: int) -> Callable[[fc.SubjectFace, int], bool]:
+    """Accept a photo for subject ``index`` when dlib finds its finished neutral frame (placed, neutralised,
+    in the layout's size and colour) within 5% NME of the true landmarks."""
+
+    def accept(face: fc.SubjectFace, index: int) -> bool:
+        style = sq.subject_style(seed, index, layout.canvas, morph=face.variant > 0)
+        try:
+            base = sq.build_subject(face, layout.canvas, style)
+        except ValueError:  # landmarks that cannot be meshed (crossing lips)
+            return False
+        image = base.image if base.image.ndim == 2 else base.image[..., ::-1]
+        found = fc.dlib_landmarks(image, upsample=0 if base.measures.iod >= 80 else 1)
+        return found is not None and fc.nme(found, base.landmarks) < NEUTRAL_MAX_NME
+
+    return accept
+
+
 def _readme(layout: Layout, params: dict, summary: DemoSummary) -> str:
     return (
         "SYNTHETIC DEMO DATA - not CK+, not Oulu-CASIA.\n\n"
@@ -215,8 +233,8 @@ def generate_demo(out_dir: Path, layout: str = "ckplus", n_subjects: int = 118, 
     if reused is not None:
         return reused
 
-    subjects = fc.choose_faces(Path(faces_dir), n_subjects) if faces_dir is not None \
-        else fc.fallback_faces(n_subjects)
+    subjects = fc.choose_faces(Path(faces_dir), n_subjects, accept=_neutral_frame_check(lay, seed)) \
+        if faces_dir is not None else fc.fallback_faces(n_subjects)
     progress_dir = out / PROGRESS_DIR
     frames: dict[int, int] = {}
     for p in progress_dir.iterdir():

@@ -112,7 +112,7 @@ AU_ROWS: dict[int, list[Row]] = {
 # Jaw drop (AU26/27, with AU25 lips parted) is parametrised by the opening in outer-eye distances.
 _JAW_WEIGHTS = {8: 1.0, 7: 0.96, 9: 0.96, 6: 0.86, 10: 0.86, 5: 0.68, 11: 0.68, 4: 0.47, 12: 0.47,
                 3: 0.27, 13: 0.27, 2: 0.11, 14: 0.11, 1: 0.03, 15: 0.03}
-_LOWER_LIP_WEIGHTS = {57: 1.0, 66: 1.0, 56: 0.97, 58: 0.97, 65: 0.95, 67: 0.95, 55: 0.82, 59: 0.82}
+_LOWER_LIP_WEIGHTS = {57: 1.0, 66: 1.0, 56: 0.9, 58: 0.9, 65: 0.84, 67: 0.84, 55: 0.68, 59: 0.68}
 
 
 def jaw_drop(meas: g.FaceMeasures, amount: float, narrow: float = 0.2) -> np.ndarray:
@@ -126,9 +126,9 @@ def jaw_drop(meas: g.FaceMeasures, amount: float, narrow: float = 0.2) -> np.nda
         d[i, 1] += w * drop
     d[[48, 60], 0] += narrow * drop
     d[[54, 64], 0] -= narrow * drop
-    d[[48, 54], 1] += 0.34 * drop
-    d[[60, 64], 1] += 0.37 * drop
-    d[[61, 62, 63], 1] -= 0.06 * drop
+    d[[48, 54], 1] += 0.26 * drop
+    d[[60, 64], 1] += 0.28 * drop
+    d[[61, 62, 63], 1] -= 0.03 * drop
     d[[4, 5], 0] += 0.04 * drop
     d[[12, 11], 0] -= 0.04 * drop
     return d
@@ -195,7 +195,7 @@ CLASS_RECIPES: dict[str, dict[int, float]] = {
     "contempt": {14: 1.25, 12: 0.25},
     "disgust": {4: 0.45, 9: 1.0, 10: 1.0, 15: 0.35, 17: 0.5, 7: 0.25},
     "fear": {1: 0.9, 2: 0.6, 4: 0.6, 5: 1.0, 20: 1.0, 26: 0.13},
-    "happy": {6: 1.0, 12: 1.15, 25: 0.05},
+    "happy": {6: 1.1, 12: 1.25, 25: 0.05},
     "sadness": {1: 1.0, 4: 0.6, 15: 1.0, 17: 0.7},
     "surprise": {1: 1.0, 2: 1.0, 5: 1.0, 26: 0.36},
 }

@@ -19,6 +19,7 @@ import numpy as np
 
 from data_manifests.demo import geometry as g
 from data_manifests.demo import prototypes as proto
+from data_manifests.demo import shading
 from data_manifests.demo import warp as wp
 from data_manifests.demo.faces import SubjectFace
 
@@ -115,18 +116,33 @@ def _backdrop(canvas: Canvas, style: SubjectStyle, photo: np.ndarray, valid: np.
     return 0.55 * ext + 0.45 * studio
 
 
-def _padding_mask(img: np.ndarray) -> np.ndarray:
-    """float32 mask, 0 on near-black padding connected to the image border (rotated or padded crops), else 1."""
+def _padding_mask(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """float32 mask, 0 on black padding of a rotated or padded crop, else 1.
+
+    Padding is near-black area connected to the image border that stays away from the head; a dark background
+    that reaches the head (hair, face outline) is kept as the photo's own.
+    """
     grey = img if img.ndim == 2 else img.max(axis=2)
-    dark = (grey <= 4).astype(np.uint8)
-    h, w = dark.shape
+    h, w = grey.shape
+    work = (grey <= 4).astype(np.uint8)
     fill = np.zeros((h + 2, w + 2), np.uint8)
     seeds = [(x, y) for x in (0, w - 1) for y in range(0, h, 4)] + [(x, y) for y in (0, h - 1) for x in range(0, w, 4)]
-    work = dark.copy()
     for x, y in seeds:
         if work[y, x] == 1:
             cv2.floodFill(work, fill, (x, y), 2, loDiff=0, upDiff=0, flags=4)
-    return (work != 2).astype(np.float32)
+    n, comp = cv2.connectedComponents((work == 2).astype(np.uint8), connectivity=4)
+    if n <= 1:
+        return np.ones((h, w), np.float32)
+    centre = pts.mean(axis=0)
+    head = np.zeros((h, w), np.uint8)
+    hull = pts[cv2.convexHull(pts.astype(np.float32), returnPoints=False)[:, 0]]
+    cv2.fillConvexPoly(head, np.round(centre + 1.45 * (hull - centre)).astype(np.int32), 1)
+    mask = np.ones((h, w), np.float32)
+    for k in range(1, n):
+        region = comp == k
+        if not (region & head.astype(bool)).any():
+            mask[region] = 0.0
+    return mask
 
 
 def _morph_displacement(pts: np.ndarray, m: g.FaceMeasures, coeffs: tuple[float, ...]) -> np.ndarray:
@@ -193,7 +209,7 @@ def build_subject(face: SubjectFace, canvas: Canvas, style: SubjectStyle) -> Sub
     size = canvas.size
     photo = cv2.warpAffine(img, mat, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     photo = photo.reshape(canvas.height, canvas.width, -1).astype(np.float32)
-    valid = cv2.warpAffine(_padding_mask(img[..., 0] if canvas.grey else img), mat, size,
+    valid = cv2.warpAffine(_padding_mask(img[..., 0] if canvas.grey else img, pts), mat, size,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     lm = g.apply_affine(mat, pts)
     m = g.measure(lm)
@@ -291,6 +307,7 @@ def render_sequence(base: SubjectBase, style: SubjectStyle, expr: proto.Expressi
         if ok:
             break
         poses *= 0.5
+    cues = shading.strengths(expr)
     gain = style.gain * rng.uniform(0.96, 1.04)
     bias = style.bias + rng.uniform(-4, 4)
     frames, marks = [], np.zeros((n_frames, 68, 2))
@@ -300,11 +317,26 @@ def render_sequence(base: SubjectBase, style: SubjectStyle, expr: proto.Expressi
         frame = base.image.copy() if k == 0 else wp.warp(base.image, verts, dst, base.mesh)
         if k > 0:
             wp.paint_mouth(frame, dst[:68], base.skin)
-        noise = rng.standard_normal(frame.shape, dtype=np.float32) * style.noise
-        frame = frame.astype(np.float32) * gain + bias + noise
-        frames.append(np.clip(frame + 0.5, 0, 255).astype(np.uint8))
+            shading.apply_shading(frame, dst[:68], cues, weights[k])
+        frames.append(_expose(frame, gain, bias, style.noise, int(rng.integers(2**31))))
         marks[k] = dst[:68]
     return RenderedSequence(frames=frames, landmarks=marks, expression=expr)
+
+
+def _expose(frame: np.ndarray, gain: float, bias: float, noise: float, noise_seed: int) -> np.ndarray:
+    """Lighting gain/offset and Gaussian sensor noise (sigma ``noise`` grey levels), rounded to uint8.
+
+    The noise comes from OpenCV's generator seeded per frame (much faster than numpy's, and as deterministic).
+    """
+    x = frame.astype(np.float32)
+    x *= gain
+    x += bias + 0.5
+    n = np.empty_like(x)
+    cv2.setRNGSeed(noise_seed)
+    cv2.randn(n, 0.0, noise)
+    x += n
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def _frame_vertices(verts: np.ndarray, disp: np.ndarray, weight: float, mat: np.ndarray, n_lm: int,

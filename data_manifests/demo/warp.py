@@ -81,7 +81,9 @@ def _crosses(p: np.ndarray, a: int, b: int, c: int, d: int) -> bool:
 
 
 def _force_edge(p: np.ndarray, tris: list[list[int]], a: int, b: int, max_flips: int = 200) -> bool:
-    """Insert edge a-b into a triangulation by flipping the edges that cross it (Sloan 1993). In place."""
+    """Insert edge a-b into a triangulation by flipping the edges that cross it (after Sloan 1993), preferring
+    flips that remove a crossing, ties broken by a fixed-seed random order so cycles cannot persist. In place."""
+    rng = np.random.default_rng(a * 1000 + b)
     for _ in range(max_flips):
         owners: dict[tuple[int, int], list[int]] = {}
         for k, t in enumerate(tris):
@@ -89,19 +91,19 @@ def _force_edge(p: np.ndarray, tris: list[list[int]], a: int, b: int, max_flips:
                 owners.setdefault((min(e), max(e)), []).append(k)
         if (min(a, b), max(a, b)) in owners:
             return True
-        flipped = False
+        flips = []  # (new edge still crosses a-b, c, d, x, y, k0, k1) for convex quadrilaterals
         for (c, d), ks in owners.items():
             if len(ks) != 2 or not _crosses(p, a, b, c, d):
                 continue
             x = next(v for v in tris[ks[0]] if v not in (c, d))
             y = next(v for v in tris[ks[1]] if v not in (c, d))
-            if _crosses(p, x, y, c, d):  # convex quadrilateral: flip c-d to x-y
-                tris[ks[0]] = [x, y, c]
-                tris[ks[1]] = [x, y, d]
-                flipped = True
-                break
-        if not flipped:
+            if _crosses(p, x, y, c, d):
+                flips.append((_crosses(p, a, b, x, y), rng.random(), c, d, x, y, ks[0], ks[1]))
+        if not flips:
             return False
+        _, _, c, d, x, y, k0, k1 = min(flips)  # prefer a flip that clears the crossing
+        tris[k0] = [x, y, c]
+        tris[k1] = [x, y, d]
     return False
 
 
@@ -113,11 +115,13 @@ def triangulate(pts68: np.ndarray, head: np.ndarray, border: np.ndarray) -> Mesh
     """
     m = g.measure(pts68)
     part = max(0.5, min(0.02 * m.iod, 0.3 * m.upper_lip, 0.3 * m.lower_lip))
-    verts = np.vstack([parted(pts68, part), head, border])
-    tris = [list(t) for t in Delaunay(verts).simplices.astype(int)]
-    for a, b in _MOUTH_EDGES:
-        if not _force_edge(verts, tris, a, b):
-            raise ValueError(f"cannot triangulate the face with a separate mouth interior (edge {a}-{b})")
+    for grow in (1.0, 2.0, 4.0):
+        verts = np.vstack([parted(pts68, part * grow), head, border])
+        tris = [list(t) for t in Delaunay(verts).simplices.astype(int)]
+        if all(_force_edge(verts, tris, a, b) for a, b in _MOUTH_EDGES):
+            break
+    else:
+        raise ValueError("cannot triangulate the face with a separate mouth interior")
     arr = np.array(tris, dtype=np.int32)
     area = g.signed_areas(verts, arr)
     arr[area < 0] = arr[area < 0][:, [0, 2, 1]]
@@ -134,30 +138,33 @@ def warp(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, mesh: Mesh,
     """Piecewise-affine warp of ``src`` so that mesh vertices move from ``src_pts`` to ``dst_pts``.
 
     Triangles whose vertices do not move, and mouth-interior triangles, keep the ``src`` pixels (paint the
-    mouth afterwards with :func:`paint_mouth`). Each triangle is warped inside its own bounding box only.
+    mouth afterwards with :func:`paint_mouth`). Each triangle is warped inside its own bounding box only; the
+    affine maps and boxes of all triangles are computed in one batch.
     """
     h, w = src.shape[:2]
     out = src.copy() if out is None else out
     moved = np.abs(dst_pts - src_pts).max(axis=1) > 1e-3
-    todo = np.flatnonzero(moved[mesh.tris].any(axis=1) & ~mesh.mouth)
-    for k in todo:
-        tri = mesh.tris[k]
-        d = dst_pts[tri]
-        x0, y0 = np.floor(d.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(d.max(axis=0)).astype(int) + 1
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    sel = moved[mesh.tris].any(axis=1) & ~mesh.mouth
+    sel &= np.abs(g.signed_areas(src_pts, mesh.tris)) > 1e-6
+    tris = mesh.tris[sel]
+    if len(tris) == 0:
+        return out
+    d = dst_pts[tris]  # (K, 3, 2)
+    lo = np.maximum(np.floor(d.min(axis=1)).astype(int), 0)
+    hi = np.minimum(np.ceil(d.max(axis=1)).astype(int) + 1, [w, h])
+    local = d - lo[:, None, :]
+    a = np.concatenate([src_pts[tris], np.ones((len(tris), 3, 1))], axis=2)  # rows [sx, sy, 1]
+    mats = np.linalg.solve(a, local).transpose(0, 2, 1)  # (K, 2, 3): src -> dst box coordinates
+    polys = np.round(local * 16).astype(np.int32)
+    for k in range(len(tris)):
+        (x0, y0), (x1, y1) = lo[k], hi[k]
         if x1 <= x0 or y1 <= y0:
             continue
-        s = src_pts[tri].astype(np.float32)
-        dl = (d - (x0, y0)).astype(np.float32)
-        if abs(float(g.signed_areas(s.astype(np.float64), np.array([[0, 1, 2]]))[0])) < 1e-6:
-            continue
-        m = cv2.getAffineTransform(s, dl)
-        patch = cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+        patch = cv2.warpAffine(src, mats[k], (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT_101)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillConvexPoly(mask, np.round(dl * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
-        np.copyto(out[y0:y1, x0:x1], patch, where=mask.astype(bool) if src.ndim == 2 else mask.astype(bool)[..., None])
+        cv2.fillConvexPoly(mask, polys[k], 1, lineType=cv2.LINE_8, shift=4)
+        cv2.copyTo(patch, mask, out[y0:y1, x0:x1])
     return out
 
 
@@ -179,7 +186,7 @@ def skin_level(img: np.ndarray, pts68: np.ndarray) -> np.ndarray:
 
 # colour factors relative to the skin (RGB order; grey uses their mean)
 _CAVITY = np.array([0.2, 0.11, 0.11])
-_TONGUE = np.array([0.62, 0.34, 0.34])
+_TONGUE = np.array([0.5, 0.26, 0.26])
 _TEETH = np.array([1.3, 1.26, 1.14])
 _TEETH_MAX = 235.0
 
@@ -236,16 +243,25 @@ def paint_mouth(img: np.ndarray, pts68: np.ndarray, skin: np.ndarray, min_area: 
     across = np.clip(np.abs(xs - centre) / half, 0, 1)  # 0 centre .. 1 corner
     yy = np.arange(ph, dtype=np.float64)[:, None] + 0.5
 
-    narrow = gap < 0.12 * mouth_w
-    teeth_u = np.minimum(np.where(narrow, 0.8, 0.55) * gap, 0.11 * mouth_w) * (1 - across**4)
-    teeth_l = np.where(gap > 0.09 * mouth_w, np.minimum(0.2 * gap, 0.05 * mouth_w), 0.0) * (1 - across**2)
-    in_upper = (yy >= yu - 0.5) & (yy < yu + teeth_u)
-    in_lower = (yy <= yl + 0.5) & (yy > yl - teeth_l)
+    # teeth hang from the jaws, not from the lips: their biting edges are gentle arcs set by the opening at the
+    # mouth's centre, so corners pulled down hide them and corners pulled up (a smile) show them
+    c = int(np.clip(round(centre), 0, pw - 1))
+    gap_c = float(gap[c])
+    t_up = min((0.8 if gap_c < 0.12 * mouth_w else 0.55) * gap_c, 0.11 * mouth_w)
+    edge_up = yu[c] + t_up - 0.5 * t_up * across**2
+    t_lo = min(0.2 * gap_c, 0.05 * mouth_w) if gap_c > 0.09 * mouth_w else 0.0
+    edge_lo = yl[c] - t_lo + 0.5 * t_lo * across**2
+    teeth_u = np.maximum(edge_up - yu, 0.0) * (1 - across**6)
+    in_upper = (yy >= yu - 0.5) & (yy < edge_up) & (across < 0.97)
+    in_lower = (yy <= yl + 0.5) & (yy > edge_lo) & (across < 0.9) & (t_lo > 0)
     depth = np.clip((yy - yu) / np.maximum(gap, 1.0), 0, 1)
-    tongue = (gap > 0.2 * mouth_w) & (depth > 0.62) & (across < 0.7)
+    # tongue: a soft ellipse resting on the lower teeth / lip when the mouth is wide open
+    ty, ry, rx = yl[c] - 0.05 * gap_c, 0.3 * gap_c, 0.75 * half
+    tongue_w = np.clip(1.5 * (1 - ((xs - centre) / rx) ** 2 - ((yy - ty) / max(ry, 1.0)) ** 2), 0, 1)
+    tongue_w = tongue_w * float(np.clip((gap_c / mouth_w - 0.15) / 0.1, 0, 1))
 
     rgb = np.broadcast_to(_CAVITY, (ph, pw, 3)) * (1.0 - 0.35 * depth[..., None])
-    rgb = np.where(tongue[..., None], _TONGUE * (0.8 + 0.2 * (1 - across))[:, None], rgb)
+    rgb = rgb * (1 - tongue_w[..., None]) + _TONGUE * tongue_w[..., None]
     shade = (1.0 - 0.6 * across**2)[None, :]
     period = max(mouth_w / 9.0, 3.0)
     gaps = 1.0 - 0.12 * np.exp(-(((xs - centre) % period - period / 2) ** 2) / 0.8)[None, :]
