@@ -36,11 +36,13 @@ CHECKPOINT_VERSION = "1"
 @dataclass
 class ArrayDataset:
     """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], ``trajectory``
-    [N, L, 68, 2] float32, ``labels`` [N] int64 class indices."""
+    [N, L, 68, 2] float32, ``labels`` [N] int64 class indices; ``targets``: optional per-sequence arrays
+    [N, ...] that only a network's ``pretrain`` hook reads (see :class:`PretrainData`)."""
 
     appearance: np.ndarray
     trajectory: np.ndarray
     labels: np.ndarray
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = {len(self.appearance), len(self.trajectory), len(self.labels)}
@@ -49,6 +51,9 @@ class ArrayDataset:
                 f"dataset arrays disagree on N: appearance {len(self.appearance)}, trajectory "
                 f"{len(self.trajectory)}, labels {len(self.labels)}"
             )
+        for name, value in self.targets.items():
+            if len(value) != len(self.labels):
+                raise StageError(f"target {name!r} has {len(value)} rows for {len(self.labels)} sequences")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,6 +72,29 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
+    pretrain_history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class PretrainData:
+    """What :func:`fit` hands a stream network's optional ``pretrain(data) -> list[dict]`` hook, called once
+    after the model is built and before the (joint) expression training. TRAINING split only: never the
+    validation or test sequences.
+
+    ``appearance`` [N, C, S, S] / ``trajectory`` [N, L, 68, 2] / ``labels`` [N]: tensors on ``device``;
+    ``targets``: the training split's ``ArrayDataset.targets``; ``augment(app, traj)``: the configured
+    training augmentation (either input may be None) drawing from its own seeded generator; ``seed``: for the
+    hook's own shuffling. The hook trains its own parameters and returns one row per epoch (stream, epoch,
+    loss, seconds, ...); FitResult.pretrain_history collects them."""
+
+    appearance: torch.Tensor
+    trajectory: torch.Tensor
+    labels: torch.Tensor
+    targets: dict[str, np.ndarray]
+    train_cfg: TrainConfig
+    augment: Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
+    seed: int
+    device: str
 
 
 def _tensors(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,12 +209,13 @@ def _fit(
 
     model = build_model(model_cfg, n_classes, int(train.appearance.shape[1]), int(train.trajectory.shape[1]))
     model.to(device)
+    app, traj = _tensors(train, device)
+    y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
+    pretrain_history = _pretrain_streams(model, app, traj, y, train.targets, cfg, seed, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine" else None
     weight = _class_weight(train.labels, n_classes, device) if cfg.class_weighted else None
 
-    app, traj = _tensors(train, device)
-    y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
     if val is not None:
         v_app, v_traj = _tensors(val, device)
         v_y = torch.as_tensor(val.labels, dtype=torch.long, device=device)
@@ -241,7 +270,46 @@ def _fit(
 
     model.load_state_dict(best_state)
     model.eval()
-    return FitResult(model=model, history=history, best_epoch=best_epoch, seconds=time.perf_counter() - start_all)
+    return FitResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - start_all,
+        pretrain_history=pretrain_history,
+    )
+
+
+def _pretrain_streams(
+    model: TwoStream,
+    app: torch.Tensor,
+    traj: torch.Tensor,
+    y: torch.Tensor,
+    targets: dict[str, np.ndarray],
+    cfg: TrainConfig,
+    seed: int,
+    device: str,
+) -> list[dict[str, float]]:
+    """Run the ``pretrain`` hook of every stream network that defines one (appearance first). Models without
+    hooks draw no random numbers here, so their training is unchanged by this step."""
+    rows: list[dict[str, float]] = []
+    for net in (model.appearance, model.geometry):
+        hook = getattr(net, "pretrain", None)
+        if hook is None:
+            continue
+        hook_seed, aug_seed = np.random.SeedSequence([seed, 1]).generate_state(2).tolist()
+        gen = torch.Generator().manual_seed(aug_seed)
+        data = PretrainData(
+            appearance=app,
+            trajectory=traj,
+            labels=y,
+            targets=targets,
+            train_cfg=cfg,
+            augment=lambda a, t, gen=gen: augment_batch(a, t, cfg.augment, gen),
+            seed=hook_seed,
+            device=device,
+        )
+        rows += hook(data)
+    return rows
 
 
 @torch.no_grad()

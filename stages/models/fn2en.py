@@ -1,0 +1,184 @@
+"""FaceNet2ExpNet-style two-stage network (after Ding et al., 2017), trained from scratch.
+
+Stage 1 (``pretrain``, called by :func:`stages.training.fit` before the expression training): the conv layers
+plus a linear regression head learn to reproduce a face-recognition network's descriptor of the same face --
+dlib's ``dlib_face_recognition_resnet_model_v1.dat`` 128-d descriptor of the peak frame, computed once per
+sequence in the data-preparation step (``training_targets = ("face_descriptor",)``; see
+:mod:`stages.face_descriptor`). Loss: 1 - cosine similarity (default) or MSE on unit-length descriptors.
+Stage 2: classifier layers (FC - ReLU - dropout - linear) on the pooled conv features, and the whole network
+is trained on expressions by the ordinary training loop. The regression head is not used afterwards.
+
+Conv layers: blocks of 3x3 conv - 2x2 max-pool - BN - ReLU (as skipnet's), global average pooling.
+Options (``model.appearance.options``): channels, convs_per_block, fc, pretrain_epochs (0 = skip stage 1),
+pretrain_lr, pretrain_loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from stages.errors import StageError
+from stages.models.config import AppearanceConfig
+from stages.models.registry import BuildContext, parse_options, register_model
+from stages.models.skipnet import ConvBlock, InputNorm
+
+TARGET = "face_descriptor"
+
+
+class Fn2enOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
+    convs_per_block: int = Field(1, ge=1)
+    fc: int = Field(256, ge=1, description="Width of the stage-2 hidden FC layer.")
+    descriptor_dim: int = Field(128, ge=1, description="Length of the face-recognition descriptor regressed.")
+    pretrain_epochs: int = Field(15, ge=0, description="Stage-1 epochs (0 = no stage 1).")
+    pretrain_lr: float = Field(1e-3, gt=0.0)
+    pretrain_loss: Literal["cosine", "mse"] = "cosine"
+
+
+def _cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 1.0 - F.cosine_similarity(pred, target, dim=1).mean()
+
+
+def _mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(F.normalize(pred, dim=1), target)
+
+
+PRETRAIN_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cosine": _cosine_loss,
+    "mse": _mse_loss,
+}
+
+
+class FN2EN(nn.Module):
+    """Input ``x`` [B, C, S, S] in [0, 1] -> logits [B, n_classes]; :meth:`embed` -> descriptor estimate."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        input_size: int | None = None,
+        channels: list[int] | tuple[int, ...] = (32, 64, 96, 128),
+        convs_per_block: int = 1,
+        fc: int = 256,
+        descriptor_dim: int = 128,
+        dropout: float = 0.3,
+        normalize: str = "fixed",
+        pretrain_epochs: int = 15,
+        pretrain_lr: float = 1e-3,
+        pretrain_loss: str = "cosine",
+    ) -> None:
+        super().__init__()
+        if input_size is not None and input_size < 2 ** len(channels):
+            raise StageError(f"fn2en: input size {input_size} px is smaller than 2**{len(channels)}")
+        self.norm = InputNorm(normalize)
+        blocks, c = [], in_channels
+        for out in channels:
+            blocks.append(ConvBlock(c, out, convs_per_block))
+            c = out
+        self.convs = nn.Sequential(*blocks)
+        self.regressor = nn.Linear(c, descriptor_dim)  # stage 1 only
+        self.head = nn.Sequential(
+            nn.Linear(c, fc), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(fc, n_classes)
+        )  # stage 2
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_lr = pretrain_lr
+        self.pretrain_loss = PRETRAIN_LOSSES[pretrain_loss]
+        self.to(memory_format=torch.channels_last)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled conv feature [B, channels[-1]]."""
+        return self.convs(self.norm(x).contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage-1 output: the estimate of the face descriptor [B, descriptor_dim]."""
+        return self.regressor(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def pretrain(self, data: Any) -> list[dict[str, float]]:
+        """Stage 1 on ``data`` (a :class:`stages.training.PretrainData`: the TRAINING split): regress
+        ``data.targets['face_descriptor']`` [N, descriptor_dim] from the appearance input for
+        ``pretrain_epochs`` epochs (AdamW, cosine-decayed ``pretrain_lr``, training augmentation). Returns one
+        row per epoch: stream, epoch, loss, seconds. Leaves the network in train mode."""
+        if self.pretrain_epochs == 0:
+            return []
+        if TARGET not in data.targets:
+            raise StageError(
+                f"fn2en needs the training faces' descriptors (targets['{TARGET}']) for its first stage; they "
+                "are computed by the data preparation (stages.model_extras.build_targets) -- or set "
+                "model.appearance.options.pretrain_epochs=0"
+            )
+        target = torch.as_tensor(np.asarray(data.targets[TARGET], dtype=np.float32), device=data.appearance.device)
+        if target.shape != (len(data.appearance), self.regressor.out_features):
+            raise StageError(
+                f"fn2en: {TARGET} targets must be [{len(data.appearance)}, {self.regressor.out_features}]; "
+                f"got {list(target.shape)}"
+            )
+        target = F.normalize(target, dim=1)
+        params = [*self.convs.parameters(), *self.regressor.parameters()]
+        opt = torch.optim.AdamW(params, lr=self.pretrain_lr, weight_decay=data.train_cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.pretrain_epochs)
+        rng = np.random.default_rng(data.seed)
+        n, bs = len(target), data.train_cfg.batch_size
+        rows = []
+        self.train()
+        for epoch in range(1, self.pretrain_epochs + 1):
+            t0, total = time.perf_counter(), 0.0
+            perm = rng.permutation(n)
+            batches = [perm[i : i + bs] for i in range(0, n, bs)]
+            if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs two samples
+                batches.pop()
+            for idx in batches:
+                b = torch.as_tensor(idx, device=data.appearance.device)
+                x, _ = data.augment(data.appearance[b], None)
+                loss = self.pretrain_loss(self.embed(x), target[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            sched.step()
+            seen = sum(len(i) for i in batches)
+            rows.append(
+                {
+                    "stream": "appearance",
+                    "epoch": epoch,
+                    "loss": total / seen if seen else math.nan,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        return rows
+
+
+@register_model("appearance", name="fn2en")
+def build_fn2en(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
+    """FaceNet2ExpNet: conv layers first regress a face-recognition descriptor, then learn expressions."""
+    opts = parse_options(cfg, Fn2enOptions, "fn2en")
+    return FN2EN(
+        ctx.in_channels,
+        ctx.n_classes,
+        ctx.input_size,
+        opts.channels,
+        opts.convs_per_block,
+        opts.fc,
+        opts.descriptor_dim,
+        cfg.dropout,
+        cfg.normalize,
+        opts.pretrain_epochs,
+        opts.pretrain_lr,
+        opts.pretrain_loss,
+    )
+
+
+build_fn2en.training_targets = (TARGET,)  # per-sequence arrays its training reads (stages.model_extras)
