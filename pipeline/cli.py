@@ -131,6 +131,32 @@ def cv(config: ConfigArg, set_: SetOpt = None) -> None:
     run_cv(_load(config, set_))
 
 
+@app.command("compare")
+def compare(
+    config: ConfigArg,
+    models: Annotated[str, typer.Option(help="appearance networks, comma-separated")] = (
+        "skipnet,dtan,dba,resmask,pcnn,fn2en"
+    ),
+    streams: Annotated[str, typer.Option(help="stream settings, comma-separated: appearance, fused")] = (
+        "appearance,fused"
+    ),
+    set_: SetOpt = None,
+    no_ray: Annotated[bool, typer.Option("--no-ray", help="train folds one after another in this process")] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="prepared data (.npz from --prepare-only) instead of preprocessing")
+    ] = None,
+    prepare_only: Annotated[
+        bool, typer.Option("--prepare-only", help="only write OUTPUT_DIR/compare/data.npz and stop")
+    ] = False,
+) -> None:
+    """Cross-validate several appearance networks x stream settings on the same folds; one table and plot."""
+    from pipeline.compare import run_compare
+
+    run_compare(
+        _load(config, set_), models, streams, use_ray=not no_ray, data_file=data, prepare_only=prepare_only
+    )
+
+
 @app.command("train")
 def train(
     config: ConfigArg,

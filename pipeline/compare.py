@@ -1,0 +1,428 @@
+"""`seqfer compare`: the same subject-independent folds for several appearance networks x stream settings, one
+table (Markdown + CSV) and one picture.
+
+Every cell (network, streams) is an ordinary CV run (:func:`pipeline.cv.run_cv`) in its own folder
+``OUTPUT_DIR/compare/<network>_<streams>/cv/`` with the config's ``model.appearance.name`` and
+``model.streams`` overridden; so its folds resume like any CV run, and a finished cell (``cell.json`` with the
+same config key) is not touched again. The labelled data (preprocessing, model inputs, the union of every
+network's appearance extras and training targets) is prepared ONCE for all cells; ``--prepare-only`` writes it
+to ``OUTPUT_DIR/compare/data.npz`` and ``--data FILE`` reads it back, so a machine without the dataset (a GPU
+box) can run the cells.
+
+Table columns: accuracy mean and std over folds, mean class accuracy (unweighted recall, pooled confusion),
+parameters, multiply-accumulates per sequence (Conv/Linear layers, one sequence at the configured input size),
+training seconds per fold (fit + test prediction, mean over folds), prediction milliseconds per sequence
+(one sequence at a time, ``predict_proba(exact=True)``, on the CV device, ``train.threads`` CPU threads).
+Written to ``OUTPUT_DIR/compare/comparison.{md,csv,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.config import Config
+from pipeline.cv import LabelledData, _config_hash, load_labelled_data, resolve_device, run_cv
+from pipeline.errors import ConfigError
+from pipeline.preprocess import sequence_config
+from stages.cache import stable_hash
+from stages.model_extras import ModelNeeds, append_extras, needs_of
+from stages.models import build_model, list_models
+from stages.training import load_checkpoint, predict_proba
+
+DEFAULT_MODELS: tuple[str, ...] = ("skipnet", "dtan", "dba", "resmask", "pcnn", "fn2en")
+DEFAULT_STREAMS: tuple[str, ...] = ("appearance", "fused")
+COMPARE_STREAMS: tuple[str, ...] = ("appearance", "fused")
+DATA_FILE = "data.npz"
+CELL_FILE = "cell.json"
+PREDICT_TIMING_SEQUENCES = 64
+TABLE_COLUMNS = [
+    "model",
+    "streams",
+    "accuracy_mean",
+    "accuracy_std",
+    "mean_class_accuracy",
+    "parameters",
+    "macs_per_sequence",
+    "train_seconds_per_fold",
+    "predict_ms_per_sequence",
+    "n_folds",
+    "n_sequences",
+    "device",
+]
+
+
+# --- model size -------------------------------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not), buffers excluded."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def count_macs(model: nn.Module, app: torch.Tensor | None, traj: torch.Tensor | None = None) -> int:
+    """Multiply-accumulates of one forward pass of ``model`` on the given batch, counted with forward hooks on
+    every Conv1d/Conv2d (output elements x in_channels / groups x kernel size) and Linear (output elements x
+    in_features). Normalisation, pooling, activations, resampling and element-wise arithmetic are not counted.
+    A :class:`~stages.models.TwoStream` gets ``model(app, traj)``, anything else ``model(app)``."""
+    total = 0
+
+    def conv(m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear(m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * m.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            handles.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if hasattr(model, "prediction_key"):
+                model(app, traj)
+            else:
+                model(app)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(total)
+
+
+# --- prepared data ----------------------------------------------------------------------------------------------
+
+
+def data_key(cfg: Config, needs: ModelNeeds) -> str:
+    """What prepared data depends on: dataset, folds, preprocessing, model-input settings, extras, targets."""
+    return stable_hash(
+        "compare-data", cfg.data, cfg.fold_seed, sequence_config(cfg), cfg.model.input, needs.extras, needs.targets
+    )
+
+
+def save_labelled_data(path: Path, data: LabelledData, key: str) -> Path:
+    """Write ``data`` to one ``.npz`` (appearance as exact uint8 when it holds multiples of 1/255)."""
+    app = data.appearance
+    app8 = np.rint(app * 255.0)
+    exact = bool(np.array_equal(app8 / np.float32(255.0), app.astype(np.float32)))
+    arrays = {
+        "sequence_ids": data.sequence_ids.astype(str),
+        "subjects": data.subjects.astype(str),
+        "folds": data.folds,
+        "labels": data.labels,
+        "appearance": app8.astype(np.uint8) if exact else app.astype(np.float32),
+        "trajectory": data.trajectory,
+        "landmarks": data.landmarks if data.landmarks is not None else np.zeros((0, 68, 2), np.float32),
+        "meta": np.array(
+            json.dumps(
+                {
+                    "key": key,
+                    "classes": data.classes,
+                    "appearance_uint8": exact,
+                    "excluded": data.excluded.to_csv(index=False),
+                    "targets": sorted(data.targets),
+                }
+            )
+        ),
+    }
+    arrays.update({f"target__{k}": v for k, v in data.targets.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_labelled_npz(path: Path, key: str | None = None) -> LabelledData:
+    """Read :func:`save_labelled_data`'s file; :class:`ConfigError` when ``key`` is given and differs (the
+    file was prepared with another dataset, preprocessing, input or model list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"prepared data {path} does not exist (write it with `seqfer compare ... --prepare-only`)")
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if key is not None and meta["key"] != key:
+            raise ConfigError(
+                f"prepared data {path} was made for another config (dataset, preprocessing, model.input or the "
+                "models' extras/targets differ); prepare it again with --prepare-only"
+            )
+        app = z["appearance"]
+        landmarks = z["landmarks"]
+        return LabelledData(
+            sequence_ids=z["sequence_ids"],
+            subjects=z["subjects"],
+            folds=z["folds"],
+            labels=z["labels"],
+            appearance=app.astype(np.float32) / np.float32(255.0) if meta["appearance_uint8"] else app,
+            trajectory=z["trajectory"],
+            classes=list(meta["classes"]),
+            excluded=pd.read_csv(StringIO(meta["excluded"])) if meta["excluded"].strip() else pd.DataFrame(),
+            landmarks=landmarks if len(landmarks) else None,
+            targets={k: z[f"target__{k}"] for k in meta["targets"]},
+        )
+
+
+# --- cells ------------------------------------------------------------------------------------------------------
+
+
+def parse_list(
+    text: str | Sequence[str] | None, default: Sequence[str], allowed: Sequence[str], what: str
+) -> list[str]:
+    """Comma-separated names -> list (order kept, duplicates dropped); :class:`ConfigError` on an unknown one."""
+    if text is None:
+        return list(default)
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ConfigError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(allowed)}")
+    return names
+
+
+def compare_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / "compare"
+
+
+def cell_name(model: str, streams: str) -> str:
+    return f"{model}_{streams}"
+
+
+def cell_config(cfg: Config, model: str, streams: str) -> Config:
+    """``cfg`` with the appearance network and streams overridden, writing to its own folder but sharing the
+    base run's cache and manifest. ``model.appearance.options`` are kept only for the network they were
+    written for (the base config's)."""
+    out = cfg.model_copy(deep=True)
+    base_name = cfg.model.appearance.name
+    out.output_dir = compare_dir(cfg) / cell_name(model, streams)
+    out.preprocess.cache_dir = cfg.cache_dir
+    out.data.manifest = cfg.manifest_path
+    app = cfg.model.appearance.model_copy(
+        update={"name": model, "options": cfg.model.appearance.options if model == base_name else {}}
+    )
+    out.model = cfg.model.model_copy(update={"appearance": app, "streams": streams})
+    return out
+
+
+def cell_data(data: LabelledData, needs: ModelNeeds) -> LabelledData:
+    """The shared data with the cell's appearance extras appended and only its training targets kept."""
+    if needs.extras and data.landmarks is None:
+        raise ConfigError("prepared data has no landmarks; appearance extras cannot be rendered")
+    return replace(
+        data,
+        appearance=append_extras(data.appearance, data.landmarks, needs.extras),
+        targets={k: data.targets[k] for k in needs.targets},
+    )
+
+
+def _cell_key(cfg: Config, folds: list[int]) -> str:
+    return stable_hash("compare-cell", _config_hash(cfg), folds)
+
+
+def _predict_ms(cfg: Config, data: LabelledData, fold_dir: Path, device: str) -> float:
+    """Milliseconds per sequence of ``predict_proba`` (one sequence at a time) with the fold's checkpoint."""
+    model, _, _, _ = load_checkpoint(fold_dir / "model.safetensors")
+    rows = np.arange(min(PREDICT_TIMING_SEQUENCES, len(data.labels)))
+    subset = data.subset(rows)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.train.threads)
+    try:
+        predict_proba(model, data.subset(rows[:2]), device=device)  # warm-up (first CUDA call, allocations)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        predict_proba(model, subset, device=device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return 1000.0 * (time.perf_counter() - start) / max(len(rows), 1)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
+    """One CV run (resumed) plus its size and speed figures; returns the cell's table row (also ``cell.json``)."""
+    folder = Path(cfg.output_dir)
+    folds = sorted(set(data.folds.tolist()))
+    folds = folds if cfg.cv.run_folds is None else [f for f in cfg.cv.run_folds if f in folds]
+    key = _cell_key(cfg, folds)
+    done = folder / CELL_FILE
+    if done.is_file():
+        previous = json.loads(done.read_text())
+        if previous.get("key") == key:
+            print(f"compare: {folder.name} already finished, not re-run", file=sys.stderr)
+            return previous["row"]
+    summary = run_cv(cfg, data, use_ray=use_ray)
+    device = resolve_device(cfg.cv.device)
+    model = build_model(cfg.model, len(data.classes), int(data.appearance.shape[1]), int(data.trajectory.shape[1]))
+    one = torch.as_tensor(data.appearance[:1], dtype=torch.float32), torch.as_tensor(data.trajectory[:1])
+    row = {
+        "model": cfg.model.appearance.name,
+        "streams": cfg.model.streams,
+        "accuracy_mean": summary["accuracy_mean"],
+        "accuracy_std": summary["accuracy_std"],
+        "mean_class_accuracy": summary["mean_class_accuracy"],
+        "parameters": count_parameters(model),
+        "macs_per_sequence": count_macs(model, *one),
+        "train_seconds_per_fold": float(np.mean([f["seconds"] for f in summary["folds"]])),
+        "predict_ms_per_sequence": _predict_ms(cfg, data, folder / "cv" / f"fold_{folds[0]}", device),
+        "n_folds": len(summary["folds"]),
+        "n_sequences": summary["n_sequences"],
+        "device": device,
+    }
+    done.write_text(json.dumps({"key": key, "row": row}, indent=2))
+    return row
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def comparison_markdown(table: pd.DataFrame, header: list[str]) -> str:
+    """The comparison table as Markdown, preceded by ``header`` lines."""
+    lines = [
+        *header,
+        "",
+        "| model | streams | accuracy % (mean +/- std) | mean class acc. % | parameters | MMAC / seq | "
+        "train s / fold | predict ms / seq |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.model} | {r.streams} | {100 * r.accuracy_mean:.2f} +/- {100 * r.accuracy_std:.2f} | "
+            f"{100 * r.mean_class_accuracy:.2f} | {int(r.parameters):,} | {r.macs_per_sequence / 1e6:.1f} | "
+            f"{r.train_seconds_per_fold:.1f} | {r.predict_ms_per_sequence:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save_comparison_png(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Left: accuracy (mean +/- std over folds) per network, one bar per streams setting. Right: accuracy
+    against multiply-accumulates per sequence (log scale), one marker per cell."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(table["model"]))
+    streams = list(dict.fromkeys(table["streams"]))
+    fig, (ax_bar, ax_cost) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    width = 0.8 / len(streams)
+    for j, s in enumerate(streams):
+        sub = table[table["streams"] == s].set_index("model").reindex(models)
+        x = np.arange(len(models)) + (j - (len(streams) - 1) / 2) * width
+        ax_bar.bar(x, 100 * sub["accuracy_mean"], width, yerr=100 * sub["accuracy_std"], capsize=3, label=s)
+        ax_cost.scatter(sub["macs_per_sequence"] / 1e6, 100 * sub["accuracy_mean"], label=s)
+        for m, r in sub.dropna(subset=["accuracy_mean"]).iterrows():
+            ax_cost.annotate(
+                m,
+                (r["macs_per_sequence"] / 1e6, 100 * r["accuracy_mean"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax_bar.set_xticks(range(len(models)), models)
+    ax_bar.set_ylabel("accuracy % (mean +/- std over folds)")
+    ax_bar.set_ylim(0, 105)
+    ax_cost.set_xscale("log")
+    ax_cost.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax_cost.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax_cost.tick_params(axis="x", which="minor", labelsize=7)
+    ax_cost.set_xlabel("MMAC per sequence (log scale)")
+    ax_cost.set_ylabel("accuracy % (mean over folds)")
+    for ax in (ax_bar, ax_cost):
+        ax.legend(
+            title="streams",
+            fontsize=8,
+            title_fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.13),
+            ncol=len(streams),
+        )
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_comparison(cfg: Config, table: pd.DataFrame, out: Path, seconds: float, data: LabelledData) -> None:
+    """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out``."""
+    table = table[TABLE_COLUMNS]
+    table.to_csv(out / "comparison.csv", index=False)
+    folds = sorted(set(data.folds.tolist())) if cfg.cv.run_folds is None else cfg.cv.run_folds
+    header = [
+        "# Model comparison",
+        "",
+        f"- dataset: {cfg.data.root} ({cfg.data.format}), {len(data.labels)} labelled sequences, "
+        f"{len(set(data.subjects))} subjects, classes {', '.join(data.classes)}",
+        f"- folds: {len(folds)} subject-independent (same folds for every cell); epoch chosen on held-out "
+        "training subjects",
+        f"- input: {cfg.model.input.appearance} (k={cfg.model.input.k}), {cfg.model.input.size} px; geometry "
+        f"{cfg.model.geometry.name}; training {cfg.train.epochs} epochs max, batch {cfg.train.batch_size}",
+        f"- device: {', '.join(sorted(set(table['device'])))}; wall time of this command: {seconds:.0f} s "
+        f"(cells run earlier and reused are not included)",
+    ]
+    (out / "comparison.md").write_text(comparison_markdown(table, header))
+    save_comparison_png(table, out / "comparison.png", f"{cfg.data.root}: {len(folds)} folds, {len(data.labels)} seq.")
+
+
+# --- the verb ---------------------------------------------------------------------------------------------------
+
+
+def run_compare(
+    cfg: Config,
+    models: Sequence[str] | str | None = None,
+    streams: Sequence[str] | str | None = None,
+    use_ray: bool = True,
+    data_file: Path | None = None,
+    prepare_only: bool = False,
+) -> pd.DataFrame:
+    """Prepare the data once, run every (network, streams) cell (skipping finished ones), write the report.
+
+    ``data_file``: prepared data to read instead of preprocessing (from ``prepare_only``). Returns the table
+    (also in ``OUTPUT_DIR/compare/comparison.csv``); with ``prepare_only`` an empty table after writing
+    ``OUTPUT_DIR/compare/data.npz``.
+    """
+    start = time.perf_counter()
+    model_names = parse_list(models, DEFAULT_MODELS, list_models("appearance"), "appearance model(s)")
+    stream_names = parse_list(streams, DEFAULT_STREAMS, COMPARE_STREAMS, "streams")
+    cells = [cell_config(cfg, m, s) for m in model_names for s in stream_names]
+    cell_needs = [needs_of(c.model) for c in cells]
+    needs = ModelNeeds()
+    for n in cell_needs:
+        needs = needs | n
+    shared = ModelNeeds((), needs.targets)  # extras are appended per cell
+    key = data_key(cfg, shared)
+    out = compare_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if data_file is not None:
+        data = load_labelled_npz(data_file, key)
+    else:
+        data = load_labelled_data(cfg, needs=shared)
+    if prepare_only:
+        path = save_labelled_data(out / DATA_FILE, data, key)
+        print(f"compare: prepared data for {len(data.labels)} sequences written to {path}", file=sys.stderr)
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    rows = []
+    for cell, cneeds in zip(cells, cell_needs, strict=True):
+        print(f"compare: {Path(cell.output_dir).name}", file=sys.stderr)
+        rows.append(run_cell(cell, cell_data(data, cneeds), use_ray=use_ray))
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    write_comparison(cfg, table, out, time.perf_counter() - start, data)
+    print((out / "comparison.md").read_text(), file=sys.stderr)
+    return table
