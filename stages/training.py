@@ -399,12 +399,14 @@ def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str]
         raise StageError(f"checkpoint {path} does not exist")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head.startswith(_PICKLE_MAGICS):
-        raise StageError(f"checkpoint {path} is a pickled file; seqfer only loads .safetensors checkpoints")
-    try:
+    try:  # reading a safetensors header never unpickles anything, so try it first: a valid header's length
+        # (the first 8 bytes) can start with the pickle magic byte 0x80
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for malformed files
+        if head.startswith(_PICKLE_MAGICS):
+            msg = f"checkpoint {path} is a pickled file; seqfer only loads .safetensors checkpoints"
+            raise StageError(msg) from None
         raise StageError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise StageError(f"checkpoint {path} was not written by seqfer (no '{CHECKPOINT_FORMAT}' metadata)")
