@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.config import Config, load_config
 from stages.errors import StageError
+from stages.model_extras import needs_of
 from stages.models import ModelInputConfig, TwoStream
 from stages.sequence import SequenceConfig
 from stages.training import load_checkpoint
@@ -47,13 +48,15 @@ class ModelBundle:
 
     ``models``: one network (model folder) or one per fold (CV run folder), eval mode, CPU.
     ``sequence``: frames -> SequenceRecord settings (training's, with any prediction overrides applied);
-    ``model_input``: record -> tensors settings (from the weights' own config, never overridden).
+    ``model_input``: record -> tensors settings (from the weights' own config, never overridden);
+    ``extras``: appearance channels the network appends (stages.model_extras), as in training.
     """
 
     models: list[TwoStream]
     classes: list[str]
     sequence: SequenceConfig
     model_input: ModelInputConfig
+    extras: tuple[str, ...]
     config: Config
     kind: str  # "model" | "cv"
     path: Path
@@ -102,8 +105,22 @@ def _is_model_folder(path: Path) -> bool:
 
 
 def _fold_files(path: Path) -> list[Path]:
+    """Fold checkpoints of a CV run folder, by fold number; only finished folds (with ``result.json``) when
+    any fold has one (a checkpoint is written just before its fold's result)."""
     files = [p for p in path.glob("fold_*/" + WEIGHTS_FILE) if p.parent.name[5:].isdigit()]
-    return sorted(files, key=lambda p: int(p.parent.name[5:]))
+    finished = [p for p in files if (p.parent / "result.json").is_file()]
+    return sorted(finished or files, key=lambda p: int(p.parent.name[5:]))
+
+
+def _check_fold_hashes(files: list[Path]) -> None:
+    hashes = set()
+    for f in files:
+        result = f.parent / "result.json"
+        if result.is_file():
+            hashes.add(json.loads(result.read_text()).get("config_hash"))
+    if len(hashes) > 1:
+        warnings.warn(f"{files[0].parent.parent}: folds were trained with {len(hashes)} different configs; "
+                      "they are ensembled anyway", stacklevel=3)
 
 
 def resolve_model_path(path: Path | str) -> tuple[str, Path]:
@@ -111,7 +128,7 @@ def resolve_model_path(path: Path | str) -> tuple[str, Path]:
 
     Raises :class:`StageError` saying what was looked for when ``path`` is none of them.
     """
-    path = Path(path)
+    path = Path(path).absolute()
     if not path.exists():
         raise StageError(f"{path}: model folder not found")
     if _is_model_folder(path):
@@ -154,15 +171,18 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
     trained_cfg = load_config(folder / CONFIG_FILE)
     cfg = load_config(folder / CONFIG_FILE, overrides) if overrides else trained_cfg
     files = [folder / WEIGHTS_FILE] if kind == "model" else _fold_files(folder)
-    models, classes, input_cfg = [], None, None
+    if kind == "cv":
+        _check_fold_hashes(files)
+    models, classes, input_cfg, extras = [], None, None, None
     for file in files:
         model, mcfg, model_classes, _extra = load_checkpoint(file)
+        model_extras = needs_of(mcfg).extras
         if classes is not None and model_classes != classes:
             raise StageError(f"{file}: classes {model_classes} differ from the other folds' {classes}")
-        if input_cfg is not None and mcfg.input != input_cfg:
+        if input_cfg is not None and (mcfg.input != input_cfg or model_extras != extras):
             raise StageError(f"{file}: model input settings differ from the other folds'")
         models.append(model)
-        classes, input_cfg = model_classes, mcfg.input
+        classes, input_cfg, extras = model_classes, mcfg.input, model_extras
     info = json.loads((folder / INFO_FILE).read_text()) if kind == "model" else _cv_info(folder)
     sequence = sequence_config_of(cfg)
     changed = _changed_keys(sequence_config_of(trained_cfg).model_dump(mode="json"),
@@ -171,7 +191,7 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
     if changed:
         warnings.warn(f"prediction preprocessing differs from training in: {', '.join(changed)}", stacklevel=2)
     return ModelBundle(models=models, classes=list(classes), sequence=sequence, model_input=input_cfg,
-                       config=cfg, kind=kind, path=folder, weight_files=files, info=info)
+                       extras=extras, config=cfg, kind=kind, path=folder, weight_files=files, info=info)
 
 
 def _cv_info(folder: Path) -> dict:
@@ -287,7 +307,7 @@ def model_card(info: dict, cfg: Config) -> str:
         f"- Sequences per class: {', '.join(f'{k} {v}' for k, v in data.get('class_counts', {}).items())}",
         f"- Model selection: {split.get('n_train', '?')} training sequences ({split.get('n_train_subjects', '?')} "
         f"subjects); best epoch {info.get('best_epoch', '?')} chosen on {split.get('n_val', '?')} validation "
-        f"sequences of {split.get('n_val_subjects', '?')} held-out subjects (val_fraction "
+        f"sequences of {split.get('n_val_subjects', '?')} held-out subject(s) (val_fraction "
         f"{split.get('val_fraction', '?')}, seed {split.get('seed', '?')}); validation accuracy "
         f"{_pct(info.get('val_accuracy'))}",
         "",

@@ -232,8 +232,8 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
     names = output_names([p.name for p in pins])
     opts = PredictOptions(
         window=window, stride=None if window is None else (stride or window / 2),
-        timeline_dir=None if window is None else str(output.with_name(output.stem + "_timelines")),
-        visualize_dir=None if visualize is None else str(visualize),
+        timeline_dir=None if window is None else str(output.absolute().with_name(output.stem + "_timelines")),
+        visualize_dir=None if visualize is None else str(Path(visualize).absolute()),
     )
     bundle_id = bundle.fingerprint
     keys = [_input_key(bundle_id, p, opts) for p in pins]
@@ -244,7 +244,7 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
     if rows:
         print(f"predict: {len(rows)} input(s) already done in {resume_path}, not recomputed", file=sys.stderr)
 
-    cache = None if cache_dir is None else str(cache_dir)
+    cache = None if cache_dir is None else str(Path(cache_dir).absolute())
     bar = progress_bar(len(todo), "predict", unit="input")
     resume_path.parent.mkdir(parents=True, exist_ok=True)
     n_failed = 0

@@ -53,9 +53,11 @@ def _supported() -> str:
 
 
 def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
-    """A single existing-or-not path (no glob, manifest or list expansion) -> its input."""
+    """A single existing-or-not path (no glob, manifest or list expansion) -> its input. The source holds
+    absolute paths (workers may run elsewhere); ``name`` stays as given."""
     path = Path(path)
     name = str(path) if name is None else name
+    path = Path(os.path.abspath(path))
     if path.is_dir():
         frames = [f.name for f in os.scandir(path) if f.is_file() and is_image(f.name)]
         if not frames:
