@@ -87,7 +87,7 @@ def throughput(model: Path, data: Path, n_videos: int, workers: int, out_dir: Pa
     generate_demo(data, layout="videos", n_subjects=max(1, round(n_videos * 118 / 327)),
                   n_sequences=n_videos + n_videos // 10 + 2, seed=0, workers=workers)
     generated = time.perf_counter() - t0
-    videos = sorted(str(p) for p in (data / "videos").glob("*.mp4"))[:n_videos]
+    videos = [str(data / p) for p in pd.read_csv(data / "labels.csv")["path"]][:n_videos]  # mp4, avi, mov
     t0 = time.perf_counter()
     ensure_ray(RayConfig(workers=workers))
     ray_start = time.perf_counter() - t0
