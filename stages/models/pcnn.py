@@ -6,7 +6,8 @@ Input: the appearance tensor [B, C + 5, S, S] whose LAST five channels are the r
 :func:`stages.model_extras.append_extras`; the builder declares this with ``input_extras``). The first C
 channels are the usual stacked frames. Each mask's bounding box is cut out of the frames and resampled to a
 ``patch_size`` square (default 3/8 of S: 24 px at S = 64); each region has its own small CNN (3x3 conv -
-2x2 max-pool - BN - ReLU blocks, global average pooling); the global CNN sees the whole face. Their pooled
+2x2 max-pool - BN - ReLU blocks, global average pooling; the five run as one grouped convolution, weights not
+shared); the global CNN sees the whole face. Their pooled
 features are concatenated -> FC - ReLU -> dropout -> linear.
 
 Not reproduced: PCNN's two-phase loss (the two-stream joint loss plays that role here) and its exact layer
@@ -44,6 +45,36 @@ def _branch(in_channels: int, channels: list[int]) -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
+class LocalNets(nn.Module):
+    """``n`` independent CNNs (3x3 conv - 2x2 max-pool - BN - ReLU blocks, global average pooling), one per
+    region, run as ONE grouped convolution per block (groups = n: no weight is shared between regions; the
+    same maths as n separate networks, ~2x faster on CPU than n small calls).
+
+    Input [B, n, C, P, P] -> features [B, n, channels[-1]].
+    """
+
+    def __init__(self, n: int, in_channels: int, channels: list[int]) -> None:
+        super().__init__()
+        self.n = n
+        layers: list[nn.Module] = []
+        c = in_channels
+        for out in channels:
+            layers += [
+                nn.Conv2d(n * c, n * out, 3, padding=1, groups=n, bias=False),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(n * out),
+                nn.ReLU(inplace=True),
+            ]
+            c = out
+        self.body = nn.Sequential(*layers)
+        self.out_channels = c
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        b, n, c, p, _ = patches.shape
+        h = self.body(patches.reshape(b, n * c, p, p).contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+        return h.reshape(b, n, self.out_channels)
+
+
 class PCNN(nn.Module):
     """Input ``x`` [B, image_channels + 5, S, S] in [0, 1] (masks last); output logits [B, n_classes]."""
 
@@ -72,11 +103,12 @@ class PCNN(nn.Module):
                 raise StageError(f"pcnn: {what} size {side} px is smaller than 2**{len(chans)} (blocks halve it)")
         self.norm = InputNorm(normalize)
         self.global_net = _branch(self.image_channels, list(global_channels))
-        self.local_nets = nn.ModuleList(_branch(self.image_channels, list(local_channels)) for _ in range(N_REGIONS))
+        self.local_nets = LocalNets(N_REGIONS, self.image_channels, list(local_channels))
         width = global_channels[-1] + N_REGIONS * local_channels[-1]
         self.fusion = nn.Sequential(nn.Linear(width, fusion_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(fusion_dim, n_classes)
+        self.to(memory_format=torch.channels_last)  # faster convs and pooling on CPU
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(frames [B, C, S, S], region masks [B, 5, S, S])."""
@@ -96,9 +128,9 @@ class PCNN(nn.Module):
         """Fused feature [B, fusion_dim]."""
         frames, _ = self.split(x)
         _, patches = self.regions(x)
-        feats = [self.global_net(self.norm(frames)).mean(dim=(2, 3))]
-        feats += [net(patches[:, r]).mean(dim=(2, 3)) for r, net in enumerate(self.local_nets)]
-        return self.fusion(torch.cat(feats, dim=1))
+        glob = self.global_net(self.norm(frames).contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
+        local = self.local_nets(patches).flatten(1)  # region-major
+        return self.fusion(torch.cat([glob, local], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(x)))
