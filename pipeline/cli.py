@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning user errors into one message and exit code 2."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="seqfer", standalone_mode=False)
+        code = command.main(args=argv, prog_name="seqfer", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0  # a command's typer.Exit(code) comes back as its return value
 
 
 if __name__ == "__main__":

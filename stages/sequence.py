@@ -83,7 +83,8 @@ def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]
     )
 
 
-def _status_of(success: np.ndarray, cfg: SequenceConfig) -> tuple[str, str]:
+def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[str, str]:
+    """(status, reason) of a sequence from its per-frame face success: ok, too_short, no_face, low_face_ratio."""
     n = len(success)
     if n < cfg.min_frames:
         return "too_short", f"{n} readable frames, need {cfg.min_frames}"
@@ -137,7 +138,7 @@ class SequenceProcessor:
         lm = self._get("landmarks", keys["landmarks"])
         if lm is None:
             return None
-        status, reason = _status_of(lm["success"], self.cfg)
+        status, reason = sequence_status(lm["success"], self.cfg)
         outcome = SequenceOutcome(
             source.sequence_id,
             status,
@@ -183,7 +184,7 @@ class SequenceProcessor:
         if lm is None:
             lm, al = self._landmarks_and_aligned(source)
             self._put("landmarks", keys["landmarks"], lm, meta)
-        status, reason = _status_of(lm["success"], self.cfg)
+        status, reason = sequence_status(lm["success"], self.cfg)
         n, ratio = len(lm["success"]), float(lm["success"].mean()) if len(lm["success"]) else 0.0
         if status != STATUS_OK:  # a failed sequence is fully described by its landmarks level
             return SequenceOutcome(

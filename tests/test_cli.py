@@ -47,3 +47,13 @@ def test_missing_dataset_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code = main(["cv", str(REPO / "configs" / "ckplus.yaml"), "--set", f"data.root={tmp_path / 'nowhere'}"])
     assert code == 2
     assert "data.root" in capsys.readouterr().err
+
+
+def test_a_command_exit_code_reaches_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`seqfer predict` exits 1 when an input failed: main() must pass a command's exit code through."""
+    import pipeline.predict
+
+    monkeypatch.setattr(pipeline.predict, "run_predict", lambda *args, **kwargs: 3)
+    assert main(["predict", "some_model", "some_input.mp4"]) == 1
+    monkeypatch.setattr(pipeline.predict, "run_predict", lambda *args, **kwargs: 0)
+    assert main(["predict", "some_model", "some_input.mp4"]) == 0
