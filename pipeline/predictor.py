@@ -34,8 +34,12 @@ from stages.errors import StageError
 from stages.model_extras import append_extras, build_landmarks
 from stages.model_input import build_inputs
 from stages.record import SequenceRecord
-from stages.sequence import STATUS_OK, SequenceConfig, SequenceProcessor
-from stages.sequence import sequence_status  # the processor's own ok / no_face / ... rule
+from stages.sequence import (
+    STATUS_OK,
+    SequenceConfig,
+    SequenceProcessor,
+    sequence_status,  # the processor's own ok / no_face / ... rule
+)
 from stages.training import predict_proba
 from stages.trajectory import compute_trajectory
 
