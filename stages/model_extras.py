@@ -14,8 +14,8 @@ A network declares what it needs on its registered builder::
     build_pcnn.input_extras = ("face_regions",)
     build_fn2en.training_targets = ("face_descriptor",)
 
-and every data path asks :func:`needs_of` (training: ``pipeline.cv.load_labelled_data``; prediction: append
-:func:`append_extras` of :func:`build_landmarks` to ``build_inputs``' appearance).
+and every data path asks :func:`needs_of` (training: ``pipeline.cv.load_labelled_data``; prediction:
+:func:`build_model_inputs`, i.e. ``build_inputs`` plus the extras).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import StageError
-from stages.model_input import select_frames
+from stages.model_input import build_inputs, select_frames
 from stages.models.config import ModelConfig, ModelInputConfig
 from stages.models.face_regions import N_REGIONS, region_masks
 from stages.models.registry import get_entry
@@ -132,6 +132,16 @@ def append_extras(appearance: np.ndarray, landmarks: np.ndarray, names: Sequence
 def extra_channels(names: Sequence[str]) -> int:
     """Channels the named extras add."""
     return sum(APPEARANCE_EXTRAS[n].channels for n in names)
+
+
+def build_model_inputs(records: Sequence[SequenceRecord], model_cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """What a model built from ``model_cfg`` reads at prediction time: ``build_inputs`` (appearance
+    [N, C, S, S], trajectory [N, L, 68, 2]) with the network's appearance extras appended to the appearance."""
+    appearance, trajectory = build_inputs(records, model_cfg.input)
+    extras = needs_of(model_cfg).extras
+    if extras:
+        appearance = append_extras(appearance, build_landmarks(records, model_cfg.input), extras)
+    return appearance, trajectory
 
 
 def build_targets(

@@ -15,6 +15,7 @@ from stages.model_extras import (
     ModelNeeds,
     append_extras,
     build_landmarks,
+    build_model_inputs,
     build_targets,
     extra_channels,
     needs_of,
@@ -403,6 +404,42 @@ def test_short_training_lowers_the_loss(name: str) -> None:
     assert losses[-1] < 0.8 * losses[0], losses
     proba = predict_proba(result.model, data)
     assert proba.shape == (48, 3) and np.allclose(proba.sum(1), 1.0)
+
+
+def test_pcnn_and_fn2en_training_is_deterministic() -> None:
+    data = separable(24, 3)
+    data.appearance = with_extras("pcnn", data.appearance)
+    runs = [fit(model_cfg("pcnn", 32), 3, data, None, TrainConfig(epochs=2, batch_size=8), seed=5) for _ in range(2)]
+    assert runs[0].history[-1]["train_loss"] == runs[1].history[-1]["train_loss"]
+    app, desc = descriptor_data(24, 2)
+    train = ArrayDataset(app, np.zeros((24, 2, 68, 2), np.float32), np.arange(24) % 3, {"face_descriptor": desc})
+    cfg = model_cfg("fn2en", 24)
+    cfg.appearance.options = {**SMALL["fn2en"], "pretrain_epochs": 2}
+    runs = [fit(cfg, 3, train, None, TrainConfig(epochs=2, batch_size=8), seed=5) for _ in range(2)]
+    assert runs[0].pretrain_history[-1]["loss"] == runs[1].pretrain_history[-1]["loss"]
+    assert runs[0].history[-1]["train_loss"] == runs[1].history[-1]["train_loss"]
+
+
+def test_prediction_inputs_carry_the_extras() -> None:
+    size = 32
+    lm = np.tile(template_landmarks(64), (3, 1, 1))
+    aligned = np.random.default_rng(0).integers(0, 255, size=(3, 64, 64), dtype=np.uint8)
+    rec = SequenceRecord(
+        "s",
+        np.arange(3),
+        np.arange(3) / 30.0,
+        lm,
+        np.ones(3, bool),
+        np.ones(3, np.float32),
+        aligned,
+        lm,
+        np.zeros((4, 68, 2), np.float32),
+    )
+    app, traj = build_model_inputs([rec], model_cfg("pcnn", size, input={"size": size, "k": 2}))
+    assert app.shape == (1, 2 + N_REGIONS, size, size) and traj.shape == (1, 4, 68, 2)
+    np.testing.assert_array_equal(app[0, 2:], region_masks(peak_landmarks(rec, ModelInputConfig(size=size)), size))
+    app, _ = build_model_inputs([rec], model_cfg("dtan", size, input={"size": size, "k": 2}))
+    assert app.shape == (1, 2, size, size)
 
 
 def test_dtagn_is_one_config_dtan_flat_joint_loss() -> None:
