@@ -102,7 +102,7 @@ def render_spec(spec: pl.SequenceSpec, seed: int, subject: tuple[sq.SubjectBase,
     rng = np.random.default_rng([seed, 1, spec.index])
     lo, hi = frame_range
     n_frames = int(np.clip(round(rng.normal(lo + 0.35 * (hi - lo), (hi - lo) / 4)), lo, hi))  # CK+-like, ~17
-    expr = proto.sample_expression(spec.label, rng, style.expressiveness)
+    expr = proto.sample_expression(spec.label, rng, style.expressiveness, style.au_gains)
     return sq.render_sequence(base, style, expr, n_frames, rng)
 
 

@@ -175,6 +175,8 @@ class Expression:
     aus: dict[int, float]
     sides: tuple[float, float] = (1.0, 1.0)
     narrow: float = 0.2  # inward mouth-corner move per unit of jaw drop (O-shaped vs stretched open mouth)
+    idiosyncrasy: np.ndarray | None = None  # (68, 2) extra apex offsets in outer-eye distances
+
 
     def displacement(self, meas: g.FaceMeasures) -> np.ndarray:
         """The (68, 2) apex displacement for a face with measures ``meas`` (lids and lips kept valid)."""
@@ -186,6 +188,8 @@ class Expression:
                 d += lips_part(meas, amount)
             elif au in AU_ROWS:
                 d += au_displacement(au, meas, amount, self.sides)
+        if self.idiosyncrasy is not None:
+            d += self.idiosyncrasy * meas.iod
         return d
 
 
@@ -203,11 +207,30 @@ UNILATERAL = {"contempt"}
 MOUTH_NARROW = {"surprise": 0.22, "fear": 0.0}  # default 0.2
 
 
-def sample_expression(label: str | None, rng: np.random.Generator, expressiveness: float = 1.0) -> Expression:
+# Classes whose action units a sequence of the key class borrows most often (real expressions blend).
+CONFUSABLE: dict[str, list[str]] = {
+    "anger": ["disgust", "sadness"], "contempt": ["happy", "disgust"], "disgust": ["anger", "sadness"],
+    "fear": ["surprise", "sadness"], "happy": ["contempt", "surprise"], "sadness": ["anger", "fear"],
+    "surprise": ["fear", "happy"],
+}
+STYLE_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 24, 25, 26)
+"""Action units a subject's personal gains (:func:`subject_au_gains`) apply to, in this order."""
+
+
+def subject_au_gains(rng: np.random.Generator) -> tuple[float, ...]:
+    """A subject's personal gain per action unit of :data:`STYLE_AUS` (some raise their brows little...)."""
+    return tuple(float(v) for v in np.clip(rng.lognormal(0.0, 0.25, len(STYLE_AUS)), 0.55, 1.6))
+
+
+def sample_expression(label: str | None, rng: np.random.Generator, expressiveness: float = 1.0,
+                      au_gains: tuple[float, ...] | None = None) -> Expression:
     """A random instance of class ``label`` (None: an unlabelled, non-prototypical mix of two classes).
 
-    Overall intensity ~ U(0.7, 1.15) x ``expressiveness``; each AU jittered by ~15%; with probability 0.3 a
-    weak action unit of another class leaks in, so classes overlap a little as in real data.
+    Variation, so that classes overlap as in real data without losing their identity: overall intensity
+    ~ U(0.55, 1.2) x ``expressiveness``, times the subject's personal ``au_gains`` (see
+    :func:`subject_au_gains`) and a ~22% jitter per AU, kept within 0.4-1.4 of the recipe; with probability
+    0.55 one or two action units of another (mostly a confusable) class leak in at 15-45%; and small
+    idiosyncratic apex offsets (~1.2% of the eye distance per point).
     """
     names = sorted(CLASS_RECIPES)
     if label is None:
@@ -221,21 +244,26 @@ def sample_expression(label: str | None, rng: np.random.Generator, expressivenes
     else:
         recipe, unilateral = dict(CLASS_RECIPES[label]), label in UNILATERAL
         narrow = MOUTH_NARROW.get(label, 0.2)
-    intensity = rng.uniform(0.7, 1.15) * expressiveness
+    gains = dict(zip(STYLE_AUS, au_gains, strict=True)) if au_gains is not None else {}
+    intensity = rng.uniform(0.55, 1.2) * expressiveness
     aus = {}
     for au, amount in recipe.items():
-        aus[au] = amount * intensity * float(np.clip(rng.normal(1.0, 0.15), 0.6, 1.4))
-    if label is not None and rng.random() < 0.3:
-        donor = names[rng.integers(len(names))]
-        au = list(CLASS_RECIPES[donor])[rng.integers(len(CLASS_RECIPES[donor]))]
-        if au != 14:
-            base = CLASS_RECIPES[donor][au]
-            aus[au] = aus.get(au, 0.0) + base * rng.uniform(0.12, 0.3)
+        jitter = float(np.clip(rng.normal(1.0, 0.22), 0.5, 1.6))
+        aus[au] = amount * float(np.clip(intensity * jitter * gains.get(au, 1.0), 0.4, 1.4))
+    if label is not None and rng.random() < 0.55:
+        for _ in range(1 + int(rng.random() < 0.35)):
+            pool = CONFUSABLE[label] if rng.random() < 0.7 else names
+            donor = pool[rng.integers(len(pool))]
+            au = list(CLASS_RECIPES[donor])[rng.integers(len(CLASS_RECIPES[donor]))]
+            if au != 14:
+                aus[au] = aus.get(au, 0.0) + CLASS_RECIPES[donor][au] * rng.uniform(0.15, 0.45)
     sides = (1.0, 1.0)
     if unilateral:
         side = int(rng.integers(2))
         sides = (1.0, 0.15) if side == 0 else (0.15, 1.0)
-    return Expression(aus=aus, sides=sides, narrow=narrow)
+    idio = rng.normal(0.0, 0.012, (g.N_POINTS, 2))
+    idio[g.JAW] *= 0.5
+    return Expression(aus=aus, sides=sides, narrow=narrow, idiosyncrasy=idio)
 
 
 def facs_codes(expr: Expression) -> list[tuple[int, int]]:

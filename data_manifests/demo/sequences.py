@@ -53,6 +53,7 @@ class SubjectStyle:
     backdrop: tuple[float, float]
     backdrop_seed: int
     morph: tuple[float, ...]
+    au_gains: tuple[float, ...]
 
 
 @dataclass
@@ -88,6 +89,7 @@ def subject_style(seed: int, subject_index: int, canvas: Canvas, morph: bool) ->
         backdrop=(float(rng.uniform(0.35, 0.8)), float(rng.uniform(-0.12, 0.12))),
         backdrop_seed=int(rng.integers(2**31)),
         morph=tuple(float(v) for v in rng.uniform(-1, 1, size=6)) if morph else (),
+        au_gains=proto.subject_au_gains(rng),
     )
 
 
