@@ -309,3 +309,23 @@ def test_dlib_finds_the_written_landmarks_real_faces(shared_dir, tmp_path):
     assert s.faces_source == str((shared_dir / "faces").resolve())
     errors, missed = _dlib_nme(tmp_path)
     assert missed <= 1 and np.mean(errors) < 0.06
+
+
+@pytest.mark.shared
+def test_too_few_photos_are_reused_as_variants(shared_dir, tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    ranked, _ = fc.rank_faces(shared_dir / "faces")
+    for cand in ranked[:2]:
+        for p in (cand.image_path, cand.pts_path):
+            (faces / p.name).write_bytes(p.read_bytes())
+    with pytest.warns(UserWarning, match="reusing"):
+        subjects = fc.choose_faces(faces, 3)
+    assert [s.variant for s in subjects] == [0, 0, 1] and subjects[2].face is subjects[0].face
+
+
+def test_fallback_faces_are_announced(tmp_path):
+    with pytest.warns(UserWarning, match="astronaut"):
+        s = gen.generate_demo(tmp_path, layout="oulu", n_subjects=1, frame_range=(3, 3))
+    assert s.faces_source == fc.FALLBACK_SOURCE
+    assert fc.FALLBACK_SOURCE in (tmp_path / "README.txt").read_text()
