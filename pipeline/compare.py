@@ -110,11 +110,10 @@ def count_macs(model: nn.Module, app: torch.Tensor | None, traj: torch.Tensor | 
 # --- prepared data ----------------------------------------------------------------------------------------------
 
 
-def data_key(cfg: Config, needs: ModelNeeds) -> str:
-    """What prepared data depends on: dataset, folds, preprocessing, model-input settings, extras, targets."""
-    return stable_hash(
-        "compare-data", cfg.data, cfg.fold_seed, sequence_config(cfg), cfg.model.input, needs.extras, needs.targets
-    )
+def data_key(cfg: Config) -> str:
+    """What prepared data depends on: dataset, folds, preprocessing and model-input settings. (Which training
+    targets it holds is checked separately, so data prepared for more networks serves fewer.)"""
+    return stable_hash("compare-data", cfg.data, cfg.fold_seed, sequence_config(cfg), cfg.model.input)
 
 
 def save_labelled_data(path: Path, data: LabelledData, key: str) -> Path:
@@ -160,8 +159,8 @@ def load_labelled_npz(path: Path, key: str | None = None) -> LabelledData:
         meta = json.loads(str(z["meta"]))
         if key is not None and meta["key"] != key:
             raise ConfigError(
-                f"prepared data {path} was made for another config (dataset, preprocessing, model.input or the "
-                "models' extras/targets differ); prepare it again with --prepare-only"
+                f"prepared data {path} was made for another config (dataset, folds, preprocessing or "
+                "model.input differ); prepare it again with --prepare-only"
             )
         app = z["appearance"]
         landmarks = z["landmarks"]
@@ -407,11 +406,17 @@ def run_compare(
     for n in cell_needs:
         needs = needs | n
     shared = ModelNeeds((), needs.targets)  # extras are appended per cell
-    key = data_key(cfg, shared)
+    key = data_key(cfg)
     out = compare_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if data_file is not None:
         data = load_labelled_npz(data_file, key)
+        missing = [t for t in needs.targets if t not in data.targets]
+        if missing:
+            raise ConfigError(
+                f"prepared data {data_file} lacks the training targets {', '.join(missing)} that "
+                f"{', '.join(model_names)} need; prepare it again with --prepare-only and these --models"
+            )
     else:
         data = load_labelled_data(cfg, needs=shared)
     if prepare_only:

@@ -29,7 +29,6 @@ from pipeline.config import load_config
 from pipeline.cv import LabelledData
 from pipeline.errors import ConfigError
 from stages.align import AlignConfig, crop_template
-from stages.model_extras import ModelNeeds
 from stages.models import ModelConfig, build_model
 
 S = 16
@@ -90,7 +89,7 @@ def test_count_macs_and_parameters() -> None:
 def test_prepared_data_round_trip_and_key_check(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path))
     data = synthetic_data()
-    key = data_key(cfg, ModelNeeds(targets=("face_descriptor",)))
+    key = data_key(cfg)
     path = save_labelled_data(tmp_path / "d.npz", data, key)
     back = load_labelled_npz(path, key)
     np.testing.assert_array_equal(back.appearance, data.appearance)  # exact through uint8
@@ -98,7 +97,7 @@ def test_prepared_data_round_trip_and_key_check(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.landmarks, data.landmarks)
     assert back.classes == CLASSES and list(back.subjects) == list(data.subjects)
     with pytest.raises(ConfigError, match="another config"):
-        load_labelled_npz(path, data_key(cfg, ModelNeeds()))
+        load_labelled_npz(path, data_key(load_config(write_config(tmp_path), ["model.input.size=32"])))
     odd = synthetic_data(with_targets=False)
     odd.appearance = odd.appearance + np.float32(1e-3)  # not multiples of 1/255: stored as float
     np.testing.assert_array_equal(
@@ -122,9 +121,7 @@ def test_parse_list_and_cell_config(tmp_path: Path) -> None:
 def test_compare_runs_every_cell_once_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(write_config(tmp_path))
     models, streams = ["pcnn", "fn2en"], ["appearance", "fused"]
-    npz = save_labelled_data(
-        tmp_path / "prepared.npz", synthetic_data(), data_key(cfg, ModelNeeds((), ("face_descriptor",)))
-    )
+    npz = save_labelled_data(tmp_path / "prepared.npz", synthetic_data(), data_key(cfg))
     table = run_compare(cfg, ",".join(models), streams, use_ray=False, data_file=npz)
     out = Path(cfg.output_dir) / "compare"
     assert list(table.columns) == TABLE_COLUMNS
@@ -153,12 +150,14 @@ def test_compare_runs_every_cell_once_and_reports(tmp_path: Path, monkeypatch: p
     pd.testing.assert_frame_equal(again.drop(columns="device"), table.drop(columns="device"))
 
 
-def test_cli_compare_prepared_data_and_errors(tmp_path: Path) -> None:
+def test_cli_compare_prepared_data_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_config(tmp_path)
     cfg = load_config(path)
-    npz = save_labelled_data(tmp_path / "p.npz", synthetic_data(with_targets=False), data_key(cfg, ModelNeeds()))
+    npz = save_labelled_data(tmp_path / "p.npz", synthetic_data(with_targets=False), data_key(cfg))
     args = ["compare", str(path), "--streams", "appearance", "--data", str(npz), "--no-ray"]
     assert main([*args, "--models", "dtan"]) == 0
     assert (Path(cfg.output_dir) / "compare" / "dtan_appearance" / "cv" / "summary.json").is_file()
     assert main([*args, "--models", "nonet"]) == 2
+    capsys.readouterr()
     assert main([*args, "--models", "fn2en"]) == 2  # the prepared data lacks fn2en's face descriptors
+    assert "lacks the training targets face_descriptor" in capsys.readouterr().err
