@@ -35,8 +35,7 @@ from pipeline.reports import (
     summary_markdown,
 )
 from stages.cache import stable_hash
-from stages.model_extras import ModelNeeds, append_extras, build_landmarks, build_targets, needs_of
-from stages.model_input import build_inputs
+from stages.model_extras import ModelNeeds, build_targets, model_inputs, needs_of
 from stages.models.config import ModelConfig, TrainConfig
 from stages.sequence import STATUS_OK, SequenceProcessor
 from stages.training import ArrayDataset, fit, predict_proba, save_checkpoint
@@ -97,9 +96,7 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         keep.append(row)
         records.append(record)
     kept = pd.DataFrame(keep)
-    appearance, trajectory = build_inputs(records, cfg.model.input)
-    landmarks = build_landmarks(records, cfg.model.input)
-    appearance = append_extras(appearance, landmarks, needs.extras)
+    appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
     return LabelledData(
         sequence_ids=kept["sequence_id"].to_numpy(str),
         subjects=kept["subject"].to_numpy(str),

@@ -10,7 +10,7 @@
 
 Prediction runs exactly the training preprocessing: the input becomes a ``SequenceSource``,
 ``stages.sequence.SequenceProcessor`` (with the model's stored SequenceConfig) makes its record and
-``stages.model_input.build_inputs`` its tensors; fold models' probabilities are averaged. A single image is a
+``stages.model_extras.model_inputs`` its tensors; fold models' probabilities are averaged. A single image is a
 one-frame sequence: its trajectory is all zeros, so the geometry stream sees no motion and the appearance
 stream decides. Window mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per
 frame, ~1.3 GB per hour of 30 fps video). Bad inputs never raise: they come back with a status
@@ -31,8 +31,7 @@ from pipeline.model_folder import ModelBundle, load_model_bundle
 from pipeline.predict_inputs import PredictInput, input_from_path, resolve_inputs
 from stages.decode import SequenceSource, select_indices
 from stages.errors import StageError
-from stages.model_extras import append_extras, build_landmarks
-from stages.model_input import build_inputs
+from stages.model_extras import model_inputs
 from stages.record import SequenceRecord
 from stages.sequence import (
     STATUS_OK,
@@ -161,10 +160,7 @@ class Predictor:
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
         """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),
         trajectory [1, L, 68, 2] -- what ``pipeline.cv.load_labelled_data`` builds for training."""
-        appearance, trajectory = build_inputs([record], self.bundle.model_input)
-        if self.bundle.extras:
-            landmarks = build_landmarks([record], self.bundle.model_input)
-            appearance = append_extras(appearance, landmarks, self.bundle.extras)
+        appearance, trajectory, _ = model_inputs([record], self.bundle.model_input, self.bundle.extras)
         return appearance, trajectory
 
     def model_inputs(self, item: str | Path | SequenceSource | PredictInput) -> tuple[np.ndarray, np.ndarray]:

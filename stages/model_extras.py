@@ -134,13 +134,20 @@ def extra_channels(names: Sequence[str]) -> int:
     return sum(APPEARANCE_EXTRAS[n].channels for n in names)
 
 
+def model_inputs(
+    records: Sequence[SequenceRecord], input_cfg: ModelInputConfig, extras: Sequence[str] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """THE path from preprocessed records to model tensors, shared by training (pipeline.cv) and prediction
+    (pipeline.predictor): appearance [N, C + extras, S, S] (stacked frames, then the named extras rendered from
+    the peak landmarks), trajectory [N, L, 68, 2], and those peak landmarks [N, 68, 2] (model-input pixels)."""
+    appearance, trajectory = build_inputs(records, input_cfg)
+    landmarks = build_landmarks(records, input_cfg)
+    return append_extras(appearance, landmarks, extras), trajectory, landmarks
+
+
 def build_model_inputs(records: Sequence[SequenceRecord], model_cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """What a model built from ``model_cfg`` reads at prediction time: ``build_inputs`` (appearance
-    [N, C, S, S], trajectory [N, L, 68, 2]) with the network's appearance extras appended to the appearance."""
-    appearance, trajectory = build_inputs(records, model_cfg.input)
-    extras = needs_of(model_cfg).extras
-    if extras:
-        appearance = append_extras(appearance, build_landmarks(records, model_cfg.input), extras)
+    """What a model built from ``model_cfg`` reads: :func:`model_inputs` with the network's declared extras."""
+    appearance, trajectory, _ = model_inputs(records, model_cfg.input, needs_of(model_cfg).extras)
     return appearance, trajectory
 
 

@@ -361,3 +361,15 @@ def test_fan_loads_a_face_alignment_state_dict(tmp_path, astro_face):
     (result,) = landmarker.track_sequence([moving_sequence(astro_face, n=1)[0]])
     assert result.detected and result.points.shape == (68, 2)
     assert result.success == bool(np.isfinite(result.points).all())
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 6.0])
+def test_coarse_detection_falls_back_to_full_resolution(astro_face, scale):
+    """Detection first runs on a copy downscaled to ``detect_max_side``; a face too small to be found there
+    (scale 1: an ~87 px face becomes ~15 px when a 1920x1440 frame is downscaled to 320) must still be found at
+    full resolution, and at every scale the landmarks match full-resolution detection."""
+    frame = place(astro_face, scale, 100, 100, size=(1920, 1440))
+    coarse = build_landmarker(LandmarkConfig(detect_max_side=320)).detect_frame(frame)
+    full = build_landmarker(LandmarkConfig(detect_max_side=0)).detect_frame(frame)
+    assert coarse.success and full.success
+    assert nme(coarse.points, full.points) < 0.05

@@ -89,6 +89,13 @@ class LandmarkConfig(BaseModel):
         description="frames whose short side is below 2x this (pixels) are upscaled before detection so the "
         "face can reach the detector's window; points are mapped back",
     )
+    detect_max_side: int = Field(
+        320,
+        ge=0,
+        description="look for faces first on a copy downscaled so its long side is this many pixels (HOG cost "
+        "falls with the area), then at full resolution when none is found there; landmarks are always "
+        "predicted at full resolution. 0 = always detect at full resolution",
+    )
     track: bool = Field(True, description="detect once, then follow the face from the previous landmarks")
     redetect_every: int = Field(0, ge=0, description="also re-detect every N frames; 0 = only when tracking fails")
     max_drift: float = Field(
@@ -439,13 +446,25 @@ class TrackingLandmarker:
         leaves the detector's window some margin, and are searched with the lowered threshold
         ``SMALL_FRAME_THRESHOLD``; weak detections count only when no detection reaches the normal threshold."""
         if not small:
-            return self.detector.detect(grey)
+            return self._detections_coarse_to_fine(grey)
         pad = round(SMALL_FRAME_PAD * max(grey.shape[:2]))
         padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         found = [Detection((d.box[0] - pad, d.box[1] - pad, d.box[2] - pad, d.box[3] - pad), d.confidence)
                  for d in self.detector.detect(padded, threshold=SMALL_FRAME_THRESHOLD)]
         strong = [d for d in found if d.confidence >= 0.5]
         return strong or found
+
+    def _detections_coarse_to_fine(self, grey: np.ndarray) -> list[Detection]:
+        """Detections on a copy at most ``detect_max_side`` pixels long (boxes mapped back), else at full size."""
+        side = self.cfg.detect_max_side
+        scale = side / max(grey.shape[:2]) if side else 1.0
+        if scale < 1.0:
+            size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+            small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+            found = [Detection(tuple(v / scale for v in d.box), d.confidence) for d in self.detector.detect(small)]
+            if found:
+                return found
+        return self.detector.detect(grey)
 
     def _track(self, grey: np.ndarray, prepared: np.ndarray, state: _TrackState
                ) -> tuple[FrameLandmarks | None, str]:
