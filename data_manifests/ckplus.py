@@ -25,13 +25,13 @@ from data_manifests.scan_common import (
     format_gaps,
     frame_gaps,
     is_ignored_dir,
-    is_image,
     is_system_file,
     label_in_set,
     list_dir,
     order_frames,
     require_root,
     resolve_classes,
+    sequence_frame_names,
     sequence_row,
     trailing_number,
 )
@@ -185,16 +185,7 @@ def _scan_sequence(
     set_name: str,
     report: ScanReport,
 ) -> dict | None:
-    names: list[str] = []
-    for e in list_dir(seq_dir):
-        if is_system_file(e.name):
-            report.skip(e.path, "system file")
-        elif e.is_dir():
-            report.skip(e.path, "folder inside a sequence folder")
-        elif not is_image(e.name):
-            report.skip(e.path, "not an image file")
-        else:
-            names.append(e.name)
+    names = sequence_frame_names(seq_dir, report)
     if not names:
         report.skip(seq_dir, "empty sequence folder")
         return None

@@ -25,7 +25,6 @@ from data_manifests.scan_common import (
     format_gaps,
     frame_gaps,
     is_ignored_dir,
-    is_image,
     is_system_file,
     is_video,
     label_in_set,
@@ -33,6 +32,7 @@ from data_manifests.scan_common import (
     order_frames,
     require_root,
     resolve_classes,
+    sequence_frame_names,
     sequence_row,
 )
 
@@ -225,16 +225,7 @@ def _scan_subject(
 
 
 def _frame_names(seq_dir: Path, report: ScanReport) -> list[str]:
-    names = []
-    for e in list_dir(seq_dir):
-        if is_system_file(e.name):
-            report.skip(e.path, "system file")
-        elif e.is_dir():
-            report.skip(e.path, "folder inside a sequence folder")
-        elif not is_image(e.name):
-            report.skip(e.path, "not an image file")
-        else:
-            names.append(e.name)
+    names = sequence_frame_names(seq_dir, report)
     names, numbers = order_frames(names)
     if numbers is not None:
         gaps = frame_gaps(numbers)

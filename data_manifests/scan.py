@@ -29,16 +29,6 @@ SCANNERS: dict[str, Callable[..., tuple[pd.DataFrame, ScanReport]]] = {
 }
 
 NEUTRAL_SUFFIX = "_neutral"
-TEXT_COLUMNS = (
-    "sequence_id",
-    "dataset",
-    "subject",
-    "label",
-    "label_note",
-    "source_type",
-    "video_path",
-    "condition",
-)
 
 
 def scan(

@@ -279,3 +279,19 @@ def label_in_set(canon: str, classes: list[str], class_set_name: str) -> tuple[s
 
 def class_set_name(classes: str | list[str]) -> str:
     return classes if isinstance(classes, str) else ",".join(classes)
+
+
+def sequence_frame_names(seq_dir: Path, report: ScanReport) -> list[str]:
+    """Image file names in a sequence folder, unordered; system files, sub-folders and non-images are reported
+    as skipped."""
+    names: list[str] = []
+    for e in list_dir(seq_dir):
+        if is_system_file(e.name):
+            report.skip(e.path, "system file")
+        elif e.is_dir():
+            report.skip(e.path, "folder inside a sequence folder")
+        elif not is_image(e.name):
+            report.skip(e.path, "not an image file")
+        else:
+            names.append(e.name)
+    return names
