@@ -23,7 +23,7 @@ from pipeline.predict import output_names, run_predict
 from pipeline.predict_inputs import resolve_inputs
 from pipeline.predictor import Predictor, window_bounds
 from stages.errors import StageError
-from stages.models import build_model, in_channels_for
+from stages.models import build_model, frames_for, in_channels_for
 from stages.training import predict_proba, save_checkpoint
 
 CLASSES = ["happy", "sadness", "surprise"]
@@ -127,7 +127,9 @@ def test_every_input_kind_gets_a_label_with_probabilities(predictor: Predictor, 
 
 def test_single_image_has_zero_trajectory(predictor: Predictor, media: dict) -> None:
     appearance, trajectory = predictor.model_inputs(media["image"])
-    assert appearance.shape == (1, 3, 32, 32)
+    assert appearance.shape[0] == 1 and appearance.shape[2:] == (32, 32)
+    assert appearance.shape[1] == frames_for(predictor.bundle.model_input)
+    assert all(np.array_equal(appearance[0, 0], c) for c in appearance[0])  # the one frame, repeated
     assert np.all(trajectory == 0)
 
 
