@@ -132,14 +132,15 @@ def test_predicting_the_manifest_matches_the_trained_model(trained: tuple[Config
 def test_appearance_extras_are_built_as_in_training(trained: tuple[Config, Path], tmp_path: Path) -> None:
     """A network that reads extra appearance channels (pcnn: face-region masks) gets them at prediction too."""
     from pipeline.model_folder import write_model_folder
-    from stages.models import build_model
+    from stages.models import build_model, frames_for
 
     cfg, _ = trained
     cfg = cfg.model_copy(deep=True)
     cfg.model.appearance.name = "pcnn"
     cfg.model.appearance.options = {"global_channels": [8], "local_channels": [4], "fusion_dim": 8}
     data = load_labelled_data(cfg, preprocess=False)  # the training path, from the cache
-    assert data.appearance.shape[1] == 3 + 5  # 3 stacked frames + 5 region masks
+    n_frames = frames_for(cfg.model.input)
+    assert data.appearance.shape[1] == n_frames + 5  # stacked frames + 5 region masks
     model = build_model(cfg.model, len(data.classes), data.appearance.shape[1], data.trajectory.shape[1])
     predictor = Predictor.load(write_model_folder(tmp_path / "pcnn", model, cfg, data.classes, {}))
     manifest = read_manifest(cfg.manifest_path)[0].set_index("sequence_id", drop=False)
