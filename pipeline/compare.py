@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pipeline.config import Config
-from pipeline.cv import LabelledData, _config_hash, load_labelled_data, resolve_device, run_cv
+from pipeline.cv import LabelledData, config_hash_of, load_labelled_data, resolve_device, run_cv
 from pipeline.errors import ConfigError
 from pipeline.preprocess import sequence_config
 from stages.cache import stable_hash
@@ -231,7 +231,7 @@ def cell_data(data: LabelledData, needs: ModelNeeds) -> LabelledData:
 
 
 def _cell_key(cfg: Config, folds: list[int]) -> str:
-    return stable_hash("compare-cell", _config_hash(cfg), folds)
+    return stable_hash("compare-cell", config_hash_of(cfg), folds)
 
 
 def _predict_ms(cfg: Config, data: LabelledData, fold_dir: Path, device: str) -> float:

@@ -204,7 +204,7 @@ def cv_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / "cv"
 
 
-def _config_hash(cfg: Config) -> str:
+def config_hash_of(cfg: Config) -> str:
     return stable_hash(
         cfg.seed,
         cfg.model,
@@ -230,7 +230,7 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
     (out / "config.yaml").write_text(to_yaml(cfg))
     device = resolve_device(cfg.cv.device)
     _write_environment(out / "environment.json", device)
-    config_hash = _config_hash(cfg)
+    config_hash = config_hash_of(cfg)
     all_folds = sorted(set(data.folds.tolist()))
     folds = all_folds if cfg.cv.run_folds is None else [f for f in cfg.cv.run_folds if f in all_folds]
 
