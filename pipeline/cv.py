@@ -205,6 +205,7 @@ def cv_dir(cfg: Config) -> Path:
 
 
 def config_hash_of(cfg: Config) -> str:
+    """Hash of everything a fold's result depends on; a finished fold with another hash is re-run."""
     return stable_hash(
         cfg.seed,
         cfg.model,
