@@ -26,7 +26,7 @@ import math
 import re
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +184,7 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
     replaced; the batch goes on."""
     import ray
 
-    from pipeline.ray_runtime import ensure_ray
+    from pipeline.ray_runtime import ensure_ray, stream_to_actors
 
     ensure_ray(bundle.config.ray)
     worker_cls = ray.remote(num_cpus=1)(PredictWorker)
@@ -192,30 +192,14 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
     def start() -> object:
         return worker_cls.remote(str(bundle.path), overrides, cache_dir, opts)
 
-    actors = [start() for _ in range(min(bundle.config.ray.workers, len(todo)))]
-    queue, free = deque(todo), list(range(len(actors)))
-    in_flight: dict[object, tuple[int, PredictInput, str]] = {}
-    try:
-        while queue or in_flight:
-            while free and queue:
-                slot = free.pop()
-                pin, name, key = queue.popleft()
-                in_flight[actors[slot].predict.remote(pin, name)] = (slot, pin, key)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            slot, pin, key = in_flight.pop(ready[0])
-            try:
-                row = ray.get(ready[0])
-            except ray.exceptions.RayActorError as exc:
-                row = _error_row(pin, bundle.classes, f"worker died on this input: {type(exc).__name__}")
-                ray.kill(actors[slot])
-                actors[slot] = start()
-            except ray.exceptions.RayError as exc:
-                row = _error_row(pin, bundle.classes, f"{type(exc).__name__}: {str(exc)[:300]}")
-            free.append(slot)
-            yield key, row
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    stream = stream_to_actors(start, min(bundle.config.ray.workers, len(todo)), todo,
+                              lambda actor, t: actor.predict.remote(t[0], t[1]), per_actor=1)
+    for (pin, _name, key), row in stream:
+        if isinstance(row, ray.exceptions.RayActorError):
+            row = _error_row(pin, bundle.classes, f"worker died on this input: {type(row).__name__}")
+        elif isinstance(row, BaseException):
+            row = _error_row(pin, bundle.classes, f"{type(row).__name__}: {str(row)[:300]}")
+        yield key, row
 
 
 def run_predict(model: Path | str, inputs: list[str], output: Path | None = None, fmt: str | None = None,

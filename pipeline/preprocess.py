@@ -140,28 +140,24 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         import ray
 
         ensure_ray(cfg.ray)
-        n_workers = min(cfg.ray.workers, len(todo))
         worker_cls = ray.remote(num_cpus=1)(PreprocessWorker)
-        actors = [
-            worker_cls.remote(
-                seq_cfg.model_dump(mode="json"),
-                str(cfg.cache_dir),
-                str(tables_dir),
-                cfg.preprocess.export_csv,
-            )
-            for _ in range(n_workers)
-        ]
+        worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
         bar = progress_bar(len(todo), "preprocess")
         try:
-            for source, result in stream_to_actors(actors, todo, lambda a, s: a.process.remote(s, force)):
+            stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), min(cfg.ray.workers, len(todo)), todo,
+                                      lambda a, s: a.process.remote(s, force))
+            for source, result in stream:
+                if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
+                    result = {"sequence_id": source.sequence_id, "status": "error", "cached": False,
+                              "reason": f"worker failed: {type(result).__name__}: {str(result)[:300]}",
+                              "n_frames": 0, "face_ratio": 0.0, "seconds": 0.0, "no_face_frames": [],
+                              **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")}}
                 rows[source.sequence_id] = result
                 bar.update(1)
                 if result["status"] != STATUS_OK:
                     bar.set_postfix_str(f"failed {sum(r['status'] != STATUS_OK for r in rows.values())}")
         finally:
             bar.close()
-            for actor in actors:
-                ray.kill(actor)
 
     index = pd.DataFrame(
         [rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]

@@ -42,36 +42,54 @@ def ensure_ray(cfg: RayConfig) -> None:
 
 
 def stream_to_actors(
-    actors: list[Any],
+    make_actor: Callable[[], Any],
+    n_actors: int,
     items: Iterable[Any],
     submit: Callable[[Any, Any], Any],
     per_actor: int = 2,
 ) -> Iterator[tuple[Any, Any]]:
-    """Feed ``items`` to ``actors`` with at most ``per_actor`` calls in flight each; yield (item, result) as
-    results arrive. Memory is bounded by the calls in flight, not by the number of items.
+    """Feed ``items`` to ``n_actors`` actors built by ``make_actor()``, at most ``per_actor`` calls in flight
+    each; yield (item, result) as results arrive. Memory is bounded by the calls in flight, not by the number
+    of items. One bad item never ends the batch: a call that raises yields (item, the exception), and an actor
+    that dies (segfault, out of memory) is replaced, each of its in-flight items yielding the error. With
+    ``per_actor=1`` a crash is blamed on exactly one item. The actors are killed at the end.
 
     ``submit(actor, item)`` returns an ObjectRef. Results come in completion order; callers that need a fixed
     order sort by item.
     """
     import ray
 
-    free = [a for a in actors for _ in range(per_actor)]
-    in_flight: dict[Any, tuple[Any, Any]] = {}
+    actors = [make_actor() for _ in range(n_actors)]
+    free = [slot for slot in range(n_actors) for _ in range(per_actor)]
+    in_flight: dict[Any, tuple[int, Any, Any]] = {}
     iterator = iter(items)
     exhausted = False
-    while True:
-        while free and not exhausted:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                exhausted = True
-                break
-            actor = free.pop()
-            in_flight[submit(actor, item)] = (actor, item)
-        if not in_flight:
-            return
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in ready:
-            actor, item = in_flight.pop(ref)
-            free.append(actor)
-            yield item, ray.get(ref)
+    try:
+        while True:
+            while free and not exhausted:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                slot = free.pop()
+                in_flight[submit(actors[slot], item)] = (slot, actors[slot], item)
+            if not in_flight:
+                return
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                slot, actor, item = in_flight.pop(ref)
+                free.append(slot)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    if actors[slot] is actor:  # replace a dead actor once, whatever it had in flight
+                        ray.kill(actor)
+                        actors[slot] = make_actor()
+                    result = exc
+                except ray.exceptions.RayError as exc:
+                    result = exc
+                yield item, result
+    finally:
+        for actor in actors:
+            ray.kill(actor)

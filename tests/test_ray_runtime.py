@@ -1,0 +1,35 @@
+"""The shared Ray dispatch loop: bounded in flight, and one bad item never ends the batch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.mark.parametrize("per_actor", [1, 2])
+def test_crashes_and_errors_become_results_and_the_batch_goes_on(ray_session, per_actor: int) -> None:
+    import ray
+
+    from pipeline.ray_runtime import stream_to_actors
+
+    class Doubler:  # defined here so Ray ships it by value (the test module is not importable in workers)
+        """Doubles numbers; dies on -1 (like a segfault in a native library), raises on -2."""
+
+        def run(self, x: int) -> int:
+            if x == -1:
+                os._exit(1)
+            if x == -2:
+                raise ValueError("bad item")
+            return 2 * x
+
+    actor_cls = ray.remote(num_cpus=0)(Doubler)
+    items = [1, 2, -1, 3, -2, 4, 5, 6]
+    results = dict(stream_to_actors(actor_cls.remote, 2, items, lambda a, x: a.run.remote(x), per_actor=per_actor))
+    assert set(results) == set(items)
+    assert isinstance(results[-1], ray.exceptions.RayActorError)
+    assert isinstance(results[-2], ray.exceptions.RayTaskError)
+    good = [x for x in items if x > 0 and not isinstance(results[x], BaseException)]
+    assert all(results[x] == 2 * x for x in good)
+    if per_actor == 1:  # a crash is blamed on exactly the item that caused it
+        assert good == [x for x in items if x > 0]
