@@ -34,6 +34,7 @@ def _peak_neutral(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
 FRAME_CHOOSERS: dict[str, Callable[[np.ndarray, ModelInputConfig], np.ndarray]] = {
     "peak": _peak,
     "last_k": _last_k,
+    "frames": _last_k,
     "peak_neutral": _peak_neutral,
 }
 """appearance mode -> (successful frame indices, cfg) -> the frame indices to stack, in channel order."""
@@ -42,8 +43,8 @@ FRAME_CHOOSERS: dict[str, Callable[[np.ndarray, ModelInputConfig], np.ndarray]] 
 def select_frames(success: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
     """Indices (0-based, into the record's frames) of the frames stacked for ``cfg.appearance``.
 
-    peak = the last successful frame; last_k = the last k successful frames, oldest first (the earliest
-    repeated in front when fewer than k succeeded); peak_neutral = (first successful, last successful).
+    peak = the last successful frame; last_k and frames = the last k successful frames, oldest first (the
+    earliest repeated in front when fewer than k succeeded); peak_neutral = (first successful, last successful).
     """
     ok = np.flatnonzero(np.asarray(success, dtype=bool))
     if len(ok) == 0:

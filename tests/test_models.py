@@ -57,6 +57,8 @@ def test_output_shapes(streams: str, c: int, s: int, k: int, length: int) -> Non
         ("last_k", 3, True, 9),
         ("peak_neutral", 3, False, 2),
         ("peak_neutral", 3, True, 6),
+        ("frames", 3, False, 3),
+        ("frames", 2, True, 6),
     ],
 )
 def test_in_channels_for(mode: str, k: int, color: bool, c: int) -> None:
@@ -82,6 +84,18 @@ def test_skipnet_every_block_reaches_classifier() -> None:
         grad = skip[0].weight.grad
         assert grad is not None and grad.abs().sum() > 0, f"no gradient reaches skip FC {i}"
     assert net.classifier.in_features == 4 * 6 + 8
+
+
+def test_plaincnn_is_skipnet_without_skips() -> None:
+    """The skip ablation: the same conv blocks, only the last block's pooled feature reaches the classifier."""
+    cfg = small_cfg(streams="appearance", appearance={**SMALL_APP, "name": "plaincnn"})
+    plain = build_model(cfg, 5, 1).appearance
+    skip = build_model(small_cfg(streams="appearance"), 5, 1).appearance
+    assert plain.classifier.in_features == SMALL_APP["channels"][-1]
+    assert skip.classifier.in_features == SMALL_APP["channels"][-1] + 3 * SMALL_APP["skip_dim"]
+    assert not any(p.numel() for p in plain.skips.parameters())
+    plain.eval()
+    assert plain(torch.rand(2, 1, 16, 16)).shape == (2, 5)
 
 
 @pytest.mark.parametrize(("normalize", "invariant"), [("per_sample", True), ("fixed", False)])
@@ -177,6 +191,36 @@ def test_joint_loss_sums_three_cross_entropies() -> None:
     torch.testing.assert_close(joint.loss(out, y), ce["appearance"] + ce["geometry"] + ce["fused"])
     single = build_model(small_cfg(joint_loss=False), 4, 1, 8)
     torch.testing.assert_close(single.loss(out, y), ce["fused"])
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_frames_mode_is_the_per_frame_network_averaged(color: bool) -> None:
+    """appearance 'frames': one network with in_channels = colours, run on each frame of the frame-major stack;
+    the logits are the mean of the per-frame logits, so the frame order does not matter."""
+    k, c = 3, 3 if color else 1
+    model = build_model(small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": k}), 5, k * c)
+    model.eval()
+    inner = model.appearance.net
+    assert inner.blocks[0][0].in_channels == c
+    x = torch.rand(2, k * c, 16, 16)
+    per_frame = torch.stack([inner(x[:, f * c : (f + 1) * c]) for f in range(k)], dim=1).mean(dim=1)
+    torch.testing.assert_close(model(x)["appearance"], per_frame)
+    reversed_frames = torch.cat([x[:, f * c : (f + 1) * c] for f in reversed(range(k))], dim=1)
+    torch.testing.assert_close(model(reversed_frames)["appearance"], per_frame)
+
+
+def test_frames_mode_refuses_networks_with_extra_channels() -> None:
+    cfg = small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": 3})
+    with pytest.raises(StageError, match="frames x colours"):
+        build_model(cfg, 5, 3 + 5)
+
+
+def test_label_smoothing_reaches_every_loss_term() -> None:
+    y = torch.tensor([0, 1, 3])
+    joint, out = _fused_parts("sum")
+    expected = sum(nn.functional.cross_entropy(v, y, label_smoothing=0.2) for v in out.values())
+    torch.testing.assert_close(joint.loss(out, y, label_smoothing=0.2), expected)
+    assert not torch.allclose(joint.loss(out, y, label_smoothing=0.2), joint.loss(out, y))
 
 
 def test_streams_switch() -> None:
