@@ -1,4 +1,4 @@
-"""Template, similarity transform and face alignment (stages.template, stages.align)."""
+"""Template, similarity transform and face alignment (stages.face_geometry, stages.align)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from stages.align import (
     transform_points,
 )
 from stages.errors import StageError
-from stages.template import ANCHOR_INDICES, FLIP_PERMUTATION, TEMPLATE, mirror_points
+from stages.face_geometry import ANCHOR_INDICES, FLIP_PERMUTATION, TEMPLATE, mirror_points
 
 
 def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:

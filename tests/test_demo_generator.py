@@ -25,6 +25,7 @@ from data_manifests.demo import warp as wp
 from data_manifests.demo.writers import LAYOUTS
 from data_manifests.errors import ManifestError
 from data_manifests.schema import CKPLUS_CODES, CLASS_SETS
+from stages.face_geometry import mirror_points, nme
 
 FRAMES = (5, 8)
 CK_FLOAT = r"   -?\d\.\d{7}e[+-]\d{2}"
@@ -255,9 +256,9 @@ def test_pts_reader_is_one_based(tmp_path):
 
 def test_mirroring_keeps_ibug_order():
     pts = fc.astronaut_face().landmarks
-    m = geo.mirror_points(pts, 320)
+    m = mirror_points(pts, 320)
     assert m[36, 0] < m[45, 0] and m[48, 0] < m[54, 0] and m[0, 0] < m[16, 0]
-    assert np.allclose(geo.mirror_points(m, 320), pts)
+    assert np.allclose(mirror_points(m, 320), pts)
 
 
 @pytest.mark.parametrize("label", CLASS_SETS["ckplus7"])
@@ -294,7 +295,7 @@ def _dlib_nme(root: Path) -> tuple[list[float], int]:
             if found is None:
                 missed += 1
                 continue
-            errors.append(fc.nme(found, _read_ck_landmarks(lm_dir / f"{f.stem}_landmarks.txt")))
+            errors.append(nme(found, _read_ck_landmarks(lm_dir / f"{f.stem}_landmarks.txt")))
     return errors, missed
 
 
