@@ -163,8 +163,18 @@ def test_another_seed_gives_another_set(ck, tmp_path):
     root, _ = ck
     _generate(tmp_path / "s1", layout="ckplus", n_subjects=3, seed=1)
     a, b = _files(root), _files(tmp_path / "s1")
-    common = [k for k in a if k in b and k.endswith(".png")]
-    assert a.keys() != b.keys() or any(a[k] != b[k] for k in common)
+
+    def subjects(files: dict[str, bytes]) -> set[str]:
+        return {k.split("/")[1] for k in files if k.startswith("cohn-kanade-images/S")}
+
+    def labels(files: dict[str, bytes]) -> list[float]:
+        return [float(files[k]) for k in sorted(files) if k.endswith("_emotion.txt")]
+
+    # other subject ids, the same CK+-proportional class counts dealt out differently, and not one frame alike
+    assert len(subjects(a)) == len(subjects(b)) == 3 and subjects(a).isdisjoint(subjects(b))
+    assert sorted(labels(a)) == sorted(labels(b)) and labels(a) != labels(b)
+    frames_a = {v for k, v in a.items() if k.endswith(".png")}
+    assert frames_a and frames_a.isdisjoint(v for k, v in b.items() if k.endswith(".png"))
 
 
 def test_rerun_is_a_noop_and_interrupted_run_resumes(ck, tmp_path):
