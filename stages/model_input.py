@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 
 from stages.errors import StageError
+from stages.face_geometry import N_POINTS
 from stages.models.config import ModelInputConfig
 from stages.models.two_stream import frames_for
-from stages.record import N_LANDMARKS, SequenceRecord
+from stages.record import SequenceRecord
 
 
 def _peak(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
@@ -85,8 +86,8 @@ def appearance_input(rec_aligned: np.ndarray, success: np.ndarray, cfg: ModelInp
 def geometry_input(trajectory: np.ndarray) -> np.ndarray:
     """The trajectory [L, 68, 2] as float32; :class:`StageError` on a wrong shape or a non-finite value."""
     traj = np.asarray(trajectory)
-    if traj.ndim != 3 or traj.shape[1:] != (N_LANDMARKS, 2) or traj.shape[0] < 1:
-        raise StageError(f"trajectory must be [L, {N_LANDMARKS}, 2] with L >= 1; got {list(traj.shape)}")
+    if traj.ndim != 3 or traj.shape[1:] != (N_POINTS, 2) or traj.shape[0] < 1:
+        raise StageError(f"trajectory must be [L, {N_POINTS}, 2] with L >= 1; got {list(traj.shape)}")
     if not np.isfinite(traj).all():
         raise StageError("trajectory contains NaN or infinite values")
     return traj.astype(np.float32, copy=True)

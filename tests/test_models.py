@@ -9,6 +9,7 @@ from torch import nn
 
 from stages.augment import augment_batch, hflip_appearance, hflip_landmarks, hflip_trajectory
 from stages.errors import StageError
+from stages.face_geometry import FLIP_PERMUTATION
 from stages.models import (
     AppearanceConfig,
     AugmentConfig,
@@ -25,7 +26,6 @@ from stages.models import (
 )
 from stages.models.skipnet import SkipNet
 from stages.models.trajnet import TrajNet
-from stages.template import FLIP_PERMUTATION
 
 SMALL_APP = {"channels": [4, 8, 8], "skip_dim": 6}
 
@@ -314,7 +314,7 @@ def _detect_marks(img: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _distinct_face(rng: np.random.Generator, size: int) -> np.ndarray:
-    from stages.template import TEMPLATE
+    from stages.face_geometry import TEMPLATE
 
     while True:  # an asymmetric face (jittered template) whose 68 points fall on distinct pixels
         pts = size / 2 + TEMPLATE * (size / 3) + rng.normal(scale=1.0, size=(68, 2))
@@ -346,7 +346,7 @@ def test_flip_image_and_landmarks_agree() -> None:
 
 def test_flip_of_symmetric_face_is_itself() -> None:
     """The mirror permutation maps a mirror-symmetric face onto itself (catches swapped eye/mouth orders)."""
-    from stages.template import TEMPLATE
+    from stages.face_geometry import TEMPLATE
 
     pts = torch.from_numpy(np.asarray(TEMPLATE, dtype=np.float32))
     torch.testing.assert_close(hflip_landmarks(pts), pts)
