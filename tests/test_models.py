@@ -215,6 +215,26 @@ def test_frames_mode_refuses_networks_with_extra_channels() -> None:
         build_model(cfg, 5, 3 + 5)
 
 
+def test_test_flip_averages_input_and_mirror_in_eval_only() -> None:
+    torch.manual_seed(0)
+    flipped = build_model(small_cfg(test_flip=True), 4, 1, 8)
+    plain = build_model(small_cfg(), 4, 1, 8)
+    plain.load_state_dict(flipped.state_dict())
+    app, traj = torch.rand(2, 1, 16, 16), torch.randn(2, 8, 68, 2)
+    flipped.eval(), plain.eval()
+    a, b = plain(app, traj), plain(hflip_appearance(app), hflip_trajectory(traj))
+    out = flipped(app, traj)
+    for key in ("appearance", "geometry", "fused"):
+        torch.testing.assert_close(out[key], (a[key] + b[key]) / 2)
+    mirrored = flipped(hflip_appearance(app), hflip_trajectory(traj))
+    torch.testing.assert_close(mirrored["fused"], out["fused"])  # invariant to mirroring
+    flipped.train(), plain.train()
+    torch.manual_seed(1)
+    train_out = flipped(app, traj)["geometry"]
+    torch.manual_seed(1)
+    torch.testing.assert_close(train_out, plain(app, traj)["geometry"])
+
+
 def test_label_smoothing_reaches_every_loss_term() -> None:
     y = torch.tensor([0, 1, 3])
     joint, out = _fused_parts("sum")

@@ -98,6 +98,11 @@ class ModelConfig(BaseModel):
         "fusion_weight; learned: w = sigmoid(a learnable scalar) starting at fusion_weight.",
     )
     fusion_weight: float = Field(0.5, gt=0.0, lt=1.0, description="Weight w of the appearance logits.")
+    test_flip: bool = Field(
+        False,
+        description="At evaluation and prediction, average each output's logits over the input and its mirror "
+        "image (crops flipped left-right, landmark trajectories mirrored and re-indexed); training is unchanged.",
+    )
     joint_loss: bool = Field(
         True,
         description="DTAGN joint fine-tuning: cross-entropy on appearance, geometry and fused logits summed; "

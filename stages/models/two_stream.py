@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import stages.augment as augment  # module import: stages.augment imports this package's config (a cycle)
 from stages.errors import StageError
 from stages.models.config import ModelConfig, ModelInputConfig
 from stages.models.registry import BuildContext, build_stream
@@ -67,8 +68,10 @@ class TwoStream(nn.Module):
         fusion: str = "sum",
         fusion_weight: float = 0.5,
         joint_loss: bool = True,
+        test_flip: bool = False,
     ) -> None:
         super().__init__()
+        self.test_flip = test_flip
         if appearance is None and geometry is None:
             raise StageError("a model needs at least one stream (appearance or geometry)")
         if fusion not in ("sum", "weighted", "learned"):
@@ -102,6 +105,16 @@ class TwoStream(nn.Module):
         return torch.tensor(self.fixed_weight)
 
     def forward(self, app: torch.Tensor | None = None, traj: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.test_flip and not self.training:
+            out = self._forward(app, traj)
+            mirrored = self._forward(
+                None if app is None else augment.hflip_appearance(app),
+                None if traj is None else augment.hflip_trajectory(traj),
+            )
+            return {k: (v + mirrored[k]) / 2 for k, v in out.items()}
+        return self._forward(app, traj)
+
+    def _forward(self, app: torch.Tensor | None, traj: torch.Tensor | None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if self.appearance is not None:
             if app is None:
@@ -154,6 +167,6 @@ def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int
             raise StageError(f"appearance input 'frames' does not support {cfg.appearance.name!r}'s pretraining")
         appearance = FrameAveraged(appearance, n_frames)
     geometry = build_stream("geometry", cfg.geometry, ctx) if cfg.streams in ("geometry", "fused") else None
-    model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss)
+    model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss, cfg.test_flip)
     model.build_args = {"n_classes": n_classes, "in_channels": in_channels, "n_steps": n_steps}
     return model
