@@ -209,6 +209,23 @@ def test_frames_mode_is_the_per_frame_network_averaged(color: bool) -> None:
     torch.testing.assert_close(model(reversed_frames)["appearance"], per_frame)
 
 
+def test_frames_mode_train_one_feeds_one_frame_per_sequence() -> None:
+    cfg = small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": 3, "train_frames": "one"})
+    model = build_model(cfg, 5, 3)
+    inner = model.appearance.net
+    inner.eval()  # the inner network deterministic; only the wrapper's training flag matters below
+    model.appearance.training = True
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(3)
+    out = model.appearance(x)
+    torch.manual_seed(3)
+    pick = torch.randint(3, (4,))
+    torch.testing.assert_close(out, inner(x[torch.arange(4), pick][:, None]))
+    model.eval()
+    mean = torch.stack([inner(x[:, f : f + 1]) for f in range(3)], dim=1).mean(dim=1)
+    torch.testing.assert_close(model.appearance(x), mean)
+
+
 def test_frames_mode_refuses_networks_with_extra_channels() -> None:
     cfg = small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": 3})
     with pytest.raises(StageError, match="frames x colours"):

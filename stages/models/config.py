@@ -27,6 +27,12 @@ class ModelInputConfig(BaseModel):
         "expression (CK+-sized demo, skipnet alone: 93.3% vs 52.4% with last_k; BENCHMARKS.md).",
     )
     k: int = Field(3, ge=1, description="Frames taken by appearance='last_k' and 'frames'.")
+    train_frames: Literal["all", "one"] = Field(
+        "all",
+        description="appearance='frames' in training: 'all' averages the logits of all k frames (as in "
+        "evaluation); 'one' feeds one randomly drawn frame per sequence and step (each frame a training sample "
+        "of its own, k times cheaper). Evaluation and prediction always average all k.",
+    )
     size: int = Field(
         64, ge=8, description="Model input side in pixels; aligned crops are resized from the cache's size."
     )

@@ -40,16 +40,22 @@ class FrameAveraged(nn.Module):
     weights: every frame is a sample of its own) and averages its logits over the frames.
 
     Input [B, n_frames * c, S, S] -> the network on [B * n_frames, c, S, S] -> logits [B, n_frames, K] -> mean
-    over frames [B, K]. Used for ``model.input.appearance: frames``."""
+    over frames [B, K]. Used for ``model.input.appearance: frames``. With ``train_one``, training mode instead
+    feeds one random frame per sequence (logits of that frame)."""
 
-    def __init__(self, net: nn.Module, n_frames: int) -> None:
+    def __init__(self, net: nn.Module, n_frames: int, train_one: bool = False) -> None:
         super().__init__()
         self.net = net
         self.n_frames = n_frames
+        self.train_one = train_one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        logits = self.net(x.reshape(b * self.n_frames, c // self.n_frames, h, w))
+        frames = x.reshape(b, self.n_frames, c // self.n_frames, h, w)
+        if self.training and self.train_one:  # one frame per sequence, drawn from torch's (seeded) generator
+            pick = torch.randint(self.n_frames, (b,), device=x.device)
+            return self.net(frames[torch.arange(b, device=x.device), pick])
+        logits = self.net(frames.reshape(b * self.n_frames, c // self.n_frames, h, w))
         return logits.reshape(b, self.n_frames, -1).mean(dim=1)
 
 
@@ -165,7 +171,7 @@ def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int
     if appearance is not None and per_frame:
         if hasattr(appearance, "pretrain"):
             raise StageError(f"appearance input 'frames' does not support {cfg.appearance.name!r}'s pretraining")
-        appearance = FrameAveraged(appearance, n_frames)
+        appearance = FrameAveraged(appearance, n_frames, cfg.input.train_frames == "one")
     geometry = build_stream("geometry", cfg.geometry, ctx) if cfg.streams in ("geometry", "fused") else None
     model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss, cfg.test_flip)
     model.build_args = {"n_classes": n_classes, "in_channels": in_channels, "n_steps": n_steps}
