@@ -3,7 +3,7 @@
 ``build_landmarker(cfg)`` returns a :class:`Landmarker` whose ``track_sequence(frames, provided)`` yields one
 :class:`FrameLandmarks` per frame. Backends (``LANDMARKERS``):
 
-- ``dlib``: dlib HOG/MMOD detector + 68-point shape predictor, detect-then-track (see :mod:`.base`);
+- ``dlib``: dlib HOG/MMOD detector + 68-point shape predictor, detect-then-track (see :mod:`.tracker`);
 - ``fan``: face-alignment's FAN network from a local weights file, dlib boxes, the same tracking;
 - ``provided``: the dataset's own per-frame landmark files (CK+ ``Landmarks/``, 300-W ``.pts``, ``.npy``).
 
@@ -22,10 +22,10 @@ from stages.landmarks.base import (
     FrameLandmarks,
     LandmarkConfig,
     Landmarker,
-    TrackingLandmarker,
     eye_distance,
     nme,
 )
+from stages.landmarks.tracker import TrackingLandmarker
 
 
 def _lazy(module: str) -> Callable[[LandmarkConfig], Landmarker]:
