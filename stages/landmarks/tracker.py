@@ -69,6 +69,7 @@ from stages.landmarks.base import (
     unscale_points,
 )
 from stages.template import TEMPLATE
+from stages.timing import StageTimes
 
 WHOLE_FRAME_CONFIDENCE = 0.3
 SMALL_FRAME_PAD = 0.25  # replicated border added around upscaled small frames before detection (x frame size)
@@ -207,6 +208,7 @@ class TrackingLandmarker:
         self.cfg = cfg
         self.detector = detector
         self.predictor = predictor
+        self.times = StageTimes()  # seconds in 'detect' (detector + the detected frame's prediction)
 
     # -- public ------------------------------------------------------------------------------------------------
     def track_sequence(
@@ -249,7 +251,8 @@ class TrackingLandmarker:
         if state is not None and self.cfg.track and not redetect_due:
             result, lost = self._track(grey, prepared, state)
         if result is None:
-            result, state = self._detect(grey, prepared, small=factor != 1.0)
+            with self.times.timed("detect"):
+                result, state = self._detect(grey, prepared, small=factor != 1.0)
             if lost:
                 result.note = f"tracking lost ({lost}); " + (result.note or "re-detected")
         if factor != 1.0 and result.success:
