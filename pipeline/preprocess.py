@@ -8,8 +8,9 @@ Outputs under ``OUTPUT_DIR/preprocess/``:
 - ``summary.json``: done / skipped / failed counts, timing, and where the time went: ``stage_seconds`` (decode,
   detect, track, align, trajectory, cache_read, cache_write, table_write, other, and ``waiting_on_ray``: worker
   time not spent on a sequence, i.e. actor start-up and idle gaps), summed over workers; ``driver_seconds``
-  (start-up before preprocessing began, manifest and cache lookup, Ray start, dispatch, and ``first_result``:
-  process start to the first finished sequence);
+  (start-up before preprocessing began, manifest and cache lookup, Ray start, dispatch, ``first_result``:
+  process start to the first finished sequence, and the workers' summed busy wall and CPU seconds: CPU well
+  below busy means the workers waited for a core, i.e. the machine was shared);
   ``peak_rss_mb`` of the driver and of each worker.
 """
 
@@ -89,6 +90,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     driver["manifest"] = time.perf_counter() - start
 
     stages: dict[str, float] = {}
+    cpu_seconds = 0.0
     workers_rss: dict[str, float] = {}
     if todo:
         import ray
@@ -111,6 +113,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
                               "n_frames": 0, "face_ratio": 0.0, "seconds": 0.0, "no_face_frames": [],
                               **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")}}
                 add_times(stages, result.pop("times", {}))
+                cpu_seconds += result.pop("cpu_seconds", 0.0)
                 if "pid" in result:
                     pid = str(result.pop("pid"))
                     workers_rss[pid] = max(workers_rss.get(pid, 0.0), result.pop("peak_rss_mb"))
@@ -125,6 +128,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         driver["dispatch"] = time.perf_counter() - t0
         busy = sum(rows[s.sequence_id]["seconds"] for s in todo)
         stages["waiting_on_ray"] = max(0.0, n_workers * driver["dispatch"] - busy)
+        driver["worker_busy"], driver["worker_cpu"] = busy, cpu_seconds
 
     index = pd.DataFrame(
         [rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]

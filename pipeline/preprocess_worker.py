@@ -31,7 +31,8 @@ def peak_rss_mb() -> float:
 class PreprocessWorker:
     """Runs on one Ray worker: builds the landmarker once (at start), processes sequences, writes their landmark
     tables. Each result carries the stage seconds it spent (see :class:`~stages.sequence.SequenceProcessor`,
-    plus ``table_write``), the worker's pid and its peak RSS so far."""
+    plus ``table_write``), its wall and CPU seconds (CPU below wall: the worker waited for a core), the worker's
+    pid and its peak RSS so far."""
 
     def __init__(self, seq_cfg: dict, cache_root: str, tables_dir: str, export_csv: bool) -> None:
         import cv2
@@ -44,7 +45,7 @@ class PreprocessWorker:
         self.export_csv = export_csv
 
     def process(self, source: SequenceSource, force: bool) -> dict:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         outcome = self.processor.process(source, force=force)
         times = self.processor.times.take()
         if outcome.landmark_arrays is not None:
@@ -65,6 +66,7 @@ class PreprocessWorker:
         return {
             **outcome_row(outcome),
             "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu,
             "no_face_frames": no_face_frames(outcome),
             "times": times,
             "pid": os.getpid(),
