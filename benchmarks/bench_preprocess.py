@@ -139,6 +139,10 @@ def main() -> None:
         f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in stages.items()))
     workers_rss = " / ".join(f"{v:.0f}" for v in rss["workers"].values())
     print(f"peak RSS MiB: driver {rss['driver']:.0f}, workers {workers_rss}")
+    if driver.get("worker_busy"):
+        print(f"workers busy {driver['worker_busy']:.1f} s wall, {driver['worker_cpu']:.1f} s CPU "
+              f"({100 * driver['worker_cpu'] / driver['worker_busy']:.0f}%: well below 100% = the workers waited "
+              "for a core)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
