@@ -50,10 +50,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stages.face_geometry import LEFT_EYE, RIGHT_EYE, TEMPLATE, eye_distance
 from stages.image import to_grey
 from stages.landmarks.base import (
-    LEFT_EYE,
-    RIGHT_EYE,
     STABLE_POINTS,
     Box,
     Detection,
@@ -63,12 +62,10 @@ from stages.landmarks.base import (
     PointPredictor,
     box_area,
     box_centre_size,
-    eye_distance,
     points_box,
     similarity_residual,
     unscale_points,
 )
-from stages.template import TEMPLATE
 from stages.timing import StageTimes
 
 WHOLE_FRAME_CONFIDENCE = 0.3
