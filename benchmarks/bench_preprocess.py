@@ -1,22 +1,30 @@
-"""Preprocessing throughput: a naive per-frame loop versus the seqfer pipeline, on the same demo sequences.
+"""Preprocessing throughput: a naive per-frame loop and the whole `seqfer preprocess` command, in one run.
 
-    python benchmarks/bench_preprocess.py --root data/demo --sequences 40 --full
+    python benchmarks/bench_preprocess.py --root /work/data_heldout40
+    python benchmarks/bench_preprocess.py --faces DIR --subjects 40 --data /tmp/demo_from_my_faces
+
+``--faces DIR`` (photos with 300-W ``.pts`` files) first generates a CK+-layout demo set from those faces with
+``seqfer demo-data`` into ``--data`` (kept: generating a CK+-sized set takes ~80 s), so anyone can measure on faces
+of their own; ``--root`` uses an existing CK+-layout set.
 
 The naive loop is what public CK+ code typically does, made as fair as possible: detector and predictor built
-ONCE (public code often rebuilds them per image), then for every frame: read it, run the dlib HOG detector with
-``--naive-upsample`` upsampling passes (1 is dlib's and most tutorials' default), predict the 68 points on the
-largest face, align the crop with the same ``stages.align.align_face``. No cache, one process.
+ONCE, then for every frame: read it, run dlib's HOG detector with ``--naive-upsample`` passes (1 is dlib's and
+most tutorials' default), predict the 68 points on the largest face, align with the same
+``stages.align.align_face``; no cache, one process. It runs on the first ``--naive-sequences`` sequences (sorted
+by id) and its frames/s is compared with the whole command's.
 
-The pipeline is ``pipeline.preprocess.run_preprocess`` with a fresh cache: decode, detect once and track,
-align, trajectories, atomic cache writes and per-frame landmark tables, on 1 and 2 Ray workers. Ray start-up is
-timed separately; actor start-up (building the models) is inside the pipeline's time.
-
-``--full`` also times the whole demo set (every sequence) with 2 workers from a fresh cache.
+The whole command is ``seqfer preprocess configs/ckplus.yaml`` in a fresh process with a fresh output folder,
+timed from process start to its exit (the summary is written before it exits): interpreter, imports, manifest,
+Ray start, actors, every sequence, the outputs. Its summary.json supplies the per-stage breakdown, the time to the
+first finished sequence and the peak RSS of the driver and each worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,18 +33,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.dataset import prepare_manifest  # noqa: E402
-from pipeline.preprocess import run_preprocess  # noqa: E402
-from pipeline.ray_runtime import ensure_ray  # noqa: E402
 from stages.align import AlignConfig, align_face  # noqa: E402
 from stages.landmarks.dlib.models import PREDICTOR_FILE, model_path  # noqa: E402
 
 
+def sequences(root: Path) -> list[list[str]]:
+    """Frame paths of every CK+-layout sequence under ``root``, sorted by sequence folder."""
+    return [sorted(str(p) for p in folder.glob("*.png"))
+            for folder in sorted((root / "cohn-kanade-images").glob("S*/*")) if folder.is_dir()]
+
+
 def naive_loop(frame_lists: list[list[str]], upsample: int) -> tuple[int, float, int]:
-    """(frames, seconds, faces found) for the per-frame detect-predict-align loop."""
+    """(frames, seconds, faces found) for the per-frame read-detect-predict-align loop."""
     import dlib
 
     detector = dlib.get_frontal_face_detector()
@@ -59,59 +70,80 @@ def naive_loop(frame_lists: list[list[str]], upsample: int) -> tuple[int, float,
     return frames, time.perf_counter() - start, found
 
 
-def pipeline_run(cfg_overrides: list[str], manifest, workers: int) -> tuple[int, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(None, [*cfg_overrides, f"output_dir={tmp}", f"ray.workers={workers}"])
-        start = time.perf_counter()
-        summary = run_preprocess(cfg, manifest=manifest)
-        seconds = time.perf_counter() - start
-        if summary.skipped:
-            raise RuntimeError("benchmark expected a fresh cache")
-        return int(summary.extra.get("frames processed", 0)), seconds
+def whole_command(root: Path, workers: int, out: Path) -> tuple[float, dict, str]:
+    """(seconds from process start to exit, summary.json, stderr) of one fresh `seqfer preprocess` run."""
+    args = [sys.executable, "-m", "pipeline.cli", "preprocess", str(REPO / "configs" / "ckplus.yaml"),
+            "--set", f"data.root={root}", "--set", f"output_dir={out}", "--set", f"ray.workers={workers}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"seqfer preprocess failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads((out / "preprocess" / "summary.json").read_text())
+    if summary["skipped"]:
+        raise SystemExit("benchmark expected a fresh cache")
+    return seconds, summary, done.stderr
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=Path("data/demo"), help="demo set in the CK+ layout")
-    ap.add_argument("--sequences", type=int, default=40, help="sequences timed with both the loop and the pipeline")
+    ap.add_argument("--root", type=Path, help="an existing demo set in the CK+ layout")
+    ap.add_argument("--faces", type=Path, help="face photos with .pts files: generate the demo set from them first")
+    ap.add_argument("--data", type=Path, help="with --faces: where the generated set goes (reused when present)")
+    ap.add_argument("--subjects", type=int, default=40, help="with --faces: subjects (118 = CK+-sized)")
+    ap.add_argument("--seed", type=int, default=1, help="with --faces: generator seed")
+    ap.add_argument("--naive-sequences", type=int, default=20, help="sequences timed with the naive loop")
     ap.add_argument("--naive-upsample", type=int, default=1)
-    ap.add_argument("--full", action="store_true", help="also time the whole set with 2 workers")
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
+    if (args.root is None) == (args.faces is None):
+        ap.error("give exactly one of --root and --faces")
+    root = args.root
+    if args.faces is not None:
+        root = args.data or Path(tempfile.mkdtemp(prefix="seqfer_bench_data_"))
+        if not (root / "cohn-kanade-images").is_dir():
+            subprocess.run([sys.executable, "-m", "pipeline.cli", "demo-data", str(root), "--layout", "ckplus",
+                            "--subjects", str(args.subjects), "--seed", str(args.seed), "--faces", str(args.faces)],
+                           cwd=REPO, check=True)
+    seqs = sequences(root)
+    if not seqs:
+        raise SystemExit(f"no CK+-layout sequences under {root}")
+    shape = cv2.imread(seqs[0][0], cv2.IMREAD_GRAYSCALE).shape
 
-    base = ["data.format=ckplus", f"data.root={args.root}"]
-    with tempfile.TemporaryDirectory() as tmp:
-        df, _ = prepare_manifest(load_config(None, [*base, f"output_dir={tmp}"]), quiet=True)
-    subset = df.sort_values("sequence_id").head(args.sequences).reset_index(drop=True)
-    frame_lists = [list(p) for p in subset["frame_paths"]]
-    shape = cv2.imread(frame_lists[0][0], cv2.IMREAD_GRAYSCALE).shape
+    n_naive, s_naive, found = naive_loop(seqs[: args.naive_sequences], args.naive_upsample)
+    naive_fps = n_naive / s_naive
+    with tempfile.TemporaryDirectory(prefix="seqfer_bench_out_") as tmp:
+        seconds, summary, _stderr = whole_command(root, args.workers, Path(tmp))
+    frames = summary["frames processed"]
+    fps = frames / seconds
+    # .get: the script also times older versions of the command, whose summary lacks the breakdown
+    driver = summary.get("driver_seconds", {})
+    stages = summary.get("stage_seconds", {})
+    rss = summary.get("peak_rss_mb", {"driver": 0.0, "workers": {}})
 
-    t0 = time.perf_counter()
-    from pipeline.config import RayConfig
-
-    ensure_ray(RayConfig(workers=2))
-    ray_start = time.perf_counter() - t0
-
-    rows = []
-    n, s, found = naive_loop(frame_lists, args.naive_upsample)
-    naive_fps = n / s
-    rows.append((f"naive loop (detect every frame, upsample={args.naive_upsample})", n, s, naive_fps, found))
-    if args.naive_upsample != 0:
-        n0, s0, found0 = naive_loop(frame_lists, 0)
-        rows.append(("naive loop (detect every frame, upsample=0)", n0, s0, n0 / s0, found0))
-    for workers in (1, 2):
-        n_p, s_p = pipeline_run(base, subset, workers)
-        rows.append((f"seqfer pipeline, {workers} worker(s)", n_p, s_p, n_p / s_p, None))
-
-    print(f"\n{len(subset)} sequences, frames {shape[1]}x{shape[0]}; Ray start-up {ray_start:.1f} s (not included)\n")
-    print(f"| run | frames | seconds | frames/s | x naive (upsample={args.naive_upsample}) |")
+    print(f"\n{root}: {len(seqs)} sequences, {sum(map(len, seqs))} frames, {shape[1]}x{shape[0]}; "
+          f"load average before: {os.getloadavg()[0]:.2f}\n")
+    print("| run | frames | seconds | frames/s | x naive |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, frames, seconds, fps, _found in rows:
-        print(f"| {name} | {frames} | {seconds:.1f} | {fps:.0f} | {fps / naive_fps:.1f} |")
-
-    if args.full:
-        n_f, s_f = pipeline_run(base, df, 2)
-        print(f"\nwhole set: {len(df)} sequences, {n_f} frames in {s_f:.1f} s = {n_f / s_f:.0f} frames/s "
-              "(2 workers, fresh cache, decode + landmarks + align + trajectories + cache writes + tables)")
+    n_seq = len(seqs[: args.naive_sequences])
+    print(f"| naive loop (detect every frame, upsample={args.naive_upsample}), first {n_seq} "
+          f"sequences | {n_naive} | {s_naive:.1f} | {naive_fps:.1f} | 1.0 |")
+    print(f"| `seqfer preprocess`, {args.workers} workers, process start to exit | {frames} | {seconds:.1f} | "
+          f"{fps:.0f} | {fps / naive_fps:.1f} |")
+    print(f"\nfirst sequence finished {driver.get('first_result', 0):.1f} s after process start (Ray start "
+          f"{driver.get('ray_start', 0):.1f} s of it); start-up before preprocessing {driver.get('startup', 0):.1f} s, "
+          f"manifest {driver.get('manifest', 0):.1f} s, dispatch {driver.get('dispatch', 0):.1f} s")
+    total = sum(stages.values()) or 1.0
+    print("worker time by stage (summed over workers): " + ", ".join(
+        f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in stages.items()))
+    workers_rss = " / ".join(f"{v:.0f}" for v in rss["workers"].values())
+    print(f"peak RSS MiB: driver {rss['driver']:.0f}, workers {workers_rss}")
+    if driver.get("worker_busy"):
+        print(f"workers busy {driver['worker_busy']:.1f} s wall, {driver['worker_cpu']:.1f} s CPU "
+              f"({100 * driver['worker_cpu'] / driver['worker_busy']:.0f}%: well below 100% = the workers waited "
+              "for a core)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

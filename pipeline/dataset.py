@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_manifests.demo import generate_demo
 from data_manifests.scan import build_manifest
 from data_manifests.schema import ManifestMeta, read_manifest, write_manifest
 from pipeline.config import Config
@@ -31,6 +30,8 @@ def ensure_demo_data(cfg: Config) -> None:
         if bar is None:
             bar = progress_bar(total, "demo-data")
         bar.update(done - bar.n)
+
+    from data_manifests.demo import generate_demo  # scipy and the warp code: only when a set is generated
 
     summary = generate_demo(
         Path(cfg.data.root),

@@ -5,12 +5,19 @@ Outputs under ``OUTPUT_DIR/preprocess/``:
 - ``failures.csv``: every failed sequence and every frame without a face, with the reason;
 - ``landmarks/<sequence_id>.parquet`` (+ ``.csv`` with ``preprocess.export_csv``): per-frame landmark tables in
   OpenFace's columns;
-- ``summary.json``: done / skipped / failed counts and timing.
+- ``summary.json``: done / skipped / failed counts, timing, and where the time went: ``stage_seconds`` (decode,
+  detect, track, align, trajectory, cache_read, cache_write, table_write, other, and ``waiting_on_ray``: worker
+  time not spent on a sequence, i.e. actor start-up and idle gaps), summed over workers; ``driver_seconds``
+  (start-up before preprocessing began, manifest and cache lookup, Ray start, dispatch, ``first_result``:
+  process start to the first finished sequence, and the workers' summed busy wall and CPU seconds: CPU well
+  below busy means the workers waited for a core, i.e. the machine was shared);
+  ``peak_rss_mb`` of the driver and of each worker.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +26,12 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.dataset import prepare_manifest
+from pipeline.preprocess_worker import PreprocessWorker, outcome_row, peak_rss_mb, table_path
 from pipeline.progress import RunSummary, progress_bar
 from pipeline.ray_runtime import ensure_ray, stream_to_actors
 from stages.decode import SequenceSource
-from stages.landmark_table import landmark_table, write_landmark_table
-from stages.sequence import STATUS_OK, SequenceConfig, SequenceOutcome, SequenceProcessor
+from stages.sequence import STATUS_OK, SequenceConfig, SequenceProcessor
+from stages.timing import add_times
 
 INDEX_COLUMNS = [
     "sequence_id",
@@ -59,66 +67,10 @@ def source_from_row(row: pd.Series | dict) -> SequenceSource:
     )
 
 
-def table_path(tables_dir: Path, sequence_id: str) -> Path:
-    return tables_dir / f"{sequence_id}.parquet"
-
-
-class PreprocessWorker:
-    """Runs on one Ray worker: builds the landmarker once, processes sequences, writes their landmark tables."""
-
-    def __init__(self, seq_cfg: dict, cache_root: str, tables_dir: str, export_csv: bool) -> None:
-        import cv2
-
-        cv2.setNumThreads(1)
-        self.processor = SequenceProcessor(SequenceConfig.model_validate(seq_cfg), Path(cache_root))
-        self.tables_dir = Path(tables_dir)
-        self.export_csv = export_csv
-
-    def process(self, source: SequenceSource, force: bool) -> dict:
-        start = time.perf_counter()
-        outcome = self.processor.process(source, force=force)
-        if outcome.landmark_arrays is not None:
-            lm = outcome.landmark_arrays
-            table = landmark_table(
-                source.sequence_id,
-                lm["frame_indices"],
-                lm["timestamps"],
-                lm["confidence"],
-                lm["success"],
-                lm["landmarks"],
-            )
-            write_landmark_table(table, table_path(self.tables_dir, source.sequence_id), csv=self.export_csv)
-        return {
-            **_outcome_row(outcome),
-            "seconds": time.perf_counter() - start,
-            "no_face_frames": _no_face_frames(outcome),
-        }
-
-
-def _outcome_row(outcome: SequenceOutcome) -> dict:
-    return {
-        "sequence_id": outcome.sequence_id,
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "n_frames": outcome.n_frames,
-        "face_ratio": round(outcome.face_ratio, 4),
-        "cached": outcome.cached,
-        "landmarks_key": outcome.keys.get("landmarks", ""),
-        "aligned_key": outcome.keys.get("aligned", ""),
-        "trajectory_key": outcome.keys.get("trajectory", ""),
-    }
-
-
-def _no_face_frames(outcome: SequenceOutcome) -> list[int]:
-    lm = outcome.landmark_arrays
-    if lm is None:
-        return []
-    return [int(i) for i, ok in zip(lm["frame_indices"], lm["success"], strict=True) if not ok]
-
-
 def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | None = None) -> RunSummary:
     """Preprocess every sequence of the manifest; skip what is cached (unless ``force``). Returns the summary."""
     start = time.perf_counter()
+    driver = {"startup": _seconds_since_process_start()}
     df = manifest if manifest is not None else prepare_manifest(cfg)[0]
     out_dir = preprocess_dir(cfg)
     tables_dir = out_dir / "landmarks"
@@ -132,19 +84,27 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         source = source_from_row(row)
         cached = None if force else local.lookup(source)
         if cached is not None and table_path(tables_dir, source.sequence_id).is_file():
-            rows[source.sequence_id] = {**_outcome_row(cached), "seconds": 0.0, "no_face_frames": None}
+            rows[source.sequence_id] = {**outcome_row(cached), "seconds": 0.0, "no_face_frames": None}
         else:
             todo.append(source)
+    driver["manifest"] = time.perf_counter() - start
 
+    stages: dict[str, float] = {}
+    cpu_seconds = 0.0
+    workers_rss: dict[str, float] = {}
     if todo:
         import ray
 
+        t0 = time.perf_counter()
         ensure_ray(cfg.ray)
+        driver["ray_start"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n_workers = min(cfg.ray.workers, len(todo))
         worker_cls = ray.remote(num_cpus=1)(PreprocessWorker)
         worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
         bar = progress_bar(len(todo), "preprocess")
         try:
-            stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), min(cfg.ray.workers, len(todo)), todo,
+            stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), n_workers, todo,
                                       lambda a, s: a.process.remote(s, force))
             for source, result in stream:
                 if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
@@ -152,22 +112,57 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
                               "reason": f"worker failed: {type(result).__name__}: {str(result)[:300]}",
                               "n_frames": 0, "face_ratio": 0.0, "seconds": 0.0, "no_face_frames": [],
                               **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")}}
+                add_times(stages, result.pop("times", {}))
+                cpu_seconds += result.pop("cpu_seconds", 0.0)
+                if "pid" in result:
+                    pid = str(result.pop("pid"))
+                    workers_rss[pid] = max(workers_rss.get(pid, 0.0), result.pop("peak_rss_mb"))
                 rows[source.sequence_id] = result
+                if "first_result" not in driver:
+                    driver["first_result"] = driver["startup"] + time.perf_counter() - start
                 bar.update(1)
                 if result["status"] != STATUS_OK:
-                    bar.set_postfix_str(f"failed {sum(r['status'] != STATUS_OK for r in rows.values())}")
+                    bar.set_postfix_str(f"failed {sum(r['status'] != STATUS_OK for r in rows.values())}", refresh=False)
         finally:
             bar.close()
+        driver["dispatch"] = time.perf_counter() - t0
+        busy = sum(rows[s.sequence_id]["seconds"] for s in todo)
+        stages["waiting_on_ray"] = max(0.0, n_workers * driver["dispatch"] - busy)
+        driver["worker_busy"], driver["worker_cpu"] = busy, cpu_seconds
 
     index = pd.DataFrame(
         [rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
     )
-    summary = _write_outputs(cfg, df, index, start)
+    summary = _write_outputs(cfg, df, index, start, stages, driver, workers_rss)
     print(summary.text(), file=sys.stderr)
     return summary
 
 
-def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: float) -> RunSummary:
+def _seconds_since_process_start() -> float:
+    """Seconds from this process's start to now (interpreter, imports, config, CLI parsing); 0 where the system
+    does not say (read from Linux's /proc)."""
+    try:
+        ticks = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+STAGE_ORDER = ("decode", "detect", "track", "align", "trajectory", "cache_read", "cache_write", "table_write",
+               "other", "waiting_on_ray")
+
+
+def _breakdown(stages: dict[str, float]) -> str:
+    total = sum(stages.values())
+    if total <= 0:
+        return ""
+    names = [n for n in STAGE_ORDER if n in stages] + sorted(set(stages) - set(STAGE_ORDER))
+    return ", ".join(f"{n.replace('_', ' ')} {stages[n]:.1f} s ({100 * stages[n] / total:.0f}%)" for n in names)
+
+
+def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: float, stages: dict[str, float],
+                   driver: dict[str, float], workers_rss: dict[str, float]) -> RunSummary:
     out_dir = preprocess_dir(cfg)
     index[INDEX_COLUMNS].to_parquet(out_dir / "index.parquet.tmp", index=False)
     (out_dir / "index.parquet.tmp").replace(out_dir / "index.parquet")
@@ -212,6 +207,16 @@ def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: fl
     summary.extra["frames processed"] = frames
     if frames and summary.seconds > 0:
         summary.extra["throughput"] = f"{frames / summary.seconds:.0f} frames/s (wall, including start-up)"
+    if stages:
+        summary.extra["time by stage (summed over workers)"] = _breakdown(stages)
+    summary.extra["driver"] = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in driver.items())
+    rss = [f"driver {peak_rss_mb():.0f}"] + [f"{v:.0f}" for v in workers_rss.values()]
+    summary.extra["peak RSS (MiB)"] = ", workers ".join([rss[0], " / ".join(rss[1:])]) if workers_rss else rss[0]
     summary.extra["outputs"] = str(out_dir)
+    summary.details = {
+        "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "driver_seconds": {k: round(v, 3) for k, v in driver.items()},
+        "peak_rss_mb": {"driver": round(peak_rss_mb(), 1), "workers": {k: round(v, 1) for k, v in workers_rss.items()}},
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
     return summary

@@ -1,30 +1,58 @@
-"""Progress bars with an ETA and end-of-run summaries (done / skipped / failed, with reasons)."""
+"""Progress bars with an ETA and end-of-run summaries (done / skipped / failed, with reasons).
+
+On a terminal the bar redraws in place. When stderr is not a terminal (a log file, a pipe, a batch job) it
+writes one plain line every ``LOG_INTERVAL`` seconds instead of thousands of carriage-return updates.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import IO
 
 from tqdm import tqdm
 
+LOG_INTERVAL = 5.0  # seconds between progress lines when stderr is not a terminal
+
+
+class _LineWriter:
+    """A file wrapper for tqdm that turns each redraw into one newline-terminated line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").replace("\x1b[A", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
 
 def progress_bar(total: int, desc: str, unit: str = "seq") -> tqdm:
-    """A tqdm bar on stderr showing rate and ETA; silent when ``total`` is 0."""
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=total == 0,
-        smoothing=0.1,
-    )
+    """A tqdm bar on stderr showing rate and ETA; silent when ``total`` is 0; one line every
+    ``LOG_INTERVAL`` seconds (and one at the end) when stderr is not a terminal."""
+    stream = sys.stderr
+    if _is_terminal(stream):
+        return tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, disable=total == 0,
+                    smoothing=0.1)
+    return tqdm(total=total, desc=desc, unit=unit, file=_LineWriter(stream), ncols=100, disable=total == 0,
+                mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, smoothing=0.1, ascii=True)
 
 
 @dataclass
 class RunSummary:
-    """Counts of what a batch did; failures keep (item, reason)."""
+    """Counts of what a batch did; failures keep (item, reason). ``extra`` is printed and saved; ``details``
+    (structured figures such as per-stage seconds) is saved with :meth:`as_dict` only."""
 
     title: str
     done: int = 0
@@ -32,6 +60,7 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)
 
     @property
     def n_failed(self) -> int:
@@ -62,4 +91,5 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "failures": [{"item": i, "reason": r} for i, r in self.failed],
             **self.extra,
+            **self.details,
         }

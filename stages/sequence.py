@@ -12,6 +12,7 @@ the landmarks level, so a re-run skips it too.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
 from stages.record import SequenceRecord
+from stages.timing import StageTimes
 from stages.trajectory import TrajectoryConfig, compute_trajectory
 
 STATUS_OK = "ok"
@@ -102,6 +104,11 @@ class SequenceProcessor:
 
     Build one per worker process: the landmarker holds dlib/torch models that are neither thread-safe nor
     picklable.
+
+    ``times`` accumulates wall-clock seconds per stage over every call (take them with ``times.take()``):
+    ``decode``, ``detect`` (detector runs, when the landmarker reports them), ``track`` (the rest of the
+    landmark stage: per-frame prediction and its checks), ``align``, ``trajectory``, ``cache_read``,
+    ``cache_write``.
     """
 
     def __init__(
@@ -109,6 +116,7 @@ class SequenceProcessor:
     ) -> None:
         self.cfg = cfg
         self._landmarker = landmarker
+        self.times = StageTimes()
         self.caches: dict[str, ArrayCache] | None = None
         if cache_root is not None:
             self.caches = {
@@ -123,11 +131,15 @@ class SequenceProcessor:
 
     # -- cache helpers ---------------------------------------------------------------------------------------
     def _get(self, level: str, key: str) -> dict[str, np.ndarray] | None:
-        return None if self.caches is None else self.caches[level].get(key)
+        if self.caches is None:
+            return None
+        with self.times.timed("cache_read"):
+            return self.caches[level].get(key)
 
     def _put(self, level: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
         if self.caches is not None:
-            self.caches[level].put(key, arrays, meta)
+            with self.times.timed("cache_write"):
+                self.caches[level].put(key, arrays, meta)
 
     def lookup(self, source: SequenceSource) -> SequenceOutcome | None:
         """The cached outcome of a source when every level it needs is cached, else None. Decodes nothing."""
@@ -206,7 +218,8 @@ class SequenceProcessor:
         if tr is None:
             computed = True
             aligned_ok = lm["success"] & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
-            trajectory = compute_trajectory(al["aligned_landmarks"], aligned_ok, self.cfg.trajectory)
+            with self.times.timed("trajectory"):
+                trajectory = compute_trajectory(al["aligned_landmarks"], aligned_ok, self.cfg.trajectory)
             tr = {"trajectory": np.asarray(trajectory, dtype=np.float32)}
             self._put("trajectory", keys["trajectory"], tr, meta)
         record = _record(source.sequence_id, lm, al, tr["trajectory"])
@@ -229,26 +242,49 @@ class SequenceProcessor:
 
     def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[dict, dict]:
         """Decode, track landmarks and align in one streaming pass."""
-        indices, frames = self._frames(source)
+        times = self.times
+        with times.timed("decode"):
+            indices, frames = self._frames(source)
         pending: deque[DecodedFrame] = deque()
+        decode = [0.0]  # decode seconds spent inside the landmarker's pulls, subtracted from its time
 
         def images() -> Iterator[np.ndarray]:
-            for frame in frames:
+            while True:
+                start = time.perf_counter()
+                frame = next(frames, None)
+                decode[0] += time.perf_counter() - start
+                if frame is None:
+                    return
                 pending.append(frame)
                 yield frame.image
 
         provided = _provided_paths(source, indices)
+        landmarker = self.landmarker
+        lm_times = getattr(landmarker, "times", None)
+        detect_before = lm_times.get("detect") if isinstance(lm_times, StageTimes) else 0.0
         idx, ts, pts, ok, conf, crops, crop_pts = [], [], [], [], [], [], []
-        for result in self.landmarker.track_sequence(images(), provided=provided):
+        results = landmarker.track_sequence(images(), provided=provided)
+        landmarks_seconds = 0.0
+        while True:
+            start = time.perf_counter()
+            result = next(results, None)
+            landmarks_seconds += time.perf_counter() - start
+            if result is None:
+                break
             frame = pending.popleft()
             idx.append(frame.index)
             ts.append(frame.timestamp)
             pts.append(result.points)
             ok.append(result.success)
             conf.append(result.confidence)
-            crop, cpts = self._align_one(frame.image, result.points, result.success)
+            with times.timed("align"):
+                crop, cpts = self._align_one(frame.image, result.points, result.success)
             crops.append(crop)
             crop_pts.append(cpts)
+        detect = (lm_times.get("detect") - detect_before) if isinstance(lm_times, StageTimes) else 0.0
+        times.add("decode", decode[0])
+        times.add("detect", detect)
+        times.add("track", landmarks_seconds - decode[0] - detect)
         lm = {
             "frame_indices": np.asarray(idx, dtype=np.int64),
             "timestamps": np.asarray(ts, dtype=np.float64),
@@ -263,7 +299,8 @@ class SequenceProcessor:
         _indices, frames = self._frames(source)
         crops, crop_pts = [], []
         for frame, points, ok in zip(frames, lm["landmarks"], lm["success"], strict=False):
-            crop, cpts = self._align_one(frame.image, points, bool(ok))
+            with self.times.timed("align"):
+                crop, cpts = self._align_one(frame.image, points, bool(ok))
             crops.append(crop)
             crop_pts.append(cpts)
         return self._stack_aligned(crops, crop_pts)

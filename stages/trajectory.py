@@ -29,7 +29,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.ndimage import gaussian_filter1d
 
 from stages.errors import StageError
 from stages.face_geometry import (
@@ -149,6 +148,8 @@ def compute_trajectory(aligned_points: np.ndarray, success: np.ndarray, cfg: Tra
     filled = fill_missing_frames(pts, valid)
     norm = NORMALISERS[cfg.normalise](filled, cfg)
     if cfg.smooth_sigma > 0 and len(norm) > 1:
+        from scipy.ndimage import gaussian_filter1d  # here: the preprocess driver imports this module, never calls it
+
         norm = gaussian_filter1d(norm, sigma=cfg.smooth_sigma, axis=0, mode="nearest")
     if cfg.reference == "first":
         norm = norm - norm[:1]

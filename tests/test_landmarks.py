@@ -121,6 +121,51 @@ def test_tracking_accuracy_on_real_faces(shared_dir, dlib_landmarker):
         assert np.mean(errors) < 0.04 and max(errors) < 0.06, (name, errors)
 
 
+def held_out_faces(shared_dir: Path, every: int = 10) -> list[Path]:
+    """Faces no tracking setting was tuned on: the second half of ../shared/faces by sorted name (the first half is
+    the tuning half, and holds FACES), every ``every``-th of them."""
+    pts = sorted((shared_dir / "faces").glob("*.pts"))
+    return pts[len(pts) // 2::every]
+
+
+def test_tracking_decisions_on_held_out_faces(shared_dir, dlib_landmarker):
+    """On faces outside the tuning half: smooth motion is followed from one detection, and a sudden jump is caught
+    and re-detected at exactly that frame."""
+    followed = 0
+    faces = held_out_faces(shared_dir)
+    for pts in faces:
+        face = cv2.imread(str(pts.with_suffix(".jpg")), cv2.IMREAD_GRAYSCALE)
+        truth = read_landmarks(pts)
+        if not dlib_landmarker.detect_frame(moving_sequence(face, n=1)[0]).success:
+            continue  # the detector misses a few 300-W faces outright (6/200); tracking is not at issue there
+        results = list(dlib_landmarker.track_sequence(moving_sequence(face)))
+        # smooth motion: followed, allowing one spurious re-detection (one held-out face's first tracked patch
+        # correlates 0.49 with its detection's, just under min_track_similarity)
+        assert results[0].detected and sum(r.detected for r in results[1:]) <= 1, (pts.name, [r.note for r in results])
+        assert all(r.success for r in results), pts.name
+        errors = [nme(r.points, truth * (1 + 0.02 * k) + [60 + 5 * k, 100 + 2.5 * k]) for k, r in enumerate(results)]
+        assert errors[1] < 0.08, (pts.name, errors)  # the first tracked frame starts from the detection
+        jumped = list(dlib_landmarker.track_sequence(moving_sequence(face, n=8, jump_at=5)))
+        assert not jumped[4].detected and jumped[5].detected, pts.name  # tracked up to the jump, re-detected at it
+        assert jumped[5].note.startswith("tracking lost"), pts.name
+        followed += 1
+    assert followed >= len(faces) - 2, f"only {followed} of {len(faces)} held-out faces detected"
+
+
+@pytest.mark.xfail(strict=True, reason="known: on 2 of these 10 held-out faces the tracked box walks off the face "
+                   "(NME 3% -> 11-38% in 10 frames) and no loss check fires; see the issue-11 report")
+def test_tracking_does_not_drift_on_held_out_faces(shared_dir, dlib_landmarker):
+    """Tracked landmarks stay as accurate as the detection they started from, or the tracker re-detects."""
+    for pts in held_out_faces(shared_dir):
+        face = cv2.imread(str(pts.with_suffix(".jpg")), cv2.IMREAD_GRAYSCALE)
+        truth = read_landmarks(pts)
+        if not dlib_landmarker.detect_frame(moving_sequence(face, n=1)[0]).success:
+            continue
+        results = list(dlib_landmarker.track_sequence(moving_sequence(face)))
+        errors = [nme(r.points, truth * (1 + 0.02 * k) + [60 + 5 * k, 100 + 2.5 * k]) for k, r in enumerate(results)]
+        assert max(errors) < 0.08 or any(r.detected for r in results[1:]), (pts.name, errors)
+
+
 def test_tracking_is_deterministic_and_streams(dlib_landmarker, astro_face):
     frames = moving_sequence(astro_face, n=4)
     first = list(dlib_landmarker.track_sequence(iter(frames)))  # a one-pass iterator, like the decoder's

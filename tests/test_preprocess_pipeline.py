@@ -76,6 +76,33 @@ def test_every_sequence_has_a_row_and_a_landmark_table(first_run: Config) -> Non
         assert table["frame"].iloc[0] == 1  # OpenFace convention: 1-based
 
 
+def test_summary_says_where_the_time_went(first_run: Config) -> None:
+    import json
+
+    summary = json.loads((preprocess_dir(first_run) / "summary.json").read_text())
+    stages = summary["stage_seconds"]
+    for stage in ("decode", "detect", "track", "align", "trajectory", "cache_write", "table_write", "waiting_on_ray"):
+        assert stages[stage] >= 0.0, stage
+    assert stages["decode"] > 0 and stages["track"] > 0 and stages["detect"] > 0
+    # every stage is a part of the workers' time, so together they cannot exceed workers x dispatch time
+    assert sum(stages.values()) <= 2 * summary["driver_seconds"]["dispatch"] + 0.5
+    driver = summary["driver_seconds"]
+    assert 0 < driver["first_result"] <= driver["startup"] + summary["seconds"]
+    assert summary["peak_rss_mb"]["driver"] > 0
+    assert summary["peak_rss_mb"]["workers"] and all(v > 0 for v in summary["peak_rss_mb"]["workers"].values())
+
+
+def test_preprocess_workers_import_no_torch_or_sklearn() -> None:
+    """A preprocessing worker imports only the stages it runs: the worker module pulls in neither torch (the
+    models) nor sklearn (the fold splitter), and neither does the driver's preprocess module."""
+    code = ("import sys, pipeline.preprocess_worker, pipeline.preprocess; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'scipy.stats') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_rerun_skips_everything(first_run: Config) -> None:
     summary = run_preprocess(first_run)
     assert summary.done == 0

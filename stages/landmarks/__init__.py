@@ -3,7 +3,7 @@
 ``build_landmarker(cfg)`` returns a :class:`Landmarker` whose ``track_sequence(frames, provided)`` yields one
 :class:`FrameLandmarks` per frame. Backends (``LANDMARKERS``):
 
-- ``dlib``: dlib HOG/MMOD detector + 68-point shape predictor, detect-then-track (see :mod:`.base`);
+- ``dlib``: dlib HOG/MMOD detector + 68-point shape predictor, detect-then-track (see :mod:`.tracker`);
 - ``fan``: face-alignment's FAN network from a local weights file, dlib boxes, the same tracking;
 - ``provided``: the dataset's own per-frame landmark files (CK+ ``Landmarks/``, 300-W ``.pts``, ``.npy``).
 
@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS, eye_distance, nme
-from stages.landmarks.base import Box, FrameLandmarks, LandmarkConfig, Landmarker, TrackingLandmarker
+from stages.landmarks.base import Box, FrameLandmarks, LandmarkConfig, Landmarker
+from stages.landmarks.tracker import TrackingLandmarker
 
 
 def _lazy(module: str) -> Callable[[LandmarkConfig], Landmarker]:

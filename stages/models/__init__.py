@@ -8,8 +8,10 @@ Public API::
     list_models(kind=None)
 
 Adding a network: drop a module into this package whose builder carries ``@register_model("appearance")`` (or
-``"geometry"``); every module here is imported when the package is imported (sorted by name; modules whose
-name starts with ``_`` are skipped). The input/output contracts are in :mod:`stages.models.registry`.
+``"geometry"``). Importing the package loads only the configs (no torch), so config-only users such as
+``seqfer preprocess`` and its workers start fast; the first use of a network-side name or of a registry lookup
+imports every module here (:func:`load_models`; sorted by name, modules whose name starts with ``_`` skipped).
+The input/output contracts are in :mod:`stages.models.registry`.
 """
 
 from __future__ import annotations
@@ -25,25 +27,45 @@ from stages.models.config import (
     ModelInputConfig,
     TrainConfig,
 )
-from stages.models.registry import (
-    BuildContext,
-    build_stream,
-    get_entry,
-    list_models,
-    parse_options,
-    register_model,
-    unregister_model,
-)
-from stages.models.two_stream import TwoStream, build_model, frames_for, in_channels_for
+
+_TORCH_NAMES = {
+    "BuildContext": "stages.models.registry",
+    "build_stream": "stages.models.registry",
+    "get_entry": "stages.models.registry",
+    "list_models": "stages.models.registry",
+    "parse_options": "stages.models.registry",
+    "register_model": "stages.models.registry",
+    "unregister_model": "stages.models.registry",
+    "TwoStream": "stages.models.two_stream",
+    "build_model": "stages.models.two_stream",
+    "frames_for": "stages.models.two_stream",
+    "in_channels_for": "stages.models.two_stream",
+}
+_loaded = False
 
 
-def _import_model_modules() -> None:
+def load_models() -> None:
+    """Import every model module of this package (registering its networks); idempotent. Importing the package
+    itself loads only the configs (no torch), so config-only users such as ``seqfer preprocess`` and its
+    workers start fast; the first use of a network-side name, or of a registry lookup, loads everything."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-_import_model_modules()
+def __getattr__(name: str) -> object:
+    module = _TORCH_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    load_models()
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AppearanceConfig",
@@ -60,6 +82,7 @@ __all__ = [
     "get_entry",
     "in_channels_for",
     "list_models",
+    "load_models",
     "parse_options",
     "register_model",
     "unregister_model",

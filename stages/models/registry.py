@@ -94,6 +94,13 @@ def register_model(kind: StreamKind, name: str | None = None) -> Callable[[B], B
     return decorate
 
 
+def _load_package() -> None:
+    """Register the package's own networks before any lookup (the package loads them lazily)."""
+    import stages.models
+
+    stages.models.load_models()
+
+
 def unregister_model(kind: StreamKind, name: str) -> None:
     """Remove a registration (for tests and plugins that replace a network)."""
     _REGISTRY[kind].pop(name, None)
@@ -101,6 +108,7 @@ def unregister_model(kind: StreamKind, name: str) -> None:
 
 def list_models(kind: StreamKind | None = None) -> dict[str, list[str]] | list[str]:
     """Registered names, sorted: of one kind (a list) or of every kind (a dict kind -> list)."""
+    _load_package()
     if kind is not None:
         return sorted(_REGISTRY[kind])
     return {k: sorted(v) for k, v in _REGISTRY.items()}
@@ -108,6 +116,7 @@ def list_models(kind: StreamKind | None = None) -> dict[str, list[str]] | list[s
 
 def get_entry(kind: StreamKind, name: str) -> ModelEntry:
     """The registration of ``name``; :class:`StageError` listing the registered names when unknown."""
+    _load_package()
     try:
         return _REGISTRY[kind][name]
     except KeyError:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from stages.landmarks.base import LandmarkConfig, TrackingLandmarker
+from stages.landmarks.base import LandmarkConfig
 from stages.landmarks.dlib.models import DETECTORS, DlibShapePredictor, HogDetector, MmodDetector
+from stages.landmarks.tracker import TrackingLandmarker
 
 
 def build_detector(cfg: LandmarkConfig) -> HogDetector | MmodDetector:

@@ -3,9 +3,10 @@ SFD download), and the shared detect-then-track logic (one FAN pass per tracked 
 
 from __future__ import annotations
 
-from stages.landmarks.base import LandmarkConfig, TrackingLandmarker
+from stages.landmarks.base import LandmarkConfig
 from stages.landmarks.dlib import build_detector
 from stages.landmarks.fan.network import FanPredictor, load_fan_network
+from stages.landmarks.tracker import TrackingLandmarker
 
 
 def build(cfg: LandmarkConfig) -> TrackingLandmarker:
