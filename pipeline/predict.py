@@ -34,10 +34,14 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.model_folder import ModelBundle, load_model_bundle
+from pipeline.output_folder import claim_folder
 from pipeline.predict_inputs import PredictInput, resolve_inputs
 from pipeline.predictor import STATUS_ERROR, PredictionResult, Predictor
 from pipeline.progress import RunSummary, progress_bar
-from stages.cache import source_fingerprint, stable_hash
+from pipeline.run_key import run_key
+from stages.atomic_io import atomic_path
+from stages.cache import source_fingerprint
+from stages.errors import StageError
 from stages.sequence import STATUS_OK
 
 __all__ = ["Predictor", "PredictionResult", "PredictOptions", "run_predict", "predict_row"]
@@ -127,8 +131,8 @@ def output_names(names: list[str]) -> list[str]:
 def _input_key(bundle_id: str, pin: PredictInput, opts: PredictOptions) -> str:
     identity = (source_fingerprint(list(pin.source.frame_paths), pin.source.video_path)
                 if pin.source is not None else pin.problem)
-    return stable_hash("predict", bundle_id, pin.name, identity, pin.true_label, opts.window, opts.stride,
-                       opts.visualize_dir is not None)
+    return run_key("predict", bundle_id, pin.name, identity, pin.true_label, opts.window, opts.stride,
+                   opts.visualize_dir is not None)
 
 
 def _load_resume(path: Path) -> dict[str, dict]:
@@ -140,7 +144,9 @@ def _load_resume(path: Path) -> dict[str, dict]:
             entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: that input is simply recomputed
             continue
-        if entry.get("row", {}).get("status") not in RETRY_STATUSES:
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("row"), dict)):
+            continue  # not a line this code wrote: ignored, that input is recomputed
+        if entry["row"].get("status") not in RETRY_STATUSES:
             done[entry["key"]] = entry["row"]
     return done
 
@@ -151,15 +157,13 @@ def _jsonable(value: object) -> object:
 
 def write_results(rows: list[dict], columns: list[str], path: Path, fmt: str) -> Path:
     """Write result rows (atomically: temp file + rename) as CSV or JSONL with ``columns`` in order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "csv":
-        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-    else:
-        with open(tmp, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps({c: _jsonable(row.get(c)) for c in columns}) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+        else:
+            with open(tmp, "w") as fh:
+                for row in rows:
+                    fh.write(json.dumps({c: _jsonable(row.get(c)) for c in columns}) + "\n")
     return path
 
 
@@ -211,6 +215,8 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
     overrides = list(overrides or [])
     bundle = load_model_bundle(model, overrides)
     output, fmt = _pick_format(output, fmt)
+    if output.is_dir():
+        raise StageError(f"-o {output}: is a folder; give a file name for the results, e.g. {output}/predictions.{fmt}")
     pins = resolve_inputs(inputs)
     print(f"predict: {len(pins)} input(s) with {bundle.describe()}", file=sys.stderr)
     names = output_names([p.name for p in pins])
@@ -219,6 +225,9 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
         timeline_dir=None if window is None else str(output.absolute().with_name(output.stem + "_timelines")),
         visualize_dir=None if visualize is None else str(Path(visualize).absolute()),
     )
+    for folder, kind in ((opts.timeline_dir, "timelines"), (opts.visualize_dir, "pictures")):
+        if folder is not None:
+            claim_folder(folder, kind)
     bundle_id = bundle.fingerprint
     keys = [_input_key(bundle_id, p, opts) for p in pins]
     resume_path = output.with_name(output.name + ".resume.jsonl")

@@ -19,8 +19,10 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.dataset import prepare_manifest
+from pipeline.output_folder import claim_folder
 from pipeline.progress import RunSummary, progress_bar
 from pipeline.ray_runtime import ensure_ray, stream_to_actors
+from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
 from stages.landmark_table import landmark_table, write_landmark_table
 from stages.sequence import STATUS_OK, SequenceConfig, SequenceOutcome, SequenceProcessor
@@ -120,7 +122,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     """Preprocess every sequence of the manifest; skip what is cached (unless ``force``). Returns the summary."""
     start = time.perf_counter()
     df = manifest if manifest is not None else prepare_manifest(cfg)[0]
-    out_dir = preprocess_dir(cfg)
+    out_dir = claim_folder(preprocess_dir(cfg), "preprocess", legacy=("landmarks",))
     tables_dir = out_dir / "landmarks"
     tables_dir.mkdir(parents=True, exist_ok=True)
     seq_cfg = sequence_config(cfg)
@@ -169,8 +171,8 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
 
 def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: float) -> RunSummary:
     out_dir = preprocess_dir(cfg)
-    index[INDEX_COLUMNS].to_parquet(out_dir / "index.parquet.tmp", index=False)
-    (out_dir / "index.parquet.tmp").replace(out_dir / "index.parquet")
+    with atomic_path(out_dir / "index.parquet") as tmp:
+        index[INDEX_COLUMNS].to_parquet(tmp, index=False)
 
     sources = dict(zip(df["sequence_id"], df["video_path"].fillna(""), strict=True))
     failures = []
@@ -213,5 +215,5 @@ def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: fl
     if frames and summary.seconds > 0:
         summary.extra["throughput"] = f"{frames / summary.seconds:.0f} frames/s (wall, including start-up)"
     summary.extra["outputs"] = str(out_dir)
-    (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
     return summary

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from stages.atomic_io import atomic_path
 from stages.augment import augment_batch
 from stages.errors import StageError
 from stages.models import ModelConfig, TrainConfig, TwoStream, build_model
@@ -379,10 +379,8 @@ def save_checkpoint(
         "build": json.dumps(model.build_args),
         "extra": json.dumps(extra or {}, default=_json_default),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
