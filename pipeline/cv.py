@@ -16,6 +16,7 @@ import json
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,13 +79,16 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
     processor = SequenceProcessor(sequence_config(cfg), cfg.cache_dir)
     classes = list(meta.classes)
     keep, records, excluded = [], [], []
+    recomputed = 0
     for _, row in df[df["labelled"]].iterrows():
         status = index["status"].get(row["sequence_id"], "not_preprocessed")
+        reason = index["reason"].get(row["sequence_id"], "")
         record = processor.load(source_from_row(row)) if status == STATUS_OK else None
+        if record is None and status == STATUS_OK:  # damaged or removed since preprocessing: recompute it now
+            outcome = processor.process(source_from_row(row))
+            record, status, reason = outcome.record, outcome.status, outcome.reason
+            recomputed += 1
         if record is None:
-            reason = (
-                index["reason"].get(row["sequence_id"], "") if status != STATUS_OK else "cache entry missing"
-            )
             excluded.append(
                 {
                     "sequence_id": row["sequence_id"],
@@ -99,6 +103,14 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         keep.append(row)
         records.append(record)
     kept = pd.DataFrame(keep)
+    if recomputed:
+        print(f"data: {recomputed} sequence(s) had a damaged or missing cache entry and were recomputed",
+              file=sys.stderr)
+    if excluded:
+        n_labelled = len(keep) + len(excluded)
+        reasons = Counter(f"{e['status']}: {e['reason']}" if e["reason"] else e["status"] for e in excluded)
+        print(f"WARNING: using {len(keep)} of {n_labelled} labelled sequences; {len(excluded)} excluded ("
+              + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)) + ")", file=sys.stderr)
     appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
     return LabelledData(
         sequence_ids=kept["sequence_id"].to_numpy(str),

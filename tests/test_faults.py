@@ -1,0 +1,270 @@
+"""Fault injection: seqfer never destroys, mixes up or hangs on a user's work (issue 10).
+
+Each test plants one fault a user can cause (a folder of their files at --out, edited labels under a finished CV
+run, damaged cache entries, a FIFO named like a video, garbage JSON...) and asserts the documented outcome: an
+``error:`` line with exit code 2 and nothing touched, a re-run of exactly what the fault invalidated, or a
+reported row. Tiny fixtures: the session's 4-subject demo set, 2 folds, 2 epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import Config, load_config, to_yaml
+from pipeline.cv import LabelledData, load_labelled_data, run_cv
+from pipeline.output_folder import MARKER, check_replaceable, claim_folder
+from pipeline.preprocess import preprocess_dir, run_preprocess
+from pipeline.run_key import data_identity
+from stages.atomic_io import atomic_path, atomic_write_text
+from stages.errors import StageError
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["train.epochs=2", "train.batch_size=4", "model.appearance.channels=[8, 16]", "model.appearance.skip_dim=8",
+        "model.geometry.hidden=16", "model.input.size=32", "data.folds=2", "ray.workers=2"]
+
+
+def _config(root: Path, out: Path, *extra: str) -> Config:
+    return load_config(None, ["data.format=ckplus", f"data.root={root}", f"output_dir={out}", *TINY, *extra])
+
+
+def _write_config(cfg: Config, path: Path) -> Path:
+    path.write_text(to_yaml(cfg))
+    return path
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> tuple[Config, LabelledData]:
+    """The tiny demo preprocessed into its own output folder and cache."""
+    cfg = _config(tiny_demo, tmp_path_factory.mktemp("faults"))
+    return cfg, load_labelled_data(cfg)
+
+
+# --- 1. a verb replaces or writes into only a folder it wrote itself ---------------------------------------------
+
+
+def test_train_out_refuses_a_folder_of_someone_elses_files(prepared, tmp_path: Path, capsys) -> None:
+    cfg, _ = prepared
+    mine = tmp_path / "my_files"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("three years of work")
+    (mine / "sub").mkdir()
+    (mine / "sub" / "data.csv").write_text("a,b\n1,2\n")
+    before = _tree(mine)
+    config = _write_config(cfg, tmp_path / "c.yaml")
+    assert main(["train", str(config), "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(mine) in err and "Traceback" not in err
+    assert _tree(mine) == before
+
+
+def test_train_out_refuses_the_runs_own_output_dir(prepared, tmp_path: Path, capsys) -> None:
+    cfg, _ = prepared
+    before = _tree(Path(cfg.output_dir))
+    config = _write_config(cfg, tmp_path / "c.yaml")
+    assert main(["train", str(config), "--out", str(cfg.output_dir)]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert _tree(Path(cfg.output_dir)) == before  # cache, manifest and preprocess outputs all kept
+
+
+def test_train_replaces_its_own_model_folder_and_nothing_beside_it(prepared, tmp_path: Path) -> None:
+    from pipeline.train import run_train
+
+    cfg, data = prepared
+    out = tmp_path / "model"
+    for sibling in ("model.tmp", "model.old"):  # names the old code deleted without asking
+        (tmp_path / sibling).mkdir()
+        (tmp_path / sibling / "keep.txt").write_text("mine")
+    run_train(cfg, out_dir=out, data=data)
+    assert (out / MARKER).is_file() and (out / "model.json").is_file()
+    run_train(cfg, out_dir=out, data=data)  # its own folder: replaced
+    assert (out / "model.safetensors").is_file()
+    for sibling in ("model.tmp", "model.old"):
+        assert (tmp_path / sibling / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.old", "model.tmp"]  # no leftovers
+
+
+def test_every_folder_writing_verb_refuses_foreign_folders(prepared, tmp_path: Path) -> None:
+    cfg, data = prepared
+    foreign = tmp_path / "out"
+    (foreign / "cv").mkdir(parents=True)
+    (foreign / "cv" / "notes.txt").write_text("mine")
+    (foreign / "preprocess").mkdir()
+    (foreign / "preprocess" / "notes.txt").write_text("mine")
+    other = cfg.model_copy(update={"output_dir": foreign})
+    with pytest.raises(StageError, match="not written by seqfer"):
+        run_cv(other, data, use_ray=False)
+    with pytest.raises(StageError, match="not written by seqfer"):
+        run_preprocess(other)
+    assert (foreign / "cv" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (foreign / "cv").iterdir()) == ["notes.txt"]
+
+
+def test_claim_folder_rules(tmp_path: Path) -> None:
+    assert (claim_folder(tmp_path / "new", "cv") / MARKER).is_file()  # created and marked
+    claim_folder(tmp_path / "new", "cv")  # ours: accepted again
+    with pytest.raises(StageError, match="is a seqfer cv folder"):
+        claim_folder(tmp_path / "new", "pictures")  # another verb's folder
+    (tmp_path / "empty").mkdir()
+    claim_folder(tmp_path / "empty", "pictures")  # an empty folder is fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StageError, match="not a folder"):
+        check_replaceable(tmp_path / "file", "model")
+    legacy = tmp_path / "legacy_cv"
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text("seed: 0\n")
+    (legacy / "environment.json").write_text("{}")
+    claim_folder(legacy, "cv", legacy=("config.yaml", "environment.json"))  # a pre-marker run folder: adopted
+    assert (legacy / MARKER).is_file()
+
+
+# --- 2. resume only what came from the same data and settings ----------------------------------------------------
+
+
+def _with_labels_swapped(data: LabelledData) -> LabelledData:
+    labels = data.labels.copy()
+    i = 0
+    j = int(np.flatnonzero(labels != labels[i])[0])
+    labels[i], labels[j] = labels[j], labels[i]
+    return dataclasses.replace(data, labels=labels)
+
+
+def _without_one_subject(data: LabelledData) -> LabelledData:
+    """``data`` less every sequence of its first subject (fewer usable sequences than when the folds ran)."""
+    keep = np.flatnonzero(data.subjects != data.subjects[0])
+    return dataclasses.replace(
+        data, sequence_ids=data.sequence_ids[keep], subjects=data.subjects[keep], folds=data.folds[keep],
+        labels=data.labels[keep], appearance=data.appearance[keep], trajectory=data.trajectory[keep],
+        landmarks=None if data.landmarks is None else data.landmarks[keep],
+        targets={k: v[keep] for k, v in data.targets.items()})
+
+
+def test_cv_reruns_folds_when_the_data_changed(prepared, tmp_path: Path, capsys) -> None:
+    base, data = prepared
+    cfg = base.model_copy(update={"output_dir": tmp_path / "run"})
+    cfg.preprocess.cache_dir = base.cache_dir
+    run_cv(cfg, data, use_ray=False)
+    capsys.readouterr()
+    run_cv(cfg, data, use_ray=False)
+    assert "2 fold(s) already finished" in capsys.readouterr().err  # same data: resumed
+
+    edited = _with_labels_swapped(data)
+    assert data_identity(edited) != data_identity(data)
+    summary = run_cv(cfg, edited, use_ray=False)
+    assert "already finished" not in capsys.readouterr().err
+    pred = pd.read_csv(tmp_path / "run" / "cv" / "predictions.csv")
+    truth = {sid: edited.classes[label] for sid, label in zip(edited.sequence_ids, edited.labels, strict=True)}
+    assert dict(zip(pred["sequence_id"], pred["label"], strict=True)) == truth  # the labels the models saw
+    pooled = float((pred["label"] == pred["pred"]).mean())
+    n = np.array([f["n_test"] for f in summary["folds"]])
+    per_fold = np.array([f["accuracy"] for f in summary["folds"]])
+    assert pooled == pytest.approx(float((per_fold * n).sum() / n.sum()))  # one set of results, not two
+
+    fewer = _without_one_subject(edited)  # a sequence no longer usable: no IndexError, no stale rows
+    run_cv(cfg, fewer, use_ray=False)
+    pred = pd.read_csv(tmp_path / "run" / "cv" / "predictions.csv")
+    assert sorted(pred["sequence_id"]) == sorted(fewer.sequence_ids.tolist())
+
+
+def test_cv_resume_reruns_a_fold_whose_result_is_garbage(prepared, tmp_path: Path, capsys) -> None:
+    base, data = prepared
+    cfg = base.model_copy(update={"output_dir": tmp_path / "run"})
+    run_cv(cfg, data, use_ray=False)
+    (tmp_path / "run" / "cv" / "fold_0" / "result.json").write_text("")
+    (tmp_path / "run" / "cv" / "fold_1" / "result.json").write_text("[1, 2")
+    capsys.readouterr()
+    summary = run_cv(cfg, data, use_ray=False)
+    assert "unreadable" in capsys.readouterr().err
+    assert summary["n_sequences"] == len(data.labels)
+    assert json.loads((tmp_path / "run" / "cv" / "fold_0" / "result.json").read_text())["fold"] == 0
+
+
+def test_compare_cell_key_covers_the_data(prepared) -> None:
+    from pipeline.compare import _cell_key
+
+    cfg, data = prepared
+    assert _cell_key(cfg, [0, 1], data) == _cell_key(cfg, [0, 1], data)
+    assert _cell_key(cfg, [0, 1], _with_labels_swapped(data)) != _cell_key(cfg, [0, 1], data)
+    assert _cell_key(cfg, [0, 1], _without_one_subject(data)) != _cell_key(cfg, [0, 1], data)
+
+
+# --- 3. damaged cache entries are recomputed, never silently dropped ---------------------------------------------
+
+
+def _damage(cfg: Config, n: int = 1) -> list[str]:
+    """Truncate one aligned and one trajectory entry of different ok sequences; returns their ids."""
+    index = pd.read_parquet(preprocess_dir(cfg) / "index.parquet")
+    ok = index[index["status"] == "ok"].iloc[:2]
+    for level, row in zip(("aligned", "trajectory"), ok.itertuples(), strict=True):
+        key = getattr(row, f"{level}_key")
+        path = Path(cfg.cache_dir) / level / key[:2] / f"{key}.npz"
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    return ok["sequence_id"].tolist()
+
+
+def test_preprocess_recomputes_damaged_entries(prepared) -> None:
+    cfg, _ = prepared
+    damaged = _damage(cfg)
+    summary = run_preprocess(cfg)
+    assert summary.done == 2 and summary.n_failed == 0  # not "skipped (cached)"
+    index = pd.read_parquet(preprocess_dir(cfg) / "index.parquet").set_index("sequence_id")
+    assert not index.loc[damaged, "cached"].any()
+
+
+def test_training_data_recomputes_damaged_entries_and_keeps_every_sequence(prepared, capsys) -> None:
+    cfg, data = prepared
+    _damage(cfg)  # after preprocessing ran: training is the first to read them
+    capsys.readouterr()
+    again = load_labelled_data(cfg, preprocess=False)
+    assert "2 sequence(s) had a damaged or missing cache entry and were recomputed" in capsys.readouterr().err
+    assert again.sequence_ids.tolist() == data.sequence_ids.tolist()
+    np.testing.assert_array_equal(again.appearance, data.appearance)
+    np.testing.assert_array_equal(again.trajectory, data.trajectory)
+
+
+# --- 7. one atomic-write helper ----------------------------------------------------------------------------------
+
+
+def test_atomic_write_leaves_the_old_file_and_no_temp_on_failure(tmp_path: Path) -> None:
+    target = atomic_write_text(tmp_path / "result.json", "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["result.json"]
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path, "x")
+
+
+def test_atomic_writes_do_not_clobber_each_other(tmp_path: Path) -> None:
+    target = tmp_path / "x.txt"
+    texts = [str(i) * 100_000 for i in range(8)]
+    threads = [threading.Thread(target=atomic_write_text, args=(target, t)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert target.read_text() in texts and os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_no_module_writes_its_own_temp_file_and_renames_it() -> None:
+    offenders = []
+    for path in [*REPO.glob("pipeline/*.py"), *REPO.glob("stages/**/*.py"), *REPO.glob("data_manifests/**/*.py")]:
+        if path.name == "atomic_io.py":
+            continue
+        text = path.read_text()
+        if '+ ".tmp"' in text or ".tmp\")" in text or "os.replace(tmp" in text or "tmp.replace(" in text:
+            offenders.append(str(path.relative_to(REPO)))
+    # only the video writer (OpenCV picks the container by suffix) and the model folder's whole-folder swap
+    assert sorted(offenders) == ["data_manifests/demo/writers.py", "pipeline/model_folder.py"]
