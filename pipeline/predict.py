@@ -50,7 +50,8 @@ RAY_MIN_INPUTS = 4
 """Batches smaller than this run in the calling process: starting Ray and its workers costs seconds."""
 
 FORMATS = ("csv", "jsonl")
-RETRY_STATUSES = frozenset({STATUS_ERROR})
+STATUS_TIMEOUT = "timeout"  # ran past ray.item_timeout on a worker; retried on resume
+RETRY_STATUSES = frozenset({STATUS_ERROR, STATUS_TIMEOUT})
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
     replaced; the batch goes on."""
     import ray
 
-    from pipeline.ray_runtime import ensure_ray, stream_to_actors
+    from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
 
     ensure_ray(bundle.config.ray)
     worker_cls = ray.remote(num_cpus=1)(PredictWorker)
@@ -196,10 +197,14 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
     def start() -> object:
         return worker_cls.remote(str(bundle.path), overrides, cache_dir, opts)
 
-    stream = stream_to_actors(start, min(bundle.config.ray.workers, len(todo)), todo,
-                              lambda actor, t: actor.predict.remote(t[0], t[1]), per_actor=1)
+    ray_cfg = bundle.config.ray
+    stream = stream_to_actors(start, min(ray_cfg.workers, len(todo)), todo,
+                              lambda actor, t: actor.predict.remote(t[0], t[1]), per_actor=1,
+                              item_timeout=ray_cfg.item_timeout, start_timeout=ray_cfg.start_timeout)
     for (pin, _name, key), row in stream:
-        if isinstance(row, ray.exceptions.RayActorError):
+        if isinstance(row, ItemTimeout):
+            row = PredictionResult(pin.name, STATUS_TIMEOUT, str(row), true_label=pin.true_label).row(bundle.classes)
+        elif isinstance(row, ray.exceptions.RayActorError):
             row = _error_row(pin, bundle.classes, f"worker died on this input: {type(row).__name__}")
         elif isinstance(row, BaseException):
             row = _error_row(pin, bundle.classes, f"{type(row).__name__}: {str(row)[:300]}")

@@ -67,6 +67,8 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
         return PredictInput(name, "frames", SequenceSource(name, frame_paths=tuple(str(path / f) for f in ordered)))
     if not path.exists():
         return _invalid(name, "file not found")
+    if not path.is_file():  # a FIFO, socket or device: opening it could block forever
+        return _invalid(name, "not a regular file (a FIFO, socket or device); refused without opening it")
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTS:
         return PredictInput(name, "video", SequenceSource(name, video_path=str(path)))

@@ -21,7 +21,7 @@ from pipeline.config import Config
 from pipeline.dataset import prepare_manifest
 from pipeline.output_folder import claim_folder
 from pipeline.progress import RunSummary, progress_bar
-from pipeline.ray_runtime import ensure_ray, stream_to_actors
+from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
 from stages.landmark_table import landmark_table, write_landmark_table
@@ -147,11 +147,15 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         bar = progress_bar(len(todo), "preprocess")
         try:
             stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), min(cfg.ray.workers, len(todo)), todo,
-                                      lambda a, s: a.process.remote(s, force))
+                                      lambda a, s: a.process.remote(s, force), item_timeout=cfg.ray.item_timeout,
+                                      start_timeout=cfg.ray.start_timeout)
             for source, result in stream:
                 if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
-                    result = {"sequence_id": source.sequence_id, "status": "error", "cached": False,
-                              "reason": f"worker failed: {type(result).__name__}: {str(result)[:300]}",
+                    timed_out = isinstance(result, ItemTimeout)
+                    result = {"sequence_id": source.sequence_id, "status": "timeout" if timed_out else "error",
+                              "cached": False,
+                              "reason": str(result) if timed_out else
+                              f"worker failed: {type(result).__name__}: {str(result)[:300]}",
                               "n_frames": 0, "face_ratio": 0.0, "seconds": 0.0, "no_face_frames": [],
                               **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")}}
                 rows[source.sequence_id] = result

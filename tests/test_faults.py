@@ -268,3 +268,128 @@ def test_no_module_writes_its_own_temp_file_and_renames_it() -> None:
             offenders.append(str(path.relative_to(REPO)))
     # only the video writer (OpenCV picks the container by suffix) and the model folder's whole-folder swap
     assert sorted(offenders) == ["data_manifests/demo/writers.py", "pipeline/model_folder.py"]
+
+
+# --- 4. no run waits forever ---------------------------------------------------------------------------------------
+
+
+def _run_script(name: str, timeout: float) -> dict:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "fault_scripts" / name)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_a_lost_ray_node_retries_its_items_on_the_remaining_actor() -> None:
+    out = _run_script("ray_node_loss.py", timeout=240)  # its own 2-node cluster (ray.cluster_utils)
+    assert out["removed_at"] is not None and out["nodes"] == 2  # both nodes worked before one was lost
+    assert out["results"] == {str(i): i for i in range(16)}  # every item done, none failed, no hang
+
+
+def test_local_default_starts_its_own_ray_and_a_dead_address_is_an_error() -> None:
+    out = _run_script("ray_address.py", timeout=120)
+    assert out["unreachable"].startswith("StageError: ray.address '127.0.0.1:1'")
+    assert out["unreachable_seconds"] < 30
+    assert out["local_cpus"] == 1.0  # RAY_ADDRESS naming a dead cluster did not matter
+
+
+def _sleeper_class() -> type:
+    class Sleeper:  # defined in a function so Ray ships it by value (workers cannot import this test module)
+        """Returns its item after sleeping that many seconds (a hung decoder stand-in); -1 never returns in time."""
+
+        def run(self, x: float) -> float:
+            import time
+
+            time.sleep(60 if x < 0 else x)
+            return x
+
+    return Sleeper
+
+
+def test_an_item_past_its_time_limit_becomes_a_timeout_and_the_rest_finish(ray_session) -> None:
+    import ray
+
+    from pipeline.ray_runtime import ItemTimeout, stream_to_actors
+
+    actor_cls = ray.remote(num_cpus=0)(_sleeper_class())
+    items = [0.0, -1.0, 0.1, 0.2, 0.0, 0.1]
+    results = dict(stream_to_actors(actor_cls.remote, 2, items, lambda a, x: a.run.remote(x), per_actor=1,
+                                    item_timeout=3.0))
+    assert isinstance(results[-1.0], ItemTimeout)
+    assert {x: r for x, r in results.items() if x >= 0} == {x: x for x in items if x >= 0}
+
+
+def test_the_pool_shrinks_to_what_the_cluster_can_schedule(ray_session) -> None:
+    import ray
+
+    from pipeline.ray_runtime import NoWorkers, stream_to_actors
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    actor_cls = ray.remote(num_cpus=cpus)(_sleeper_class())  # only one such actor fits; the others never schedule
+    results = dict(stream_to_actors(actor_cls.remote, 3, [0.0, 0.1, 0.2], lambda a, x: a.run.remote(x),
+                                    start_timeout=5.0))
+    assert results == {0.0: 0.0, 0.1: 0.1, 0.2: 0.2}
+
+    class Broken:
+        def __init__(self) -> None:
+            raise RuntimeError("weights file missing")
+
+    broken = ray.remote(num_cpus=0)(Broken)
+    results = dict(stream_to_actors(broken.remote, 2, [1, 2], lambda a, x: a.run.remote(x), start_timeout=30.0))
+    assert all(isinstance(r, NoWorkers) and "weights file missing" in str(r) for r in results.values())
+
+
+def _in_thread(fn, timeout: float = 20.0):
+    """fn() run in a thread bounded by ``timeout`` (a hang fails the test instead of the suite)."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("out", fn()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout} s"
+    return box["out"]
+
+
+def test_a_fifo_named_like_a_video_is_refused_without_opening_it(tmp_path: Path) -> None:
+    from pipeline.predict_inputs import input_from_path
+    from stages.decode import SequenceSource
+    from stages.sequence import SequenceConfig, SequenceProcessor
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    pin = _in_thread(lambda: input_from_path(fifo))
+    assert pin.kind == "invalid" and "not a regular file" in pin.problem
+    outcome = _in_thread(lambda: SequenceProcessor(SequenceConfig()).process(
+        SequenceSource("clip", video_path=str(fifo))))
+    assert outcome.status == "unreadable" and "FIFO" in outcome.reason
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    os.mkfifo(frames / "000.png")
+    outcome = _in_thread(lambda: SequenceProcessor(SequenceConfig()).process(
+        SequenceSource("frames", frame_paths=(str(frames / "000.png"),))))
+    assert outcome.status == "unreadable" and "not a regular file" in outcome.reason
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path, capsys) -> None:
+    lines = ["model:", "  appearance:", "    options:", "      a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"      a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 leaves
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert _in_thread(lambda: main(["config", "show", str(bomb)]), timeout=20) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(bomb) in err and "expands to more than" in err
+
+
+# --- 5. a user's bad file is an error: line, not a traceback -------------------------------------------------------
+
+
+def test_a_config_that_is_not_utf8_is_an_error_line(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("seed: 0\n# réglages\n".encode("latin-1"))
+    assert main(["config", "show", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a UTF-8" in err and "Traceback" not in err
