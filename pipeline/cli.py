@@ -15,6 +15,7 @@ import click
 import typer
 
 from pipeline.errors import USER_ERRORS
+from pipeline.interrupt import Interrupted
 
 app = typer.Typer(
     name="seqfer",
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
+    except Interrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
         return 130

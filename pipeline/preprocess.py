@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.dataset import prepare_manifest
+from pipeline.interrupt import Interrupted, StopFlag, stop_on_signals
 from pipeline.output_folder import claim_folder
 from pipeline.progress import RunSummary, progress_bar
 from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
@@ -139,16 +140,37 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
             todo.append(source)
 
     if todo:
+        ensure_ray(cfg.ray)  # first: ray.init installs signal handlers of its own, which ours must replace
+    with stop_on_signals() as stop_flag:  # SIGTERM / Ctrl-C: stop after the bookkeeping, exit 143 / 130
+        _process_todo(cfg, todo, rows, seq_cfg, tables_dir, force, stop_flag)
+    index = pd.DataFrame(  # rows of what is done: all of them unless a signal stopped the run
+        [rows[s] for s in df["sequence_id"] if s in rows], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
+    )
+    summary = _write_outputs(cfg, df, index, start)
+    if stop_flag.is_set():
+        left = len(df) - len(index)
+        summary.extra["interrupted"] = f"{left} sequence(s) not processed; run the same command again to resume"
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
+        print(summary.text(), file=sys.stderr)
+        raise Interrupted(stop_flag.signum, f"preprocess stopped by signal {stop_flag.signum}: {len(index)} of "
+                          f"{len(df)} sequences done and indexed in {out_dir}; run the same command to resume")
+    print(summary.text(), file=sys.stderr)
+    return summary
+
+
+def _process_todo(cfg: Config, todo: list[SequenceSource], rows: dict[str, dict], seq_cfg: SequenceConfig,
+                  tables_dir: Path, force: bool, stop_flag: StopFlag) -> None:
+    """Run ``todo`` on Ray workers, adding each result to ``rows``; returns early when ``stop_flag`` is set."""
+    if todo:
         import ray
 
-        ensure_ray(cfg.ray)
         worker_cls = ray.remote(num_cpus=1)(PreprocessWorker)
         worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
         bar = progress_bar(len(todo), "preprocess")
         try:
             stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), min(cfg.ray.workers, len(todo)), todo,
                                       lambda a, s: a.process.remote(s, force), item_timeout=cfg.ray.item_timeout,
-                                      start_timeout=cfg.ray.start_timeout)
+                                      start_timeout=cfg.ray.start_timeout, stop=stop_flag.is_set)
             for source, result in stream:
                 if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
                     timed_out = isinstance(result, ItemTimeout)
@@ -164,13 +186,6 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
                     bar.set_postfix_str(f"failed {sum(r['status'] != STATUS_OK for r in rows.values())}")
         finally:
             bar.close()
-
-    index = pd.DataFrame(
-        [rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
-    )
-    summary = _write_outputs(cfg, df, index, start)
-    print(summary.text(), file=sys.stderr)
-    return summary
 
 
 def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: float) -> RunSummary:

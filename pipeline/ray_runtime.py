@@ -99,6 +99,7 @@ def stream_to_actors(
     item_timeout: float | None = None,
     max_tries: int = 3,
     start_timeout: float = 120.0,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """Feed ``items`` to up to ``n_actors`` actors built by ``make_actor()``, at most ``per_actor`` calls in
     flight each; yield (item, result) as results arrive. Memory is bounded by the calls in flight, not by the
@@ -112,7 +113,9 @@ def stream_to_actors(
       ``start_timeout`` seconds is dropped, so the pool shrinks to what the cluster can run; when no actor is
       left, each remaining item yields :class:`NoWorkers`;
     - an item running longer than ``item_timeout`` seconds (None: no limit) yields :class:`ItemTimeout`; its
-      actor is killed and replaced (that actor's other in-flight items are retried).
+      actor is killed and replaced (that actor's other in-flight items are retried);
+    - when ``stop()`` turns true (checked at least twice a second) the stream ends at once: items in flight are
+      dropped, the rest never start.
 
     The actors are killed at the end. ``submit(actor, item)`` returns an ObjectRef. Results come in completion
     order; callers that need a fixed order sort by item.
@@ -159,6 +162,8 @@ def stream_to_actors(
         start(slot)
     try:
         while True:
+            if stop is not None and stop():
+                return
             while free:
                 got = next_item()
                 if got is None:
@@ -178,6 +183,8 @@ def stream_to_actors(
             if item_timeout is not None:
                 deadlines += [t0 + item_timeout for (*_, t0) in in_flight.values()]
             wait_s = max(0.0, min(deadlines) - now) if deadlines else None
+            if stop is not None:
+                wait_s = 0.5 if wait_s is None else min(wait_s, 0.5)
             ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=wait_s)
             for ref in ready:
                 if ref in starting:

@@ -393,3 +393,34 @@ def test_a_config_that_is_not_utf8_is_an_error_line(tmp_path: Path, capsys) -> N
     assert main(["config", "show", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a UTF-8" in err and "Traceback" not in err
+
+
+def test_sigterm_during_preprocess_saves_what_is_done_and_exits_143(tiny_demo: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _config(tiny_demo, tmp_path / "out", "ray.workers=1")  # one worker: several sequences are left to do
+    config = _write_config(cfg, tmp_path / "c.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "preprocess", str(config)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        landmarks = Path(cfg.cache_dir) / "landmarks"
+        while not list(landmarks.glob("*/*.npz")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "preprocess ended before the signal: " + proc.stderr.read()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "interrupted: preprocess stopped by signal 15" in err
+    out = preprocess_dir(cfg)
+    index = pd.read_parquet(out / "index.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    n_sequences = len(pd.read_parquet(cfg.manifest_path))
+    assert 1 <= len(index) < n_sequences and (index["status"] == "ok").sum() >= 1
+    assert "not processed" in summary["interrupted"]
