@@ -68,9 +68,15 @@ def manifest(
     csv: Annotated[bool, typer.Option("--csv", help="also write a CSV copy")] = False,
 ) -> None:
     """Scan a CK+ / Oulu-CASIA tree or a folder of videos into a manifest with subject-independent folds."""
+    from data_manifests.errors import ManifestError
     from data_manifests.scan import build_manifest
     from data_manifests.schema import write_manifest
 
+    if output.is_dir():
+        raise ManifestError(f"-o {output}: is a folder; give the manifest's file name, e.g. {output}/manifest.parquet")
+    if output.suffix.lower() != ".parquet":
+        raise ManifestError(f"-o {output}: a manifest is written as Parquet; name it .parquet "
+                            f"(e.g. {output.with_suffix('.parquet')}) and add --csv for a CSV copy beside it")
     df, meta, report = build_manifest(
         root,
         format,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import ConfigError
 from pipeline.model_folder import ModelBundle, load_model_bundle
 from pipeline.output_folder import claim_folder
 from pipeline.predict_inputs import PredictInput, resolve_inputs
@@ -170,8 +171,6 @@ def write_results(rows: list[dict], columns: list[str], path: Path, fmt: str) ->
 
 def _pick_format(output: Path | None, fmt: str | None) -> tuple[Path, str]:
     if fmt is not None and fmt not in FORMATS:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt is None:
         fmt = "jsonl" if output is not None and output.suffix.lower() in (".jsonl", ".json") else "csv"
@@ -222,11 +221,19 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
     output, fmt = _pick_format(output, fmt)
     if output.is_dir():
         raise StageError(f"-o {output}: is a folder; give a file name for the results, e.g. {output}/predictions.{fmt}")
-    pins = resolve_inputs(inputs)
+    for name, value in (("--window", window), ("--stride", stride)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} {value}: must be a positive number of seconds")
+    duplicates: list[str] = []
+    pins = resolve_inputs(inputs, duplicates)
+    if duplicates:
+        print(f"predict: note: {len(duplicates)} input(s) given more than once, predicted once: "
+              + ", ".join(sorted(set(duplicates))[:5]) + (" ..." if len(set(duplicates)) > 5 else ""),
+              file=sys.stderr)
     print(f"predict: {len(pins)} input(s) with {bundle.describe()}", file=sys.stderr)
     names = output_names([p.name for p in pins])
     opts = PredictOptions(
-        window=window, stride=None if window is None else (stride or window / 2),
+        window=window, stride=None if window is None else (stride if stride is not None else window / 2),
         timeline_dir=None if window is None else str(output.absolute().with_name(output.stem + "_timelines")),
         visualize_dir=None if visualize is None else str(Path(visualize).absolute()),
     )

@@ -122,8 +122,9 @@ def expand_input(item: str | Path, allow_lists: bool = True) -> list[PredictInpu
     return [input_from_path(path, text)]
 
 
-def resolve_inputs(items: Iterable[str | Path]) -> list[PredictInput]:
-    """Every INPUT expanded, in the order given, duplicates (same name) dropped."""
+def resolve_inputs(items: Iterable[str | Path], duplicates: list[str] | None = None) -> list[PredictInput]:
+    """Every INPUT expanded, in the order given, duplicates (same name) dropped; their names are appended to
+    ``duplicates`` when it is given (so the caller can say so)."""
     seen: set[str] = set()
     out: list[PredictInput] = []
     for item in items:
@@ -131,4 +132,6 @@ def resolve_inputs(items: Iterable[str | Path]) -> list[PredictInput]:
             if pin.name not in seen:
                 seen.add(pin.name)
                 out.append(pin)
+            elif duplicates is not None:
+                duplicates.append(pin.name)
     return out

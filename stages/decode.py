@@ -110,6 +110,10 @@ def _check_source(source: SequenceSource) -> None:
         )
 
 
+MIN_IMAGE_SIDE = 16
+"""Frame images smaller than this on either side cannot hold a face the landmarkers can find."""
+
+
 def require_regular_file(path: str | os.PathLike, what: str = "file") -> None:
     """Raise :class:`StageError` unless ``path`` is a regular file (after symlinks). A FIFO, socket or device named
     like a video would block or never end when opened, so it is refused by its type, before anything opens it."""
@@ -199,6 +203,9 @@ def _iter_folder(paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: flo
         image = cv2.imread(path, flag)
         if image is None:
             raise StageError(f"{path}: unreadable image frame (empty or not an image)")
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+            raise StageError(f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a face "
+                             f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
         if color == "rgb":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         yield DecodedFrame(int(i), float(i) / fps, image)

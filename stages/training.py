@@ -413,13 +413,53 @@ def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str]
             f"checkpoint {path} has format version {metadata.get('version')}; "
             f"this seqfer reads version {CHECKPOINT_VERSION}"
         )
-    cfg = ModelConfig.model_validate_json(metadata["model_config"])
-    classes = json.loads(metadata["classes"])
-    build = json.loads(metadata["build"])
-    model = build_model(cfg, build["n_classes"], build["in_channels"], build.get("n_steps"))
+    cfg, classes, build, extra = _checkpoint_metadata(path, metadata)
+    try:
+        model = build_model(cfg, build["n_classes"], build["in_channels"], build.get("n_steps"))
+    except (ValueError, TypeError, RuntimeError) as exc:  # StageError is a ValueError
+        raise StageError(f"checkpoint {path}: its model config cannot be built: {exc}") from None
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
         raise StageError(f"checkpoint {path} does not match its model config: {exc}") from None
     model.eval()
-    return model, cfg, classes, json.loads(metadata["extra"])
+    return model, cfg, classes, extra
+
+
+_MAX_CLASSES, _MAX_CHANNELS, _MAX_STEPS = 10_000, 64, 100_000  # far beyond any real model: a guard, not a limit
+
+
+def _checkpoint_metadata(path: Path, metadata: dict) -> tuple[ModelConfig, list[str], dict, dict]:
+    """(model config, classes, build shapes, extra) from a checkpoint's metadata; :class:`StageError` naming the
+    file for a missing key, bad JSON, absurd sizes or class names that do not match the outputs."""
+    from pydantic import ValidationError
+
+    missing = [k for k in ("model_config", "classes", "build") if k not in metadata]
+    if missing:
+        raise StageError(f"checkpoint {path}: metadata lacks {', '.join(missing)}")
+    try:
+        cfg = ModelConfig.model_validate_json(metadata["model_config"])
+        classes = json.loads(metadata["classes"])
+        build = json.loads(metadata["build"])
+        extra = json.loads(metadata.get("extra") or "{}")
+    except (ValueError, ValidationError) as exc:
+        raise StageError(f"checkpoint {path}: metadata is not valid ({str(exc).splitlines()[0][:200]})") from None
+
+    def count(name: str, high: int, optional: bool = False) -> bool:
+        value = build.get(name) if isinstance(build, dict) else None
+        if value is None and optional:
+            return True
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+    if not (isinstance(build, dict) and count("n_classes", _MAX_CLASSES) and count("in_channels", _MAX_CHANNELS)
+            and count("n_steps", _MAX_STEPS, optional=True)):
+        raise StageError(f"checkpoint {path}: metadata 'build' has missing or absurd sizes: {str(build)[:200]}")
+    if not (isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise StageError(f"checkpoint {path}: metadata 'classes' must be a list of distinct names")
+    if len(classes) != build["n_classes"]:
+        raise StageError(f"checkpoint {path}: {len(classes)} class names for a model with {build['n_classes']} "
+                         "outputs")
+    if not isinstance(extra, dict):
+        raise StageError(f"checkpoint {path}: metadata 'extra' must be a JSON object")
+    return cfg, classes, build, extra

@@ -424,3 +424,124 @@ def test_sigterm_during_preprocess_saves_what_is_done_and_exits_143(tiny_demo: P
     n_sequences = len(pd.read_parquet(cfg.manifest_path))
     assert 1 <= len(index) < n_sequences and (index["status"] == "ok").sum() >= 1
     assert "not processed" in summary["interrupted"]
+
+
+@pytest.fixture(scope="module")
+def model_folder(prepared, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.train import run_train
+
+    cfg, data = prepared
+    return run_train(cfg, out_dir=tmp_path_factory.mktemp("deployed") / "model", data=data)
+
+
+def _copy_model(model_folder: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(model_folder, dest)
+    return dest
+
+
+def _predict_cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(["predict", *args])
+    return code, capsys.readouterr().err
+
+
+def _an_image(tmp_path: Path, size: int = 64) -> Path:
+    import cv2
+
+    path = tmp_path / f"face{size}.png"
+    cv2.imwrite(str(path), np.full((size, size, 3), 128, np.uint8))
+    return path
+
+
+def test_a_garbage_model_json_is_an_error_line(model_folder: Path, tmp_path: Path, capsys) -> None:
+    folder = _copy_model(model_folder, tmp_path / "m")
+    (folder / "model.json").write_bytes(b"\x00\xffnot json")
+    code, err = _predict_cli([str(folder), str(_an_image(tmp_path)), "-o", str(tmp_path / "p.csv")], capsys)
+    assert code == 2 and err.startswith("error: ") and "model.json" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("missing", "metadata lacks classes"),
+    ("bad_json", "metadata is not valid"),
+    ("absurd", "absurd sizes"),
+    ("mismatch", "class names for a model with"),
+])
+def test_damaged_checkpoint_metadata_is_an_error_line(model_folder: Path, tmp_path: Path, capsys, damage: str,
+                                                      problem: str) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy_model(model_folder, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    if damage == "missing":
+        del meta["classes"]
+    elif damage == "bad_json":
+        meta["build"] = "{n_classes: 7"
+    elif damage == "absurd":
+        meta["build"] = json.dumps({**json.loads(meta["build"]), "n_classes": 10**12})
+    else:
+        meta["classes"] = json.dumps(json.loads(meta["classes"])[:-1])  # one name short of the outputs
+    save_file(load_file(str(weights)), str(weights), metadata=meta)
+    code, err = _predict_cli([str(folder), str(_an_image(tmp_path)), "-o", str(tmp_path / "p.csv")], capsys)
+    assert code == 2 and err.startswith("error: ") and problem in err and str(weights) in err
+
+
+def test_predict_refuses_a_cv_folder_with_a_garbage_fold_result(model_folder: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    cv = tmp_path / "cv"
+    (cv / "fold_0").mkdir(parents=True)
+    shutil.copy(model_folder / "model.safetensors", cv / "fold_0" / "model.safetensors")
+    shutil.copy(model_folder / "config.yaml", cv / "config.yaml")
+    (cv / "fold_0" / "result.json").write_text("")
+    code, err = _predict_cli([str(cv), str(_an_image(tmp_path)), "-o", str(tmp_path / "p.csv")], capsys)
+    assert code == 2 and err.startswith("error: ") and "result.json" in err
+
+
+def test_predict_o_naming_a_folder_fails_before_any_work(model_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    code, err = _predict_cli([str(model_folder), str(_an_image(tmp_path)), "-o", str(out)], capsys)
+    assert code == 2 and "is a folder" in err
+    assert list(out.iterdir()) == [] and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("option", [["--window", "0"], ["--window", "-1"], ["--window", "nan"],
+                                    ["--window", "2", "--stride", "0"]])
+def test_bad_window_and_stride_are_usage_errors(model_folder: Path, tmp_path: Path, capsys, option) -> None:
+    code, err = _predict_cli([str(model_folder), str(_an_image(tmp_path)), "-o", str(tmp_path / "p.csv"),
+                              *option], capsys)
+    assert code == 2 and err.startswith("error: ") and "positive number of seconds" in err
+
+
+def test_a_1x1_image_says_it_is_too_small_and_a_duplicate_is_noted(model_folder: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    tiny, ok = _an_image(tmp_path, size=1), _an_image(tmp_path)
+    out = tmp_path / "p.csv"
+    code, err = _predict_cli([str(model_folder), str(tiny), str(ok), str(ok), "-o", str(out)], capsys)
+    assert code == 1  # failed rows, not a crash
+    assert "given more than once" in err
+    rows = pd.read_csv(out)
+    assert len(rows) == 2
+    assert "1x1 pixels, too small" in rows.set_index("input").loc[str(tiny), "reason"]
+
+
+def test_manifest_o_must_be_a_parquet_file(tiny_demo: Path, tmp_path: Path, capsys) -> None:
+    for target in (tmp_path / "x.csv", tmp_path):
+        assert main(["manifest", str(tiny_demo), "--format", "ckplus", "-o", str(target), "--folds", "2"]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "x.csv").exists() and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_fold_advice_never_contradicts_the_two_fold_minimum() -> None:
+    from data_manifests.errors import ManifestError
+    from data_manifests.folds import assign_folds
+
+    one_subject = pd.DataFrame({"sequence_id": ["a", "b"], "subject": ["S1", "S1"], "label": ["happy", "sad"],
+                                "labelled": [True, True]})
+    with pytest.raises(ManifestError) as exc:
+        assign_folds(one_subject, n_folds=2)
+    assert "at most 1 folds" not in str(exc.value) and "at least 2 subjects" in str(exc.value)
