@@ -38,7 +38,7 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataF
         advice = (f"use at most {len(subjects)} folds (--folds) or label more subjects" if len(subjects) >= 2
                   else "subject-independent folds need labelled sequences of at least 2 subjects: label more")
         raise ManifestError(
-            f"only {len(subjects)} labelled subject(s) for {n_folds} folds: folds split by subject, so {advice}"
+            f"only {len(subjects)} labelled subjects for {n_folds} folds: folds split by subject, so {advice}"
         )
     groups = lab["subject"].astype(str).to_numpy()
     y = lab["label"].astype(str).to_numpy()
