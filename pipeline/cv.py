@@ -178,6 +178,8 @@ def train_fold(
         tcfg,
         seed=seed * 1000 + fold,
         device=device,
+        resume_path=fold_path / TRAIN_STATE_FILE,  # a killed fold resumes from its last epoch
+        resume_key=f"{config_hash}:{fold}",
     )
     proba = predict_proba(result.model, data.subset(test_idx), device=device)
     pred = proba.argmax(axis=1)
@@ -210,7 +212,12 @@ def train_fold(
         "test_subjects": sorted(set(data.subjects[test_idx])),
     }
     atomic_write_text(fold_path / "result.json", json.dumps(out))
+    (fold_path / TRAIN_STATE_FILE).unlink(missing_ok=True)  # the fold is finished: its result replaces it
     return out
+
+
+TRAIN_STATE_FILE = "train_state.pt"
+"""Per-epoch training state of an unfinished fold (stages.training.fit's resume_path)."""
 
 
 def cv_dir(cfg: Config) -> Path:

@@ -545,3 +545,44 @@ def test_fold_advice_never_contradicts_the_two_fold_minimum() -> None:
     with pytest.raises(ManifestError) as exc:
         assign_folds(one_subject, n_folds=2)
     assert "at most 1 folds" not in str(exc.value) and "at least 2 subjects" in str(exc.value)
+
+
+# --- 6. a killed CV fold resumes from its last epoch ---------------------------------------------------------------
+
+
+def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepared, tmp_path: Path) -> None:
+    import torch
+
+    from pipeline.cv import split_fold
+    from stages.training import fit
+
+    cfg, data = prepared
+    train_idx, val_idx, _ = split_fold(data.subjects, data.folds, 0, 0.5, cfg.seed)
+    train, val = data.subset(train_idx), data.subset(val_idx)
+    tcfg = cfg.train.model_copy(update={"epochs": 4, "patience": 10})
+    args = (cfg.model, len(data.classes), train, val, tcfg)
+    whole = fit(*args, seed=3)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(row: dict) -> None:
+        if row["epoch"] == 2:
+            raise Killed
+
+    state = tmp_path / "train_state.pt"
+    with pytest.raises(Killed):
+        fit(*args, seed=3, on_epoch=kill_after_epoch_2, resume_path=state, resume_key="k")
+    epochs = []
+    resumed = fit(*args, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state,
+                  resume_key="k")
+    assert epochs == [3, 4]  # epochs 1-2 were not run again
+    assert resumed.best_epoch == whole.best_epoch
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole.history]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history] == strip
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+    epochs.clear()
+    fit(*args, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state, resume_key="other")
+    assert epochs == [1, 2, 3, 4]  # a state saved for other data or settings is never resumed
