@@ -586,3 +586,15 @@ def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepar
     epochs.clear()
     fit(*args, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state, resume_key="other")
     assert epochs == [1, 2, 3, 4]  # a state saved for other data or settings is never resumed
+
+
+def test_predict_resume_file_with_foreign_lines_is_recomputed_not_a_crash(model_folder: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    image, out = _an_image(tmp_path), tmp_path / "p.csv"
+    code, _ = _predict_cli([str(model_folder), str(image), "-o", str(out)], capsys)
+    first = pd.read_csv(out)
+    resume = tmp_path / "p.csv.resume.jsonl"
+    resume.write_text('[1, 2]\n{"key": 5, "row": 1}\n"text"\n{"key": "k"}\n')  # lines seqfer never wrote
+    code_again, err = _predict_cli([str(model_folder), str(image), "-o", str(out)], capsys)
+    assert code_again == code and "Traceback" not in err
+    pd.testing.assert_frame_equal(pd.read_csv(out), first)
