@@ -30,8 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_manifests.demo import generate_demo  # noqa: E402
-from data_manifests.demo.faces import dlib_landmarks, nme  # noqa: E402
+from data_manifests.demo.faces import dlib_landmarks  # noqa: E402
 from data_manifests.schema import CKPLUS_CODES  # noqa: E402
+from stages.face_geometry import nme  # noqa: E402
 
 
 def probe_ckplus(root: Path, n: int) -> dict[str, dict[str, list[float | None]]]:

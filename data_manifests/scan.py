@@ -2,7 +2,7 @@
 
 ``SCANNERS`` maps a format name to a scanner ``(root, *, classes, **options) -> (DataFrame, ScanReport)``;
 each scanner takes the options it knows (``labels_csv`` for folder, ``oulu_system`` and
-``oulu_illumination`` for oulu) and ignores the rest.
+``oulu_illumination`` for oulu, ``name_pattern`` for imagefolder) and ignores the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from data_manifests.ckplus import scan_ckplus
 from data_manifests.errors import ManifestError
 from data_manifests.folder import scan_folder
 from data_manifests.folds import assign_folds, load_fold_file
+from data_manifests.imagefolder import CKPLUS_NAME_PATTERN, scan_imagefolder
 from data_manifests.oulu import scan_oulu
 from data_manifests.scan_common import ScanReport, fold_class_table, resolve_classes
 from data_manifests.schema import ManifestMeta, normalise
@@ -26,6 +27,7 @@ SCANNERS: dict[str, Callable[..., tuple[pd.DataFrame, ScanReport]]] = {
     "ckplus": scan_ckplus,
     "oulu": scan_oulu,
     "folder": scan_folder,
+    "imagefolder": scan_imagefolder,
 }
 
 NEUTRAL_SUFFIX = "_neutral"
@@ -41,6 +43,7 @@ def scan(
     neutral_frames: int = 1,
     oulu_system: str = "VL",
     oulu_illumination: str = "Strong",
+    name_pattern: str = CKPLUS_NAME_PATTERN,
     dataset_name: str | None = None,
 ) -> tuple[pd.DataFrame, ScanReport]:
     """Scan ``root`` with the ``fmt`` scanner into a normalised manifest (folds null) and a report.
@@ -68,6 +71,7 @@ def scan(
         labels_csv=labels_csv,
         oulu_system=oulu_system,
         oulu_illumination=oulu_illumination,
+        name_pattern=name_pattern,
     )
     if include_neutral:
         df = add_neutral_rows(df, neutral_frames, report)

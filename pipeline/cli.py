@@ -53,7 +53,7 @@ def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
 @app.command("manifest")
 def manifest(
     root: Annotated[Path, typer.Argument(help="dataset root")],
-    format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder")],
     output: Annotated[Path, typer.Option("-o", "--output", help="manifest file (.parquet)")],
     labels: Annotated[
         Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")
@@ -65,9 +65,16 @@ def manifest(
     include_neutral: Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")] = False,
     oulu_system: Annotated[str, typer.Option(help="Oulu: VL | NI | all")] = "VL",
     oulu_illumination: Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")] = "Strong",
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="imagefolder: regex on file stems with named groups subject, sequence, frame (default: CK+ names)"
+        ),
+    ] = None,
     csv: Annotated[bool, typer.Option("--csv", help="also write a CSV copy")] = False,
 ) -> None:
-    """Scan a CK+ / Oulu-CASIA tree or a folder of videos into a manifest with subject-independent folds."""
+    """Scan a CK+ / Oulu-CASIA tree, a class-folder image set or a folder of videos into a manifest with
+    subject-independent folds."""
     from data_manifests.errors import ManifestError
     from data_manifests.scan import build_manifest
     from data_manifests.schema import write_manifest
@@ -88,6 +95,7 @@ def manifest(
         include_neutral=include_neutral,
         oulu_system=oulu_system,
         oulu_illumination=oulu_illumination,
+        **({"name_pattern": pattern} if pattern is not None else {}),
     )
     write_manifest(df, output, meta, csv=csv)
     typer.echo(report.summary(df))

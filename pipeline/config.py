@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from data_manifests.imagefolder import CKPLUS_NAME_PATTERN
 from pipeline.errors import ConfigError
 from stages.models.config import ModelConfig, TrainConfig
 from stages.sequence import SequenceConfig
@@ -37,7 +38,7 @@ class DemoConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["ckplus", "oulu", "folder", "demo"] = "demo"
+    format: Literal["ckplus", "oulu", "folder", "imagefolder", "demo"] = "demo"
     root: Path = Path("data/demo")
     labels_csv: Path | None = Field(None, description="labels CSV (path, subject, label) for format=folder")
     manifest: Path | None = Field(None, description="manifest file; default OUTPUT_DIR/manifest.parquet")
@@ -48,6 +49,11 @@ class DataConfig(_Strict):
     neutral_frames: int = Field(1, ge=1)
     oulu_system: str = "VL"
     oulu_illumination: str = "Strong"
+    name_pattern: str = Field(
+        CKPLUS_NAME_PATTERN,
+        description="format=imagefolder: regular expression on each file stem with named groups subject "
+        "(required), sequence and frame (optional); the default fits CK+ names (S010_004_00000017)",
+    )
     folds: int = Field(10, ge=2)
     fold_seed: int | None = Field(
         None, description="seed of the fold assignment; default: the top-level seed"

@@ -365,7 +365,7 @@ def write_cv_report(
         "accuracy_mean": float(accs.mean()) if len(accs) else float("nan"),
         "accuracy_std": float(accs.std(ddof=0)) if len(accs) else float("nan"),
         "accuracy_pooled": float((y == yhat).mean()) if len(y) else float("nan"),
-        "mean_class_accuracy": mean_class_accuracy(cm),
+        "mean_class_accuracy": mean_class_accuracy(y, yhat),
         "n_sequences": int(len(predictions)),
         "n_subjects": int(len(set(data.subjects))),
         "n_excluded": int(len(data.excluded)),

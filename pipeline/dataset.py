@@ -72,6 +72,7 @@ def prepare_manifest(cfg: Config, quiet: bool = False) -> tuple[pd.DataFrame, Ma
         neutral_frames=cfg.data.neutral_frames,
         oulu_system=cfg.data.oulu_system,
         oulu_illumination=cfg.data.oulu_illumination,
+        **({"name_pattern": cfg.data.name_pattern} if fmt == "imagefolder" else {}),
         dataset_name=dataset_name,
     )
     write_manifest(df, cfg.manifest_path, meta)

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
-    """Confusion counts [true, predicted] for integer class indices."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (labels, preds), 1)
-    return cm
+    """Confusion counts [n_classes, n_classes] int64, rows true, columns predicted, for integer class indices
+    0..n_classes-1 (:func:`sklearn.metrics.confusion_matrix`); a class absent from both is a row and column of
+    zeros."""
+    return confusion_matrix(labels, preds, labels=np.arange(n_classes)).astype(np.int64)
 
 
-def mean_class_accuracy(cm: np.ndarray) -> float:
-    """Unweighted mean of per-class recall over classes that occur."""
-    support = cm.sum(axis=1)
-    present = support > 0
-    return float(np.mean(np.diag(cm)[present] / support[present])) if present.any() else float("nan")
+def mean_class_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Unweighted mean of per-class recall (:func:`sklearn.metrics.balanced_accuracy_score`) over the classes
+    that occur in ``labels``: a class that is only predicted, never true, adds no term (its false positives still
+    lower the recall of the true classes). NaN for no labels."""
+    if len(labels) == 0:
+        return float("nan")
+    with warnings.catch_warnings():  # sklearn warns when it drops a predicted-only class, as intended here
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(labels, preds))
 
 
 def save_confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:

@@ -24,8 +24,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stages.errors import StageError
+from stages.face_geometry import ANCHOR_INDICES, N_POINTS, TEMPLATE, similarity_transform, transform_points
 from stages.image import to_color
-from stages.template import ANCHOR_INDICES, N_POINTS, TEMPLATE
 
 BORDER_MODES: dict[str, int] = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 
@@ -88,41 +88,6 @@ def crop_template(cfg: AlignConfig) -> np.ndarray:
     scale = cfg.face_scale * s
     origin = np.array([(s - 1.0) / 2.0, cfg.vertical_offset * (s - 1.0)])
     return TEMPLATE * scale + origin
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation; never a reflection) mapping ``src``
-    onto ``dst`` (Umeyama 1991). ``src``, ``dst``: [N, 2] (x, y), N >= 2, finite. Returns a [2, 3] float64
-    matrix M with ``dst ~= src @ M[:, :2].T + M[:, 2]``.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise StageError(
-            f"similarity_transform needs two [N, 2] arrays with N >= 2, got {src.shape} and {dst.shape}"
-        )
-    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
-        raise StageError("similarity_transform got non-finite points")
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    var_s = (xs**2).sum() / len(src)
-    if var_s <= 1e-12:
-        raise StageError("similarity_transform: source points coincide; no transform can be fitted")
-    cov = xd.T @ xs / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
-    rot = u @ np.diag(d) @ vt
-    scale = float((sig * d).sum() / var_s)
-    m = np.empty((2, 3), dtype=np.float64)
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
-
-
-def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Apply a [2, 3] affine matrix to [..., 2] (x, y) points; NaN stays NaN. Returns float64."""
-    pts = np.asarray(points, dtype=np.float64)
-    return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
 def align_face(image: np.ndarray, points: np.ndarray, cfg: AlignConfig) -> AlignedFace:

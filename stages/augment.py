@@ -2,7 +2,7 @@
 
 - Horizontal flip (per sample, p = 0.5) of the appearance crops AND the landmark trajectory: pixels mirrored
   about the crop's vertical centre line; trajectory x -> -x (displacements, so the mirror axis does not
-  matter) and landmark indices re-ordered by :data:`stages.template.FLIP_PERMUTATION` so index i is again
+  matter) and landmark indices re-ordered by :data:`stages.face_geometry.FLIP_PERMUTATION` so index i is again
   iBUG point i.
 - Small random rotation, zoom and shift of the crops (one ``affine_grid`` / ``grid_sample``, bilinear, border
   padding), and a random gain (brightness) clamped to [0, 1]. All frames of a sample get the same transform.
@@ -21,8 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from stages.face_geometry import FLIP_PERMUTATION
 from stages.models.config import AugmentConfig
-from stages.template import FLIP_PERMUTATION
 
 _FLIP_INDEX = torch.as_tensor(FLIP_PERMUTATION.copy(), dtype=torch.long)
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from stages.cache import ArrayCache, stable_hash
 from stages.errors import MissingWeightsError, StageError
+from stages.face_geometry import N_POINTS
 from stages.landmarks.dlib.models import models_dir
-from stages.record import N_LANDMARKS, SequenceRecord
+from stages.record import SequenceRecord
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 DESCRIPTOR_DIM = 128
@@ -66,7 +67,7 @@ class FaceDescriber:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise StageError(f"face descriptor needs a [S, S] or [S, S, 3] uint8 crop; got {img.shape} {img.dtype}")
         pts = np.asarray(landmarks, dtype=np.float64)
-        if pts.shape != (N_LANDMARKS, 2) or not np.isfinite(pts).all():
+        if pts.shape != (N_POINTS, 2) or not np.isfinite(pts).all():
             raise StageError("face descriptor needs 68 finite (x, y) landmarks")
         lo, hi = np.floor(pts.min(axis=0)), np.ceil(pts.max(axis=0))
         rect = dlib.rectangle(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))

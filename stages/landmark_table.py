@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from stages.atomic_io import atomic_path
 from stages.errors import StageError
-from stages.template import N_POINTS
+from stages.face_geometry import N_POINTS
 
 FRAME_COLUMNS = ["frame", "timestamp", "confidence", "success"]
 X_COLUMNS = [f"x_{i}" for i in range(N_POINTS)]

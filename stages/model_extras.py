@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import StageError
+from stages.face_geometry import N_POINTS
 from stages.model_input import build_inputs, select_frames
 from stages.models.config import ModelConfig, ModelInputConfig
 from stages.models.face_regions import N_REGIONS, region_masks
 from stages.models.registry import get_entry
-from stages.record import N_LANDMARKS, SequenceRecord
+from stages.record import SequenceRecord
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def peak_landmarks(record: SequenceRecord, cfg: ModelInputConfig) -> np.ndarray:
     them: x' = (x + 0.5) * size / crop - 0.5)."""
     t = int(select_frames(record.success, cfg)[-1])
     pts = np.asarray(record.aligned_landmarks[t], dtype=np.float64)
-    if pts.shape != (N_LANDMARKS, 2) or not np.isfinite(pts).all():
+    if pts.shape != (N_POINTS, 2) or not np.isfinite(pts).all():
         raise StageError(f"sequence {record.sequence_id}: peak frame {t} has no finite aligned landmarks")
     scale = cfg.size / float(record.aligned.shape[1])
     return ((pts + 0.5) * scale - 0.5).astype(np.float32)
@@ -106,7 +107,7 @@ def peak_landmarks(record: SequenceRecord, cfg: ModelInputConfig) -> np.ndarray:
 
 def build_landmarks(records: Sequence[SequenceRecord], cfg: ModelInputConfig) -> np.ndarray:
     """:func:`peak_landmarks` of every record: [N, 68, 2] float32."""
-    return np.stack([peak_landmarks(r, cfg) for r in records]) if records else np.zeros((0, N_LANDMARKS, 2), np.float32)
+    return np.stack([peak_landmarks(r, cfg) for r in records]) if records else np.zeros((0, N_POINTS, 2), np.float32)
 
 
 def append_extras(appearance: np.ndarray, landmarks: np.ndarray, names: Sequence[str]) -> np.ndarray:

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 
 from stages.errors import StageError
+from stages.face_geometry import N_POINTS
 from stages.models.config import ModelInputConfig
 from stages.models.two_stream import frames_for
-from stages.record import N_LANDMARKS, SequenceRecord
+from stages.record import SequenceRecord
 
 
 def _peak(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
@@ -34,6 +35,7 @@ def _peak_neutral(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
 FRAME_CHOOSERS: dict[str, Callable[[np.ndarray, ModelInputConfig], np.ndarray]] = {
     "peak": _peak,
     "last_k": _last_k,
+    "frames": _last_k,
     "peak_neutral": _peak_neutral,
 }
 """appearance mode -> (successful frame indices, cfg) -> the frame indices to stack, in channel order."""
@@ -42,8 +44,8 @@ FRAME_CHOOSERS: dict[str, Callable[[np.ndarray, ModelInputConfig], np.ndarray]] 
 def select_frames(success: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
     """Indices (0-based, into the record's frames) of the frames stacked for ``cfg.appearance``.
 
-    peak = the last successful frame; last_k = the last k successful frames, oldest first (the earliest
-    repeated in front when fewer than k succeeded); peak_neutral = (first successful, last successful).
+    peak = the last successful frame; last_k and frames = the last k successful frames, oldest first (the
+    earliest repeated in front when fewer than k succeeded); peak_neutral = (first successful, last successful).
     """
     ok = np.flatnonzero(np.asarray(success, dtype=bool))
     if len(ok) == 0:
@@ -84,8 +86,8 @@ def appearance_input(rec_aligned: np.ndarray, success: np.ndarray, cfg: ModelInp
 def geometry_input(trajectory: np.ndarray) -> np.ndarray:
     """The trajectory [L, 68, 2] as float32; :class:`StageError` on a wrong shape or a non-finite value."""
     traj = np.asarray(trajectory)
-    if traj.ndim != 3 or traj.shape[1:] != (N_LANDMARKS, 2) or traj.shape[0] < 1:
-        raise StageError(f"trajectory must be [L, {N_LANDMARKS}, 2] with L >= 1; got {list(traj.shape)}")
+    if traj.ndim != 3 or traj.shape[1:] != (N_POINTS, 2) or traj.shape[0] < 1:
+        raise StageError(f"trajectory must be [L, {N_POINTS}, 2] with L >= 1; got {list(traj.shape)}")
     if not np.isfinite(traj).all():
         raise StageError("trajectory contains NaN or infinite values")
     return traj.astype(np.float32, copy=True)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-N_LANDMARKS = 68
-
 
 @dataclass
 class SequenceRecord:

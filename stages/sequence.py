@@ -31,8 +31,9 @@ from stages.decode import (
     select_indices,
 )
 from stages.errors import StageError
+from stages.face_geometry import N_POINTS
 from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
-from stages.record import N_LANDMARKS, SequenceRecord
+from stages.record import SequenceRecord
 from stages.trajectory import TrajectoryConfig, compute_trajectory
 
 STATUS_OK = "ok"
@@ -252,7 +253,7 @@ class SequenceProcessor:
         lm = {
             "frame_indices": np.asarray(idx, dtype=np.int64),
             "timestamps": np.asarray(ts, dtype=np.float64),
-            "landmarks": np.asarray(pts, dtype=np.float32).reshape(-1, N_LANDMARKS, 2),
+            "landmarks": np.asarray(pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
             "success": np.asarray(ok, dtype=bool),
             "confidence": np.asarray(conf, dtype=np.float32),
         }
@@ -272,7 +273,7 @@ class SequenceProcessor:
         size = self.cfg.align.size
         if not ok:
             shape = (size, size) if self.cfg.align.color == "grey" else (size, size, 3)
-            return np.zeros(shape, np.uint8), np.full((N_LANDMARKS, 2), np.nan, np.float32)
+            return np.zeros(shape, np.uint8), np.full((N_POINTS, 2), np.nan, np.float32)
         try:
             face = align_face(image, points, self.cfg.align)
         except StageError:  # degenerate anchor points: this frame has no usable face
@@ -284,7 +285,7 @@ class SequenceProcessor:
         shape = (0, size, size) if self.cfg.align.color == "grey" else (0, size, size, 3)
         return {
             "aligned": np.stack(crops) if crops else np.zeros(shape, np.uint8),
-            "aligned_landmarks": np.asarray(crop_pts, dtype=np.float32).reshape(-1, N_LANDMARKS, 2),
+            "aligned_landmarks": np.asarray(crop_pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
         }
 
 

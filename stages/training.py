@@ -254,7 +254,7 @@ def _fit(
             b_idx = torch.as_tensor(idx, device=device)
             b_app, b_traj = augment_batch(*_stream_inputs(model, app[b_idx], traj[b_idx]), cfg.augment, aug_gen)
             out = model(b_app, b_traj)
-            loss = model.loss(out, y[b_idx], weight)
+            loss = model.loss(out, y[b_idx], weight, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -13,7 +13,7 @@ Steps, in order:
      (rotation invariant). ``scale="sequence"`` (default) divides every frame by the median of the
      per-frame spreads, so an opening mouth does not shrink the rest of the face; ``scale="frame"``
      divides each frame by its own (DTAGN as published).
-   - ``procrustes``: each frame is similarity-aligned to the canonical template (stages.template) on the
+   - ``procrustes``: each frame is similarity-aligned to the canonical template (stages.face_geometry) on the
      stable anchor points; units: outer-eye-corner distance.
 3. Smooth in time with a Gaussian of ``smooth_sigma`` frames (source frames, before resampling; 0 = off).
 4. Reference: ``first`` subtracts the first frame (sequences start neutral), so identity and face shape
@@ -31,9 +31,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import gaussian_filter1d
 
-from stages.align import similarity_transform, transform_points
 from stages.errors import StageError
-from stages.template import ANCHOR_INDICES, N_POINTS, NOSE_TIP, TEMPLATE
+from stages.face_geometry import (
+    ANCHOR_INDICES,
+    N_POINTS,
+    NOSE_TIP,
+    TEMPLATE,
+    similarity_transform,
+    transform_points,
+)
 
 
 class TrajectoryConfig(BaseModel):

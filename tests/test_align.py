@@ -1,4 +1,4 @@
-"""Template, similarity transform and face alignment (stages.template, stages.align)."""
+"""Template, similarity transform and face alignment (stages.face_geometry, stages.align)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from stages.align import (
     transform_points,
 )
 from stages.errors import StageError
-from stages.template import ANCHOR_INDICES, FLIP_PERMUTATION, TEMPLATE, mirror_points
+from stages.face_geometry import ANCHOR_INDICES, TEMPLATE, mirror_points
 
 
 def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
@@ -43,12 +43,6 @@ def _scene(h: int = 240, w: int = 320, seed: int = 0) -> tuple[np.ndarray, np.nd
 # --- template ---------------------------------------------------------------------------------------------
 
 
-def test_flip_permutation_is_an_involution_over_all_points():
-    assert sorted(FLIP_PERMUTATION.tolist()) == list(range(68))
-    np.testing.assert_array_equal(FLIP_PERMUTATION[FLIP_PERMUTATION], np.arange(68))
-    assert FLIP_PERMUTATION[36] == 45 and FLIP_PERMUTATION[48] == 54 and FLIP_PERMUTATION[30] == 30
-
-
 def test_template_is_mirror_symmetric_and_normalised():
     np.testing.assert_allclose(mirror_points(TEMPLATE), TEMPLATE, atol=1e-9)
     np.testing.assert_allclose(TEMPLATE[[36, 45]], [[-0.5, 0.0], [0.5, 0.0]])
@@ -58,11 +52,6 @@ def test_template_is_mirror_symmetric_and_normalised():
 
 def test_anchor_names_match_the_config_choices():
     assert set(typing.get_args(AlignConfig.model_fields["anchors"].annotation)) == set(ANCHOR_INDICES)
-
-
-def test_config_rejects_unknown_fields():
-    with pytest.raises(ValueError):
-        AlignConfig(sise=64)
 
 
 # --- similarity_transform ---------------------------------------------------------------------------------

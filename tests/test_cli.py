@@ -1,52 +1,162 @@
-"""CLI contract: every verb exists; user mistakes give one message and exit code 2, never a traceback."""
+"""CLI contract: each verb does its job through `main()`; user mistakes give one `error:` line and exit code 2,
+never a traceback.
+
+Tiny fixtures keep it brief. The whole pipeline through the CLI (`run`, then `train` and `predict` on its
+result) is tests/test_end_to_end.py; compare's cells from prepared data are tests/test_compare.py.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_YAML = str(REPO / "configs" / "demo.yaml")
+TINY = [
+    "train.epochs=1",
+    "train.batch_size=4",
+    "model.appearance.channels=[8, 16]",
+    "model.appearance.skip_dim=8",
+    "model.geometry.hidden=16",
+    "model.input.size=32",
+]
+
+
+def _sets(*overrides: str) -> list[str]:
+    return [arg for s in overrides for arg in ("--set", s)]
+
+
+def _error_message(err: str) -> str:
+    """stderr must be one `error: ...` message (an invalid config lists its keys on the following lines)."""
+    assert err.startswith("error: ") and err.count("error: ") == 1 and "Traceback" not in err, err
+    return err
 
 
 def test_config_show_prints_effective_config(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["config", "show", str(REPO / "configs" / "demo.yaml"), "--set", "train.epochs=7"]) == 0
+    assert main(["config", "show", DEMO_YAML, "--set", "train.epochs=7"]) == 0
     out = capsys.readouterr().out
     assert "epochs: 7" in out and "format: demo" in out
 
 
+def test_demo_data_writes_a_ckplus_tree_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo-data", str(out), "--subjects", "1", "--workers", "1", "--seed", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "1 subjects" in err and "seed 3" in err
+    sequences = sorted(p for p in (out / "cohn-kanade-images").glob("S*/*") if p.is_dir())
+    emotions = list((out / "Emotion").rglob("*_emotion.txt"))
+    assert sequences and 0 < len(emotions) <= len(sequences)
+    assert all(len(list(s.glob("*.png"))) >= 10 for s in sequences)  # DEFAULT_FRAMES: 10-30 frames
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert main(["demo-data", str(out), "--subjects", "1", "--workers", "1", "--seed", "3"]) == 0
+    assert "already complete" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps
+
+
+@pytest.mark.xfail(strict=True, reason="cli.demo_data builds DemoConfig outside the config loader, so pydantic's "
+                   "ValidationError escapes main() as a traceback (reported to the lead; a fault-handling fix)")
+def test_demo_data_bad_layout_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo-data", str(tmp_path / "d"), "--layout", "casme"]) == 2
+    assert "casme" in _error_message(capsys.readouterr().err)
+
+
+def test_manifest_scans_a_tree_into_subject_independent_folds(
+    tiny_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.parquet"
+    assert main(["manifest", str(tiny_demo), "--format", "ckplus", "--folds", "2", "-o", str(out), "--csv"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    df = pd.read_parquet(out)
+    assert out.with_suffix(".csv").is_file() and len(pd.read_csv(out.with_suffix(".csv"))) == len(df)
+    labelled = df[df["labelled"]]
+    assert len(labelled) == 8 and set(labelled["fold"]) == {0, 1}
+    assert (labelled.groupby("subject")["fold"].nunique() == 1).all()
+
+
+def test_manifest_on_unknown_layout_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "random").mkdir()
+    code = main(["manifest", str(tmp_path), "--format", "ckplus", "-o", str(tmp_path / "m.parquet")])
+    assert code == 2
+    assert str(tmp_path) in _error_message(capsys.readouterr().err)
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> tuple[Path, list[str]]:
+    """`seqfer preprocess` of the tiny demo (CK+ layout) into a fresh output folder: (that folder, --set args)."""
+    out = tmp_path_factory.mktemp("cli_run")
+    args = _sets("data.format=ckplus", f"data.root={tiny_demo}", "data.folds=2", f"output_dir={out}", *TINY)
+    assert main(["preprocess", DEMO_YAML, *args]) == 0
+    return out, args
+
+
+def test_preprocess_fills_index_and_cache_and_reruns_nothing(
+    preprocessed: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, args = preprocessed
+    index = pd.read_parquet(out / "preprocess" / "index.parquet")
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert list(index["sequence_id"]) == list(manifest["sequence_id"]) and (index["status"] == "ok").sum() >= 6
+    assert len(list((out / "preprocess" / "landmarks").glob("*.parquet"))) == (index["status"] == "ok").sum()
+    capsys.readouterr()
+    assert main(["preprocess", DEMO_YAML, *args]) == 0
+    assert "done 0," in capsys.readouterr().err
+
+
+def test_cv_writes_a_run_folder_from_the_cache(preprocessed: tuple[Path, list[str]]) -> None:
+    out, args = preprocessed
+    assert main(["cv", DEMO_YAML, *args]) == 0
+    summary = json.loads((out / "cv" / "summary.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    assert len(pd.read_csv(out / "cv" / "predictions.csv")) == sum(f["n_test"] for f in summary["folds"])
+
+
 @pytest.mark.parametrize(
-    "verb", ["manifest", "demo-data", "preprocess", "cv", "train", "predict", "run", "config"]
+    ("flags", "message"),
+    [
+        (["--models", "skipnet,nonet"], "unknown appearance model(s) nonet; choose from"),
+        (["--models", ""], "unknown appearance model(s) (none given)"),
+        (["--streams", "geometry"], "unknown streams geometry; choose from appearance, fused"),
+        (["--data", "absent.npz"], "absent.npz does not exist"),
+    ],
 )
-def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([verb, "--help"]) == 0
-    assert "Usage" in capsys.readouterr().out
+def test_compare_rejects_bad_arguments_before_any_work(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    flags = [str(tmp_path / f) if f.endswith(".npz") else f for f in flags]
+    assert main(["compare", DEMO_YAML, *flags, "--no-ray", *_sets(f"data.root={tmp_path / 'demo'}",
+                                                              f"output_dir={out}")]) == 2
+    assert message in _error_message(capsys.readouterr().err)
+    assert not (tmp_path / "demo").exists()  # no demo data generated, nothing preprocessed
+    assert not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_train_and_run_check_paths_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for verb in ("train", "run", "cv", "preprocess"):
+        code = main([verb, str(REPO / "configs" / "ckplus.yaml"), *_sets(f"data.root={tmp_path / 'nowhere'}")])
+        assert code == 2, verb
+        line = _error_message(capsys.readouterr().err)
+        assert "data.root" in line and "nowhere" in line, verb
 
 
 def test_bad_config_key_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("trian:\n  epochs: 3\n")
     assert main(["preprocess", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "trian" in err and "Traceback" not in err
+    assert "trian" in _error_message(capsys.readouterr().err)
 
 
-def test_manifest_on_unknown_layout_is_one_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "random").mkdir()
-    code = main(["manifest", str(tmp_path), "--format", "ckplus", "-o", str(tmp_path / "m.parquet")])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error:") and str(tmp_path) in err and "Traceback" not in err
-
-
-def test_missing_dataset_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["cv", str(REPO / "configs" / "ckplus.yaml"), "--set", f"data.root={tmp_path / 'nowhere'}"])
-    assert code == 2
-    assert "data.root" in capsys.readouterr().err
+def test_predict_without_a_model_folder_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert main(["predict", str(tmp_path / "no_model"), str(video), "-o", str(tmp_path / "p.csv")]) == 2
+    assert "no_model" in _error_message(capsys.readouterr().err)
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_a_command_exit_code_reaches_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:

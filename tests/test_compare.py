@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from torch import nn
+from torch.nn import functional as F
 
 import pipeline.compare as compare
 from pipeline.cli import main
@@ -71,6 +72,17 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
+class _Gram(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ x.transpose(-1, -2)
+
+
+class _Resample(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(torch.eye(2, 3).unsqueeze(0), [1, 2, 3, 3], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+
+
 def test_count_macs_and_parameters() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
     # conv: 2 x 4 x 4 outputs x 9 weights; linear: 3 outputs x 32 inputs
@@ -78,6 +90,10 @@ def test_count_macs_and_parameters() -> None:
     assert count_parameters(net) == 2 * 9 + 2 + 32 * 3 + 3
     grouped = nn.Conv2d(4, 4, 3, padding=1, groups=4)
     assert count_macs(grouped, torch.zeros(1, 4, 5, 5)) == 4 * 25 * 9
+    # what layer hooks cannot see: a bare matrix product, and resampling (pcnn's region crops)
+    assert count_macs(_Gram(), torch.zeros(2, 4, 3)) == 2 * 4 * 4 * 3
+    # affine_grid: 3 x 3 grid x (x, y) x 3 weights; grid_sample: 2 channels x 3 x 3 outputs x 4 bilinear taps
+    assert count_macs(_Resample(), torch.zeros(1, 2, 5, 5)) == 9 * 2 * 3 + 2 * 9 * 4
     cfg = ModelConfig.model_validate({"appearance": {"channels": [4, 8], "skip_dim": 4}, "input": {"size": S}})
     model = build_model(cfg, 3, 2, 4)
     both = count_macs(model, torch.zeros(1, 2, S, S), torch.zeros(1, 4, 68, 2))

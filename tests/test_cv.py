@@ -49,6 +49,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def cv_run(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> Config:
+    """CV on the tiny demo; Ray serves the preprocessing only, the folds run in this process."""
     cfg = load_config(
         None,
         [
@@ -59,7 +60,7 @@ def cv_run(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_sessio
             *TINY,
         ],
     )
-    run_cv(cfg, load_labelled_data(cfg))
+    run_cv(cfg, load_labelled_data(cfg), use_ray=False)
     return cfg
 
 
@@ -105,9 +106,9 @@ def test_no_test_subject_was_seen_in_training_or_validation(cv_run: Config) -> N
 def test_finished_folds_are_not_rerun(cv_run: Config) -> None:
     result = cv_dir(cv_run) / "fold_0" / "result.json"
     stamp = result.stat().st_mtime_ns
-    run_cv(cv_run, load_labelled_data(cv_run, preprocess=False))
+    run_cv(cv_run, load_labelled_data(cv_run, preprocess=False), use_ray=False)
     assert result.stat().st_mtime_ns == stamp
     changed = cv_run.model_copy(deep=True)
     changed.train.lr = 0.005
-    run_cv(changed, load_labelled_data(changed, preprocess=False))
+    run_cv(changed, load_labelled_data(changed, preprocess=False), use_ray=False)
     assert result.stat().st_mtime_ns != stamp

@@ -25,6 +25,7 @@ from data_manifests.demo import warp as wp
 from data_manifests.demo.writers import LAYOUTS
 from data_manifests.errors import ManifestError
 from data_manifests.schema import CKPLUS_CODES, CLASS_SETS
+from stages.face_geometry import mirror_points, nme
 
 FRAMES = (5, 8)
 CK_FLOAT = r"   -?\d\.\d{7}e[+-]\d{2}"
@@ -162,8 +163,18 @@ def test_another_seed_gives_another_set(ck, tmp_path):
     root, _ = ck
     _generate(tmp_path / "s1", layout="ckplus", n_subjects=3, seed=1)
     a, b = _files(root), _files(tmp_path / "s1")
-    common = [k for k in a if k in b and k.endswith(".png")]
-    assert a.keys() != b.keys() or any(a[k] != b[k] for k in common)
+
+    def subjects(files: dict[str, bytes]) -> set[str]:
+        return {k.split("/")[1] for k in files if k.startswith("cohn-kanade-images/S")}
+
+    def labels(files: dict[str, bytes]) -> list[float]:
+        return [float(files[k]) for k in sorted(files) if k.endswith("_emotion.txt")]
+
+    # other subject ids, the same CK+-proportional class counts dealt out differently, and not one frame alike
+    assert len(subjects(a)) == len(subjects(b)) == 3 and subjects(a).isdisjoint(subjects(b))
+    assert sorted(labels(a)) == sorted(labels(b)) and labels(a) != labels(b)
+    frames_a = {v for k, v in a.items() if k.endswith(".png")}
+    assert frames_a and frames_a.isdisjoint(v for k, v in b.items() if k.endswith(".png"))
 
 
 def test_rerun_is_a_noop_and_interrupted_run_resumes(ck, tmp_path):
@@ -255,9 +266,9 @@ def test_pts_reader_is_one_based(tmp_path):
 
 def test_mirroring_keeps_ibug_order():
     pts = fc.astronaut_face().landmarks
-    m = geo.mirror_points(pts, 320)
+    m = mirror_points(pts, 320)
     assert m[36, 0] < m[45, 0] and m[48, 0] < m[54, 0] and m[0, 0] < m[16, 0]
-    assert np.allclose(geo.mirror_points(m, 320), pts)
+    assert np.allclose(mirror_points(m, 320), pts)
 
 
 @pytest.mark.parametrize("label", CLASS_SETS["ckplus7"])
@@ -294,7 +305,7 @@ def _dlib_nme(root: Path) -> tuple[list[float], int]:
             if found is None:
                 missed += 1
                 continue
-            errors.append(fc.nme(found, _read_ck_landmarks(lm_dir / f"{f.stem}_landmarks.txt")))
+            errors.append(nme(found, _read_ck_landmarks(lm_dir / f"{f.stem}_landmarks.txt")))
     return errors, missed
 
 

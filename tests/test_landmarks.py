@@ -13,9 +13,9 @@ import torch
 from skimage.data import astronaut
 
 from stages.errors import MissingWeightsError, StageError
+from stages.face_geometry import TEMPLATE
 from stages.landmarks import LANDMARKERS, FrameLandmarks, LandmarkConfig, build_landmarker, nme
 from stages.landmarks.provided.readers import read_landmarks  # 300-W .pts: 1-based, returned 0-based
-from stages.template import TEMPLATE
 
 FACES = ("100032540_1", "1004467229_1", "1018882799_1")  # three of ../shared/faces
 

@@ -11,6 +11,7 @@ import torch
 from stages.align import AlignConfig, align_face, crop_template
 from stages.errors import MissingWeightsError, StageError
 from stages.face_descriptor import DESCRIPTOR_DIM, FaceDescriber, descriptor_model_path, face_descriptors
+from stages.face_geometry import mirror_points
 from stages.model_extras import (
     ModelNeeds,
     append_extras,
@@ -36,7 +37,6 @@ from stages.models.fn2en import FN2EN
 from stages.models.pcnn import PCNN
 from stages.models.resmask import ResMaskNet
 from stages.record import SequenceRecord
-from stages.template import mirror_points
 from stages.training import ArrayDataset, PretrainData, fit, predict_proba
 
 NEW = ["dtan", "dba", "resmask", "pcnn", "fn2en"]

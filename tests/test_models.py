@@ -9,6 +9,7 @@ from torch import nn
 
 from stages.augment import augment_batch, hflip_appearance, hflip_landmarks, hflip_trajectory
 from stages.errors import StageError
+from stages.face_geometry import FLIP_PERMUTATION
 from stages.models import (
     AppearanceConfig,
     AugmentConfig,
@@ -25,7 +26,6 @@ from stages.models import (
 )
 from stages.models.skipnet import SkipNet
 from stages.models.trajnet import TrajNet
-from stages.template import FLIP_PERMUTATION
 
 SMALL_APP = {"channels": [4, 8, 8], "skip_dim": 6}
 
@@ -57,6 +57,8 @@ def test_output_shapes(streams: str, c: int, s: int, k: int, length: int) -> Non
         ("last_k", 3, True, 9),
         ("peak_neutral", 3, False, 2),
         ("peak_neutral", 3, True, 6),
+        ("frames", 3, False, 3),
+        ("frames", 2, True, 6),
     ],
 )
 def test_in_channels_for(mode: str, k: int, color: bool, c: int) -> None:
@@ -82,6 +84,18 @@ def test_skipnet_every_block_reaches_classifier() -> None:
         grad = skip[0].weight.grad
         assert grad is not None and grad.abs().sum() > 0, f"no gradient reaches skip FC {i}"
     assert net.classifier.in_features == 4 * 6 + 8
+
+
+def test_plaincnn_is_skipnet_without_skips() -> None:
+    """The skip ablation: the same conv blocks, only the last block's pooled feature reaches the classifier."""
+    cfg = small_cfg(streams="appearance", appearance={**SMALL_APP, "name": "plaincnn"})
+    plain = build_model(cfg, 5, 1).appearance
+    skip = build_model(small_cfg(streams="appearance"), 5, 1).appearance
+    assert plain.classifier.in_features == SMALL_APP["channels"][-1]
+    assert skip.classifier.in_features == SMALL_APP["channels"][-1] + 3 * SMALL_APP["skip_dim"]
+    assert not any(p.numel() for p in plain.skips.parameters())
+    plain.eval()
+    assert plain(torch.rand(2, 1, 16, 16)).shape == (2, 5)
 
 
 @pytest.mark.parametrize(("normalize", "invariant"), [("per_sample", True), ("fixed", False)])
@@ -179,6 +193,73 @@ def test_joint_loss_sums_three_cross_entropies() -> None:
     torch.testing.assert_close(single.loss(out, y), ce["fused"])
 
 
+@pytest.mark.parametrize("color", [False, True])
+def test_frames_mode_is_the_per_frame_network_averaged(color: bool) -> None:
+    """appearance 'frames': one network with in_channels = colours, run on each frame of the frame-major stack;
+    the logits are the mean of the per-frame logits, so the frame order does not matter."""
+    k, c = 3, 3 if color else 1
+    model = build_model(small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": k}), 5, k * c)
+    model.eval()
+    inner = model.appearance.net
+    assert inner.blocks[0][0].in_channels == c
+    x = torch.rand(2, k * c, 16, 16)
+    per_frame = torch.stack([inner(x[:, f * c : (f + 1) * c]) for f in range(k)], dim=1).mean(dim=1)
+    torch.testing.assert_close(model(x)["appearance"], per_frame)
+    reversed_frames = torch.cat([x[:, f * c : (f + 1) * c] for f in reversed(range(k))], dim=1)
+    torch.testing.assert_close(model(reversed_frames)["appearance"], per_frame)
+
+
+def test_frames_mode_train_one_feeds_one_frame_per_sequence() -> None:
+    cfg = small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": 3, "train_frames": "one"})
+    model = build_model(cfg, 5, 3)
+    inner = model.appearance.net
+    inner.eval()  # the inner network deterministic; only the wrapper's training flag matters below
+    model.appearance.training = True
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(3)
+    out = model.appearance(x)
+    torch.manual_seed(3)
+    pick = torch.randint(3, (4,))
+    torch.testing.assert_close(out, inner(x[torch.arange(4), pick][:, None]))
+    model.eval()
+    mean = torch.stack([inner(x[:, f : f + 1]) for f in range(3)], dim=1).mean(dim=1)
+    torch.testing.assert_close(model.appearance(x), mean)
+
+
+def test_frames_mode_refuses_networks_with_extra_channels() -> None:
+    cfg = small_cfg(streams="appearance", input={"size": 16, "appearance": "frames", "k": 3})
+    with pytest.raises(StageError, match="frames x colours"):
+        build_model(cfg, 5, 3 + 5)
+
+
+def test_test_flip_averages_input_and_mirror_in_eval_only() -> None:
+    torch.manual_seed(0)
+    flipped = build_model(small_cfg(test_flip=True), 4, 1, 8)
+    plain = build_model(small_cfg(), 4, 1, 8)
+    plain.load_state_dict(flipped.state_dict())
+    app, traj = torch.rand(2, 1, 16, 16), torch.randn(2, 8, 68, 2)
+    flipped.eval(), plain.eval()
+    a, b = plain(app, traj), plain(hflip_appearance(app), hflip_trajectory(traj))
+    out = flipped(app, traj)
+    for key in ("appearance", "geometry", "fused"):
+        torch.testing.assert_close(out[key], (a[key] + b[key]) / 2)
+    mirrored = flipped(hflip_appearance(app), hflip_trajectory(traj))
+    torch.testing.assert_close(mirrored["fused"], out["fused"])  # invariant to mirroring
+    flipped.train(), plain.train()
+    torch.manual_seed(1)
+    train_out = flipped(app, traj)["geometry"]
+    torch.manual_seed(1)
+    torch.testing.assert_close(train_out, plain(app, traj)["geometry"])
+
+
+def test_label_smoothing_reaches_every_loss_term() -> None:
+    y = torch.tensor([0, 1, 3])
+    joint, out = _fused_parts("sum")
+    expected = sum(nn.functional.cross_entropy(v, y, label_smoothing=0.2) for v in out.values())
+    torch.testing.assert_close(joint.loss(out, y, label_smoothing=0.2), expected)
+    assert not torch.allclose(joint.loss(out, y, label_smoothing=0.2), joint.loss(out, y))
+
+
 def test_streams_switch() -> None:
     app_only = build_model(small_cfg(streams="appearance"), 3, 1, 8)
     assert app_only.geometry is None and app_only.prediction_key == "appearance"
@@ -270,7 +351,7 @@ def _detect_marks(img: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _distinct_face(rng: np.random.Generator, size: int) -> np.ndarray:
-    from stages.template import TEMPLATE
+    from stages.face_geometry import TEMPLATE
 
     while True:  # an asymmetric face (jittered template) whose 68 points fall on distinct pixels
         pts = size / 2 + TEMPLATE * (size / 3) + rng.normal(scale=1.0, size=(68, 2))
@@ -302,7 +383,7 @@ def test_flip_image_and_landmarks_agree() -> None:
 
 def test_flip_of_symmetric_face_is_itself() -> None:
     """The mirror permutation maps a mirror-symmetric face onto itself (catches swapped eye/mouth orders)."""
-    from stages.template import TEMPLATE
+    from stages.face_geometry import TEMPLATE
 
     pts = torch.from_numpy(np.asarray(TEMPLATE, dtype=np.float32))
     torch.testing.assert_close(hflip_landmarks(pts), pts)

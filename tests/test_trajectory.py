@@ -7,7 +7,7 @@ import pytest
 
 from stages.align import transform_points
 from stages.errors import StageError
-from stages.template import TEMPLATE
+from stages.face_geometry import TEMPLATE
 from stages.trajectory import TrajectoryConfig, compute_trajectory, fill_missing_frames, resample
 
 NORMALISERS = ["nose_std", "procrustes"]

@@ -14,7 +14,6 @@ agrees with the ground truth; the generator checks the finished neutral frame in
 from __future__ import annotations
 
 import functools
-import importlib.util
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from data_manifests.demo import geometry as g
 from data_manifests.errors import ManifestError
+from stages import face_geometry as fg
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FALLBACK_SOURCE = "scikit-image astronaut (fallback)"
@@ -64,22 +64,14 @@ class SubjectFace:
 
 
 def read_pts(path: Path) -> np.ndarray:
-    """Read a 300-W ``.pts`` file; return (68, 2) float64 0-based pixel coordinates (file values minus 1)."""
-    path = Path(path)
+    """:func:`stages.face_geometry.read_pts` ((68, 2) float64, 0-based) with a :class:`ManifestError` naming the
+    file when it cannot be read or is not a 68-point ``.pts`` file."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+        return fg.read_pts(path)
+    except OSError as exc:
         raise ManifestError(f"{path}: cannot read landmark file ({exc})") from exc
-    if "{" not in text or "}" not in text:
-        raise ManifestError(f"{path}: not a 300-W .pts file (no '{{ ... }}' block)")
-    body = text.split("{", 1)[1].split("}", 1)[0].split()
-    try:
-        values = np.array([float(v) for v in body], dtype=np.float64)
     except ValueError as exc:
-        raise ManifestError(f"{path}: non-numeric landmark value ({exc})") from exc
-    if values.size != 2 * g.N_POINTS:
-        raise ManifestError(f"{path}: expected {g.N_POINTS} points, found {values.size / 2:g}")
-    return values.reshape(g.N_POINTS, 2) - 1.0
+        raise ManifestError(f"{path}: {exc}") from exc
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -109,7 +101,7 @@ def _pairs(faces_dir: Path) -> list[tuple[Path, Path]]:
 def upright_points(pts: np.ndarray) -> np.ndarray:
     """The landmarks rotated about their mean so that the eye line is horizontal."""
     m = g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(axis=0)), (0.0, 0.0))
-    return g.apply_affine(m, pts)
+    return fg.transform_points(pts, m)
 
 
 def score_face(pts: np.ndarray, image_size: tuple[int, int]) -> FaceScore:
@@ -119,7 +111,7 @@ def score_face(pts: np.ndarray, image_size: tuple[int, int]) -> FaceScore:
     iod = max(m.iod, 1e-6)
     yaw = abs((q[30, 0] - q[0, 0]) / max(q[16, 0] - q[0, 0], 1e-6) - 0.5)
     yaw += 0.5 * abs(np.log(max(np.linalg.norm(q[39] - q[36]), 1e-6) / max(np.linalg.norm(q[45] - q[42]), 1e-6)))
-    gap = float(np.mean(np.linalg.norm(q[g.INNER_UPPER] - q[g.INNER_LOWER], axis=1))) / iod
+    gap = float(np.mean(np.linalg.norm(q[fg.INNER_UPPER] - q[fg.INNER_LOWER], axis=1))) / iod
     smile = float(((q[51, 1] + q[57, 1]) / 2 - (q[48, 1] + q[54, 1]) / 2) / iod)
     ear = min(m.eye_h) / max(m.eye_w, 1e-6)
     total = 4.0 * yaw + 3.0 * max(gap - 0.02, 0.0) + 2.0 * max(smile - 0.02, 0.0) + 2.0 * max(0.25 - ear, 0.0)
@@ -144,21 +136,19 @@ def score_face(pts: np.ndarray, image_size: tuple[int, int]) -> FaceScore:
 # ----------------------------------------------------------------------------------------------- dlib
 
 
-def dlib_model_dir() -> Path:
-    """The ``models/`` folder of the installed ``face_recognition_models`` package."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise ManifestError("face_recognition_models is not installed (pip install face-recognition-models)")
-    return Path(spec.origin).parent / "models"
-
-
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
+    """dlib's HOG detector and 68-point predictor; the model file is found by the dlib landmark backend
+    (:func:`stages.landmarks.dlib.models.model_path`). ManifestError when it is missing."""
     import dlib
 
-    path = dlib_model_dir() / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise ManifestError(f"{path}: dlib 68-point model missing")
+    from stages.errors import MissingWeightsError
+    from stages.landmarks.dlib.models import PREDICTOR_FILE, model_path
+
+    try:
+        path = model_path(PREDICTOR_FILE)
+    except MissingWeightsError as exc:
+        raise ManifestError(str(exc)) from exc
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
 
 
@@ -172,11 +162,6 @@ def dlib_landmarks(image: np.ndarray, upsample: int = 0) -> np.ndarray | None:
     rect = max(rects, key=lambda r: r.width() * r.height())
     shape = predictor(img, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-
-
-def nme(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean point error normalised by the outer-eye-corner distance (36-45) of ``truth``."""
-    return float(np.linalg.norm(pred - truth, axis=1).mean() / np.linalg.norm(truth[36] - truth[45]))
 
 
 # ----------------------------------------------------------------------------------------------- choosing
@@ -203,7 +188,7 @@ def glasses_score(image: np.ndarray, pts: np.ndarray) -> float:
     mat = g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(axis=0)), (0.0, 0.0))
     h, w = grey.shape
     up = cv2.warpAffine(grey.astype(np.float32), mat, (w, h), borderMode=cv2.BORDER_REPLICATE)
-    q = g.apply_affine(mat, pts)
+    q = fg.transform_points(pts, mat)
     iod = float(np.linalg.norm(q[36] - q[45]))
     gy = np.abs(cv2.Sobel(up, cv2.CV_32F, 0, 1, ksize=3))
     gx = np.abs(cv2.Sobel(up, cv2.CV_32F, 1, 0, ksize=3))
@@ -218,7 +203,7 @@ def glasses_score(image: np.ndarray, pts: np.ndarray) -> float:
     eye_y = (q[39, 1] + q[42, 1]) / 2
     bridge = box(gy, q[39, 0] + 0.2 * span, q[42, 0] - 0.2 * span, eye_y - 0.25 * iod, eye_y + 0.05 * iod)
     rims = []
-    for eye in (g.EYE_A, g.EYE_B):
+    for eye in (fg.RIGHT_EYE, fg.LEFT_EYE):
         c = q[eye].mean(axis=0)
         ew = float(np.linalg.norm(q[eye[0]] - q[eye[3]]))
         rims.append(box(gy, c[0] - 0.5 * ew, c[0] + 0.5 * ew, c[1] + 0.12 * iod, c[1] + 0.3 * iod))
@@ -256,7 +241,7 @@ def load_face(c: Candidate) -> SourceFace:
 def source_agrees_with_dlib(face: SubjectFace, index: int) -> bool:
     """Default acceptance: dlib finds the face in the photo within :data:`DLIB_MAX_NME` of its ground truth."""
     found = dlib_landmarks(face.face.image)
-    return found is not None and nme(found, face.face.landmarks) <= DLIB_MAX_NME
+    return found is not None and fg.nme(found, face.face.landmarks) <= DLIB_MAX_NME
 
 
 def choose_faces(faces_dir: Path, n: int, accept: Callable[[SubjectFace, int], bool] | None = None,

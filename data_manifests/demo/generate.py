@@ -26,6 +26,7 @@ from data_manifests.demo import prototypes as proto
 from data_manifests.demo import sequences as sq
 from data_manifests.demo.writers import LAYOUTS, Layout
 from data_manifests.errors import ManifestError
+from stages import face_geometry as fg
 from stages.atomic_io import atomic_write_text
 
 GENERATOR_VERSION = 1
@@ -145,7 +146,7 @@ def _neutral_frame_check(layout: Layout, seed: int) -> Callable[[fc.SubjectFace,
             return False
         image = base.image if base.image.ndim == 2 else base.image[..., ::-1]
         found = fc.dlib_landmarks(image, upsample=0 if base.measures.iod >= 80 else 1)
-        return found is not None and fc.nme(found, base.landmarks) < NEUTRAL_MAX_NME
+        return found is not None and fg.nme(found, base.landmarks) < NEUTRAL_MAX_NME
 
     return accept
 

@@ -1,4 +1,5 @@
-"""68-point geometry shared by the demo generator: index groups, mirroring, face measures, similarity transforms.
+"""Face measures and similarity matrices of the demo generator, on top of :mod:`stages.face_geometry` (the point
+count, index groups, mirroring and point transforms live there).
 
 Points are (x, y) image pixels, 0-based, y down, in iBUG 68-point order (jaw 0-16, brows 17-26, nose 27-35,
 eyes 36-47 with the image-left eye 36-41, mouth 48-67). Arrays are float64 of shape (68, 2) unless stated.
@@ -10,44 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-N_POINTS = 68
-
-JAW = np.arange(0, 17)
-BROWS = np.arange(17, 27)
-NOSE = np.arange(27, 36)
-EYE_A = np.arange(36, 42)  # image-left eye
-EYE_B = np.arange(42, 48)  # image-right eye
-OUTER_LIPS = np.arange(48, 60)
-INNER_LIPS = np.arange(60, 68)  # polygon order 60..67 bounds the mouth interior
-INNER_UPPER = np.array([61, 62, 63])
-INNER_LOWER = np.array([67, 66, 65])  # paired with INNER_UPPER column by column
-
-_PAIRS = [
-    *[(i, 16 - i) for i in range(8)],
-    (17, 26), (18, 25), (19, 24), (20, 23), (21, 22),
-    (31, 35), (32, 34),
-    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),
-    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58),
-    (60, 64), (61, 63), (65, 67),
-]
-
-
-def _mirror_perm() -> np.ndarray:
-    perm = np.arange(N_POINTS)
-    for a, b in _PAIRS:
-        perm[a], perm[b] = b, a
-    return perm
-
-
-MIRROR_PERM: np.ndarray = _mirror_perm()
-"""Index permutation that maps a horizontally flipped face's points back to iBUG order."""
-
-
-def mirror_points(pts: np.ndarray, width: int) -> np.ndarray:
-    """Landmarks of the horizontally flipped image (``width`` pixels wide), re-ordered into iBUG order."""
-    out = pts.copy()
-    out[:, 0] = (width - 1) - out[:, 0]
-    return out[MIRROR_PERM]
+from stages import face_geometry as fg
 
 
 @dataclass(frozen=True)
@@ -73,7 +37,7 @@ def measure(pts: np.ndarray) -> FaceMeasures:
 
     eye_ha = (d(37, 41) + d(38, 40)) / 2
     eye_hb = (d(43, 47) + d(44, 46)) / 2
-    brow_y = float(pts[BROWS, 1].mean())
+    brow_y = float(pts[fg.BROWS, 1].mean())
     return FaceMeasures(
         iod=d(36, 45),
         eye_h=(max(eye_ha, 1.0), max(eye_hb, 1.0)),
@@ -89,7 +53,7 @@ def measure(pts: np.ndarray) -> FaceMeasures:
 
 def eye_centres(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centres of the image-left (36-41) and image-right (42-47) eyes."""
-    return pts[EYE_A].mean(axis=0), pts[EYE_B].mean(axis=0)
+    return pts[fg.RIGHT_EYE].mean(axis=0), pts[fg.LEFT_EYE].mean(axis=0)
 
 
 def roll_degrees(pts: np.ndarray) -> float:
@@ -107,11 +71,6 @@ def similarity(angle_deg: float, scale: float, centre: tuple[float, float], shif
     m = np.array([[c, s, 0.0], [-s, c, 0.0]])
     m[:, 2] = [cx - c * cx - s * cy + shift[0], cy + s * cx - c * cy + shift[1]]
     return m
-
-
-def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply a 2x3 affine matrix to (N, 2) points."""
-    return pts @ m[:, :2].T + m[:, 2]
 
 
 def signed_areas(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:

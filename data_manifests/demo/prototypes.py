@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_manifests.demo import geometry as g
+from stages import face_geometry as fg
 
 # A row moves a mirrored pair of point groups: (image-left indices, image-right indices, unit, out, up).
 # ``out`` is away from the face midline, ``up`` against image y; both in multiples of the unit:
@@ -118,7 +119,7 @@ _LOWER_LIP_WEIGHTS = {57: 1.0, 66: 1.0, 56: 0.9, 58: 0.9, 65: 0.84, 67: 0.84, 55
 def jaw_drop(meas: g.FaceMeasures, amount: float, narrow: float = 0.2) -> np.ndarray:
     """Open the mouth by ``amount`` outer-eye distances: lower lip and chin down, corners down and in
     (``narrow``: inward corner move per unit of drop, for the O-shaped surprise mouth)."""
-    d = np.zeros((g.N_POINTS, 2))
+    d = np.zeros((fg.N_POINTS, 2))
     drop = amount * meas.iod
     for i, w in _JAW_WEIGHTS.items():
         d[i, 1] += w * drop
@@ -136,7 +137,7 @@ def jaw_drop(meas: g.FaceMeasures, amount: float, narrow: float = 0.2) -> np.nda
 
 def lips_part(meas: g.FaceMeasures, amount: float) -> np.ndarray:
     """AU25: part the lips by ``amount`` outer-eye distances without moving the jaw much."""
-    d = np.zeros((g.N_POINTS, 2))
+    d = np.zeros((fg.N_POINTS, 2))
     gap = amount * meas.iod
     d[[65, 66, 67], 1] += 0.75 * gap
     d[[61, 62, 63], 1] -= 0.25 * gap
@@ -153,7 +154,7 @@ def _unit(meas: g.FaceMeasures, unit: str, side: int) -> float:
 def au_displacement(au: int, meas: g.FaceMeasures, amount: float,
                     sides: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Displacement of one tabled action unit at ``amount`` (1 = full), weighted per side (image-left, -right)."""
-    d = np.zeros((g.N_POINTS, 2))
+    d = np.zeros((fg.N_POINTS, 2))
     for left, right, unit, out, up in AU_ROWS[au]:
         if not right:
             w = amount * (sides[0] + sides[1]) / 2
@@ -180,7 +181,7 @@ class Expression:
 
     def displacement(self, meas: g.FaceMeasures) -> np.ndarray:
         """The (68, 2) apex displacement for a face with measures ``meas`` (lids and lips kept valid)."""
-        d = np.zeros((g.N_POINTS, 2))
+        d = np.zeros((fg.N_POINTS, 2))
         for au, amount in self.aus.items():
             if au == 26:
                 d += jaw_drop(meas, amount, narrow=self.narrow)
@@ -261,8 +262,8 @@ def sample_expression(label: str | None, rng: np.random.Generator, expressivenes
     if unilateral:
         side = int(rng.integers(2))
         sides = (1.0, 0.15) if side == 0 else (0.15, 1.0)
-    idio = rng.normal(0.0, 0.012, (g.N_POINTS, 2))
-    idio[g.JAW] *= 0.5
+    idio = rng.normal(0.0, 0.012, (fg.N_POINTS, 2))
+    idio[fg.JAW] *= 0.5
     return Expression(aus=aus, sides=sides, narrow=narrow, idiosyncrasy=idio)
 
 
@@ -290,8 +291,8 @@ def neutralise(pts: np.ndarray, meas: g.FaceMeasures) -> np.ndarray:
     The jaw closes by the lip gap (lower lip and chin up, upper lip down a little), lifted mouth corners are
     lowered by a reversed AU12, and the inner lips end exactly on each other.
     """
-    gap = float(np.mean(pts[g.INNER_LOWER, 1] - pts[g.INNER_UPPER, 1]))
-    d = np.zeros((g.N_POINTS, 2))
+    gap = float(np.mean(pts[fg.INNER_LOWER, 1] - pts[fg.INNER_UPPER, 1]))
+    d = np.zeros((fg.N_POINTS, 2))
     if gap > 0.5:
         d += jaw_drop(meas, -0.8 * gap / meas.iod, narrow=0.0)
         d[[61, 62, 63], 1] += 0.2 * gap
@@ -299,9 +300,9 @@ def neutralise(pts: np.ndarray, meas: g.FaceMeasures) -> np.ndarray:
     if lift > 0.02:
         d += au_displacement(12, meas, -0.85 * (lift - 0.02) / 0.095)
     q = pts + d
-    mid = (q[g.INNER_UPPER] + q[g.INNER_LOWER]) / 2
-    d[g.INNER_UPPER] += mid - q[g.INNER_UPPER]
-    d[g.INNER_LOWER] += mid - q[g.INNER_LOWER]
+    mid = (q[fg.INNER_UPPER] + q[fg.INNER_LOWER]) / 2
+    d[fg.INNER_UPPER] += mid - q[fg.INNER_UPPER]
+    d[fg.INNER_LOWER] += mid - q[fg.INNER_LOWER]
     return d
 
 
@@ -318,7 +319,7 @@ def constrain(pts: np.ndarray, d: np.ndarray, meas: g.FaceMeasures) -> np.ndarra
                 d[u, 1] -= fix
                 d[lo, 1] += fix
     q = pts + d
-    for u, lo in zip(g.INNER_UPPER, g.INNER_LOWER, strict=True):
+    for u, lo in zip(fg.INNER_UPPER, fg.INNER_LOWER, strict=True):
         if q[lo, 1] < q[u, 1]:
             mid = (q[lo, 1] + q[u, 1]) / 2
             d[u, 1] += mid - q[u, 1]

@@ -22,6 +22,7 @@ from data_manifests.demo import prototypes as proto
 from data_manifests.demo import shading
 from data_manifests.demo import warp as wp
 from data_manifests.demo.faces import SubjectFace
+from stages import face_geometry as fg
 
 
 @dataclass(frozen=True)
@@ -155,17 +156,17 @@ def _morph_displacement(pts: np.ndarray, m: g.FaceMeasures, coeffs: tuple[float,
         return d
     cx = m.centre[0]
     fw, jl, es, mw, nl, bh = coeffs
-    d[g.JAW, 0] += (pts[g.JAW, 0] - cx) * 0.06 * fw
-    jaw_w = np.clip((pts[g.JAW, 1] - pts[30, 1]) / max(pts[8, 1] - pts[30, 1], 1e-6), 0, 1)
-    d[g.JAW, 1] += 0.07 * jl * m.iod * jaw_w
-    d[[*g.EYE_A, 17, 18, 19, 20, 21], 0] -= 0.03 * es * m.iod
-    d[[*g.EYE_B, 22, 23, 24, 25, 26], 0] += 0.03 * es * m.iod
-    mouth = np.r_[g.OUTER_LIPS, g.INNER_LIPS]
+    d[fg.JAW, 0] += (pts[fg.JAW, 0] - cx) * 0.06 * fw
+    jaw_w = np.clip((pts[fg.JAW, 1] - pts[30, 1]) / max(pts[8, 1] - pts[30, 1], 1e-6), 0, 1)
+    d[fg.JAW, 1] += 0.07 * jl * m.iod * jaw_w
+    d[[*fg.RIGHT_EYE, 17, 18, 19, 20, 21], 0] -= 0.03 * es * m.iod
+    d[[*fg.LEFT_EYE, 22, 23, 24, 25, 26], 0] += 0.03 * es * m.iod
+    mouth = np.r_[fg.OUTER_LIPS, fg.INNER_LIPS]
     mcx = pts[mouth, 0].mean()
     d[mouth, 0] += (pts[mouth, 0] - mcx) * 0.08 * mw
     d[[31, 32, 33, 34, 35], 1] += 0.04 * nl * m.iod
     d[mouth, 1] += 0.025 * nl * m.iod
-    d[g.BROWS, 1] -= 0.04 * bh * m.iod
+    d[fg.BROWS, 1] -= 0.04 * bh * m.iod
     return d
 
 
@@ -198,14 +199,14 @@ def build_subject(face: SubjectFace, canvas: Canvas, style: SubjectStyle) -> Sub
     img, pts = face.face.image, face.face.landmarks.copy()
     if face.variant % 2 == 1:
         img = np.ascontiguousarray(img[:, ::-1])
-        pts = g.mirror_points(pts, img.shape[1])
+        pts = fg.mirror_points(pts, img.shape[1])
     img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None] if canvas.grey else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    upright = g.apply_affine(g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(0)), (0, 0)), pts)
+    upright = fg.transform_points(pts, g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(0)), (0, 0)))
     m0 = g.measure(upright)
     scale = style.face_h / m0.face_h
     # face centre of the photo (in photo pixels), to go to the canvas target
-    centre = tuple(g.apply_affine(cv2.invertAffineTransform(
-        g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(0)), (0, 0))), np.array([m0.centre]))[0])
+    centre = tuple(fg.transform_points(np.array([m0.centre]), cv2.invertAffineTransform(
+        g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(0)), (0, 0))))[0])
     target = (canvas.width / 2 + style.offset[0], canvas.height * 0.46 + style.offset[1])
     mat = g.similarity(g.roll_degrees(pts), scale, centre, (target[0] - centre[0], target[1] - centre[1]))
     size = canvas.size
@@ -213,7 +214,7 @@ def build_subject(face: SubjectFace, canvas: Canvas, style: SubjectStyle) -> Sub
     photo = photo.reshape(canvas.height, canvas.width, -1).astype(np.float32)
     valid = cv2.warpAffine(_padding_mask(img[..., 0] if canvas.grey else img, pts), mat, size,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    lm = g.apply_affine(mat, pts)
+    lm = fg.transform_points(pts, mat)
     m = g.measure(lm)
     # feathered portrait: the photo's own edges, and an oval around head and shoulders
     feather = max(3, int(0.08 * style.face_h)) | 1
@@ -345,5 +346,5 @@ def _frame_vertices(verts: np.ndarray, disp: np.ndarray, weight: float, mat: np.
                     n_head: int) -> np.ndarray:
     dst = verts.copy()
     dst[:n_lm] += weight * disp
-    dst[: n_lm + n_head] = g.apply_affine(mat, dst[: n_lm + n_head])
+    dst[: n_lm + n_head] = fg.transform_points(dst[: n_lm + n_head], mat)
     return dst

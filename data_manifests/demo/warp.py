@@ -19,9 +19,10 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from data_manifests.demo import geometry as g
+from stages import face_geometry as fg
 
 N_HEAD_ANCHORS = 12
-_MOUTH_EDGES = [(int(a), int(b)) for a, b in zip(g.INNER_LIPS, np.roll(g.INNER_LIPS, -1), strict=True)]
+_MOUTH_EDGES = [(int(a), int(b)) for a, b in zip(fg.INNER_LIPS, np.roll(fg.INNER_LIPS, -1), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ def border_anchors(size: tuple[int, int]) -> np.ndarray:
 def parted(pts68: np.ndarray, amount: float) -> np.ndarray:
     """The landmarks with the inner lips moved apart by ``amount`` pixels each (for triangulation only)."""
     q = pts68.copy()
-    q[g.INNER_UPPER, 1] -= amount
-    q[g.INNER_LOWER, 1] += amount
+    q[fg.INNER_UPPER, 1] -= amount
+    q[fg.INNER_LOWER, 1] += amount
     return q
 
 
@@ -126,8 +127,8 @@ def triangulate(pts68: np.ndarray, head: np.ndarray, border: np.ndarray) -> Mesh
     area = g.signed_areas(verts, arr)
     arr[area < 0] = arr[area < 0][:, [0, 2, 1]]
     arr = arr[np.abs(area) > 1e-9]
-    poly = verts[g.INNER_LIPS].astype(np.float32)
-    inner = np.isin(arr, g.INNER_LIPS).all(axis=1)
+    poly = verts[fg.INNER_LIPS].astype(np.float32)
+    inner = np.isin(arr, fg.INNER_LIPS).all(axis=1)
     centroids = verts[arr].mean(axis=1)
     inside = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) > 0 for x, y in centroids])
     return Mesh(tris=arr, mouth=inner & inside, n_head=len(head), n_border=len(border))
@@ -216,7 +217,7 @@ def paint_mouth(img: np.ndarray, pts68: np.ndarray, skin: np.ndarray, min_area: 
     one, shaded towards the corners, faint gaps between teeth), lower teeth and a tongue when the mouth is wide
     open. Colours are the skin's colour times fixed factors (teeth capped), so they follow the lighting.
     """
-    if g.polygon_area(pts68[g.INNER_LIPS]) < min_area:
+    if g.polygon_area(pts68[fg.INNER_LIPS]) < min_area:
         return
     up, lo = mouth_outline(pts68)
     outline = np.vstack([up, lo[::-1][1:-1]])

@@ -16,16 +16,8 @@ import importlib
 from collections.abc import Callable
 
 from stages.errors import StageError
-from stages.landmarks.base import (
-    N_POINTS,
-    Box,
-    FrameLandmarks,
-    LandmarkConfig,
-    Landmarker,
-    TrackingLandmarker,
-    eye_distance,
-    nme,
-)
+from stages.face_geometry import N_POINTS, eye_distance, nme
+from stages.landmarks.base import Box, FrameLandmarks, LandmarkConfig, Landmarker, TrackingLandmarker
 
 
 def _lazy(module: str) -> Callable[[LandmarkConfig], Landmarker]:

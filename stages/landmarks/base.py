@@ -53,16 +53,21 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from stages.errors import StageError
+from stages.face_geometry import (
+    LEFT_EYE,
+    N_POINTS,
+    RIGHT_EYE,
+    TEMPLATE,
+    eye_distance,
+    similarity_transform,
+    transform_points,
+)
 from stages.image import to_grey
-from stages.template import TEMPLATE
 
-N_POINTS = 68
 Box = tuple[float, float, float, float]
 
 STABLE_POINTS = np.arange(17, 48)  # brows, nose, eyes: the reference for box calibration
-RIGHT_EYE = np.arange(36, 42)  # subject's right eye, image left
-LEFT_EYE = np.arange(42, 48)
-OUTER_CORNERS = (36, 45)
 WHOLE_FRAME_CONFIDENCE = 0.3
 SMALL_FRAME_PAD = 0.25  # replicated border added around upscaled small frames before detection (x frame size)
 SMALL_FRAME_THRESHOLD = -0.5  # detector score threshold on small frames (tight crops score low; see module doc)
@@ -215,16 +220,6 @@ def unscale_points(points: np.ndarray, factor: float) -> np.ndarray:
     return ((np.asarray(points, np.float64) + 0.5) / factor - 0.5).astype(np.float32)
 
 
-def eye_distance(points: np.ndarray) -> float:
-    """Outer-eye-corner distance (points 36, 45), the NME normaliser."""
-    return float(np.linalg.norm(points[OUTER_CORNERS[0]] - points[OUTER_CORNERS[1]]))
-
-
-def nme(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean point-to-point error divided by the true outer-eye-corner distance (NaN when pred has NaNs)."""
-    return float(np.linalg.norm(pred - truth, axis=1).mean() / eye_distance(truth))
-
-
 def _anchor(points: np.ndarray) -> tuple[float, float, float]:
     """Centre (x, y) and scale (RMS distance to the centre, pixels) of the stable points."""
     stable = points[STABLE_POINTS].astype(np.float64)
@@ -269,16 +264,13 @@ def box_drift(before: Box, after: Box) -> float:
 
 def similarity_residual(points: np.ndarray, reference: np.ndarray) -> float:
     """Mean distance between ``points`` and ``reference`` after the best similarity transform (rotation, scale,
-    translation) of ``points`` onto it, in units of the reference's outer-eye distance."""
-    p = points - points.mean(axis=0)
-    r = reference - reference.mean(axis=0)
-    pc = p[:, 0] + 1j * p[:, 1]
-    rc = r[:, 0] + 1j * r[:, 1]
-    denom = float(np.vdot(pc, pc).real)
-    if denom <= 1e-9:
+    translation) of ``points`` onto it, in units of the reference's outer-eye distance (inf when it cannot be
+    fitted)."""
+    try:
+        fitted = transform_points(points, similarity_transform(points, reference))
+    except StageError:
         return float("inf")
-    a = np.vdot(pc, rc) / denom  # complex scale-rotation minimising |a*pc - rc|
-    return float(np.abs(a * pc - rc).mean() / max(eye_distance(reference), 1e-6))
+    return float(np.linalg.norm(fitted - reference, axis=1).mean() / max(eye_distance(reference), 1e-6))
 
 
 def shape_problem(points: np.ndarray, reference: np.ndarray, frame_shape: tuple[int, ...]) -> str:

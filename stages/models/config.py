@@ -17,14 +17,22 @@ class ModelInputConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    appearance: Literal["peak", "last_k", "peak_neutral"] = Field(
+    appearance: Literal["peak", "last_k", "peak_neutral", "frames"] = Field(
         "peak_neutral",
         description="peak: the last successful frame; last_k: the last k successful frames stacked as "
-        "channels (oldest first, peak last); peak_neutral: (first successful frame, peak) as channels -- the "
+        "channels (oldest first, peak last); frames: the same k frames, but each one a sample of its own for "
+        "the appearance network (shared weights) whose logits are averaged over the frames (sequences without "
+        "a neutral frame, such as CK+48); peak_neutral: (first successful frame, peak) as channels -- the "
         "default: with the subject's own neutral face beside the peak the CNN need not tell identity from "
         "expression (CK+-sized demo, skipnet alone: 93.3% vs 52.4% with last_k; BENCHMARKS.md).",
     )
-    k: int = Field(3, ge=1, description="Frames stacked by appearance='last_k'.")
+    k: int = Field(3, ge=1, description="Frames taken by appearance='last_k' and 'frames'.")
+    train_frames: Literal["all", "one"] = Field(
+        "all",
+        description="appearance='frames' in training: 'all' averages the logits of all k frames (as in "
+        "evaluation); 'one' feeds one randomly drawn frame per sequence and step (each frame a training sample "
+        "of its own, k times cheaper). Evaluation and prediction always average all k.",
+    )
     size: int = Field(
         64, ge=8, description="Model input side in pixels; aligned crops are resized from the cache's size."
     )
@@ -96,6 +104,11 @@ class ModelConfig(BaseModel):
         "fusion_weight; learned: w = sigmoid(a learnable scalar) starting at fusion_weight.",
     )
     fusion_weight: float = Field(0.5, gt=0.0, lt=1.0, description="Weight w of the appearance logits.")
+    test_flip: bool = Field(
+        False,
+        description="At evaluation and prediction, average each output's logits over the input and its mirror "
+        "image (crops flipped left-right, landmark trajectories mirrored and re-indexed); training is unchanged.",
+    )
     joint_loss: bool = Field(
         True,
         description="DTAGN joint fine-tuning: cross-entropy on appearance, geometry and fused logits summed; "
@@ -138,6 +151,9 @@ class TrainConfig(BaseModel):
         ge=0.0,
         lt=1.0,
         description="Fraction of training subjects the CV runner holds out for validation.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing of every cross-entropy term (0 = plain one-hot targets)."
     )
     class_weighted: bool = Field(
         False, description="Weight cross-entropy by inverse class frequency of the training labels."

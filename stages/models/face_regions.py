@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.errors import StageError
-from stages.record import N_LANDMARKS
+from stages.face_geometry import N_POINTS
 
 REGIONS: dict[str, tuple[tuple[int, ...], float]] = {
     "eye_right": ((*range(17, 22), *range(36, 42)), 0.15),
@@ -46,8 +46,8 @@ def region_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
     non-finite landmark used by a region.
     """
     pts = np.asarray(landmarks, dtype=np.float64)
-    if pts.shape != (N_LANDMARKS, 2):
-        raise StageError(f"face regions need landmarks [{N_LANDMARKS}, 2]; got {list(pts.shape)}")
+    if pts.shape != (N_POINTS, 2):
+        raise StageError(f"face regions need landmarks [{N_POINTS}, 2]; got {list(pts.shape)}")
     boxes = np.empty((N_REGIONS, 4), dtype=np.float64)
     for r, (idx, margin) in enumerate(REGIONS.values()):
         p = pts[list(idx)] + 0.5  # pixel centres -> edge coordinates

@@ -72,8 +72,10 @@ class SkipNet(nn.Module):
         convs_per_block: int = 1,
         normalize: str = "fixed",
         input_size: int | None = None,
+        use_skips: bool = True,
     ) -> None:
         super().__init__()
+        self.use_skips = use_skips
         if input_size is not None and input_size < 2 ** len(channels):
             raise StageError(
                 f"skipnet: input size {input_size} px is smaller than 2**{len(channels)} "
@@ -84,21 +86,23 @@ class SkipNet(nn.Module):
         c = in_channels
         for out in channels:
             blocks.append(ConvBlock(c, out, convs_per_block))
-            skips.append(nn.Sequential(nn.Linear(out, skip_dim), nn.ReLU(inplace=True)))
+            skips.append(nn.Sequential(nn.Linear(out, skip_dim), nn.ReLU(inplace=True)) if use_skips else nn.Identity())
             c = out
         self.blocks = nn.ModuleList(blocks)
         self.skips = nn.ModuleList(skips)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(len(channels) * skip_dim + c, n_classes)
+        self.classifier = nn.Linear((len(channels) * skip_dim if use_skips else 0) + c, n_classes)
         self.to(memory_format=torch.channels_last)
 
     def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Per-block skip features ([B, skip_dim] each, block order) and the last block's pooled feature."""
+        """Per-block skip features ([B, skip_dim] each, block order; none without skips) and the last block's
+        pooled feature."""
         h = self.norm(x).contiguous(memory_format=torch.channels_last)
         skips = []
         for block, skip in zip(self.blocks, self.skips, strict=True):
             h = block(h)
-            skips.append(skip(h.mean(dim=(2, 3))))
+            if self.use_skips:
+                skips.append(skip(h.mean(dim=(2, 3))))
         return skips, h.mean(dim=(2, 3))
 
     def head(self, skips: list[torch.Tensor], last: torch.Tensor) -> torch.Tensor:
@@ -124,4 +128,23 @@ def build_skipnet(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
         convs_per_block=cfg.convs_per_block,
         normalize=cfg.normalize,
         input_size=ctx.input_size,
+    )
+
+
+@register_model("appearance", name="plaincnn")
+def build_plaincnn(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
+    """The plain-CNN reference: skipnet's conv blocks with no skip connections (only the last block's pooled
+    feature reaches the classifier). For the skip-connection ablation."""
+    if cfg.options:
+        raise StageError(f"plaincnn takes no options; got {sorted(cfg.options)}")
+    return SkipNet(
+        in_channels=ctx.in_channels,
+        n_classes=ctx.n_classes,
+        channels=cfg.channels,
+        skip_dim=cfg.skip_dim,
+        dropout=cfg.dropout,
+        convs_per_block=cfg.convs_per_block,
+        normalize=cfg.normalize,
+        input_size=ctx.input_size,
+        use_skips=False,
     )

@@ -15,16 +15,16 @@ import torch
 from torch import nn
 
 from stages.errors import StageError
+from stages.face_geometry import N_POINTS
 from stages.models.config import GeometryConfig
 from stages.models.registry import BuildContext, register_model
-from stages.record import N_LANDMARKS
 
-COORDS = N_LANDMARKS * 2
+COORDS = N_POINTS * 2
 
 
 def _check_trajectory(traj: torch.Tensor) -> None:
-    if traj.dim() != 4 or traj.shape[2:] != (N_LANDMARKS, 2):
-        raise StageError(f"trajectory batch must be [B, L, {N_LANDMARKS}, 2]; got {list(traj.shape)}")
+    if traj.dim() != 4 or traj.shape[2:] != (N_POINTS, 2):
+        raise StageError(f"trajectory batch must be [B, L, {N_POINTS}, 2]; got {list(traj.shape)}")
 
 
 class TrajNet(nn.Module):

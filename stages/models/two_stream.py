@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import stages.augment as augment  # module import: stages.augment imports this package's config (a cycle)
 from stages.errors import StageError
 from stages.models.config import ModelConfig, ModelInputConfig
 from stages.models.registry import BuildContext, build_stream
@@ -19,6 +20,7 @@ from stages.models.registry import BuildContext, build_stream
 FRAMES_PER_INPUT = {
     "peak": lambda cfg: 1,
     "last_k": lambda cfg: cfg.k,
+    "frames": lambda cfg: cfg.k,
     "peak_neutral": lambda cfg: 2,
 }
 
@@ -31,6 +33,30 @@ def frames_for(input_cfg: ModelInputConfig) -> int:
 def in_channels_for(input_cfg: ModelInputConfig, color: bool) -> int:
     """Appearance channels C = frames x (3 for RGB crops, 1 for grey)."""
     return frames_for(input_cfg) * (3 if color else 1)
+
+
+class FrameAveraged(nn.Module):
+    """Runs an appearance network on each of ``n_frames`` frames stacked frame-major in the channels (shared
+    weights: every frame is a sample of its own) and averages its logits over the frames.
+
+    Input [B, n_frames * c, S, S] -> the network on [B * n_frames, c, S, S] -> logits [B, n_frames, K] -> mean
+    over frames [B, K]. Used for ``model.input.appearance: frames``. With ``train_one``, training mode instead
+    feeds one random frame per sequence (logits of that frame)."""
+
+    def __init__(self, net: nn.Module, n_frames: int, train_one: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.n_frames = n_frames
+        self.train_one = train_one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        frames = x.reshape(b, self.n_frames, c // self.n_frames, h, w)
+        if self.training and self.train_one:  # one frame per sequence, drawn from torch's (seeded) generator
+            pick = torch.randint(self.n_frames, (b,), device=x.device)
+            return self.net(frames[torch.arange(b, device=x.device), pick])
+        logits = self.net(frames.reshape(b * self.n_frames, c // self.n_frames, h, w))
+        return logits.reshape(b, self.n_frames, -1).mean(dim=1)
 
 
 class TwoStream(nn.Module):
@@ -48,8 +74,10 @@ class TwoStream(nn.Module):
         fusion: str = "sum",
         fusion_weight: float = 0.5,
         joint_loss: bool = True,
+        test_flip: bool = False,
     ) -> None:
         super().__init__()
+        self.test_flip = test_flip
         if appearance is None and geometry is None:
             raise StageError("a model needs at least one stream (appearance or geometry)")
         if fusion not in ("sum", "weighted", "learned"):
@@ -83,6 +111,16 @@ class TwoStream(nn.Module):
         return torch.tensor(self.fixed_weight)
 
     def forward(self, app: torch.Tensor | None = None, traj: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.test_flip and not self.training:
+            out = self._forward(app, traj)
+            mirrored = self._forward(
+                None if app is None else augment.hflip_appearance(app),
+                None if traj is None else augment.hflip_trajectory(traj),
+            )
+            return {k: (v + mirrored[k]) / 2 for k, v in out.items()}
+        return self._forward(app, traj)
+
+    def _forward(self, app: torch.Tensor | None, traj: torch.Tensor | None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if self.appearance is not None:
             if app is None:
@@ -98,11 +136,18 @@ class TwoStream(nn.Module):
         return out
 
     def loss(
-        self, outputs: dict[str, torch.Tensor], y: torch.Tensor, class_weight: torch.Tensor | None = None
+        self,
+        outputs: dict[str, torch.Tensor],
+        y: torch.Tensor,
+        class_weight: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> torch.Tensor:
-        """Mean cross-entropy: summed over all outputs with ``joint_loss``, else of the predicting output."""
+        """Mean cross-entropy (with ``label_smoothing``): summed over all outputs with ``joint_loss``, else of the
+        predicting output."""
         keys = sorted(outputs) if self.joint_loss else [self.prediction_key]
-        return sum(F.cross_entropy(outputs[k], y, weight=class_weight) for k in keys)
+        return sum(
+            F.cross_entropy(outputs[k], y, weight=class_weight, label_smoothing=label_smoothing) for k in keys
+        )
 
 
 def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int | None = None) -> TwoStream:
@@ -113,9 +158,21 @@ def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int
     """
     if n_classes < 2:
         raise StageError(f"a classifier needs at least 2 classes; got {n_classes}")
-    ctx = BuildContext(n_classes=n_classes, in_channels=in_channels, input_size=cfg.input.size, n_steps=n_steps)
+    per_frame = cfg.input.appearance == "frames"
+    n_frames = frames_for(cfg.input)
+    if per_frame and in_channels % n_frames:
+        raise StageError(
+            f"appearance input 'frames' needs channels = {n_frames} frames x colours; got {in_channels} "
+            f"(network {cfg.appearance.name!r} adds input channels of its own: use last_k)"
+        )
+    app_channels = in_channels // n_frames if per_frame else in_channels
+    ctx = BuildContext(n_classes=n_classes, in_channels=app_channels, input_size=cfg.input.size, n_steps=n_steps)
     appearance = build_stream("appearance", cfg.appearance, ctx) if cfg.streams in ("appearance", "fused") else None
+    if appearance is not None and per_frame:
+        if hasattr(appearance, "pretrain"):
+            raise StageError(f"appearance input 'frames' does not support {cfg.appearance.name!r}'s pretraining")
+        appearance = FrameAveraged(appearance, n_frames, cfg.input.train_frames == "one")
     geometry = build_stream("geometry", cfg.geometry, ctx) if cfg.streams in ("geometry", "fused") else None
-    model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss)
+    model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss, cfg.test_flip)
     model.build_args = {"n_classes": n_classes, "in_channels": in_channels, "n_steps": n_steps}
     return model

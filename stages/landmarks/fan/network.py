@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from stages.errors import MissingWeightsError, StageError
+from stages.face_geometry import FLIP_PERMUTATION, N_POINTS
 from stages.image import to_rgb
-from stages.landmarks.base import N_POINTS, Box
-from stages.template import FLIP_PERMUTATION
+from stages.landmarks.base import Box
 
 CROP = 256
 HEATMAP = 64

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.landmarks.base import N_POINTS
+from stages.face_geometry import N_POINTS, read_pts
 
 
 class MalformedLandmarks(ValueError):
@@ -24,18 +24,6 @@ class MalformedLandmarks(ValueError):
 def read_xy_text(path: Path) -> np.ndarray:
     """Whitespace-separated ``x y`` rows (CK+ format)."""
     return np.loadtxt(path, dtype=np.float64, ndmin=2)
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """300-W ``.pts`` (1-based) -> 0-based points."""
-    lines = path.read_text().splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "{")
-        end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == "}")
-    except StopIteration:
-        raise MalformedLandmarks("no '{ ... }' block of points") from None
-    rows = [line.split() for line in lines[start + 1 : end] if line.strip()]
-    return np.array(rows, dtype=np.float64) - 1.0
 
 
 def read_npy(path: Path) -> np.ndarray:

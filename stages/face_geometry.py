@@ -1,9 +1,17 @@
-"""Canonical frontal 68-point face shape (iBUG order), its mirror permutation and landmark index groups.
+"""68-point face geometry, the one place for it: point count, index groups, mirroring, the canonical frontal
+template, the similarity fit, the 300-W ``.pts`` reader and the NME landmark error.
 
-Coordinates are (x, y) with x to the right and y DOWN (image convention), in units of the outer-eye-corner
-distance: point 36 (outer corner of the right eye, image left) sits at (-0.5, 0) and point 45 at (0.5, 0).
+A bottom-layer module: it imports only numpy and :mod:`stages.errors` (a leaf), so every stage and the demo
+generator (``data_manifests.demo``) can depend on it.
 
-How the numbers were derived (once, with a throw-away script; nothing here reads that data at run time):
+Conventions: 68 points in iBUG order (jaw 0-16, brows 17-26, nose 27-35, right eye 36-41 = image left, left eye
+42-47, mouth 48-67); (x, y) with x to the right and y DOWN (image convention); pixel coordinates are 0-based,
+pixel centres at integers.
+
+The template (:data:`TEMPLATE`) is in units of the outer-eye-corner distance: point 36 (outer corner of the right
+eye, image left) sits at (-0.5, 0) and point 45 at (0.5, 0).
+
+How the template numbers were derived (once, with a throw-away script; nothing here reads that data at run time):
 generalised Procrustes analysis (similarity alignment, 6 iterations to convergence) of the 200 hand-annotated
 300-W faces in ``../shared/faces/*.pts`` (1-based pixel coordinates, 1 subtracted), then the mean shape was
 rotated/scaled/shifted so the outer eye corners sit at (-0.5, 0) and (0.5, 0), averaged with its mirror image
@@ -13,9 +21,14 @@ mirror-symmetric.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from stages.errors import StageError
+
 N_POINTS = 68
+"""Landmarks per face (iBUG 68-point scheme)."""
 
 # (x, y) per point, outer-eye-corner distance = 1, origin midway between the outer eye corners, y down.
 # Groups: jaw 0-16, brows 17-26, nose 27-35, right eye 36-41, left eye 42-47, mouth 48-67.
@@ -66,6 +79,10 @@ NOSE = np.arange(27, 36)
 RIGHT_EYE = np.arange(36, 42)  # the subject's right eye = image left
 LEFT_EYE = np.arange(42, 48)
 MOUTH = np.arange(48, 68)
+OUTER_LIPS = np.arange(48, 60)
+INNER_LIPS = np.arange(60, 68)  # polygon order 60..67 bounds the mouth interior
+INNER_UPPER = np.array([61, 62, 63])
+INNER_LOWER = np.array([67, 66, 65])  # paired with INNER_UPPER column by column
 NOSE_TIP = 30
 OUTER_EYE_CORNERS = (36, 45)
 
@@ -88,3 +105,71 @@ def mirror_points(points: np.ndarray, width: float | None = None) -> np.ndarray:
     out = pts[..., FLIP_PERMUTATION, :].copy()
     out[..., 0] = -out[..., 0] if width is None else (width - 1) - out[..., 0]
     return out
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a [2, 3] affine matrix to [..., 2] (x, y) points; NaN stays NaN. Returns float64."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; never a reflection) mapping ``src``
+    onto ``dst`` (Umeyama 1991). ``src``, ``dst``: [N, 2] (x, y), N >= 2, finite. Returns a [2, 3] float64
+    matrix M with ``dst ~= src @ M[:, :2].T + M[:, 2]``. Raises StageError for bad shapes, non-finite points or
+    coincident source points.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
+        raise StageError(
+            f"similarity_transform needs two [N, 2] arrays with N >= 2, got {src.shape} and {dst.shape}"
+        )
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise StageError("similarity_transform got non-finite points")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    if var_s <= 1e-12:
+        raise StageError("similarity_transform: source points coincide; no transform can be fitted")
+    cov = xd.T @ xs / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
+    rot = u @ np.diag(d) @ vt
+    scale = float((sig * d).sum() / var_s)
+    m = np.empty((2, 3), dtype=np.float64)
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def eye_distance(points: np.ndarray) -> float:
+    """Outer-eye-corner distance (points 36, 45) of [68, 2] points, in their units; the NME normaliser."""
+    a, b = OUTER_EYE_CORNERS
+    return float(np.linalg.norm(points[a] - points[b]))
+
+
+def nme(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean point-to-point error of [68, 2] ``pred`` divided by the outer-eye-corner distance of ``truth``
+    (unitless; NaN when ``pred`` has NaNs)."""
+    return float(np.linalg.norm(pred - truth, axis=1).mean() / eye_distance(truth))
+
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """Read a 300-W ``.pts`` file (``version``/``n_points`` header, ``{``, 68 lines ``x y`` in 1-based pixel
+    coordinates, ``}``); return [68, 2] float64 0-based pixel coordinates (file values minus 1).
+
+    Raises OSError when the file cannot be read and ValueError (message without the path) when it is not a
+    68-point ``.pts`` file; callers add the path to the error their layer raises.
+    """
+    text = Path(path).read_text()  # UnicodeDecodeError is a ValueError
+    if "{" not in text or "}" not in text:
+        raise ValueError("not a 300-W .pts file (no '{ ... }' block)")
+    body = text.split("{", 1)[1].split("}", 1)[0].split()
+    try:
+        values = np.array([float(v) for v in body], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"non-numeric landmark value ({exc})") from exc
+    if values.size != 2 * N_POINTS:
+        raise ValueError(f"expected {N_POINTS} points, found {values.size / 2:g}")
+    return values.reshape(N_POINTS, 2) - 1.0

@@ -1,0 +1,169 @@
+"""Class-folder scanner (the ImageFolder convention): ``ROOT/<class>/<image>``, as CK+48, JAFFE, KDEF and folder
+exports of FER2013 / RAF-DB ship.
+
+Subject, sequence and frame order come from each file's stem through a regular expression with named groups
+(``ImageFolderConfig.pattern``):
+
+- ``subject`` (required): the subject id, which folds never split;
+- ``sequence`` (optional): images of one subject with the same sequence value **in the same class folder** form
+  one sequence; without the group every image is its own one-frame sequence;
+- ``frame`` (optional): the frame number that orders a sequence's images (digits, compared as numbers);
+  without it a sequence's images are in natural name order.
+
+The default pattern fits CK+ names (``S010_004_00000017`` = subject S010, sequence 004, frame 17), so CK+48 as
+it ships scans into its 327 three-frame sequences. ``sequence_id`` = ``<subject>_<sequence>`` (``<stem>`` when
+the pattern has no sequence group); when one id occurs in two class folders, the class is appended
+(``..._<class>``) so ids stay unique, and the report notes it.
+
+Choices, for the record: the class folder name is the label (case-insensitive, aliases such as ``happiness``
+or ``angry`` accepted); a class folder outside the configured class set keeps its sequences unlabelled with a
+note; a folder that names no known class is reported and skipped. A file whose stem does not match the
+pattern is reported and skipped, like a stray file. Images directly in ROOT, nested folders, system files and
+non-image files are reported and skipped. The peak is a sequence's last frame (CK+48 holds the last three
+frames up to the apex).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from data_manifests.errors import ManifestError
+from data_manifests.scan_common import (
+    ScanReport,
+    canonical_class,
+    class_set_name,
+    is_ignored_dir,
+    is_image,
+    is_system_file,
+    label_in_set,
+    list_dir,
+    natural_key,
+    require_root,
+    resolve_classes,
+    sequence_row,
+)
+
+CKPLUS_NAME_PATTERN = r"^(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)$"
+"""CK+ file stems: ``S010_004_00000017`` -> subject S010, sequence 004, frame 17."""
+
+DATASET = "imagefolder"
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a file-name pattern; :class:`ManifestError` when it is invalid or has no ``subject`` group, or
+    has groups other than subject / sequence / frame."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ManifestError(f"imagefolder name pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    groups = set(rx.groupindex)
+    if "subject" not in groups:
+        raise ManifestError(
+            f"imagefolder name pattern {pattern!r} needs a named group (?P<subject>...) (subjects keep folds honest)"
+        )
+    unknown = groups - {"subject", "sequence", "frame"}
+    if unknown:
+        raise ManifestError(
+            f"imagefolder name pattern {pattern!r}: unknown named groups {sorted(unknown)} "
+            "(known: subject, sequence, frame)"
+        )
+    return rx
+
+
+def _frame_key(match: re.Match[str], name: str) -> tuple:
+    frame = match.groupdict().get("frame")
+    if frame is not None and frame.isdigit():
+        return (0, int(frame), natural_key(name))
+    return (1, 0, natural_key(name))
+
+
+def scan_imagefolder(
+    root: Path,
+    *,
+    classes: str | list[str] = "ckplus7",
+    name_pattern: str = CKPLUS_NAME_PATTERN,
+    **_ignored: object,
+) -> tuple[pd.DataFrame, ScanReport]:
+    """Scan ``ROOT/<class>/<image>`` into manifest rows (folds null) and a report (see the module docstring).
+
+    Raises :class:`ManifestError` for a missing root, an invalid pattern, or a root with no class folder
+    holding a matching image.
+    """
+    root = require_root(root)
+    rx = compile_pattern(name_pattern)
+    class_list = resolve_classes(classes)
+    set_name = class_set_name(classes)
+    report = ScanReport(classes=class_list, dataset=DATASET, root=str(root))
+    has_sequence = "sequence" in rx.groupindex
+
+    # (sequence id, class folder) -> [(sort key, path)]; subject and label per key
+    groups: dict[tuple[str, str], list[tuple[tuple, str]]] = defaultdict(list)
+    info: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
+    class_dirs = 0
+    for entry in list_dir(root):
+        if entry.is_file():
+            reason = "system file" if is_system_file(entry.name) else "file outside a class folder"
+            report.skip(entry.path, reason)
+            continue
+        if not entry.is_dir() or is_ignored_dir(entry.name):
+            if entry.is_dir():
+                report.skip(entry.path, "hidden or system folder")
+            continue
+        canon = canonical_class(entry.name)
+        if canon is None:
+            report.skip(entry.path, f"not a class folder: {entry.name!r} names no known class")
+            continue
+        label, note = label_in_set(canon, class_list, set_name)
+        class_dirs += 1
+        for item in list_dir(Path(entry.path)):
+            path = Path(item.path)
+            if is_system_file(item.name):
+                report.skip(path, "system file")
+                continue
+            if item.is_dir():
+                report.skip(path, "folder inside a class folder")
+                continue
+            if not is_image(item.name):
+                report.skip(path, "not an image file")
+                continue
+            m = rx.search(path.stem)
+            if m is None:
+                report.skip(path, f"name does not match the pattern: {name_pattern}")
+                continue
+            subject = m.group("subject")
+            seq = f"{subject}_{m.group('sequence')}" if has_sequence else path.stem
+            key = (seq, canon)
+            groups[key].append((_frame_key(m, item.name), str(path)))
+            info[key] = (subject, label, note)
+    if not groups:
+        where = "no class folder" if class_dirs == 0 else "no image whose name matches the pattern"
+        raise ManifestError(f"{root}: not a class-folder dataset ({where}; pattern {name_pattern})")
+
+    per_id = defaultdict(list)
+    for seq, canon in groups:
+        per_id[seq].append(canon)
+    rows = []
+    for (seq, canon), items in sorted(groups.items(), key=lambda kv: natural_key(f"{kv[0][0]}/{kv[0][1]}")):
+        seq_id = seq
+        if len(per_id[seq]) > 1:
+            seq_id = f"{seq}_{canon}"
+            folders = ", ".join(sorted(per_id[seq]))
+            report.note(seq_id, f"sequence {seq} lies in class folders {folders}: id made unique")
+        subject, label, note = info[(seq, canon)]
+        frames = [p for _, p in sorted(items)]
+        rows.append(
+            sequence_row(
+                sequence_id=seq_id,
+                dataset=DATASET,
+                subject=subject,
+                label=label,
+                label_note=note,
+                frame_paths=frames,
+                peak_index=len(frames) - 1,
+            )
+        )
+    return pd.DataFrame(rows), report
