@@ -112,12 +112,18 @@ def demo_data(
     workers: Annotated[int, typer.Option(help="processes")] = 2,
 ) -> None:
     """Generate a synthetic dataset of warped real faces in the CK+, Oulu-CASIA or videos layout."""
-    from pipeline.config import DemoConfig, load_config
+    from pydantic import ValidationError
+
+    from pipeline.config import DemoConfig, format_validation_error, load_config
     from pipeline.dataset import ensure_demo_data
+    from pipeline.errors import ConfigError
 
     cfg = load_config(None)
     cfg.data.root = out
-    cfg.data.demo = DemoConfig(layout=layout, subjects=subjects, seed=seed, faces=faces, workers=workers)
+    try:
+        cfg.data.demo = DemoConfig(layout=layout, subjects=subjects, seed=seed, faces=faces, workers=workers)
+    except ValidationError as exc:  # a bad option is one error: line, as from the config loader
+        raise ConfigError(format_validation_error(exc, "demo-data options")) from None
     ensure_demo_data(cfg)
 
 

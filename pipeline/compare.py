@@ -36,7 +36,7 @@ from torch import nn
 from pipeline.config import Config
 from pipeline.cv import LabelledData, config_hash_of, load_labelled_data, resolve_device, run_cv
 from pipeline.errors import ConfigError
-from pipeline.output_folder import claim_folder
+from pipeline.output_folder import check_replaceable, claim_folder
 from pipeline.preprocess import sequence_config
 from pipeline.run_key import data_identity, run_key
 from stages.atomic_io import atomic_open, atomic_write_text
@@ -423,7 +423,8 @@ def run_compare(
         needs = needs | n
     shared = ModelNeeds((), needs.targets)  # extras are appended per cell
     key = data_key(cfg)
-    out = claim_folder(compare_dir(cfg), "compare")
+    out = compare_dir(cfg)
+    check_replaceable(out, "compare")  # a folder of someone's files is refused before any work; marked when written
     if data_file is not None:
         data = load_labelled_npz(data_file, key)
         missing = [t for t in needs.targets if t not in data.targets]
@@ -434,6 +435,7 @@ def run_compare(
             )
     else:
         data = load_labelled_data(cfg, needs=shared)
+    claim_folder(out, "compare")
     if prepare_only:
         path = save_labelled_data(out / DATA_FILE, data, key)
         print(f"compare: prepared data for {len(data.labels)} sequences written to {path}", file=sys.stderr)

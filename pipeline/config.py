@@ -142,7 +142,7 @@ def _apply_override(data: dict, parts: list[str], value: Any, text: str) -> None
     node[parts[-1]] = value
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -210,7 +210,7 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source)) from None
     return cfg
 
 
