@@ -34,9 +34,10 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataF
     lab = out[_labelled(out)].sort_values("sequence_id", kind="stable")
     subjects = sorted(lab["subject"].astype(str).unique())
     if len(subjects) < n_folds:
+        advice = (f"use at most {len(subjects)} folds (--folds) or label more subjects" if len(subjects) >= 2
+                  else "subject-independent folds need labelled sequences of at least 2 subjects: label more")
         raise ManifestError(
-            f"only {len(subjects)} labelled subjects for {n_folds} folds: folds split by subject, so use at "
-            f"most {len(subjects)} folds (--folds) or label more subjects"
+            f"only {len(subjects)} labelled subjects for {n_folds} folds: folds split by subject, so {advice}"
         )
     groups = lab["subject"].astype(str).to_numpy()
     y = lab["label"].astype(str).to_numpy()

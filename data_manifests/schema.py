@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_manifests.errors import ManifestError
+from stages.atomic_io import atomic_path
 
 SCHEMA_VERSION = 1
 
@@ -173,16 +174,15 @@ def write_manifest(df: pd.DataFrame, path: Path, meta: ManifestMeta, csv: bool =
     table = pa.Table.from_pandas(df, preserve_index=False)
     metadata = {**(table.schema.metadata or {}), b"seqfer": meta.to_json().encode()}
     table = table.replace_schema_metadata(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     if csv:
         out = df.copy()
         for c in LIST_COLUMNS:
             out[c] = [json.dumps(list(v)) if v is not None else "" for v in out[c]]
         csv_path = path.with_suffix(".csv")
-        out.to_csv(csv_path.with_name(csv_path.name + ".tmp"), index=False)
-        csv_path.with_name(csv_path.name + ".tmp").replace(csv_path)
+        with atomic_path(csv_path) as tmp:
+            out.to_csv(tmp, index=False)
     return path
 
 

@@ -15,6 +15,7 @@ import click
 import typer
 
 from pipeline.errors import USER_ERRORS
+from pipeline.interrupt import Interrupted
 
 app = typer.Typer(
     name="seqfer",
@@ -74,9 +75,15 @@ def manifest(
 ) -> None:
     """Scan a CK+ / Oulu-CASIA tree, a class-folder image set or a folder of videos into a manifest with
     subject-independent folds."""
+    from data_manifests.errors import ManifestError
     from data_manifests.scan import build_manifest
     from data_manifests.schema import write_manifest
 
+    if output.is_dir():
+        raise ManifestError(f"-o {output}: is a folder; give the manifest's file name, e.g. {output}/manifest.parquet")
+    if output.suffix.lower() != ".parquet":
+        raise ManifestError(f"-o {output}: a manifest is written as Parquet; name it .parquet "
+                            f"(e.g. {output.with_suffix('.parquet')}) and add --csv for a CSV copy beside it")
     df, meta, report = build_manifest(
         root,
         format,
@@ -105,12 +112,18 @@ def demo_data(
     workers: Annotated[int, typer.Option(help="processes")] = 2,
 ) -> None:
     """Generate a synthetic dataset of warped real faces in the CK+, Oulu-CASIA or videos layout."""
-    from pipeline.config import DemoConfig, load_config
+    from pydantic import ValidationError
+
+    from pipeline.config import DemoConfig, format_validation_error, load_config
     from pipeline.dataset import ensure_demo_data
+    from pipeline.errors import ConfigError
 
     cfg = load_config(None)
     cfg.data.root = out
-    cfg.data.demo = DemoConfig(layout=layout, subjects=subjects, seed=seed, faces=faces, workers=workers)
+    try:
+        cfg.data.demo = DemoConfig(layout=layout, subjects=subjects, seed=seed, faces=faces, workers=workers)
+    except ValidationError as exc:  # a bad option is one error: line, as from the config loader
+        raise ConfigError(format_validation_error(exc, "demo-data options")) from None
     ensure_demo_data(cfg)
 
 
@@ -221,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
+    except Interrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is kept; run the same command again to resume", err=True)
         return 130

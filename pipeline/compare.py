@@ -36,7 +36,10 @@ from torch import nn
 from pipeline.config import Config
 from pipeline.cv import LabelledData, config_hash_of, load_labelled_data, resolve_device, run_cv
 from pipeline.errors import ConfigError
+from pipeline.output_folder import check_replaceable, claim_folder
 from pipeline.preprocess import sequence_config
+from pipeline.run_key import data_identity, run_key
+from stages.atomic_io import atomic_open, atomic_write_text
 from stages.cache import stable_hash
 from stages.model_extras import ModelNeeds, append_extras, needs_of
 from stages.models import build_model, list_models
@@ -154,10 +157,8 @@ def save_labelled_data(path: Path, data: LabelledData, key: str) -> Path:
         ),
     }
     arrays.update({f"target__{k}": v for k, v in data.targets.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 
@@ -242,8 +243,8 @@ def cell_data(data: LabelledData, needs: ModelNeeds) -> LabelledData:
     )
 
 
-def _cell_key(cfg: Config, folds: list[int]) -> str:
-    return stable_hash("compare-cell", config_hash_of(cfg), folds)
+def _cell_key(cfg: Config, folds: list[int], data: LabelledData) -> str:
+    return run_key("compare-cell", config_hash_of(cfg), folds, data_identity(data))
 
 
 def _predict_ms(cfg: Config, data: LabelledData, fold_dir: Path, device: str) -> float:
@@ -271,11 +272,14 @@ def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
     folder = Path(cfg.output_dir)
     folds = sorted(set(data.folds.tolist()))
     folds = folds if cfg.cv.run_folds is None else [f for f in cfg.cv.run_folds if f in folds]
-    key = _cell_key(cfg, folds)
+    key = _cell_key(cfg, folds, data)
     done = folder / CELL_FILE
     if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("key") == key:
+        try:
+            previous = json.loads(done.read_text())
+        except (OSError, ValueError):
+            previous = None  # damaged: the cell is re-run (its folds resume)
+        if isinstance(previous, dict) and previous.get("key") == key and isinstance(previous.get("row"), dict):
             print(f"compare: {folder.name} already finished, not re-run", file=sys.stderr)
             return previous["row"]
     summary = run_cv(cfg, data, use_ray=use_ray)
@@ -296,7 +300,7 @@ def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
         "n_sequences": summary["n_sequences"],
         "device": device,
     }
-    done.write_text(json.dumps({"key": key, "row": row}, indent=2))
+    atomic_write_text(done, json.dumps({"key": key, "row": row}, indent=2))
     return row
 
 
@@ -420,7 +424,7 @@ def run_compare(
     shared = ModelNeeds((), needs.targets)  # extras are appended per cell
     key = data_key(cfg)
     out = compare_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    check_replaceable(out, "compare")  # a folder of someone's files is refused before any work; marked when written
     if data_file is not None:
         data = load_labelled_npz(data_file, key)
         missing = [t for t in needs.targets if t not in data.targets]
@@ -431,6 +435,7 @@ def run_compare(
             )
     else:
         data = load_labelled_data(cfg, needs=shared)
+    claim_folder(out, "compare")
     if prepare_only:
         path = save_labelled_data(out / DATA_FILE, data, key)
         print(f"compare: prepared data for {len(data.labels)} sequences written to {path}", file=sys.stderr)

@@ -69,6 +69,14 @@ class RayConfig(_Strict):
         None, description="existing Ray cluster ('auto' or host:port); null = local Ray"
     )
     workers: int = Field(2, ge=1, description="parallel workers (actors) for preprocessing and prediction")
+    item_timeout: float | None = Field(
+        1800.0, gt=0, description="seconds one sequence or input may take on a worker before it becomes a "
+        "'timeout' row (null: no limit)"
+    )
+    start_timeout: float = Field(
+        120.0, gt=0, description="seconds a worker may take to start (or wait to be scheduled) before the pool "
+        "goes on without it"
+    )
 
 
 class PreprocessConfig(SequenceConfig):
@@ -134,7 +142,7 @@ def _apply_override(data: dict, parts: list[str], value: Any, text: str) -> None
     node[parts[-1]] = value
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -143,6 +151,30 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})")
         )
     return "\n".join(lines)
+
+
+MAX_CONFIG_NODES = 100_000
+"""The most values (mappings, lists and scalars, counting every repetition of a YAML alias) a config may hold."""
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Raise :class:`ConfigError` when ``data`` expands to more than :data:`MAX_CONFIG_NODES` values.
+
+    YAML aliases let a few lines stand for an exponentially large tree (a "billion laughs" bomb); safe_load
+    shares the repeated objects, but validating or printing the config would walk every copy. The walk stops as
+    soon as the limit is passed, so the check itself is cheap."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"{source}: the config expands to more than {MAX_CONFIG_NODES} values (YAML aliases "
+                              "repeated too often?); a seqfer config is a few hundred")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_config(path: Path | str | None, overrides: list[str] | None = None) -> Config:
@@ -158,21 +190,27 @@ def load_config(path: Path | str | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        _check_size(loaded, str(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys")
         data = loaded or {}
     for text in overrides or []:
         parts, value = parse_override(text)
+        _check_size(value, f"--set {text[:60]}")
         _apply_override(data, parts, value, text)
     if overrides:
         source += " (with --set " + ", ".join(overrides) + ")"
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source)) from None
     return cfg
 
 

@@ -16,6 +16,7 @@ import json
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pandas as pd
 
 from pipeline.config import Config, to_yaml
 from pipeline.dataset import prepare_manifest
+from pipeline.output_folder import claim_folder
 from pipeline.preprocess import preprocess_dir, run_preprocess, sequence_config, source_from_row
 from pipeline.progress import progress_bar
 from pipeline.ray_runtime import ensure_ray
@@ -34,6 +36,8 @@ from pipeline.reports import (
     save_curves_png,
     summary_markdown,
 )
+from pipeline.run_key import data_identity, run_key
+from stages.atomic_io import atomic_write_text
 from stages.cache import stable_hash
 from stages.model_extras import ModelNeeds, build_targets, model_inputs, needs_of
 from stages.models.config import ModelConfig, TrainConfig
@@ -75,13 +79,16 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
     processor = SequenceProcessor(sequence_config(cfg), cfg.cache_dir)
     classes = list(meta.classes)
     keep, records, excluded = [], [], []
+    recomputed = 0
     for _, row in df[df["labelled"]].iterrows():
         status = index["status"].get(row["sequence_id"], "not_preprocessed")
+        reason = index["reason"].get(row["sequence_id"], "")
         record = processor.load(source_from_row(row)) if status == STATUS_OK else None
+        if record is None and status == STATUS_OK:  # damaged or removed since preprocessing: recompute it now
+            outcome = processor.process(source_from_row(row))
+            record, status, reason = outcome.record, outcome.status, outcome.reason
+            recomputed += 1
         if record is None:
-            reason = (
-                index["reason"].get(row["sequence_id"], "") if status != STATUS_OK else "cache entry missing"
-            )
             excluded.append(
                 {
                     "sequence_id": row["sequence_id"],
@@ -96,6 +103,14 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         keep.append(row)
         records.append(record)
     kept = pd.DataFrame(keep)
+    if recomputed:
+        print(f"data: {recomputed} sequence(s) had a damaged or missing cache entry and were recomputed",
+              file=sys.stderr)
+    if excluded:
+        n_labelled = len(keep) + len(excluded)
+        reasons = Counter(f"{e['status']}: {e['reason']}" if e["reason"] else e["status"] for e in excluded)
+        print(f"WARNING: using {len(keep)} of {n_labelled} labelled sequences; {len(excluded)} excluded ("
+              + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)) + ")", file=sys.stderr)
     appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
     return LabelledData(
         sequence_ids=kept["sequence_id"].to_numpy(str),
@@ -163,6 +178,8 @@ def train_fold(
         tcfg,
         seed=seed * 1000 + fold,
         device=device,
+        resume_path=fold_path / TRAIN_STATE_FILE,  # a killed fold resumes from its last epoch
+        resume_key=f"{config_hash}:{fold}",
     )
     proba = predict_proba(result.model, data.subset(test_idx), device=device)
     pred = proba.argmax(axis=1)
@@ -188,16 +205,19 @@ def train_fold(
         "seconds": time.perf_counter() - start,
         "device": device,
         "config_hash": config_hash,
-        "test_rows": test_idx.tolist(),
+        "test_ids": data.sequence_ids[test_idx].tolist(),
         "proba": proba.tolist(),
         "train_subjects": sorted(set(data.subjects[train_idx])),
         "val_subjects": sorted(set(data.subjects[val_idx])),
         "test_subjects": sorted(set(data.subjects[test_idx])),
     }
-    tmp = fold_path / "result.json.tmp"
-    tmp.write_text(json.dumps(out))
-    tmp.replace(fold_path / "result.json")
+    atomic_write_text(fold_path / "result.json", json.dumps(out))
+    (fold_path / TRAIN_STATE_FILE).unlink(missing_ok=True)  # the fold is finished: its result replaces it
     return out
+
+
+TRAIN_STATE_FILE = "train_state.pt"
+"""Per-epoch training state of an unfinished fold (stages.training.fit's resume_path)."""
 
 
 def cv_dir(cfg: Config) -> Path:
@@ -218,6 +238,22 @@ def config_hash_of(cfg: Config) -> str:
     )
 
 
+def read_fold_result(path: Path) -> dict | None:
+    """A finished fold's ``result.json``, or None when it is absent, empty or damaged (that fold is re-run)."""
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"cv: {path} is unreadable ({type(exc).__name__}); that fold is re-run", file=sys.stderr)
+        return None
+    keys = ("config_hash", "fold", "accuracy", "test_ids", "proba")
+    if not isinstance(result, dict) or any(k not in result for k in keys):
+        print(f"cv: {path} is incomplete or from an older seqfer; that fold is re-run", file=sys.stderr)
+        return None
+    return result
+
+
 def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) -> dict:
     """Run the configured folds (resuming finished ones) and write the run folder. Returns summary.json.
 
@@ -226,26 +262,25 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
     """
     start = time.perf_counter()
     data = data if data is not None else load_labelled_data(cfg)
-    out = cv_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(cv_dir(cfg), "cv", legacy=("config.yaml", "environment.json"))
     (out / "config.yaml").write_text(to_yaml(cfg))
     device = resolve_device(cfg.cv.device)
     _write_environment(out / "environment.json", device)
-    config_hash = config_hash_of(cfg)
+    config_hash = run_key("cv-fold", config_hash_of(cfg), data_identity(data))
     all_folds = sorted(set(data.folds.tolist()))
     folds = all_folds if cfg.cv.run_folds is None else [f for f in cfg.cv.run_folds if f in all_folds]
 
     results: dict[int, dict] = {}
     todo = []
     for fold in folds:
-        done = out / f"fold_{fold}" / "result.json"
-        previous = json.loads(done.read_text()) if done.is_file() else None
+        previous = read_fold_result(out / f"fold_{fold}" / "result.json")
         if previous is not None and previous.get("config_hash") == config_hash:
             results[fold] = previous
         else:
             todo.append(fold)
     if results:
-        print(f"cv: {len(results)} fold(s) already finished with this config, not re-run", file=sys.stderr)
+        print(f"cv: {len(results)} fold(s) already finished with this config and data, not re-run",
+              file=sys.stderr)
 
     if todo and not use_ray:
         args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.train.val_fraction)
@@ -296,9 +331,11 @@ def write_cv_report(
 ) -> dict:
     """Aggregate fold results into the run folder's tables, plots and summaries."""
     classes = data.classes
+    row_of = {sid: i for i, sid in enumerate(data.sequence_ids.tolist())}
     rows = []
     for r in results:
-        for row, p in zip(r["test_rows"], r["proba"], strict=True):
+        for sid, p in zip(r["test_ids"], r["proba"], strict=True):
+            row = row_of[sid]
             rows.append(
                 {
                     "sequence_id": data.sequence_ids[row],

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config, load_config
+from pipeline.output_folder import check_replaceable, marker_kind, write_marker
 from stages.errors import StageError
 from stages.model_extras import needs_of
 from stages.models import ModelInputConfig, TwoStream
@@ -40,6 +44,8 @@ MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "model.json"
 CONFIG_FILE = "config.yaml"
+MODEL_KIND = "model"
+MODEL_FILES = (WEIGHTS_FILE, INFO_FILE, CONFIG_FILE, "classes.txt", "history.csv", "README.md")
 
 
 @dataclass
@@ -117,10 +123,21 @@ def _check_fold_hashes(files: list[Path]) -> None:
     for f in files:
         result = f.parent / "result.json"
         if result.is_file():
-            hashes.add(json.loads(result.read_text()).get("config_hash"))
+            hashes.add(_read_json(result, "fold result").get("config_hash"))
     if len(hashes) > 1:
         warnings.warn(f"{files[0].parent.parent}: folds were trained with {len(hashes)} different configs; "
                       "they are ensembled anyway", stacklevel=3)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``; :class:`StageError` naming the file when it is unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{path}: {what} is not readable JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: {what} must be a JSON object, not {type(data).__name__}")
+    return data
 
 
 def resolve_model_path(path: Path | str) -> tuple[str, Path]:
@@ -183,7 +200,7 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
             raise StageError(f"{file}: model input settings differ from the other folds'")
         models.append(model)
         classes, input_cfg, extras = model_classes, mcfg.input, model_extras
-    info = json.loads((folder / INFO_FILE).read_text()) if kind == "model" else _cv_info(folder)
+    info = _read_json(folder / INFO_FILE, "model info") if kind == "model" else _cv_info(folder)
     sequence = sequence_config_of(cfg)
     changed = _changed_keys(sequence_config_of(trained_cfg).model_dump(mode="json"),
                             sequence.model_dump(mode="json"))
@@ -196,7 +213,7 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
 
 def _cv_info(folder: Path) -> dict:
     summary = folder / "summary.json"
-    return {"cv_summary": json.loads(summary.read_text())} if summary.is_file() else {}
+    return {"cv_summary": _read_json(summary, "CV summary")} if summary.is_file() else {}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -235,23 +252,55 @@ def _comparable(cfg: Config) -> dict:
 
 def write_model_folder(folder: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict,
                        history: list[dict] | None = None) -> Path:
-    """Write a complete model folder at ``folder`` (replacing one that is there) and return it.
+    """Write a complete model folder at ``folder`` (replacing a model folder seqfer wrote there) and return it.
 
-    Written to a sibling temporary folder first and renamed, so a crash never leaves half a model folder.
+    Anything else at ``folder`` is refused (:class:`StageError`, see :mod:`pipeline.output_folder`). Written to
+    a uniquely named sibling temporary folder first and renamed, so a crash never leaves half a model folder.
     ``info``: training facts for model.json and the card (data, split, best_epoch, val_accuracy, cv...).
     """
-    import shutil
+    folder = Path(folder)
+    check_model_folder_target(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder gets the usual permissions
+        _write_model_files(tmp, model, cfg, classes, info, history)
+        write_marker(tmp, MODEL_KIND)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            folder.replace(old / "replaced")
+            tmp.replace(folder)
+            shutil.rmtree(old)
+        else:
+            tmp.replace(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
 
+
+def check_model_folder_target(folder: Path) -> None:
+    """Raise :class:`StageError` unless ``folder`` is absent, empty or a model folder seqfer wrote (marker, or a
+    marker-less folder holding only model-folder files with a seqfer ``model.json``)."""
+    check_replaceable(folder, MODEL_KIND, legacy=(INFO_FILE, WEIGHTS_FILE), allowed=MODEL_FILES)
+    if folder.is_dir() and marker_kind(folder) is None and any(folder.iterdir()):
+        try:
+            legacy_ok = json.loads((folder / INFO_FILE).read_text()).get("format") == MODEL_FORMAT
+        except (OSError, ValueError, AttributeError):
+            legacy_ok = False
+        if not legacy_ok:
+            check_replaceable(folder, MODEL_KIND)  # raises: not ours
+
+
+def _write_model_files(tmp: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict,
+                       history: list[dict] | None) -> None:
     import pandas as pd
 
     from pipeline.config import to_yaml
     from stages.training import save_checkpoint
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     save_checkpoint(tmp / WEIGHTS_FILE, model, cfg.model, classes,
                     {"best_epoch": info.get("best_epoch"), "trained_at": info.get("trained_at")})
     full_info = {
@@ -270,16 +319,6 @@ def write_model_folder(folder: Path, model: TwoStream, cfg: Config, classes: lis
     if history:
         pd.DataFrame(history).to_csv(tmp / "history.csv", index=False)
     (tmp / "README.md").write_text(model_card(full_info, cfg))
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        folder.replace(old)
-        tmp.replace(folder)
-        shutil.rmtree(old)
-    else:
-        tmp.replace(folder)
-    return folder
 
 
 def _pct(value: float | None) -> str:

@@ -33,11 +33,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import ConfigError
 from pipeline.model_folder import ModelBundle, load_model_bundle
+from pipeline.output_folder import claim_folder
 from pipeline.predict_inputs import PredictInput, resolve_inputs
 from pipeline.predictor import STATUS_ERROR, PredictionResult, Predictor
 from pipeline.progress import RunSummary, progress_bar
-from stages.cache import source_fingerprint, stable_hash
+from pipeline.run_key import run_key
+from stages.atomic_io import atomic_path
+from stages.cache import source_fingerprint
+from stages.errors import StageError
 from stages.sequence import STATUS_OK
 
 __all__ = ["Predictor", "PredictionResult", "PredictOptions", "run_predict", "predict_row"]
@@ -46,7 +51,8 @@ RAY_MIN_INPUTS = 4
 """Batches smaller than this run in the calling process: starting Ray and its workers costs seconds."""
 
 FORMATS = ("csv", "jsonl")
-RETRY_STATUSES = frozenset({STATUS_ERROR})
+STATUS_TIMEOUT = "timeout"  # ran past ray.item_timeout on a worker; retried on resume
+RETRY_STATUSES = frozenset({STATUS_ERROR, STATUS_TIMEOUT})
 
 
 @dataclass(frozen=True)
@@ -127,8 +133,8 @@ def output_names(names: list[str]) -> list[str]:
 def _input_key(bundle_id: str, pin: PredictInput, opts: PredictOptions) -> str:
     identity = (source_fingerprint(list(pin.source.frame_paths), pin.source.video_path)
                 if pin.source is not None else pin.problem)
-    return stable_hash("predict", bundle_id, pin.name, identity, pin.true_label, opts.window, opts.stride,
-                       opts.visualize_dir is not None)
+    return run_key("predict", bundle_id, pin.name, identity, pin.true_label, opts.window, opts.stride,
+                   opts.visualize_dir is not None)
 
 
 def _load_resume(path: Path) -> dict[str, dict]:
@@ -140,7 +146,9 @@ def _load_resume(path: Path) -> dict[str, dict]:
             entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: that input is simply recomputed
             continue
-        if entry.get("row", {}).get("status") not in RETRY_STATUSES:
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("row"), dict)):
+            continue  # not a line this code wrote: ignored, that input is recomputed
+        if entry["row"].get("status") not in RETRY_STATUSES:
             done[entry["key"]] = entry["row"]
     return done
 
@@ -151,22 +159,18 @@ def _jsonable(value: object) -> object:
 
 def write_results(rows: list[dict], columns: list[str], path: Path, fmt: str) -> Path:
     """Write result rows (atomically: temp file + rename) as CSV or JSONL with ``columns`` in order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "csv":
-        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
-    else:
-        with open(tmp, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps({c: _jsonable(row.get(c)) for c in columns}) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+        else:
+            with open(tmp, "w") as fh:
+                for row in rows:
+                    fh.write(json.dumps({c: _jsonable(row.get(c)) for c in columns}) + "\n")
     return path
 
 
 def _pick_format(output: Path | None, fmt: str | None) -> tuple[Path, str]:
     if fmt is not None and fmt not in FORMATS:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt is None:
         fmt = "jsonl" if output is not None and output.suffix.lower() in (".jsonl", ".json") else "csv"
@@ -184,7 +188,7 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
     replaced; the batch goes on."""
     import ray
 
-    from pipeline.ray_runtime import ensure_ray, stream_to_actors
+    from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
 
     ensure_ray(bundle.config.ray)
     worker_cls = ray.remote(num_cpus=1)(PredictWorker)
@@ -192,10 +196,14 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
     def start() -> object:
         return worker_cls.remote(str(bundle.path), overrides, cache_dir, opts)
 
-    stream = stream_to_actors(start, min(bundle.config.ray.workers, len(todo)), todo,
-                              lambda actor, t: actor.predict.remote(t[0], t[1]), per_actor=1)
+    ray_cfg = bundle.config.ray
+    stream = stream_to_actors(start, min(ray_cfg.workers, len(todo)), todo,
+                              lambda actor, t: actor.predict.remote(t[0], t[1]), per_actor=1,
+                              item_timeout=ray_cfg.item_timeout, start_timeout=ray_cfg.start_timeout)
     for (pin, _name, key), row in stream:
-        if isinstance(row, ray.exceptions.RayActorError):
+        if isinstance(row, ItemTimeout):
+            row = PredictionResult(pin.name, STATUS_TIMEOUT, str(row), true_label=pin.true_label).row(bundle.classes)
+        elif isinstance(row, ray.exceptions.RayActorError):
             row = _error_row(pin, bundle.classes, f"worker died on this input: {type(row).__name__}")
         elif isinstance(row, BaseException):
             row = _error_row(pin, bundle.classes, f"{type(row).__name__}: {str(row)[:300]}")
@@ -211,14 +219,27 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
     overrides = list(overrides or [])
     bundle = load_model_bundle(model, overrides)
     output, fmt = _pick_format(output, fmt)
-    pins = resolve_inputs(inputs)
+    if output.is_dir():
+        raise StageError(f"-o {output}: is a folder; give a file name for the results, e.g. {output}/predictions.{fmt}")
+    for name, value in (("--window", window), ("--stride", stride)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} {value}: must be a positive number of seconds")
+    duplicates: list[str] = []
+    pins = resolve_inputs(inputs, duplicates)
+    if duplicates:
+        print(f"predict: note: {len(duplicates)} input(s) given more than once, predicted once: "
+              + ", ".join(sorted(set(duplicates))[:5]) + (" ..." if len(set(duplicates)) > 5 else ""),
+              file=sys.stderr)
     print(f"predict: {len(pins)} input(s) with {bundle.describe()}", file=sys.stderr)
     names = output_names([p.name for p in pins])
     opts = PredictOptions(
-        window=window, stride=None if window is None else (stride or window / 2),
+        window=window, stride=None if window is None else (stride if stride is not None else window / 2),
         timeline_dir=None if window is None else str(output.absolute().with_name(output.stem + "_timelines")),
         visualize_dir=None if visualize is None else str(Path(visualize).absolute()),
     )
+    for folder, kind in ((opts.timeline_dir, "timelines"), (opts.visualize_dir, "pictures")):
+        if folder is not None:
+            claim_folder(folder, kind)
     bundle_id = bundle.fingerprint
     keys = [_input_key(bundle_id, p, opts) for p in pins]
     resume_path = output.with_name(output.name + ".resume.jsonl")

@@ -67,6 +67,8 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
         return PredictInput(name, "frames", SequenceSource(name, frame_paths=tuple(str(path / f) for f in ordered)))
     if not path.exists():
         return _invalid(name, "file not found")
+    if not path.is_file():  # a FIFO, socket or device: opening it could block forever
+        return _invalid(name, "not a regular file (a FIFO, socket or device); refused without opening it")
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTS:
         return PredictInput(name, "video", SequenceSource(name, video_path=str(path)))
@@ -120,8 +122,9 @@ def expand_input(item: str | Path, allow_lists: bool = True) -> list[PredictInpu
     return [input_from_path(path, text)]
 
 
-def resolve_inputs(items: Iterable[str | Path]) -> list[PredictInput]:
-    """Every INPUT expanded, in the order given, duplicates (same name) dropped."""
+def resolve_inputs(items: Iterable[str | Path], duplicates: list[str] | None = None) -> list[PredictInput]:
+    """Every INPUT expanded, in the order given, duplicates (same name) dropped; their names are appended to
+    ``duplicates`` when it is given (so the caller can say so)."""
     seen: set[str] = set()
     out: list[PredictInput] = []
     for item in items:
@@ -129,4 +132,6 @@ def resolve_inputs(items: Iterable[str | Path]) -> list[PredictInput]:
             if pin.name not in seen:
                 seen.add(pin.name)
                 out.append(pin)
+            elif duplicates is not None:
+                duplicates.append(pin.name)
     return out

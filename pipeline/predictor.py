@@ -19,6 +19,7 @@ frame, ~1.3 GB per hour of 30 fps video). Bad inputs never raise: they come back
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -179,12 +180,16 @@ class Predictor:
         """Predict one input (a path to a video, image or frame folder, or a source). Never raises for a bad
         input. ``window`` (seconds) switches to sliding windows with ``stride`` (default window / 2)."""
         start = time.perf_counter()
+        for name, value in (("window", window), ("stride", stride)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise StageError(f"{name} {value}: must be a positive number of seconds")
         pin = self._as_input(item)
         try:
             if pin.source is None:
                 result = PredictionResult(pin.name, STATUS_UNREADABLE, pin.problem)
             elif window is not None:
-                result = self._predict_windows(pin, float(window), float(stride or window / 2), keep)
+                step = window / 2 if stride is None else stride
+                result = self._predict_windows(pin, float(window), float(step), keep)
             else:
                 result = self._predict_whole(pin, keep)
         except Exception as exc:  # a bug or a library crash on one input must not stop a batch

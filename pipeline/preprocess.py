@@ -26,9 +26,12 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.dataset import prepare_manifest
+from pipeline.interrupt import Interrupted, StopFlag, stop_on_signals
+from pipeline.output_folder import claim_folder
 from pipeline.preprocess_worker import PreprocessWorker, outcome_row, peak_rss_mb, table_path
 from pipeline.progress import RunSummary, progress_bar
-from pipeline.ray_runtime import ensure_ray, stream_to_actors
+from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
+from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
 from stages.sequence import STATUS_OK, SequenceConfig, SequenceProcessor
 from stages.timing import add_times
@@ -72,7 +75,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     start = time.perf_counter()
     driver = {"startup": _seconds_since_process_start()}
     df = manifest if manifest is not None else prepare_manifest(cfg)[0]
-    out_dir = preprocess_dir(cfg)
+    out_dir = claim_folder(preprocess_dir(cfg), "preprocess", legacy=("landmarks",))
     tables_dir = out_dir / "landmarks"
     tables_dir.mkdir(parents=True, exist_ok=True)
     seq_cfg = sequence_config(cfg)
@@ -90,26 +93,53 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     driver["manifest"] = time.perf_counter() - start
 
     stages: dict[str, float] = {}
-    cpu_seconds = 0.0
     workers_rss: dict[str, float] = {}
+    if todo:
+        t0 = time.perf_counter()
+        ensure_ray(cfg.ray)  # first: ray.init installs signal handlers of its own, which ours must replace
+        driver["ray_start"] = time.perf_counter() - t0
+    with stop_on_signals() as stop_flag:  # SIGTERM / Ctrl-C: stop after the bookkeeping, exit 143 / 130
+        _process_todo(cfg, todo, rows, seq_cfg, tables_dir, force, stop_flag, stages, driver, workers_rss, start)
+    index = pd.DataFrame(  # rows of what is done: all of them unless a signal stopped the run
+        [rows[s] for s in df["sequence_id"] if s in rows], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
+    )
+    summary = _write_outputs(cfg, df, index, start, stages, driver, workers_rss)
+    if stop_flag.is_set():
+        left = len(df) - len(index)
+        summary.extra["interrupted"] = f"{left} sequence(s) not processed; run the same command again to resume"
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
+        print(summary.text(), file=sys.stderr)
+        raise Interrupted(stop_flag.signum, f"preprocess stopped by signal {stop_flag.signum}: {len(index)} of "
+                          f"{len(df)} sequences done and indexed in {out_dir}; run the same command to resume")
+    print(summary.text(), file=sys.stderr)
+    return summary
+
+
+def _process_todo(cfg: Config, todo: list[SequenceSource], rows: dict[str, dict], seq_cfg: SequenceConfig,
+                  tables_dir: Path, force: bool, stop_flag: StopFlag, stages: dict[str, float],
+                  driver: dict[str, float], workers_rss: dict[str, float], start: float) -> None:
+    """Run ``todo`` on Ray workers, adding each result to ``rows`` and its timings to ``stages``, ``driver`` and
+    ``workers_rss``; returns early when ``stop_flag`` is set."""
     if todo:
         import ray
 
         t0 = time.perf_counter()
-        ensure_ray(cfg.ray)
-        driver["ray_start"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        cpu_seconds = 0.0
         n_workers = min(cfg.ray.workers, len(todo))
         worker_cls = ray.remote(num_cpus=1)(PreprocessWorker)
         worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
         bar = progress_bar(len(todo), "preprocess")
         try:
             stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), n_workers, todo,
-                                      lambda a, s: a.process.remote(s, force))
+                                      lambda a, s: a.process.remote(s, force), item_timeout=cfg.ray.item_timeout,
+                                      start_timeout=cfg.ray.start_timeout, stop=stop_flag.is_set)
             for source, result in stream:
                 if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
-                    result = {"sequence_id": source.sequence_id, "status": "error", "cached": False,
-                              "reason": f"worker failed: {type(result).__name__}: {str(result)[:300]}",
+                    timed_out = isinstance(result, ItemTimeout)
+                    result = {"sequence_id": source.sequence_id, "status": "timeout" if timed_out else "error",
+                              "cached": False,
+                              "reason": str(result) if timed_out else
+                              f"worker failed: {type(result).__name__}: {str(result)[:300]}",
                               "n_frames": 0, "face_ratio": 0.0, "seconds": 0.0, "no_face_frames": [],
                               **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")}}
                 add_times(stages, result.pop("times", {}))
@@ -126,16 +156,9 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         finally:
             bar.close()
         driver["dispatch"] = time.perf_counter() - t0
-        busy = sum(rows[s.sequence_id]["seconds"] for s in todo)
+        busy = sum(rows[s.sequence_id]["seconds"] for s in todo if s.sequence_id in rows)
         stages["waiting_on_ray"] = max(0.0, n_workers * driver["dispatch"] - busy)
         driver["worker_busy"], driver["worker_cpu"] = busy, cpu_seconds
-
-    index = pd.DataFrame(
-        [rows[s] for s in df["sequence_id"]], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
-    )
-    summary = _write_outputs(cfg, df, index, start, stages, driver, workers_rss)
-    print(summary.text(), file=sys.stderr)
-    return summary
 
 
 def _seconds_since_process_start() -> float:
@@ -164,8 +187,8 @@ def _breakdown(stages: dict[str, float]) -> str:
 def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: float, stages: dict[str, float],
                    driver: dict[str, float], workers_rss: dict[str, float]) -> RunSummary:
     out_dir = preprocess_dir(cfg)
-    index[INDEX_COLUMNS].to_parquet(out_dir / "index.parquet.tmp", index=False)
-    (out_dir / "index.parquet.tmp").replace(out_dir / "index.parquet")
+    with atomic_path(out_dir / "index.parquet") as tmp:
+        index[INDEX_COLUMNS].to_parquet(tmp, index=False)
 
     sources = dict(zip(df["sequence_id"], df["video_path"].fillna(""), strict=True))
     failures = []
@@ -218,5 +241,5 @@ def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: fl
         "driver_seconds": {k: round(v, 3) for k, v in driver.items()},
         "peak_rss_mb": {"driver": round(peak_rss_mb(), 1), "workers": {k: round(v, 1) for k, v in workers_rss.items()}},
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
     return summary

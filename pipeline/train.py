@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.cv import LabelledData, cv_dir, load_labelled_data, resolve_device, split_fold
-from pipeline.model_folder import cv_accuracy, write_model_folder
+from pipeline.model_folder import check_model_folder_target, cv_accuracy, write_model_folder
 from pipeline.progress import progress_bar
 from stages.errors import StageError
 from stages.training import fit, predict_proba
@@ -43,11 +43,12 @@ def deployment_split(data: LabelledData, val_fraction: float, seed: int) -> tupl
 def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | None = None) -> Path:
     """Preprocess (skipping cached work), train on all labelled subjects, write the model folder; returns it."""
     start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else model_dir(cfg)
+    check_model_folder_target(out)  # refuse a folder that is not a model folder before any work is done
     data = data if data is not None else load_labelled_data(cfg, preprocess=True)
     if len(data.labels) < 3:
         raise StageError(f"training needs at least 3 usable labelled sequences; found {len(data.labels)} "
                          f"({len(data.excluded)} excluded by preprocessing)")
-    out = Path(out_dir) if out_dir is not None else model_dir(cfg)
     train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, cfg.seed)
     device = resolve_device(cfg.cv.device)
     n_subjects = len(set(data.subjects))

@@ -32,10 +32,7 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
-import socket
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -43,6 +40,7 @@ from pathlib import Path, PurePath
 import numpy as np
 from pydantic import BaseModel
 
+from stages.atomic_io import atomic_open, clean_stale_temps, host_tag
 from stages.errors import StageError
 from stages.record import SequenceRecord
 
@@ -54,7 +52,6 @@ _RESERVED = (_META, _FORMAT, _CHECKSUM)
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{2,128}")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _ARRAY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_TEMP_SUFFIX = ".tmp"
 HASH_LENGTH = 20
 
 
@@ -148,18 +145,8 @@ def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, owned by someone else
-        return True
-    return True
-
-
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+    return host_tag()
 
 
 @dataclass
@@ -287,18 +274,8 @@ class ArrayCache:
         checksum = _checksum(data)
         data[_FORMAT] = np.array(CACHE_FORMAT, dtype=np.int64)
         data[_CHECKSUM] = np.array(checksum)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{key}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, allow_pickle=False, **data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, allow_pickle=False, **data)
         self.stats["puts"] += 1
         return path
 
@@ -314,36 +291,11 @@ class ArrayCache:
         """Delete temp files of writers that died: same host and pid gone, or older than
         ``stale_temp_seconds``. Returns how many were removed."""
         removed = 0
-        host, now = _host(), time.time()
         for shard in self.dir.iterdir() if self.dir.is_dir() else ():
-            if not shard.is_dir():
-                continue
-            for tmp in shard.glob(f".*{_TEMP_SUFFIX}"):
-                parts = tmp.name.split(".")  # ['', key, host, pid, token, 'tmp']
-                try:
-                    age = now - tmp.stat().st_mtime
-                    dead = len(parts) == 6 and parts[2] == host and not _pid_alive(int(parts[3]))
-                except (OSError, ValueError):
-                    continue
-                if dead or age > self.stale_temp_seconds:
-                    tmp.unlink(missing_ok=True)
-                    removed += 1
+            if shard.is_dir():
+                removed += clean_stale_temps(shard, self.stale_temp_seconds)
         self.stats["temp_cleaned"] += removed
         return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (best effort; not every file system allows opening a folder)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- records ----------------------------------------------------------------------------------------------

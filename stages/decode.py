@@ -16,6 +16,7 @@ is used only when PyAV cannot open the file.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -109,6 +110,24 @@ def _check_source(source: SequenceSource) -> None:
         )
 
 
+MIN_IMAGE_SIDE = 16
+"""Frame images smaller than this on either side cannot hold a face the landmarkers can find."""
+
+
+def require_regular_file(path: str | os.PathLike, what: str = "file") -> None:
+    """Raise :class:`StageError` unless ``path`` is a regular file (after symlinks). A FIFO, socket or device named
+    like a video would block or never end when opened, so it is refused by its type, before anything opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise StageError(f"{path}: {what} missing") from None
+    except OSError as exc:
+        raise StageError(f"{path}: cannot stat {what}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a file"
+        raise StageError(f"{path}: not a regular file ({kind}); refusing to open it as a {what}")
+
+
 def _as_index_array(indices: Sequence[int] | np.ndarray) -> np.ndarray:
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if len(idx) and (idx[0] < 0 or np.any(np.diff(idx) <= 0)):
@@ -157,6 +176,7 @@ def probe(source: SequenceSource, *, fps: float = 30.0) -> tuple[int, float]:
     if source.video_path is None:
         return len(source.frame_paths), float(fps)
     path = source.video_path
+    require_regular_file(path, "video")
     errors = []
     for name, fn in (("pyav", _pyav_probe), ("decord", _decord_probe)):
         try:
@@ -179,11 +199,13 @@ def _iter_folder(paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: flo
         if i >= len(paths):
             raise StageError(f"frame index {i} beyond the sequence's {len(paths)} frame files")
         path = paths[i]
-        if not os.path.isfile(path):
-            raise StageError(f"{path}: frame file missing")
+        require_regular_file(path, "frame file")
         image = cv2.imread(path, flag)
         if image is None:
             raise StageError(f"{path}: unreadable image frame (empty or not an image)")
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+            raise StageError(f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a face "
+                             f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
         if color == "rgb":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         yield DecodedFrame(int(i), float(i) / fps, image)

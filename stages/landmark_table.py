@@ -20,7 +20,6 @@ NaN too, so tables from both tools can be merged on ``frame`` and compared direc
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stages.atomic_io import atomic_path
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 
@@ -96,14 +96,8 @@ def table_points(df: pd.DataFrame) -> np.ndarray:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_landmark_table(df: pd.DataFrame, path: Path, csv: bool = False) -> None:

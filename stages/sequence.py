@@ -142,7 +142,8 @@ class SequenceProcessor:
                 self.caches[level].put(key, arrays, meta)
 
     def lookup(self, source: SequenceSource) -> SequenceOutcome | None:
-        """The cached outcome of a source when every level it needs is cached, else None. Decodes nothing."""
+        """The cached outcome of a source when every level it needs is cached and intact, else None (so the
+        caller recomputes it). Decodes nothing; every level is read and verified (a damaged entry is deleted)."""
         if self.caches is None:
             return None
         keys = sequence_keys(source, self.cfg)
@@ -163,9 +164,9 @@ class SequenceProcessor:
         )
         if status != STATUS_OK:
             return outcome
-        if self.caches["aligned"].has(keys["aligned"]) and self.caches["trajectory"].has(keys["trajectory"]):
-            return outcome
-        return None
+        if self._get("aligned", keys["aligned"]) is None or self._get("trajectory", keys["trajectory"]) is None:
+            return None
+        return outcome
 
     def load(self, source: SequenceSource) -> SequenceRecord | None:
         """The cached record of a source, or None when any level is missing or it failed."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from stages.atomic_io import atomic_path
 from stages.augment import augment_batch
 from stages.errors import StageError
 from stages.models import ModelConfig, TrainConfig, TwoStream, build_model
@@ -165,6 +165,8 @@ def fit(
     seed: int,
     device: str = "cpu",
     on_epoch: Callable[[dict], None] | None = None,
+    resume_path: Path | None = None,
+    resume_key: str = "",
 ) -> FitResult:
     """Train a model from scratch and return the weights of the best VALIDATION epoch.
 
@@ -175,6 +177,10 @@ def fit(
     The test fold must never be passed as ``val``.
     ``seed`` fixes weight init, shuffling, dropout and augmentation; ``torch.set_num_threads(cfg.threads)``
     holds during the call. ``on_epoch`` receives each history row as it is produced.
+    ``resume_path``: after every epoch the whole training state (model, optimizer, scheduler, epoch, history,
+    best-so-far, every random generator) is saved there, as torchvision's reference train.py does; a call with
+    a state file whose ``resume_key`` matches (the caller's key of this data and these settings) continues after
+    its last epoch, with the result an uninterrupted run gives. A state file with another key is ignored.
     """
     if len(train) < 2:
         raise StageError(f"training needs at least 2 sequences; got {len(train)}")
@@ -186,7 +192,8 @@ def fit(
     torch.set_num_threads(cfg.threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            return _fit(model_cfg, n_classes, train, val if has_val else None, cfg, seed, device, on_epoch)
+            return _fit(model_cfg, n_classes, train, val if has_val else None, cfg, seed, device, on_epoch,
+                        resume_path, resume_key)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -200,6 +207,8 @@ def _fit(
     seed: int,
     device: str,
     on_epoch: Callable[[dict], None] | None,
+    resume_path: Path | None = None,
+    resume_key: str = "",
 ) -> FitResult:
     start_all = time.perf_counter()
     init_seed, aug_seed, shuffle_seed = np.random.SeedSequence(seed).generate_state(3).tolist()
@@ -222,7 +231,21 @@ def _fit(
 
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_key, stale = None, 0, (-math.inf, -math.inf), 0
-    for epoch in range(1, cfg.epochs + 1):
+    first_epoch = 1
+    saved = _load_train_state(resume_path, resume_key)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        aug_gen.set_state(saved["aug_rng"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        history, best_state, best_epoch = list(saved["history"]), saved["best_state"], int(saved["best_epoch"])
+        best_key, stale, first_epoch = tuple(saved["best_key"]), int(saved["stale"]), int(saved["epoch"]) + 1
+        if saved["stopped"]:
+            first_epoch = cfg.epochs + 1
+    for epoch in range(first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         model.train()
@@ -256,17 +279,26 @@ def _fit(
             row["fusion_weight"] = float(model.fusion_weight().detach())
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        if on_epoch is not None:
-            on_epoch(dict(row))
 
         key = (val_acc, -val_loss) if val is not None else (epoch, 0.0)
+        stop = False
         if key > best_key:
             best_key, best_epoch, stale = key, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            if stale >= cfg.patience:
-                break
+            stop = stale >= cfg.patience
+        if resume_path is not None:
+            _save_train_state(resume_path, {
+                "key": resume_key, "epoch": epoch, "stopped": stop, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
+                "torch_rng": torch.get_rng_state(), "aug_rng": aug_gen.get_state(),
+                "numpy_rng": rng.bit_generator.state, "history": history, "best_state": best_state,
+                "best_epoch": best_epoch, "best_key": list(best_key), "stale": stale})
+        if on_epoch is not None:
+            on_epoch(dict(row))
+        if stop:
+            break
 
     model.load_state_dict(best_state)
     model.eval()
@@ -277,6 +309,24 @@ def _fit(
         seconds=time.perf_counter() - start_all,
         pretrain_history=pretrain_history,
     )
+
+
+def _save_train_state(path: Path, state: dict) -> None:
+    """Write a training state atomically (torch.save of tensors and plain values, read back weights_only)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_train_state(path: Path | None, key: str) -> dict | None:
+    """The training state at ``path`` when it exists, loads as plain data (``weights_only``: nothing arbitrary is
+    unpickled) and has ``key``; else None (training starts from epoch 1)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # damaged or foreign file: start over rather than fail the fold
+        return None
+    return state if isinstance(state, dict) and state.get("key") == key else None
 
 
 def _pretrain_streams(
@@ -379,10 +429,8 @@ def save_checkpoint(
         "build": json.dumps(model.build_args),
         "extra": json.dumps(extra or {}, default=_json_default),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -415,13 +463,53 @@ def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str]
             f"checkpoint {path} has format version {metadata.get('version')}; "
             f"this seqfer reads version {CHECKPOINT_VERSION}"
         )
-    cfg = ModelConfig.model_validate_json(metadata["model_config"])
-    classes = json.loads(metadata["classes"])
-    build = json.loads(metadata["build"])
-    model = build_model(cfg, build["n_classes"], build["in_channels"], build.get("n_steps"))
+    cfg, classes, build, extra = _checkpoint_metadata(path, metadata)
+    try:
+        model = build_model(cfg, build["n_classes"], build["in_channels"], build.get("n_steps"))
+    except (ValueError, TypeError, RuntimeError) as exc:  # StageError is a ValueError
+        raise StageError(f"checkpoint {path}: its model config cannot be built: {exc}") from None
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
         raise StageError(f"checkpoint {path} does not match its model config: {exc}") from None
     model.eval()
-    return model, cfg, classes, json.loads(metadata["extra"])
+    return model, cfg, classes, extra
+
+
+_MAX_CLASSES, _MAX_CHANNELS, _MAX_STEPS = 10_000, 64, 100_000  # far beyond any real model: a guard, not a limit
+
+
+def _checkpoint_metadata(path: Path, metadata: dict) -> tuple[ModelConfig, list[str], dict, dict]:
+    """(model config, classes, build shapes, extra) from a checkpoint's metadata; :class:`StageError` naming the
+    file for a missing key, bad JSON, absurd sizes or class names that do not match the outputs."""
+    from pydantic import ValidationError
+
+    missing = [k for k in ("model_config", "classes", "build") if k not in metadata]
+    if missing:
+        raise StageError(f"checkpoint {path}: metadata lacks {', '.join(missing)}")
+    try:
+        cfg = ModelConfig.model_validate_json(metadata["model_config"])
+        classes = json.loads(metadata["classes"])
+        build = json.loads(metadata["build"])
+        extra = json.loads(metadata.get("extra") or "{}")
+    except (ValueError, ValidationError) as exc:
+        raise StageError(f"checkpoint {path}: metadata is not valid ({str(exc).splitlines()[0][:200]})") from None
+
+    def count(name: str, high: int, optional: bool = False) -> bool:
+        value = build.get(name) if isinstance(build, dict) else None
+        if value is None and optional:
+            return True
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+    if not (isinstance(build, dict) and count("n_classes", _MAX_CLASSES) and count("in_channels", _MAX_CHANNELS)
+            and count("n_steps", _MAX_STEPS, optional=True)):
+        raise StageError(f"checkpoint {path}: metadata 'build' has missing or absurd sizes: {str(build)[:200]}")
+    if not (isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise StageError(f"checkpoint {path}: metadata 'classes' must be a list of distinct names")
+    if len(classes) != build["n_classes"]:
+        raise StageError(f"checkpoint {path}: {len(classes)} class names for a model with {build['n_classes']} "
+                         "outputs")
+    if not isinstance(extra, dict):
+        raise StageError(f"checkpoint {path}: metadata 'extra' must be a JSON object")
+    return cfg, classes, build, extra

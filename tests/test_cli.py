@@ -58,8 +58,6 @@ def test_demo_data_writes_a_ckplus_tree_once(tmp_path: Path, capsys: pytest.Capt
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps
 
 
-@pytest.mark.xfail(strict=True, reason="cli.demo_data builds DemoConfig outside the config loader, so pydantic's "
-                   "ValidationError escapes main() as a traceback (reported to the lead; a fault-handling fix)")
 def test_demo_data_bad_layout_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo-data", str(tmp_path / "d"), "--layout", "casme"]) == 2
     assert "casme" in _error_message(capsys.readouterr().err)

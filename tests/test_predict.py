@@ -265,7 +265,8 @@ def test_cli_batch_writes_rows_timelines_pictures_and_resumes(model_dir: Path, m
     timeline = pd.read_csv(rows["timeline"][0])
     assert len(timeline) == rows["windows"][0] == 3  # 0.8 s at 10 fps, 0.5 s windows, stride 0.25 s
     assert Path(rows["timeline"][0]).with_suffix(".png").stat().st_size > 5000
-    assert {p.name for p in (tmp_path / "vis").iterdir()} == {"face.mp4.png", "blank.avi.png", "missing.mp4.png"}
+    assert {p.name for p in (tmp_path / "vis").iterdir()} == {"face.mp4.png", "blank.avi.png", "missing.mp4.png",
+                                                               ".seqfer-folder"}  # pictures + seqfer's marker
     err = capsys.readouterr().err
     assert "failed 2" in err and "no_face 1" in err and "unreadable 1" in err
 

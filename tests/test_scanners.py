@@ -324,8 +324,8 @@ def test_folder_bad_csv(media_root):
 
 
 def test_registry_and_unknown_format(tmp_path):
-    assert set(SCANNERS) == {"ckplus", "oulu", "folder"}
-    with pytest.raises(ManifestError, match="unknown dataset format 'affectnet'.*ckplus, oulu, folder"):
+    assert set(SCANNERS) == {"ckplus", "oulu", "folder", "imagefolder"}
+    with pytest.raises(ManifestError, match="unknown dataset format 'affectnet'.*ckplus, oulu, folder, imagefolder"):
         scan(tmp_path, "affectnet")
 
 
@@ -335,6 +335,7 @@ def test_registry_and_unknown_format(tmp_path):
         ("ckplus", "no CK\\+ layout found \\(expected cohn-kanade-images/ and Emotion/"),
         ("oulu", "no Oulu-CASIA layout found"),
         ("folder", "no videos .* or frame folders found"),
+        ("imagefolder", "not a class-folder dataset"),
     ],
 )
 def test_root_without_layout(tmp_path, fmt, message):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import shutil
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from data_manifests.demo import sequences as sq
 from data_manifests.demo.writers import LAYOUTS, Layout
 from data_manifests.errors import ManifestError
 from stages import face_geometry as fg
+from stages.atomic_io import atomic_write_text
 
 GENERATOR_VERSION = 1
 PARAMS_FILE = ".seqfer-demo.json"
@@ -192,15 +192,9 @@ def _prepare_folder(out: Path, layout: Layout, params: dict) -> DemoSummary | No
     elif out.exists() and any(out.iterdir()):
         raise ManifestError(f"{out}: folder is not empty and holds no seqfer demo set; choose an empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(marker, json.dumps(params, sort_keys=True))
+    atomic_write_text(marker, json.dumps(params, sort_keys=True))
     (out / PROGRESS_DIR).mkdir(exist_ok=True)
     return None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def generate_demo(out_dir: Path, layout: str = "ckplus", n_subjects: int = 118, seed: int = 0,
@@ -260,9 +254,9 @@ def generate_demo(out_dir: Path, layout: str = "ckplus", n_subjects: int = 118, 
                           faces_source=faces_source, seconds=0.0, n_frames=sum(frames.values()), seed=seed,
                           resumed=resumed, classes=classes)
     lay.finish(out, specs)
-    _atomic_text(out / "README.txt", _readme(lay, params, summary))
+    atomic_write_text(out / "README.txt", _readme(lay, params, summary))
     summary.seconds = time.perf_counter() - t0
-    _atomic_text(out / COMPLETE_FILE, json.dumps({"params": params, "summary": summary.to_json()}, indent=1))
+    atomic_write_text(out / COMPLETE_FILE, json.dumps({"params": params, "summary": summary.to_json()}, indent=1))
     shutil.rmtree(progress_dir, ignore_errors=True)
     return summary
 

@@ -39,6 +39,7 @@ from data_manifests.demo.plan import SequenceSpec
 from data_manifests.demo.prototypes import facs_codes
 from data_manifests.demo.sequences import Canvas, RenderedSequence
 from data_manifests.schema import CKPLUS_CODES
+from stages.atomic_io import atomic_open
 
 CKPLUS_CODE_OF = {name: code for code, name in CKPLUS_CODES.items()}
 OULU_FOLDERS = {"anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
@@ -152,12 +153,10 @@ def write_video(root: Path, spec: SequenceSpec, seq: RenderedSequence) -> int:
 def finish_videos(root: Path, specs: list[SequenceSpec]) -> None:
     """``labels.csv``: one row per video, paths relative to the CSV, canonical class names."""
     rows = sorted((f"videos/{video_name(s)}", s.subject, s.label or "") for s in specs)
-    tmp = root / ".labels.csv.tmp"
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(root / "labels.csv", "w") as fh:
         out = csv.writer(fh)
         out.writerow(["path", "subject", "label"])
         out.writerows(rows)
-    os.replace(tmp, root / "labels.csv")
 
 
 def _save_npy(path: Path, landmarks: np.ndarray) -> None:

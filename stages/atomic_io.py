@@ -1,0 +1,135 @@
+"""The one way seqfer writes a file: a uniquely named temp file in the same folder, fsynced, renamed into place.
+
+A reader sees the old file, the new one or none, never half of one; two writers of the same path each rename a
+whole file and the last one wins; a writer that fails removes its temp file. A writer killed with ``kill -9``
+leaves ``.NAME.HOST.PID.TOKEN.tmp``: :func:`is_stale_temp` tells when such a file's writer is gone, and
+:func:`clean_stale_temps` removes those (the cache calls it on start-up).
+
+Use :func:`atomic_path` when a library wants a path (pandas, pyarrow, safetensors) and :func:`atomic_open` when
+it takes a file object (``np.savez``); :func:`atomic_write_text` / :func:`atomic_write_bytes` for plain content.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+TEMP_SUFFIX = ".tmp"
+
+
+def host_tag() -> str:
+    """This host's name reduced to letters, digits and '-' (part of every temp file's name)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+
+
+def temp_name(path: Path) -> Path:
+    """A unique temp file next to ``path``: ``.NAME.HOST.PID.TOKEN.tmp``."""
+    return path.parent / f".{path.name}.{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort; not every file system allows opening a folder)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temp path to write ``path``'s new content to; on a clean exit it is fsynced and renamed to
+    ``path`` (parents are created), on an exception it is removed and ``path`` is untouched.
+
+    Raises :class:`IsADirectoryError` when ``path`` is an existing folder (nothing is written)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
+    """Like :func:`atomic_path`, yielding the temp file opened with ``mode`` ("wb" or "w")."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a whole file: mode 'w' or 'wb', not {mode!r}")
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(text.encode("utf-8"))
+    return Path(path)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def is_stale_temp(tmp: Path, stale_seconds: float, now: float | None = None) -> bool:
+    """Whether ``tmp`` (a name from :func:`temp_name`) was left by a writer that is gone: same host and its pid
+    is dead, or older than ``stale_seconds``. False for a file that cannot be stat'ed."""
+    parts = tmp.name.split(".")  # ['', NAME..., host, pid, token, 'tmp']
+    try:
+        age = (time.time() if now is None else now) - tmp.stat().st_mtime
+    except OSError:
+        return False
+    dead = False
+    if len(parts) >= 6 and parts[-1] == TEMP_SUFFIX[1:] and parts[-4] == host_tag() and parts[-3].isdigit():
+        dead = not _pid_alive(int(parts[-3]))
+    return dead or age > stale_seconds
+
+
+def clean_stale_temps(folder: Path, stale_seconds: float) -> int:
+    """Remove the stale temp files (see :func:`is_stale_temp`) directly in ``folder``; returns how many."""
+    removed = 0
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}") if folder.is_dir() else ():
+        if is_stale_temp(tmp, stale_seconds):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
