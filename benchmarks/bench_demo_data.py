@@ -83,15 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         out = tmp / "demo"
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    summary = generate_demo(out, layout=args.layout, n_subjects=args.subjects, seed=args.seed,
-                            faces_dir=args.faces, workers=args.workers)
+    summary = generate_demo(
+        out, layout=args.layout, n_subjects=args.subjects, seed=args.seed, faces_dir=args.faces, workers=args.workers
+    )
     wall = time.perf_counter() - t0
     load1 = os.getloadavg()
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(summary.text())
-    print(f"seconds {wall:.1f}  sequences {summary.n_sequences}  frames {summary.n_frames}  "
-          f"frames/s {summary.n_frames / wall:.1f}  workers {args.workers}  size {size / 2**20:.0f} MiB  "
-          f"load avg before {load0[0]:.2f} after {load1[0]:.2f} (cpus {os.cpu_count()})")
+    print(
+        f"seconds {wall:.1f}  sequences {summary.n_sequences}  frames {summary.n_frames}  "
+        f"frames/s {summary.n_frames / wall:.1f}  workers {args.workers}  size {size / 2**20:.0f} MiB  "
+        f"load avg before {load0[0]:.2f} after {load1[0]:.2f} (cpus {os.cpu_count()})"
+    )
     if args.probe and args.layout == "ckplus":
         t1 = time.perf_counter()
         res = probe_ckplus(out, args.probe)

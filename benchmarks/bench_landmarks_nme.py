@@ -38,8 +38,10 @@ def _summary(errors: Sequence[float], failures: int, total: int) -> str:
     if not errors:
         return f"NME mean n/a, median n/a, failures {failures}/{total}"
     e = np.asarray(errors) * 100
-    return (f"NME mean {e.mean():.2f}%, median {np.median(e):.2f}%, p90 {np.percentile(e, 90):.2f}%, "
-            f"failures {failures}/{total}")
+    return (
+        f"NME mean {e.mean():.2f}%, median {np.median(e):.2f}%, p90 {np.percentile(e, 90):.2f}%, "
+        f"failures {failures}/{total}"
+    )
 
 
 # -------------------------------------------------------------------------------------------- faces mode
@@ -50,8 +52,9 @@ def bench_faces(folder: Path, cfg: LandmarkConfig, limit: int | None = None) -> 
     landmarker = build_landmarker(cfg)
     if not isinstance(landmarker, TrackingLandmarker):
         raise SystemExit(f"--faces needs a detector backend, not {cfg.backend!r}")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png")
-                    and p.with_suffix(".pts").exists())[:limit]
+    images = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png") and p.with_suffix(".pts").exists()
+    )[:limit]
     if not images:
         raise SystemExit(f"no images with .pts files in {folder}")
     errors, failures, t_detect, t_predict = [], 0, 0.0, 0.0
@@ -72,8 +75,13 @@ def bench_faces(folder: Path, cfg: LandmarkConfig, limit: int | None = None) -> 
         t_predict += time.perf_counter() - start
         errors.append(nme(points, truth))
     n = len(images)
-    return {"faces": n, "failures": failures, "nme": errors,
-            "ms_detect": 1000 * t_detect / n, "ms_predict": 1000 * t_predict / max(1, n - failures)}
+    return {
+        "faces": n,
+        "failures": failures,
+        "nme": errors,
+        "ms_detect": 1000 * t_detect / n,
+        "ms_predict": 1000 * t_predict / max(1, n - failures),
+    }
 
 
 # -------------------------------------------------------------------------------------------- sequences mode
@@ -82,8 +90,10 @@ def bench_faces(folder: Path, cfg: LandmarkConfig, limit: int | None = None) -> 
 def compare_tracking(sequences: Iterable[tuple[Sequence[np.ndarray], np.ndarray]], cfg: LandmarkConfig) -> dict:
     """NME and speed of tracking (``track=True``) vs per-frame detection (``track=False``) on (frames [T of
     uint8 images], true landmarks [T, 68, 2]) sequences. Only landmarking is timed."""
-    runners = {"tracking": build_landmarker(cfg.model_copy(update={"track": True})),
-               "per-frame": build_landmarker(cfg.model_copy(update={"track": False}))}
+    runners = {
+        "tracking": build_landmarker(cfg.model_copy(update={"track": True})),
+        "per-frame": build_landmarker(cfg.model_copy(update={"track": False})),
+    }
     out = {name: {"nme": [], "failures": 0, "frames": 0, "seconds": 0.0, "detections": 0} for name in runners}
     n_sequences = 0
     for frames, truth in sequences:
@@ -103,21 +113,26 @@ def compare_tracking(sequences: Iterable[tuple[Sequence[np.ndarray], np.ndarray]
     return {"sequences": n_sequences, **out}
 
 
-def ckplus_sequences(root: Path, limit: int | None = None, offset: float = 0.0
-                     ) -> Iterable[tuple[list[np.ndarray], np.ndarray]]:
+def ckplus_sequences(
+    root: Path, limit: int | None = None, offset: float = 0.0
+) -> Iterable[tuple[list[np.ndarray], np.ndarray]]:
     """(grey frames, true landmarks) of each CK+ sequence whose every frame has a landmark file."""
     taken = 0
     for folder in sorted((root / "cohn-kanade-images").glob("S*/*")):
         if limit is not None and taken >= limit:
             return
         frames = sorted(folder.glob("*.png"))
-        marks = [root / "Landmarks" / folder.relative_to(root / "cohn-kanade-images") / f"{f.stem}_landmarks.txt"
-                 for f in frames]
+        marks = [
+            root / "Landmarks" / folder.relative_to(root / "cohn-kanade-images") / f"{f.stem}_landmarks.txt"
+            for f in frames
+        ]
         if not frames or not all(m.exists() for m in marks):
             continue
         taken += 1
-        yield ([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in frames],
-               np.stack([read_landmarks(m) - offset for m in marks]))
+        yield (
+            [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in frames],
+            np.stack([read_landmarks(m) - offset for m in marks]),
+        )
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -131,8 +146,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--detector", default="hog", choices=["hog", "mmod"])
     parser.add_argument("--fan-weights", default=None)
     parser.add_argument("--limit", type=int, default=None, help="at most this many faces / sequences")
-    parser.add_argument("--landmark-offset", type=float, default=0.0,
-                        help="subtracted from CK+ landmark files (1 for 1-based coordinates)")
+    parser.add_argument(
+        "--landmark-offset",
+        type=float,
+        default=0.0,
+        help="subtracted from CK+ landmark files (1 for 1-based coordinates)",
+    )
     args = parser.parse_args(argv)
     if not args.faces and not args.ckplus:
         parser.error("give --faces DIR and/or --ckplus ROOT")
@@ -148,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in ("tracking", "per-frame"):
             s = r[name]
             fps = s["frames"] / s["seconds"] if s["seconds"] else float("nan")
-            print(f"  {name:9s}: {_summary(s['nme'], s['failures'], s['frames'])}, {fps:.1f} frames/s, "
-                  f"{s['detections']} detector runs")
+            print(
+                f"  {name:9s}: {_summary(s['nme'], s['failures'], s['frames'])}, {fps:.1f} frames/s, "
+                f"{s['detections']} detector runs"
+            )
 
 
 if __name__ == "__main__":

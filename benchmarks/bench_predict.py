@@ -56,8 +56,12 @@ def cold(model: Path, video: Path, runs: int, out_dir: Path) -> list[float]:
     for i in range(runs):
         out = out_dir / f"cold_{i}.csv"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", str(model), str(video), "-o", str(out)],
-                       check=True, env=env, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "predict", str(model), str(video), "-o", str(out)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         times.append(time.perf_counter() - start)
         (out.with_name(out.name + ".resume.jsonl")).unlink()  # the next run must not resume
     return times
@@ -84,8 +88,14 @@ def throughput(model: Path, data: Path, n_videos: int, workers: int, out_dir: Pa
     from pipeline.ray_runtime import ensure_ray
 
     t0 = time.perf_counter()
-    generate_demo(data, layout="videos", n_subjects=max(1, round(n_videos * 118 / 327)),
-                  n_sequences=n_videos + n_videos // 10 + 2, seed=0, workers=workers)
+    generate_demo(
+        data,
+        layout="videos",
+        n_subjects=max(1, round(n_videos * 118 / 327)),
+        n_sequences=n_videos + n_videos // 10 + 2,
+        seed=0,
+        workers=workers,
+    )
     generated = time.perf_counter() - t0
     videos = [str(data / p) for p in pd.read_csv(data / "labels.csv")["path"]][:n_videos]  # mp4, avi, mov
     t0 = time.perf_counter()
@@ -97,10 +107,17 @@ def throughput(model: Path, data: Path, n_videos: int, workers: int, out_dir: Pa
     seconds = time.perf_counter() - t0
     rows = pd.read_csv(out)
     frames = int(rows["n_frames"].sum())
-    return {"videos": len(videos), "failed": n_failed, "frames": frames, "workers": workers,
-            "seconds": round(seconds, 2), "ray_start_seconds": round(ray_start, 2),
-            "videos_per_s": round(len(videos) / seconds, 2), "frames_per_s": round(frames / seconds, 1),
-            "generate_seconds": round(generated, 1)}
+    return {
+        "videos": len(videos),
+        "failed": n_failed,
+        "frames": frames,
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "ray_start_seconds": round(ray_start, 2),
+        "videos_per_s": round(len(videos) / seconds, 2),
+        "frames_per_s": round(frames / seconds, 1),
+        "generate_seconds": round(generated, 1),
+    }
 
 
 def main() -> None:
@@ -118,15 +135,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         model = args.model or default_model(tmp_path)
-        report: dict = {"model": str(args.model or "untrained default config"), "video": str(args.video),
-                        "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+        report: dict = {
+            "model": str(args.model or "untrained default config"),
+            "video": str(args.video),
+            "cpus": os.cpu_count(),
+            "load_before": os.getloadavg(),
+        }
         if args.cold_runs:
             times = cold(model, args.video, args.cold_runs, tmp_path)
             report["cold_s"] = {"median": round(float(np.median(times)), 3), "runs": [round(t, 3) for t in times]}
         if args.warm_runs:
             times, info = warm(model, args.video, args.warm_runs)
-            report["warm_s"] = {"median": round(float(np.median(times)), 3), "min": round(min(times), 3),
-                                "runs": len(times), **info}
+            report["warm_s"] = {
+                "median": round(float(np.median(times)), 3),
+                "min": round(min(times), 3),
+                "runs": len(times),
+                **info,
+            }
         if args.videos:
             report["throughput"] = throughput(model, args.data, args.videos, args.workers, tmp_path)
         report["load_after"] = os.getloadavg()

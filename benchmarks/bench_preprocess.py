@@ -42,8 +42,11 @@ from stages.landmarks.dlib.models import PREDICTOR_FILE, model_path  # noqa: E40
 
 def sequences(root: Path) -> list[list[str]]:
     """Frame paths of every CK+-layout sequence under ``root``, sorted by sequence folder."""
-    return [sorted(str(p) for p in folder.glob("*.png"))
-            for folder in sorted((root / "cohn-kanade-images").glob("S*/*")) if folder.is_dir()]
+    return [
+        sorted(str(p) for p in folder.glob("*.png"))
+        for folder in sorted((root / "cohn-kanade-images").glob("S*/*"))
+        if folder.is_dir()
+    ]
 
 
 def naive_loop(frame_lists: list[list[str]], upsample: int) -> tuple[int, float, int]:
@@ -72,8 +75,19 @@ def naive_loop(frame_lists: list[list[str]], upsample: int) -> tuple[int, float,
 
 def whole_command(root: Path, workers: int, out: Path) -> tuple[float, dict, str]:
     """(seconds from process start to exit, summary.json, stderr) of one fresh `seqfer preprocess` run."""
-    args = [sys.executable, "-m", "pipeline.cli", "preprocess", str(REPO / "configs" / "ckplus.yaml"),
-            "--set", f"data.root={root}", "--set", f"output_dir={out}", "--set", f"ray.workers={workers}"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "preprocess",
+        str(REPO / "configs" / "ckplus.yaml"),
+        "--set",
+        f"data.root={root}",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        f"ray.workers={workers}",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
@@ -103,9 +117,25 @@ def main() -> None:
     if args.faces is not None:
         root = args.data or Path(tempfile.mkdtemp(prefix="seqfer_bench_data_"))
         if not (root / "cohn-kanade-images").is_dir():
-            subprocess.run([sys.executable, "-m", "pipeline.cli", "demo-data", str(root), "--layout", "ckplus",
-                            "--subjects", str(args.subjects), "--seed", str(args.seed), "--faces", str(args.faces)],
-                           cwd=REPO, check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "demo-data",
+                    str(root),
+                    "--layout",
+                    "ckplus",
+                    "--subjects",
+                    str(args.subjects),
+                    "--seed",
+                    str(args.seed),
+                    "--faces",
+                    str(args.faces),
+                ],
+                cwd=REPO,
+                check=True,
+            )
     seqs = sequences(root)
     if not seqs:
         raise SystemExit(f"no CK+-layout sequences under {root}")
@@ -122,27 +152,39 @@ def main() -> None:
     stages = summary.get("stage_seconds", {})
     rss = summary.get("peak_rss_mb", {"driver": 0.0, "workers": {}})
 
-    print(f"\n{root}: {len(seqs)} sequences, {sum(map(len, seqs))} frames, {shape[1]}x{shape[0]}; "
-          f"load average before: {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\n{root}: {len(seqs)} sequences, {sum(map(len, seqs))} frames, {shape[1]}x{shape[0]}; "
+        f"load average before: {os.getloadavg()[0]:.2f}\n"
+    )
     print("| run | frames | seconds | frames/s | x naive |")
     print("| --- | ---: | ---: | ---: | ---: |")
     n_seq = len(seqs[: args.naive_sequences])
-    print(f"| naive loop (detect every frame, upsample={args.naive_upsample}), first {n_seq} "
-          f"sequences | {n_naive} | {s_naive:.1f} | {naive_fps:.1f} | 1.0 |")
-    print(f"| `seqfer preprocess`, {args.workers} workers, process start to exit | {frames} | {seconds:.1f} | "
-          f"{fps:.0f} | {fps / naive_fps:.1f} |")
-    print(f"\nfirst sequence finished {driver.get('first_result', 0):.1f} s after process start (Ray start "
-          f"{driver.get('ray_start', 0):.1f} s of it); start-up before preprocessing {driver.get('startup', 0):.1f} s, "
-          f"manifest {driver.get('manifest', 0):.1f} s, dispatch {driver.get('dispatch', 0):.1f} s")
+    print(
+        f"| naive loop (detect every frame, upsample={args.naive_upsample}), first {n_seq} "
+        f"sequences | {n_naive} | {s_naive:.1f} | {naive_fps:.1f} | 1.0 |"
+    )
+    print(
+        f"| `seqfer preprocess`, {args.workers} workers, process start to exit | {frames} | {seconds:.1f} | "
+        f"{fps:.0f} | {fps / naive_fps:.1f} |"
+    )
+    print(
+        f"\nfirst sequence finished {driver.get('first_result', 0):.1f} s after process start (Ray start "
+        f"{driver.get('ray_start', 0):.1f} s of it); start-up before preprocessing {driver.get('startup', 0):.1f} s, "
+        f"manifest {driver.get('manifest', 0):.1f} s, dispatch {driver.get('dispatch', 0):.1f} s"
+    )
     total = sum(stages.values()) or 1.0
-    print("worker time by stage (summed over workers): " + ", ".join(
-        f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in stages.items()))
+    print(
+        "worker time by stage (summed over workers): "
+        + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in stages.items())
+    )
     workers_rss = " / ".join(f"{v:.0f}" for v in rss["workers"].values())
     print(f"peak RSS MiB: driver {rss['driver']:.0f}, workers {workers_rss}")
     if driver.get("worker_busy"):
-        print(f"workers busy {driver['worker_busy']:.1f} s wall, {driver['worker_cpu']:.1f} s CPU "
-              f"({100 * driver['worker_cpu'] / driver['worker_busy']:.0f}%: well below 100% = the workers waited "
-              "for a core)")
+        print(
+            f"workers busy {driver['worker_busy']:.1f} s wall, {driver['worker_cpu']:.1f} s CPU "
+            f"({100 * driver['worker_cpu'] / driver['worker_busy']:.0f}%: well below 100% = the workers waited "
+            "for a core)"
+        )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

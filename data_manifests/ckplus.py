@@ -56,9 +56,7 @@ def find_tree(root: Path, name: str, report: ScanReport) -> Path | None:
     for sub in list_dir(root):
         if not sub.is_dir() or is_ignored_dir(sub.name):
             continue
-        found += [
-            Path(e.path) for e in list_dir(Path(sub.path)) if e.is_dir() and e.name.lower() == name.lower()
-        ]
+        found += [Path(e.path) for e in list_dir(Path(sub.path)) if e.is_dir() and e.name.lower() == name.lower()]
     if len(found) > 1:
         raise ManifestError(
             f"{root}: several {name}/ folders one level down ({', '.join(map(str, found))}); "
@@ -131,9 +129,7 @@ def scan_ckplus(
     images = find_tree(root, IMAGES_TREE, report)
     emotion = find_tree(root, EMOTION_TREE, report)
     if images is None or emotion is None:
-        missing = " and ".join(
-            n + "/" for n, t in ((IMAGES_TREE, images), (EMOTION_TREE, emotion)) if t is None
-        )
+        missing = " and ".join(n + "/" for n, t in ((IMAGES_TREE, images), (EMOTION_TREE, emotion)) if t is None)
         raise ManifestError(
             f"{root}: no CK+ layout found (expected {IMAGES_TREE}/ and {EMOTION_TREE}/ in the root or one "
             f"folder down; missing {missing}). For unlabelled image folders use --format folder."
@@ -149,9 +145,7 @@ def scan_ckplus(
             continue
         for seq in list_dir(Path(subj.path)):
             if not seq.is_dir():
-                report.skip(
-                    seq.path, "system file" if is_system_file(seq.name) else "stray file in image tree"
-                )
+                report.skip(seq.path, "system file" if is_system_file(seq.name) else "stray file in image tree")
                 continue
             if is_ignored_dir(seq.name):
                 continue
@@ -198,9 +192,7 @@ def _scan_sequence(
             report.note(seq_dir, f"duplicate frame numbers: {format_gaps([(d, d) for d in dups])}")
         gaps = frame_gaps(numbers, first_expected=1)
         if gaps:
-            report.note(
-                seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)"
-            )
+            report.note(seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)")
     code, peak_no, note = _emotion_for(emotion / subject / seq, report)
     label = None
     if code is not None:
@@ -210,9 +202,7 @@ def _scan_sequence(
         if peak_no in numbers:
             peak = numbers.index(peak_no)
         else:
-            report.note(
-                seq_dir, f"peak frame missing: emotion file names frame {peak_no}; peak set to the last frame"
-            )
+            report.note(seq_dir, f"peak frame missing: emotion file names frame {peak_no}; peak set to the last frame")
     landmark_paths = None
     if landmarks is not None:
         lm_dir = landmarks / subject / seq

@@ -48,9 +48,7 @@ from data_manifests.scan_common import (
 )
 
 
-def discover(
-    root: Path, report: ScanReport, ignore: frozenset[Path] | set[Path] = frozenset()
-) -> dict[Path, str]:
+def discover(root: Path, report: ScanReport, ignore: frozenset[Path] | set[Path] = frozenset()) -> dict[Path, str]:
     """Videos and frame folders under ``root`` -> 'video' | 'frames', in natural path order.
 
     A folder whose images sit beside videos is not a frame folder: each of its images becomes a one-frame
@@ -150,8 +148,7 @@ def read_labels_csv(path: Path) -> pd.DataFrame:
     table.columns = [str(c).strip().lower() for c in table.columns]
     if "path" not in table.columns:
         raise ManifestError(
-            f"{path}: labels CSV needs a 'path' column (and 'subject', 'label'); "
-            f"found: {', '.join(table.columns)}"
+            f"{path}: labels CSV needs a 'path' column (and 'subject', 'label'); found: {', '.join(table.columns)}"
         )
     for col in ("subject", "label"):
         if col not in table.columns:
@@ -207,9 +204,7 @@ def scan_folder(
         note = "not in labels CSV" if table is not None else "no labels CSV"
         if table is not None:
             report.note(path, "not in labels CSV: included unlabelled")
-        rows.append(
-            _row(path, kind, _stem(path), None, note, root, csv_path.parent if csv_path else None, report)
-        )
+        rows.append(_row(path, kind, _stem(path), None, note, root, csv_path.parent if csv_path else None, report))
     if not rows:
         raise ManifestError(
             f"{root}: no videos ({', '.join(sorted(e[1:] for e in VIDEO_EXTS))}) or frame folders found"

@@ -34,8 +34,11 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataF
     lab = out[_labelled(out)].sort_values("sequence_id", kind="stable")
     subjects = sorted(lab["subject"].astype(str).unique())
     if len(subjects) < n_folds:
-        advice = (f"use at most {len(subjects)} folds (--folds) or label more subjects" if len(subjects) >= 2
-                  else "subject-independent folds need labelled sequences of at least 2 subjects: label more")
+        advice = (
+            f"use at most {len(subjects)} folds (--folds) or label more subjects"
+            if len(subjects) >= 2
+            else "subject-independent folds need labelled sequences of at least 2 subjects: label more"
+        )
         raise ManifestError(
             f"only {len(subjects)} labelled subjects for {n_folds} folds: folds split by subject, so {advice}"
         )
@@ -99,9 +102,7 @@ def load_fold_file(path: Path, df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
         raise ManifestError(f"{path}: not a readable fold file ({exc})") from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
     if not {"subject", "fold"} <= set(table.columns):
-        raise ManifestError(
-            f"{path}: fold file needs columns 'subject,fold'; found: {', '.join(table.columns)}"
-        )
+        raise ManifestError(f"{path}: fold file needs columns 'subject,fold'; found: {', '.join(table.columns)}")
     table = table[["subject", "fold"]].apply(lambda s: s.str.strip())
     table["line"] = np.arange(len(table)) + 2
 
@@ -161,9 +162,4 @@ def subject_folds(df: pd.DataFrame) -> pd.DataFrame:
     """``subject,fold`` for the labelled subjects of a manifest, sorted by subject: the fold-file format that
     :func:`load_fold_file` reads (write it with ``to_csv(index=False)``)."""
     lab = df[_labelled(df) & df["fold"].notna()]
-    return (
-        lab[["subject", "fold"]]
-        .drop_duplicates()
-        .sort_values("subject", kind="stable")
-        .reset_index(drop=True)
-    )
+    return lab[["subject", "fold"]].drop_duplicates().sort_values("subject", kind="stable").reset_index(drop=True)

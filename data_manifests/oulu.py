@@ -106,8 +106,7 @@ def find_oulu_tree(root: Path, report: ScanReport) -> Path:
             chosen = frames[0]
         else:
             raise ManifestError(
-                f"{root}: several Oulu-CASIA trees ({', '.join(str(t) for t in trees)}); "
-                "point ROOT at the one to use"
+                f"{root}: several Oulu-CASIA trees ({', '.join(str(t) for t in trees)}); point ROOT at the one to use"
             )
         for t in trees:
             if t != chosen:
@@ -149,14 +148,11 @@ def scan_oulu(
                     report.skip(subj.path, "system file" if is_system_file(subj.name) else "stray file")
                     continue
                 if not is_ignored_dir(subj.name):
-                    rows += _scan_subject(
-                        Path(subj.path), subj.name, system, illum, class_list, set_name, report
-                    )
+                    rows += _scan_subject(Path(subj.path), subj.name, system, illum, class_list, set_name, report)
     if not available:
         present = [f"{s.name}/{i.name}" for s in _subdirs(tree).values() for i in _subdirs(s).values()]
         raise ManifestError(
-            f"{tree}: no {'/'.join(systems)} x {'/'.join(illums)} folders; "
-            f"present: {', '.join(present) or 'none'}"
+            f"{tree}: no {'/'.join(systems)} x {'/'.join(illums)} folders; present: {', '.join(present) or 'none'}"
         )
     if not rows:
         raise ManifestError(f"{tree}: no sequences found under {', '.join(available)}")
@@ -215,9 +211,7 @@ def _scan_subject(
             if key in videos:
                 report.skip(videos[key], "video beside a frame folder for the same class: frames used")
             rows.append(
-                sequence_row(
-                    **common, frame_paths=[str(frames[key] / n) for n in names], peak_index=len(names) - 1
-                )
+                sequence_row(**common, frame_paths=[str(frames[key] / n) for n in names], peak_index=len(names) - 1)
             )
         elif key in videos:
             rows.append(sequence_row(**common, video_path=str(videos[key])))
@@ -230,7 +224,5 @@ def _frame_names(seq_dir: Path, report: ScanReport) -> list[str]:
     if numbers is not None:
         gaps = frame_gaps(numbers)
         if gaps:
-            report.note(
-                seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)"
-            )
+            report.note(seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)")
     return names

@@ -131,9 +131,7 @@ def build_manifest(
     df, report = scan(Path(root), fmt, **scan_kwargs)
     classes = resolve_classes(scan_kwargs.get("classes", "ckplus7"))
     if not df["labelled"].any():
-        report.note(
-            report.root or root, "no labelled sequences: folds not assigned (a prediction-only manifest)"
-        )
+        report.note(report.root or root, "no labelled sequences: folds not assigned (a prediction-only manifest)")
         source = "none"
     elif fold_file is not None:
         df = load_fold_file(Path(fold_file), df, n_folds)

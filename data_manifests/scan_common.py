@@ -84,9 +84,7 @@ class ScanReport:
         if n_lab:
             classes = self.classes or sorted(lab["label"].unique())
             table = fold_class_table(df, classes)
-            lines.append(
-                "  labelled sequences per class" + (" and fold:" if "fold 0" in table.index else ":")
-            )
+            lines.append("  labelled sequences per class" + (" and fold:" if "fold 0" in table.index else ":"))
             lines.extend("    " + row for row in table.to_string().splitlines())
         for title, items in (("skipped", self.skipped), ("notes", self.notes)):
             if not items:

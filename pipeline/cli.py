@@ -55,9 +55,7 @@ def manifest(
     root: Annotated[Path, typer.Argument(help="dataset root")],
     format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder")],
     output: Annotated[Path, typer.Option("-o", "--output", help="manifest file (.parquet)")],
-    labels: Annotated[
-        Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")
-    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
     folds: Annotated[int, typer.Option(help="number of subject-independent folds")] = 10,
     seed: Annotated[int, typer.Option(help="fold seed")] = 0,
     fold_file: Annotated[Path | None, typer.Option(help="CSV subject,fold (0-based) to use as folds")] = None,
@@ -82,8 +80,10 @@ def manifest(
     if output.is_dir():
         raise ManifestError(f"-o {output}: is a folder; give the manifest's file name, e.g. {output}/manifest.parquet")
     if output.suffix.lower() != ".parquet":
-        raise ManifestError(f"-o {output}: a manifest is written as Parquet; name it .parquet "
-                            f"(e.g. {output.with_suffix('.parquet')}) and add --csv for a CSV copy beside it")
+        raise ManifestError(
+            f"-o {output}: a manifest is written as Parquet; name it .parquet "
+            f"(e.g. {output.with_suffix('.parquet')}) and add --csv for a CSV copy beside it"
+        )
     df, meta, report = build_manifest(
         root,
         format,
@@ -173,9 +173,7 @@ def compare(
     """Cross-validate several appearance networks x stream settings on the same folds; one table and plot."""
     from pipeline.compare import run_compare
 
-    run_compare(
-        _load(config, set_), models, streams, use_ray=not no_ray, data_file=data, prepare_only=prepare_only
-    )
+    run_compare(_load(config, set_), models, streams, use_ray=not no_ray, data_file=data, prepare_only=prepare_only)
 
 
 @app.command("train")
@@ -205,8 +203,17 @@ def predict(
     """Predict an expression label with class probabilities for each input (exit code 1 if any failed)."""
     from pipeline.predict import run_predict
 
-    n_failed = run_predict(model, inputs, output=output, fmt=fmt, window=window, visualize=visualize,
-                           overrides=set_ or [], stride=stride, cache_dir=cache)
+    n_failed = run_predict(
+        model,
+        inputs,
+        output=output,
+        fmt=fmt,
+        window=window,
+        visualize=visualize,
+        overrides=set_ or [],
+        stride=stride,
+        cache_dir=cache,
+    )
     raise typer.Exit(1 if n_failed else 0)
 
 

@@ -27,9 +27,7 @@ class DemoConfig(_Strict):
     """How `data.format: demo` generates its dataset when `data.root` does not hold one yet."""
 
     layout: Literal["ckplus", "oulu", "videos"] = "ckplus"
-    subjects: int = Field(
-        118, ge=1, description="number of subjects (118 = CK+-sized: 327 labelled sequences)"
-    )
+    subjects: int = Field(118, ge=1, description="number of subjects (118 = CK+-sized: 327 labelled sequences)")
     seed: int = 0
     faces: Path | None = Field(
         None, description="folder of face photos with 68-point .pts files; null = the packaged fallback face"
@@ -42,9 +40,7 @@ class DataConfig(_Strict):
     root: Path = Path("data/demo")
     labels_csv: Path | None = Field(None, description="labels CSV (path, subject, label) for format=folder")
     manifest: Path | None = Field(None, description="manifest file; default OUTPUT_DIR/manifest.parquet")
-    classes: str | list[str] = Field(
-        "ckplus7", description="class set name (ckplus7, basic6, ckplus8) or list"
-    )
+    classes: str | list[str] = Field("ckplus7", description="class set name (ckplus7, basic6, ckplus8) or list")
     include_neutral: bool = False
     neutral_frames: int = Field(1, ge=1)
     oulu_system: str = "VL"
@@ -55,27 +51,24 @@ class DataConfig(_Strict):
         "(required), sequence and frame (optional); the default fits CK+ names (S010_004_00000017)",
     )
     folds: int = Field(10, ge=2)
-    fold_seed: int | None = Field(
-        None, description="seed of the fold assignment; default: the top-level seed"
-    )
-    fold_file: Path | None = Field(
-        None, description="CSV subject,fold (0-based) to use instead of computed folds"
-    )
+    fold_seed: int | None = Field(None, description="seed of the fold assignment; default: the top-level seed")
+    fold_file: Path | None = Field(None, description="CSV subject,fold (0-based) to use instead of computed folds")
     demo: DemoConfig = DemoConfig()
 
 
 class RayConfig(_Strict):
-    address: str | None = Field(
-        None, description="existing Ray cluster ('auto' or host:port); null = local Ray"
-    )
+    address: str | None = Field(None, description="existing Ray cluster ('auto' or host:port); null = local Ray")
     workers: int = Field(2, ge=1, description="parallel workers (actors) for preprocessing and prediction")
     item_timeout: float | None = Field(
-        1800.0, gt=0, description="seconds one sequence or input may take on a worker before it becomes a "
-        "'timeout' row (null: no limit)"
+        1800.0,
+        gt=0,
+        description="seconds one sequence or input may take on a worker before it becomes a "
+        "'timeout' row (null: no limit)",
     )
     start_timeout: float = Field(
-        120.0, gt=0, description="seconds a worker may take to start (or wait to be scheduled) before the pool "
-        "goes on without it"
+        120.0,
+        gt=0,
+        description="seconds a worker may take to start (or wait to be scheduled) before the pool goes on without it",
     )
 
 
@@ -147,9 +140,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(
-            f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})")
-        )
+        lines.append(f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})"))
     return "\n".join(lines)
 
 
@@ -168,8 +159,10 @@ def _check_size(data: Any, source: str) -> None:
         node = stack.pop()
         count += 1
         if count > MAX_CONFIG_NODES:
-            raise ConfigError(f"{source}: the config expands to more than {MAX_CONFIG_NODES} values (YAML aliases "
-                              "repeated too often?); a seqfer config is a few hundred")
+            raise ConfigError(
+                f"{source}: the config expands to more than {MAX_CONFIG_NODES} values (YAML aliases "
+                "repeated too often?); a seqfer config is a few hundred"
+            )
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())

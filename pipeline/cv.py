@@ -104,13 +104,18 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         records.append(record)
     kept = pd.DataFrame(keep)
     if recomputed:
-        print(f"data: {recomputed} sequence(s) had a damaged or missing cache entry and were recomputed",
-              file=sys.stderr)
+        print(
+            f"data: {recomputed} sequence(s) had a damaged or missing cache entry and were recomputed", file=sys.stderr
+        )
     if excluded:
         n_labelled = len(keep) + len(excluded)
         reasons = Counter(f"{e['status']}: {e['reason']}" if e["reason"] else e["status"] for e in excluded)
-        print(f"WARNING: using {len(keep)} of {n_labelled} labelled sequences; {len(excluded)} excluded ("
-              + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)) + ")", file=sys.stderr)
+        print(
+            f"WARNING: using {len(keep)} of {n_labelled} labelled sequences; {len(excluded)} excluded ("
+            + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5))
+            + ")",
+            file=sys.stderr,
+        )
     appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
     return LabelledData(
         sequence_ids=kept["sequence_id"].to_numpy(str),
@@ -120,9 +125,7 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         appearance=appearance,
         trajectory=trajectory,
         classes=classes,
-        excluded=pd.DataFrame(
-            excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]
-        ),
+        excluded=pd.DataFrame(excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]),
         landmarks=landmarks,
         targets=build_targets(records, needs.targets, cfg.cache_dir),
     )
@@ -279,8 +282,7 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
         else:
             todo.append(fold)
     if results:
-        print(f"cv: {len(results)} fold(s) already finished with this config and data, not re-run",
-              file=sys.stderr)
+        print(f"cv: {len(results)} fold(s) already finished with this config and data, not re-run", file=sys.stderr)
 
     if todo and not use_ray:
         args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.train.val_fraction)
@@ -319,9 +321,7 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
         finally:
             bar.close()
 
-    summary = write_cv_report(
-        cfg, data, [results[f] for f in folds], out, time.perf_counter() - start, device
-    )
+    summary = write_cv_report(cfg, data, [results[f] for f in folds], out, time.perf_counter() - start, device)
     print((out / "summary.md").read_text(), file=sys.stderr)
     return summary
 
@@ -355,11 +355,7 @@ def write_cv_report(
     accs = np.array([r["accuracy"] for r in results])
     summary = {
         "model": cfg.model.streams
-        + (
-            f" ({cfg.model.appearance.name} + {cfg.model.geometry.name})"
-            if cfg.model.streams == "fused"
-            else ""
-        ),
+        + (f" ({cfg.model.appearance.name} + {cfg.model.geometry.name})" if cfg.model.streams == "fused" else ""),
         "dataset": str(cfg.data.root),
         "classes": classes,
         "accuracy_mean": float(accs.mean()) if len(accs) else float("nan"),
@@ -384,9 +380,7 @@ def write_cv_report(
         out / "confusion.png",
         f"pooled confusion, accuracy {100 * summary['accuracy_mean']:.1f}% (mean over folds)",
     )
-    curves = pd.concat(
-        [pd.read_csv(out / f"fold_{r['fold']}" / "history.csv") for r in results], ignore_index=True
-    )
+    curves = pd.concat([pd.read_csv(out / f"fold_{r['fold']}" / "history.csv") for r in results], ignore_index=True)
     curves.to_csv(out / "curves.csv", index=False)
     save_curves_png(curves, out / "curves.png")
     splits = [

@@ -99,8 +99,13 @@ def versions() -> dict[str, str]:
         seqfer = version("seqfer")
     except Exception:  # not pip-installed: a plain checkout
         seqfer = "0.1.0 (checkout)"
-    return {"seqfer": seqfer, "python": sys.version.split()[0], "torch": torch.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+    return {
+        "seqfer": seqfer,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -125,8 +130,11 @@ def _check_fold_hashes(files: list[Path]) -> None:
         if result.is_file():
             hashes.add(_read_json(result, "fold result").get("config_hash"))
     if len(hashes) > 1:
-        warnings.warn(f"{files[0].parent.parent}: folds were trained with {len(hashes)} different configs; "
-                      "they are ensembled anyway", stacklevel=3)
+        warnings.warn(
+            f"{files[0].parent.parent}: folds were trained with {len(hashes)} different configs; "
+            "they are ensembled anyway",
+            stacklevel=3,
+        )
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -202,13 +210,22 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
         classes, input_cfg, extras = model_classes, mcfg.input, model_extras
     info = _read_json(folder / INFO_FILE, "model info") if kind == "model" else _cv_info(folder)
     sequence = sequence_config_of(cfg)
-    changed = _changed_keys(sequence_config_of(trained_cfg).model_dump(mode="json"),
-                            sequence.model_dump(mode="json"))
+    changed = _changed_keys(sequence_config_of(trained_cfg).model_dump(mode="json"), sequence.model_dump(mode="json"))
     changed = [k for k in changed if k not in ("min_face_ratio", "min_frames")]
     if changed:
         warnings.warn(f"prediction preprocessing differs from training in: {', '.join(changed)}", stacklevel=2)
-    return ModelBundle(models=models, classes=list(classes), sequence=sequence, model_input=input_cfg,
-                       extras=extras, config=cfg, kind=kind, path=folder, weight_files=files, info=info)
+    return ModelBundle(
+        models=models,
+        classes=list(classes),
+        sequence=sequence,
+        model_input=input_cfg,
+        extras=extras,
+        config=cfg,
+        kind=kind,
+        path=folder,
+        weight_files=files,
+        info=info,
+    )
 
 
 def _cv_info(folder: Path) -> dict:
@@ -245,13 +262,18 @@ def cv_accuracy(cv_folder: Path, cfg: Config) -> dict | None:
 
 
 def _comparable(cfg: Config) -> dict:
-    return {"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"), "model": cfg.model.model_dump(mode="json"),
-            "train": cfg.train.model_dump(mode="json"),
-            "sequence": sequence_config_of(cfg).model_dump(mode="json")}
+    return {
+        "seed": cfg.seed,
+        "data": cfg.data.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"),
+        "train": cfg.train.model_dump(mode="json"),
+        "sequence": sequence_config_of(cfg).model_dump(mode="json"),
+    }
 
 
-def write_model_folder(folder: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict,
-                       history: list[dict] | None = None) -> Path:
+def write_model_folder(
+    folder: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict, history: list[dict] | None = None
+) -> Path:
     """Write a complete model folder at ``folder`` (replacing a model folder seqfer wrote there) and return it.
 
     Anything else at ``folder`` is refused (:class:`StageError`, see :mod:`pipeline.output_folder`). Written to
@@ -294,21 +316,29 @@ def check_model_folder_target(folder: Path) -> None:
             check_replaceable(folder, MODEL_KIND)  # raises: not ours
 
 
-def _write_model_files(tmp: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict,
-                       history: list[dict] | None) -> None:
+def _write_model_files(
+    tmp: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict, history: list[dict] | None
+) -> None:
     import pandas as pd
 
     from pipeline.config import to_yaml
     from stages.training import save_checkpoint
 
-    save_checkpoint(tmp / WEIGHTS_FILE, model, cfg.model, classes,
-                    {"best_epoch": info.get("best_epoch"), "trained_at": info.get("trained_at")})
+    save_checkpoint(
+        tmp / WEIGHTS_FILE,
+        model,
+        cfg.model,
+        classes,
+        {"best_epoch": info.get("best_epoch"), "trained_at": info.get("trained_at")},
+    )
     full_info = {
         "format": MODEL_FORMAT,
         "version": MODEL_FORMAT_VERSION,
         "classes": list(classes),
-        "preprocessing": {"sequence": sequence_config_of(cfg).model_dump(mode="json"),
-                          "model_input": cfg.model.input.model_dump(mode="json")},
+        "preprocessing": {
+            "sequence": sequence_config_of(cfg).model_dump(mode="json"),
+            "model_input": cfg.model.input.model_dump(mode="json"),
+        },
         "model": cfg.model.model_dump(mode="json"),
         "versions": versions(),
         **info,
@@ -334,8 +364,11 @@ def model_card(info: dict, cfg: Config) -> str:
         "",
         f"- Trained: {info.get('trained_at', 'unknown')}",
         f"- Model: {cfg.model.streams}"
-        + (f" ({cfg.model.appearance.name} + {cfg.model.geometry.name}, fusion {cfg.model.fusion})"
-           if cfg.model.streams == "fused" else ""),
+        + (
+            f" ({cfg.model.appearance.name} + {cfg.model.geometry.name}, fusion {cfg.model.fusion})"
+            if cfg.model.streams == "fused"
+            else ""
+        ),
         f"- Classes ({len(info['classes'])}, output order): {', '.join(info['classes'])}",
         "",
         "## Data",
@@ -354,8 +387,11 @@ def model_card(info: dict, cfg: Config) -> str:
         "",
     ]
     if cv:
-        note = {True: "same settings as this model", False: "NOTE: that run used different settings",
-                None: "settings not compared"}[cv.get("same_settings")]
+        note = {
+            True: "same settings as this model",
+            False: "NOTE: that run used different settings",
+            None: "settings not compared",
+        }[cv.get("same_settings")]
         lines.append(
             f"- {cv['n_folds']}-fold subject-independent CV: {_pct(cv['accuracy_mean'])} +- "
             f"{_pct(cv['accuracy_std'])} (mean class accuracy {_pct(cv['mean_class_accuracy'])}; {note}; "

@@ -62,12 +62,15 @@ def _ours(folder: Path, kind: str, legacy: Collection[str], allowed: Collection[
 
 
 def _refuse(folder: Path, kind: str) -> StageError:
-    return StageError(f"{folder}: folder exists and was not written by seqfer as a {kind} folder (no {MARKER} "
-                      "file); seqfer never writes over other files: choose another location or remove it yourself")
+    return StageError(
+        f"{folder}: folder exists and was not written by seqfer as a {kind} folder (no {MARKER} "
+        "file); seqfer never writes over other files: choose another location or remove it yourself"
+    )
 
 
-def check_replaceable(folder: Path | str, kind: str, legacy: Collection[str] = (),
-                      allowed: Collection[str] | None = None) -> None:
+def check_replaceable(
+    folder: Path | str, kind: str, legacy: Collection[str] = (), allowed: Collection[str] | None = None
+) -> None:
     """Raise :class:`StageError` unless ``folder`` is absent, empty, or a ``kind`` folder seqfer wrote (so a
     verb may delete and replace it). Call it before the work starts, so a refusal costs nothing."""
     folder = Path(folder)
@@ -75,8 +78,9 @@ def check_replaceable(folder: Path | str, kind: str, legacy: Collection[str] = (
         raise _refuse(folder, kind)
 
 
-def claim_folder(folder: Path | str, kind: str, legacy: Collection[str] = (),
-                 allowed: Collection[str] | None = None) -> Path:
+def claim_folder(
+    folder: Path | str, kind: str, legacy: Collection[str] = (), allowed: Collection[str] | None = None
+) -> Path:
     """Create ``folder`` (or accept one seqfer wrote as ``kind``), mark it, and return it; :class:`StageError`
     for anything else at that path (see the module doc)."""
     folder = Path(folder)

@@ -84,14 +84,22 @@ def predict_row(predictor: Predictor, pin: PredictInput, out_name: str, opts: Pr
             result.timeline.to_csv(csv_path, index=False)
             row["timeline"] = str(csv_path)
             try:
-                save_timeline_png(result.timeline, predictor.classes, csv_path.with_suffix(".png"),
-                                  title=f"{pin.name}: probabilities per {opts.window:g} s window")
+                save_timeline_png(
+                    result.timeline,
+                    predictor.classes,
+                    csv_path.with_suffix(".png"),
+                    title=f"{pin.name}: probabilities per {opts.window:g} s window",
+                )
             except Exception as exc:  # a picture must never cost the prediction
                 notes.append(f"timeline plot failed: {type(exc).__name__}: {exc}")
     if opts.visualize_dir is not None:
         try:
-            save_prediction_picture(result, predictor.classes, Path(opts.visualize_dir) / f"{out_name}.png",
-                                    fps=predictor.sequence_config.frames.fps)
+            save_prediction_picture(
+                result,
+                predictor.classes,
+                Path(opts.visualize_dir) / f"{out_name}.png",
+                fps=predictor.sequence_config.frames.fps,
+            )
         except Exception as exc:
             notes.append(f"picture failed: {type(exc).__name__}: {exc}")
     if notes:
@@ -126,15 +134,28 @@ def output_names(names: list[str]) -> list[str]:
         base = Path(name.rstrip("/\\")).name or name
         bases.append(re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:80] or "input")
     counts = Counter(bases)
-    return [b if counts[b] == 1 else f"{b}-{hashlib.sha256(n.encode()).hexdigest()[:8]}"
-            for b, n in zip(bases, names, strict=True)]
+    return [
+        b if counts[b] == 1 else f"{b}-{hashlib.sha256(n.encode()).hexdigest()[:8]}"
+        for b, n in zip(bases, names, strict=True)
+    ]
 
 
 def _input_key(bundle_id: str, pin: PredictInput, opts: PredictOptions) -> str:
-    identity = (source_fingerprint(list(pin.source.frame_paths), pin.source.video_path)
-                if pin.source is not None else pin.problem)
-    return run_key("predict", bundle_id, pin.name, identity, pin.true_label, opts.window, opts.stride,
-                   opts.visualize_dir is not None)
+    identity = (
+        source_fingerprint(list(pin.source.frame_paths), pin.source.video_path)
+        if pin.source is not None
+        else pin.problem
+    )
+    return run_key(
+        "predict",
+        bundle_id,
+        pin.name,
+        identity,
+        pin.true_label,
+        opts.window,
+        opts.stride,
+        opts.visualize_dir is not None,
+    )
 
 
 def _load_resume(path: Path) -> dict[str, dict]:
@@ -181,8 +202,13 @@ def _error_row(pin: PredictInput, classes: list[str], reason: str) -> dict:
     return PredictionResult(pin.name, STATUS_ERROR, reason, true_label=pin.true_label).row(classes)
 
 
-def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None, opts: PredictOptions,
-                todo: list[tuple[PredictInput, str, str]]) -> Iterator[tuple[str, dict]]:
+def _run_on_ray(
+    bundle: ModelBundle,
+    overrides: list[str],
+    cache_dir: str | None,
+    opts: PredictOptions,
+    todo: list[tuple[PredictInput, str, str]],
+) -> Iterator[tuple[str, dict]]:
     """Stream ``todo`` through ``ray.workers`` actors, one call in flight per actor (so a crash is blamed on
     exactly one input). A worker that dies (segfault, out of memory) gives its input an ``error`` row and is
     replaced; the batch goes on."""
@@ -197,9 +223,15 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
         return worker_cls.remote(str(bundle.path), overrides, cache_dir, opts)
 
     ray_cfg = bundle.config.ray
-    stream = stream_to_actors(start, min(ray_cfg.workers, len(todo)), todo,
-                              lambda actor, t: actor.predict.remote(t[0], t[1]), per_actor=1,
-                              item_timeout=ray_cfg.item_timeout, start_timeout=ray_cfg.start_timeout)
+    stream = stream_to_actors(
+        start,
+        min(ray_cfg.workers, len(todo)),
+        todo,
+        lambda actor, t: actor.predict.remote(t[0], t[1]),
+        per_actor=1,
+        item_timeout=ray_cfg.item_timeout,
+        start_timeout=ray_cfg.start_timeout,
+    )
     for (pin, _name, key), row in stream:
         if isinstance(row, ItemTimeout):
             row = PredictionResult(pin.name, STATUS_TIMEOUT, str(row), true_label=pin.true_label).row(bundle.classes)
@@ -210,9 +242,17 @@ def _run_on_ray(bundle: ModelBundle, overrides: list[str], cache_dir: str | None
         yield key, row
 
 
-def run_predict(model: Path | str, inputs: list[str], output: Path | None = None, fmt: str | None = None,
-                window: float | None = None, visualize: Path | None = None, overrides: list[str] | None = None,
-                stride: float | None = None, cache_dir: Path | None = None) -> int:
+def run_predict(
+    model: Path | str,
+    inputs: list[str],
+    output: Path | None = None,
+    fmt: str | None = None,
+    window: float | None = None,
+    visualize: Path | None = None,
+    overrides: list[str] | None = None,
+    stride: float | None = None,
+    cache_dir: Path | None = None,
+) -> int:
     """Predict every input, write the results file (see the module doc); returns the number of inputs whose
     status is not ok (resumed rows included)."""
     start = time.perf_counter()
@@ -227,13 +267,17 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
     duplicates: list[str] = []
     pins = resolve_inputs(inputs, duplicates)
     if duplicates:
-        print(f"predict: note: {len(duplicates)} input(s) given more than once, predicted once: "
-              + ", ".join(sorted(set(duplicates))[:5]) + (" ..." if len(set(duplicates)) > 5 else ""),
-              file=sys.stderr)
+        print(
+            f"predict: note: {len(duplicates)} input(s) given more than once, predicted once: "
+            + ", ".join(sorted(set(duplicates))[:5])
+            + (" ..." if len(set(duplicates)) > 5 else ""),
+            file=sys.stderr,
+        )
     print(f"predict: {len(pins)} input(s) with {bundle.describe()}", file=sys.stderr)
     names = output_names([p.name for p in pins])
     opts = PredictOptions(
-        window=window, stride=None if window is None else (stride if stride is not None else window / 2),
+        window=window,
+        stride=None if window is None else (stride if stride is not None else window / 2),
         timeline_dir=None if window is None else str(output.absolute().with_name(output.stem + "_timelines")),
         visualize_dir=None if visualize is None else str(Path(visualize).absolute()),
     )
@@ -272,8 +316,16 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
         bar.close()
 
     ordered = [rows[k] for k in keys]
-    columns = ["input", "status", "label", "confidence", *[f"p_{c}" for c in bundle.classes], "n_frames",
-               "face_ratio", "reason"]
+    columns = [
+        "input",
+        "status",
+        "label",
+        "confidence",
+        *[f"p_{c}" for c in bundle.classes],
+        "n_frames",
+        "face_ratio",
+        "reason",
+    ]
     if any(p.true_label is not None for p in pins):
         columns.append("true_label")
     if window is not None:
@@ -282,8 +334,13 @@ def run_predict(model: Path | str, inputs: list[str], output: Path | None = None
 
     failed = [(r["input"], f"{r['status']}: {r['reason']}") for r in ordered if r["status"] != STATUS_OK]
     resumed_ok = sum(done[k]["status"] == STATUS_OK for k in keys if k in done)
-    summary = RunSummary(title="predict", done=len(ordered) - len(failed) - resumed_ok, skipped=resumed_ok,
-                         failed=failed, seconds=time.perf_counter() - start)
+    summary = RunSummary(
+        title="predict",
+        done=len(ordered) - len(failed) - resumed_ok,
+        skipped=resumed_ok,
+        failed=failed,
+        seconds=time.perf_counter() - start,
+    )
     labels = Counter(r["label"] for r in ordered if r["status"] == STATUS_OK)
     if labels:
         summary.extra["labels"] = ", ".join(f"{c} {n}" for c, n in labels.most_common())

@@ -61,8 +61,11 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
     if path.is_dir():
         frames = [f.name for f in os.scandir(path) if f.is_file() and is_image(f.name)]
         if not frames:
-            return _invalid(name, f"folder holds no image frames ({' '.join(sorted(IMAGE_EXTS))}); "
-                                  "for a folder of videos pass a glob such as DIR/*.mp4")
+            return _invalid(
+                name,
+                f"folder holds no image frames ({' '.join(sorted(IMAGE_EXTS))}); "
+                "for a folder of videos pass a glob such as DIR/*.mp4",
+            )
         ordered, _numbers = order_frames(frames)
         return PredictInput(name, "frames", SequenceSource(name, frame_paths=tuple(str(path / f) for f in ordered)))
     if not path.exists():
@@ -74,8 +77,11 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
         return PredictInput(name, "video", SequenceSource(name, video_path=str(path)))
     if suffix in IMAGE_EXTS:
         return PredictInput(name, "image", SequenceSource(name, frame_paths=(str(path),)))
-    return _invalid(name, f"unsupported file type {suffix or '(no extension)'} (supported: {_supported()}; "
-                          "manifests .parquet; lists .txt)")
+    return _invalid(
+        name,
+        f"unsupported file type {suffix or '(no extension)'} (supported: {_supported()}; "
+        "manifests .parquet; lists .txt)",
+    )
 
 
 def _manifest_inputs(path: Path) -> list[PredictInput]:
@@ -90,8 +96,14 @@ def _manifest_inputs(path: Path) -> list[PredictInput]:
     for _, row in df.iterrows():
         source = source_from_row(row)
         label = row.get("label") if bool(row.get("labelled")) else None
-        inputs.append(PredictInput(source.sequence_id, "manifest_row", source,
-                                   true_label=None if label is None or label != label else str(label)))
+        inputs.append(
+            PredictInput(
+                source.sequence_id,
+                "manifest_row",
+                source,
+                true_label=None if label is None or label != label else str(label),
+            )
+        )
     return inputs
 
 

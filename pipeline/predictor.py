@@ -89,11 +89,16 @@ class PredictionResult:
         """Flat result row: input, status, label, confidence, p_<class>..., n_frames, face_ratio, reason
         (+ true_label when known). Missing values are NaN (probabilities) or '' (text)."""
         probs = self.probabilities or {}
-        row = {"input": self.input, "status": self.status, "label": self.label or "",
-               "confidence": self.confidence if self.confidence is not None else float("nan")}
+        row = {
+            "input": self.input,
+            "status": self.status,
+            "label": self.label or "",
+            "confidence": self.confidence if self.confidence is not None else float("nan"),
+        }
         row.update({f"p_{c}": float(probs[c]) if c in probs else float("nan") for c in classes})
-        row.update({"n_frames": int(self.n_frames), "face_ratio": round(float(self.face_ratio), 4),
-                    "reason": self.reason})
+        row.update(
+            {"n_frames": int(self.n_frames), "face_ratio": round(float(self.face_ratio), 4), "reason": self.reason}
+        )
         if self.true_label is not None:
             row["true_label"] = self.true_label
         return row
@@ -119,8 +124,9 @@ def window_bounds(timestamps: np.ndarray, window: float, stride: float, frame_st
             starts = np.append(starts, end - window)
         ends = starts + window
     eps = 1e-9
-    members = [np.flatnonzero((timestamps >= s - eps) & (timestamps < e - eps))
-               for s, e in zip(starts, ends, strict=True)]
+    members = [
+        np.flatnonzero((timestamps >= s - eps) & (timestamps < e - eps)) for s, e in zip(starts, ends, strict=True)
+    ]
     return _Windows(starts, ends, members)
 
 
@@ -139,8 +145,13 @@ class Predictor:
         self._window_processor: SequenceProcessor | None = None
 
     @classmethod
-    def load(cls, path: Path | str, overrides: list[str] | None = None, cache_dir: Path | str | None = None,
-             device: str = "cpu") -> Predictor:
+    def load(
+        cls,
+        path: Path | str,
+        overrides: list[str] | None = None,
+        cache_dir: Path | str | None = None,
+        device: str = "cpu",
+    ) -> Predictor:
         """Load a model folder, CV run folder (ensemble) or OUTPUT_DIR; ``overrides`` are ``--set`` strings."""
         return cls(load_model_bundle(path, overrides), cache_dir=cache_dir, device=device)
 
@@ -175,8 +186,14 @@ class Predictor:
         return self.record_inputs(outcome.record)
 
     # -- prediction ----------------------------------------------------------------------------------------------
-    def predict(self, item: str | Path | SequenceSource | PredictInput, *, window: float | None = None,
-                stride: float | None = None, keep: bool = False) -> PredictionResult:
+    def predict(
+        self,
+        item: str | Path | SequenceSource | PredictInput,
+        *,
+        window: float | None = None,
+        stride: float | None = None,
+        keep: bool = False,
+    ) -> PredictionResult:
         """Predict one input (a path to a video, image or frame folder, or a source). Never raises for a bad
         input. ``window`` (seconds) switches to sliding windows with ``stride`` (default window / 2)."""
         start = time.perf_counter()
@@ -199,8 +216,13 @@ class Predictor:
         result.seconds = time.perf_counter() - start
         return result
 
-    def predict_many(self, items: Iterable[str | Path | SequenceSource | PredictInput], *,
-                     window: float | None = None, stride: float | None = None) -> list[PredictionResult]:
+    def predict_many(
+        self,
+        items: Iterable[str | Path | SequenceSource | PredictInput],
+        *,
+        window: float | None = None,
+        stride: float | None = None,
+    ) -> list[PredictionResult]:
         """Predict every input in order; strings are expanded like the CLI's (globs, folders, manifests)."""
         inputs: list[PredictInput] = []
         for item in items:
@@ -222,8 +244,9 @@ class Predictor:
 
     def _predict_whole(self, pin: PredictInput, keep: bool) -> PredictionResult:
         outcome = self.processor.process(pin.source)
-        result = PredictionResult(pin.name, outcome.status, outcome.reason, n_frames=outcome.n_frames,
-                                  face_ratio=outcome.face_ratio)
+        result = PredictionResult(
+            pin.name, outcome.status, outcome.reason, n_frames=outcome.n_frames, face_ratio=outcome.face_ratio
+        )
         if keep:
             result.record, result.landmarks = outcome.record, outcome.landmark_arrays
         if outcome.record is None:
@@ -240,8 +263,9 @@ class Predictor:
         """Processes every frame with no face-ratio gate (windows apply the gate each), same landmarker."""
         if self._window_processor is None:
             seq = self.bundle.sequence
-            full = seq.model_copy(update={"frames": seq.frames.model_copy(update={"mode": "all"}),
-                                          "min_face_ratio": 0.0, "min_frames": 1})
+            full = seq.model_copy(
+                update={"frames": seq.frames.model_copy(update={"mode": "all"}), "min_face_ratio": 0.0, "min_frames": 1}
+            )
             self._window_processor = SequenceProcessor(full, self.cache_dir, landmarker=self.processor.landmarker)
         return self._window_processor
 
@@ -253,9 +277,14 @@ class Predictor:
         aligned_landmarks = record.aligned_landmarks[keep]
         trajectory = compute_trajectory(aligned_landmarks, record.success[keep], seq.trajectory)
         return SequenceRecord(
-            sequence_id=record.sequence_id, frame_indices=record.frame_indices[keep],
-            timestamps=record.timestamps[keep], landmarks=record.landmarks[keep], success=record.success[keep],
-            confidence=record.confidence[keep], aligned=record.aligned[keep], aligned_landmarks=aligned_landmarks,
+            sequence_id=record.sequence_id,
+            frame_indices=record.frame_indices[keep],
+            timestamps=record.timestamps[keep],
+            landmarks=record.landmarks[keep],
+            success=record.success[keep],
+            confidence=record.confidence[keep],
+            aligned=record.aligned[keep],
+            aligned_landmarks=aligned_landmarks,
             trajectory=trajectory,
         )
 
@@ -283,24 +312,37 @@ class Predictor:
                     ok_probs.append(probs)
                 except StageError as exc:
                     status, reason = STATUS_FAILED, str(exc)
-            row = {"window_start": round(float(start), 4), "window_end": round(float(end), 4), "status": status,
-                   "n_frames": int(len(sel)), "face_ratio": round(float(success[sel].mean()) if len(sel) else 0.0, 4),
-                   "label": self.classes[int(np.argmax(probs))] if probs is not None else "",
-                   "confidence": float(np.max(probs)) if probs is not None else float("nan"),
-                   **{f"p_{c}": float(probs[i]) if probs is not None else float("nan")
-                      for i, c in enumerate(self.classes)},
-                   "reason": reason}
+            row = {
+                "window_start": round(float(start), 4),
+                "window_end": round(float(end), 4),
+                "status": status,
+                "n_frames": int(len(sel)),
+                "face_ratio": round(float(success[sel].mean()) if len(sel) else 0.0, 4),
+                "label": self.classes[int(np.argmax(probs))] if probs is not None else "",
+                "confidence": float(np.max(probs)) if probs is not None else float("nan"),
+                **{
+                    f"p_{c}": float(probs[i]) if probs is not None else float("nan") for i, c in enumerate(self.classes)
+                },
+                "reason": reason,
+            }
             rows.append(row)
-        result = PredictionResult(pin.name, STATUS_OK, "", n_frames=len(success),
-                                  face_ratio=float(success.mean()) if len(success) else 0.0,
-                                  timeline=pd.DataFrame(rows))
+        result = PredictionResult(
+            pin.name,
+            STATUS_OK,
+            "",
+            n_frames=len(success),
+            face_ratio=float(success.mean()) if len(success) else 0.0,
+            timeline=pd.DataFrame(rows),
+        )
         if ok_probs:
             result.probabilities = self._as_dict(np.mean(ok_probs, axis=0))
         else:
             status, reason = sequence_status(success, seq)
             if status == STATUS_OK:
-                status, reason = "low_face_ratio", (f"no {window:g} s window has a face in at least "
-                                                    f"{seq.min_face_ratio:g} of its frames")
+                status, reason = (
+                    "low_face_ratio",
+                    (f"no {window:g} s window has a face in at least {seq.min_face_ratio:g} of its frames"),
+                )
             result.status, result.reason = status, reason
         if keep:
             result.record, result.landmarks = outcome.record, lm

@@ -109,15 +109,28 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         summary.extra["interrupted"] = f"{left} sequence(s) not processed; run the same command again to resume"
         atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
         print(summary.text(), file=sys.stderr)
-        raise Interrupted(stop_flag.signum, f"preprocess stopped by signal {stop_flag.signum}: {len(index)} of "
-                          f"{len(df)} sequences done and indexed in {out_dir}; run the same command to resume")
+        raise Interrupted(
+            stop_flag.signum,
+            f"preprocess stopped by signal {stop_flag.signum}: {len(index)} of "
+            f"{len(df)} sequences done and indexed in {out_dir}; run the same command to resume",
+        )
     print(summary.text(), file=sys.stderr)
     return summary
 
 
-def _process_todo(cfg: Config, todo: list[SequenceSource], rows: dict[str, dict], seq_cfg: SequenceConfig,
-                  tables_dir: Path, force: bool, stop_flag: StopFlag, stages: dict[str, float],
-                  driver: dict[str, float], workers_rss: dict[str, float], start: float) -> None:
+def _process_todo(
+    cfg: Config,
+    todo: list[SequenceSource],
+    rows: dict[str, dict],
+    seq_cfg: SequenceConfig,
+    tables_dir: Path,
+    force: bool,
+    stop_flag: StopFlag,
+    stages: dict[str, float],
+    driver: dict[str, float],
+    workers_rss: dict[str, float],
+    start: float,
+) -> None:
     """Run ``todo`` on Ray workers, adding each result to ``rows`` and its timings to ``stages``, ``driver`` and
     ``workers_rss``; returns early when ``stop_flag`` is set."""
     if todo:
@@ -130,18 +143,31 @@ def _process_todo(cfg: Config, todo: list[SequenceSource], rows: dict[str, dict]
         worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
         bar = progress_bar(len(todo), "preprocess")
         try:
-            stream = stream_to_actors(lambda: worker_cls.remote(*worker_args), n_workers, todo,
-                                      lambda a, s: a.process.remote(s, force), item_timeout=cfg.ray.item_timeout,
-                                      start_timeout=cfg.ray.start_timeout, stop=stop_flag.is_set)
+            stream = stream_to_actors(
+                lambda: worker_cls.remote(*worker_args),
+                n_workers,
+                todo,
+                lambda a, s: a.process.remote(s, force),
+                item_timeout=cfg.ray.item_timeout,
+                start_timeout=cfg.ray.start_timeout,
+                stop=stop_flag.is_set,
+            )
             for source, result in stream:
                 if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
                     timed_out = isinstance(result, ItemTimeout)
-                    result = {"sequence_id": source.sequence_id, "status": "timeout" if timed_out else "error",
-                              "cached": False,
-                              "reason": str(result) if timed_out else
-                              f"worker failed: {type(result).__name__}: {str(result)[:300]}",
-                              "n_frames": 0, "face_ratio": 0.0, "seconds": 0.0, "no_face_frames": [],
-                              **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")}}
+                    result = {
+                        "sequence_id": source.sequence_id,
+                        "status": "timeout" if timed_out else "error",
+                        "cached": False,
+                        "reason": str(result)
+                        if timed_out
+                        else f"worker failed: {type(result).__name__}: {str(result)[:300]}",
+                        "n_frames": 0,
+                        "face_ratio": 0.0,
+                        "seconds": 0.0,
+                        "no_face_frames": [],
+                        **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")},
+                    }
                 add_times(stages, result.pop("times", {}))
                 cpu_seconds += result.pop("cpu_seconds", 0.0)
                 if "pid" in result:
@@ -172,8 +198,18 @@ def _seconds_since_process_start() -> float:
         return 0.0
 
 
-STAGE_ORDER = ("decode", "detect", "track", "align", "trajectory", "cache_read", "cache_write", "table_write",
-               "other", "waiting_on_ray")
+STAGE_ORDER = (
+    "decode",
+    "detect",
+    "track",
+    "align",
+    "trajectory",
+    "cache_read",
+    "cache_write",
+    "table_write",
+    "other",
+    "waiting_on_ray",
+)
 
 
 def _breakdown(stages: dict[str, float]) -> str:
@@ -184,8 +220,15 @@ def _breakdown(stages: dict[str, float]) -> str:
     return ", ".join(f"{n.replace('_', ' ')} {stages[n]:.1f} s ({100 * stages[n] / total:.0f}%)" for n in names)
 
 
-def _write_outputs(cfg: Config, df: pd.DataFrame, index: pd.DataFrame, start: float, stages: dict[str, float],
-                   driver: dict[str, float], workers_rss: dict[str, float]) -> RunSummary:
+def _write_outputs(
+    cfg: Config,
+    df: pd.DataFrame,
+    index: pd.DataFrame,
+    start: float,
+    stages: dict[str, float],
+    driver: dict[str, float],
+    workers_rss: dict[str, float],
+) -> RunSummary:
     out_dir = preprocess_dir(cfg)
     with atomic_path(out_dir / "index.parquet") as tmp:
         index[INDEX_COLUMNS].to_parquet(tmp, index=False)

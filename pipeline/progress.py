@@ -43,10 +43,21 @@ def progress_bar(total: int, desc: str, unit: str = "seq") -> tqdm:
     ``LOG_INTERVAL`` seconds (and one at the end) when stderr is not a terminal."""
     stream = sys.stderr
     if _is_terminal(stream):
-        return tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, disable=total == 0,
-                    smoothing=0.1)
-    return tqdm(total=total, desc=desc, unit=unit, file=_LineWriter(stream), ncols=100, disable=total == 0,
-                mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, smoothing=0.1, ascii=True)
+        return tqdm(
+            total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, disable=total == 0, smoothing=0.1
+        )
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=_LineWriter(stream),
+        ncols=100,
+        disable=total == 0,
+        mininterval=LOG_INTERVAL,
+        maxinterval=LOG_INTERVAL,
+        smoothing=0.1,
+        ascii=True,
+    )
 
 
 @dataclass

@@ -50,9 +50,11 @@ def ensure_ray(cfg: RayConfig) -> None:
         try:
             ray.init(address=cfg.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-            raise StageError(f"ray.address {cfg.address!r}: cannot connect to a Ray cluster there "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                             "start it with `ray start --head`, or drop ray.address to run locally") from None
+            raise StageError(
+                f"ray.address {cfg.address!r}: cannot connect to a Ray cluster there "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                "start it with `ray start --head`, or drop ray.address to run locally"
+            ) from None
     else:
         ray.init(address="local", num_cpus=cfg.workers, **kwargs)
 
@@ -78,8 +80,10 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as exc:
-        raise StageError(f"ray.address {address!r}: no Ray cluster reachable at {host_port} ({exc}); start it with "
-                         "`ray start --head`, or drop ray.address to run on a local Ray of our own") from None
+        raise StageError(
+            f"ray.address {address!r}: no Ray cluster reachable at {host_port} ({exc}); start it with "
+            "`ray start --head`, or drop ray.address to run on a local Ray of our own"
+        ) from None
 
 
 class ItemTimeout(TimeoutError):

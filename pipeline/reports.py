@@ -100,8 +100,7 @@ def summary_markdown(summary: dict, classes: list[str], cm: np.ndarray) -> str:
     ]
     for f in summary["folds"]:
         lines.append(
-            f"| {f['fold']} | {100 * f['accuracy']:.2f} | {f['n_test']} | {f['best_epoch']} | "
-            f"{f['seconds']:.0f} |"
+            f"| {f['fold']} | {100 * f['accuracy']:.2f} | {f['n_test']} | {f['best_epoch']} | {f['seconds']:.0f} |"
         )
     lines += [
         "",

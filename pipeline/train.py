@@ -47,13 +47,18 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
     check_model_folder_target(out)  # refuse a folder that is not a model folder before any work is done
     data = data if data is not None else load_labelled_data(cfg, preprocess=True)
     if len(data.labels) < 3:
-        raise StageError(f"training needs at least 3 usable labelled sequences; found {len(data.labels)} "
-                         f"({len(data.excluded)} excluded by preprocessing)")
+        raise StageError(
+            f"training needs at least 3 usable labelled sequences; found {len(data.labels)} "
+            f"({len(data.excluded)} excluded by preprocessing)"
+        )
     train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, cfg.seed)
     device = resolve_device(cfg.cv.device)
     n_subjects = len(set(data.subjects))
-    print(f"train: {len(train_idx)} training and {len(val_idx)} validation sequences from {n_subjects} subjects "
-          f"on {device}", file=sys.stderr)
+    print(
+        f"train: {len(train_idx)} training and {len(val_idx)} validation sequences from {n_subjects} subjects "
+        f"on {device}",
+        file=sys.stderr,
+    )
     bar = progress_bar(cfg.train.epochs, "train", unit="epoch")
 
     def on_epoch(row: dict) -> None:
@@ -61,8 +66,16 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
         bar.set_postfix_str(f"val acc {row['val_acc']:.3f} loss {row['val_loss']:.3f}")
 
     try:
-        result = fit(cfg.model, len(data.classes), data.subset(train_idx), data.subset(val_idx), cfg.train,
-                     seed=cfg.seed, device=device, on_epoch=on_epoch)
+        result = fit(
+            cfg.model,
+            len(data.classes),
+            data.subset(train_idx),
+            data.subset(val_idx),
+            cfg.train,
+            seed=cfg.seed,
+            device=device,
+            on_epoch=on_epoch,
+        )
     finally:
         bar.close()
     val_acc = float("nan")
@@ -72,15 +85,24 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
     counts = Counter(data.classes[i] for i in data.labels)
     info = {
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"format": cfg.data.format, "root": str(cfg.data.root), "manifest": str(cfg.manifest_path),
-                 "n_sequences": int(len(data.labels)), "n_subjects": n_subjects,
-                 "n_excluded": int(len(data.excluded)),
-                 "class_counts": {c: int(counts.get(c, 0)) for c in data.classes}},
-        "split": {"n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
-                  "n_train_subjects": len(set(data.subjects[train_idx])),
-                  "n_val_subjects": len(set(data.subjects[val_idx])),
-                  "val_subjects": sorted(set(data.subjects[val_idx].tolist())),
-                  "val_fraction": cfg.train.val_fraction, "seed": cfg.seed},
+        "data": {
+            "format": cfg.data.format,
+            "root": str(cfg.data.root),
+            "manifest": str(cfg.manifest_path),
+            "n_sequences": int(len(data.labels)),
+            "n_subjects": n_subjects,
+            "n_excluded": int(len(data.excluded)),
+            "class_counts": {c: int(counts.get(c, 0)) for c in data.classes},
+        },
+        "split": {
+            "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx)),
+            "n_train_subjects": len(set(data.subjects[train_idx])),
+            "n_val_subjects": len(set(data.subjects[val_idx])),
+            "val_subjects": sorted(set(data.subjects[val_idx].tolist())),
+            "val_fraction": cfg.train.val_fraction,
+            "seed": cfg.seed,
+        },
         "best_epoch": int(result.best_epoch),
         "epochs_run": len(result.history),
         "val_accuracy": val_acc,
@@ -89,7 +111,10 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
         "cv": cv_accuracy(cv_dir(cfg), cfg),
     }
     write_model_folder(out, result.model, cfg, data.classes, info, history=result.history)
-    print(f"train: best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
-          f"{100 * val_acc:.1f}% ({len(val_idx)} sequences); model folder {out} "
-          f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    print(
+        f"train: best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
+        f"{100 * val_acc:.1f}% ({len(val_idx)} sequences); model folder {out} "
+        f"({time.perf_counter() - start:.1f} s)",
+        file=sys.stderr,
+    )
     return out

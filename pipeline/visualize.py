@@ -36,13 +36,17 @@ def key_positions(n_frames: int, n_key: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_frames - 1, min(n_key, n_frames))).astype(np.int64))
 
 
-def face_region(landmarks: np.ndarray, success: np.ndarray, shape: tuple[int, ...], margin: float = 2.4
-                ) -> tuple[int, int, int, int]:
+def face_region(
+    landmarks: np.ndarray, success: np.ndarray, shape: tuple[int, ...], margin: float = 2.4
+) -> tuple[int, int, int, int]:
     """A square (left, top, right, bottom) pixel region around every found face, ``margin`` times the
     largest landmark box's side; the whole frame when no face was found."""
     h, w = shape[:2]
-    boxes = [(p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()) for p, ok in zip(landmarks, success,
-                                                                                          strict=True) if ok]
+    boxes = [
+        (p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max())
+        for p, ok in zip(landmarks, success, strict=True)
+        if ok
+    ]
     if not boxes:
         return 0, 0, w, h
     b = np.array(boxes)
@@ -68,8 +72,7 @@ def _title(result, classes: list[str]) -> str:
     return head
 
 
-def save_prediction_picture(result, classes: list[str], path: Path | str, n_key: int = 6,
-                            fps: float = 30.0) -> Path:
+def save_prediction_picture(result, classes: list[str], path: Path | str, n_key: int = 6, fps: float = 30.0) -> Path:
     """Write the key-frame strip of one :class:`~pipeline.predictor.PredictionResult` (predicted with
     ``keep=True``) as a PNG at ``path``. ``fps``: frame rate assumed for frame folders. Returns ``path``."""
     plt = _pyplot()
@@ -100,8 +103,11 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
         if ok:
             pts = lm["landmarks"][pos] - np.array([left, top], dtype=np.float32)
             ax.scatter(pts[:, 0], pts[:, 1], s=4, c=OK_COLOR, linewidths=0)
-        ax.set_title(f"t={lm['timestamps'][pos]:.2f}s" + ("" if ok else " no face"), fontsize=8,
-                     color="black" if ok else BAD_COLOR)
+        ax.set_title(
+            f"t={lm['timestamps'][pos]:.2f}s" + ("" if ok else " no face"),
+            fontsize=8,
+            color="black" if ok else BAD_COLOR,
+        )
         ax.axis("off")
         ax = fig.add_subplot(grid[1, col])
         if record is not None and ok:
@@ -126,8 +132,7 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
         for i, p in enumerate(probs):
             ax.text(min(p + 0.02, 0.8), i, f"{p:.2f}", va="center", fontsize=7)
     else:
-        ax.text(0.5, (len(classes) - 1) / 2, "no prediction", ha="center", va="center", fontsize=9,
-                color=BAD_COLOR)
+        ax.text(0.5, (len(classes) - 1) / 2, "no prediction", ha="center", va="center", fontsize=9, color=BAD_COLOR)
     fig.suptitle(_title(result, classes), fontsize=9)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

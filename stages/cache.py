@@ -101,9 +101,7 @@ def _file_identity(path: str | os.PathLike) -> list:
     return [p, int(st.st_size), int(st.st_mtime_ns)]
 
 
-def source_fingerprint(
-    frame_paths: Sequence[str | os.PathLike], video_path: str | os.PathLike | None
-) -> dict:
+def source_fingerprint(frame_paths: Sequence[str | os.PathLike], video_path: str | os.PathLike | None) -> dict:
     """Identity of a source's files: absolute path, size and mtime (ns) of the video and of every frame.
 
     Frame lists are summarised as their count and the sha256 of the per-file list, so the fingerprint stays
@@ -215,8 +213,9 @@ class ArrayCache:
         except Exception as exc:  # any failure to read back what we wrote means the file is damaged
             self.stats["corrupt"] += 1
             self.stats["misses"] += 1
-            log.warning("cache entry %s is damaged (%s: %s); deleting it so it is recomputed", path,
-                        type(exc).__name__, exc)
+            log.warning(
+                "cache entry %s is damaged (%s: %s); deleting it so it is recomputed", path, type(exc).__name__, exc
+            )
             self._discard(path, st)
             return None
         self.stats["hits"] += 1

@@ -204,8 +204,10 @@ def _iter_folder(paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: flo
         if image is None:
             raise StageError(f"{path}: unreadable image frame (empty or not an image)")
         if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-            raise StageError(f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a face "
-                             f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
+            raise StageError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels, too small to hold a face "
+                f"(at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})"
+            )
         if color == "rgb":
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         yield DecodedFrame(int(i), float(i) / fps, image)

@@ -160,9 +160,7 @@ def read_openface_csv(path: Path, face_id: int | None = None, keep_extra: bool =
             df = df[df["face_id"] == face_id]
     df = df.reset_index(drop=True)
     ok = df["success"].to_numpy() != 0
-    points = np.stack(
-        [df[X_COLUMNS].to_numpy(dtype=np.float32), df[Y_COLUMNS].to_numpy(dtype=np.float32)], axis=-1
-    )
+    points = np.stack([df[X_COLUMNS].to_numpy(dtype=np.float32), df[Y_COLUMNS].to_numpy(dtype=np.float32)], axis=-1)
     frames = df["frame"].to_numpy(dtype=np.int64)
     table = landmark_table(
         path.stem,

@@ -119,9 +119,7 @@ class SequenceProcessor:
         self.times = StageTimes()
         self.caches: dict[str, ArrayCache] | None = None
         if cache_root is not None:
-            self.caches = {
-                name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned", "trajectory")
-            }
+            self.caches = {name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned", "trajectory")}
 
     @property
     def landmarker(self) -> Landmarker:

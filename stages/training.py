@@ -192,8 +192,18 @@ def fit(
     torch.set_num_threads(cfg.threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            return _fit(model_cfg, n_classes, train, val if has_val else None, cfg, seed, device, on_epoch,
-                        resume_path, resume_key)
+            return _fit(
+                model_cfg,
+                n_classes,
+                train,
+                val if has_val else None,
+                cfg,
+                seed,
+                device,
+                on_epoch,
+                resume_path,
+                resume_key,
+            )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -289,12 +299,25 @@ def _fit(
             stale += 1
             stop = stale >= cfg.patience
         if resume_path is not None:
-            _save_train_state(resume_path, {
-                "key": resume_key, "epoch": epoch, "stopped": stop, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
-                "torch_rng": torch.get_rng_state(), "aug_rng": aug_gen.get_state(),
-                "numpy_rng": rng.bit_generator.state, "history": history, "best_state": best_state,
-                "best_epoch": best_epoch, "best_key": list(best_key), "stale": stale})
+            _save_train_state(
+                resume_path,
+                {
+                    "key": resume_key,
+                    "epoch": epoch,
+                    "stopped": stop,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else {},
+                    "torch_rng": torch.get_rng_state(),
+                    "aug_rng": aug_gen.get_state(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "history": history,
+                    "best_state": best_state,
+                    "best_epoch": best_epoch,
+                    "best_key": list(best_key),
+                    "stale": stale,
+                },
+            )
         if on_epoch is not None:
             on_epoch(dict(row))
         if stop:
@@ -501,15 +524,21 @@ def _checkpoint_metadata(path: Path, metadata: dict) -> tuple[ModelConfig, list[
             return True
         return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
 
-    if not (isinstance(build, dict) and count("n_classes", _MAX_CLASSES) and count("in_channels", _MAX_CHANNELS)
-            and count("n_steps", _MAX_STEPS, optional=True)):
+    if not (
+        isinstance(build, dict)
+        and count("n_classes", _MAX_CLASSES)
+        and count("in_channels", _MAX_CHANNELS)
+        and count("n_steps", _MAX_STEPS, optional=True)
+    ):
         raise StageError(f"checkpoint {path}: metadata 'build' has missing or absurd sizes: {str(build)[:200]}")
-    if not (isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
-            and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list)
+        and all(isinstance(c, str) and c for c in classes)
+        and len(set(classes)) == len(classes)
+    ):
         raise StageError(f"checkpoint {path}: metadata 'classes' must be a list of distinct names")
     if len(classes) != build["n_classes"]:
-        raise StageError(f"checkpoint {path}: {len(classes)} class names for a model with {build['n_classes']} "
-                         "outputs")
+        raise StageError(f"checkpoint {path}: {len(classes)} class names for a model with {build['n_classes']} outputs")
     if not isinstance(extra, dict):
         raise StageError(f"checkpoint {path}: metadata 'extra' must be a JSON object")
     return cfg, classes, build, extra

@@ -93,9 +93,7 @@ CKPLUS_TREE_LABELS: dict[str, int | None] = {
 }
 
 
-def make_ckplus_tree(
-    root: Path, *, images_dir: str = "", emotion_dir: str = "", landmarks: bool = True
-) -> Path:
+def make_ckplus_tree(root: Path, *, images_dir: str = "", emotion_dir: str = "", landmarks: bool = True) -> Path:
     """A CK+ tree with the real release's quirks under ``root`` (trees optionally one folder down:
     ``images_dir`` / ``emotion_dir`` name the extra folder). Returns ``root``.
 

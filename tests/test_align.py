@@ -106,10 +106,16 @@ def test_rotated_scaled_shifted_copy_gives_the_same_crop(angle, scale, shift):
     assert diff.mean() < 4.0, diff.mean()  # two bilinear resamplings; a 2-pixel misalignment gives ~19
 
 
-@pytest.mark.parametrize("color,in_shape,out_shape", [
-    ("grey", (60, 80), (32, 32)), ("grey", (60, 80, 3), (32, 32)), ("grey", (60, 80, 1), (32, 32)),
-    ("rgb", (60, 80), (32, 32, 3)), ("rgb", (60, 80, 3), (32, 32, 3)),
-])
+@pytest.mark.parametrize(
+    "color,in_shape,out_shape",
+    [
+        ("grey", (60, 80), (32, 32)),
+        ("grey", (60, 80, 3), (32, 32)),
+        ("grey", (60, 80, 1), (32, 32)),
+        ("rgb", (60, 80), (32, 32, 3)),
+        ("rgb", (60, 80, 3), (32, 32, 3)),
+    ],
+)
 def test_colour_conversion(color, in_shape, out_shape):
     img = np.full(in_shape, 128, dtype=np.uint8)
     pts = transform_points(TEMPLATE, _similarity(0, 25, 40, 20))

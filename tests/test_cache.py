@@ -64,8 +64,14 @@ def test_stable_hash_is_canonical():
 
 def test_stable_hash_is_the_same_in_another_process():
     code = "from stages.cache import stable_hash; print(stable_hash({'b': 1.5, 'a': 'x'}, [1, 2]))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
     assert out.stdout.strip() == stable_hash({"a": "x", "b": 1.5}, [1, 2])
 
 
@@ -96,8 +102,13 @@ def test_source_fingerprint_follows_the_files(tmp_path):
 
 def test_stage_keys_change_exactly_what_a_setting_affects():
     fp = {"video": ["/v.mp4", 10, 5], "frames": {"count": 0, "sha256": "x"}}
-    base = dict(fingerprint=fp, frames={"mode": "all"}, landmarks={"backend": "dlib"},
-                align=AlignConfig(), trajectory=TrajectoryConfig())
+    base = dict(
+        fingerprint=fp,
+        frames={"mode": "all"},
+        landmarks={"backend": "dlib"},
+        align=AlignConfig(),
+        trajectory=TrajectoryConfig(),
+    )
     k0 = stage_keys(**base)
     assert len(set(k0.values())) == 3
 
@@ -184,8 +195,10 @@ def _corrupt_empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("damage", [_corrupt_truncate, _corrupt_flip, _corrupt_garbage, _corrupt_pickle,
-                                    _corrupt_missing_checksum, _corrupt_empty])
+@pytest.mark.parametrize(
+    "damage",
+    [_corrupt_truncate, _corrupt_flip, _corrupt_garbage, _corrupt_pickle, _corrupt_missing_checksum, _corrupt_empty],
+)
 def test_damaged_entries_are_detected_deleted_and_recomputed(tmp_path, damage):
     cache = ArrayCache(tmp_path, "aligned")
     key = stable_hash("seq")
@@ -306,8 +319,16 @@ def test_record_round_trip_through_the_cache(tmp_path):
     cache.put("ab12", record_to_arrays(rec))
     back = record_from_arrays(cache.get("ab12"))
     assert back.sequence_id == rec.sequence_id and back.status == "ok" and back.meta == rec.meta
-    for name in ["frame_indices", "timestamps", "landmarks", "success", "confidence", "aligned",
-                 "aligned_landmarks", "trajectory"]:
+    for name in [
+        "frame_indices",
+        "timestamps",
+        "landmarks",
+        "success",
+        "confidence",
+        "aligned",
+        "aligned_landmarks",
+        "trajectory",
+    ]:
         a, b = getattr(rec, name), getattr(back, name)
         assert b.shape == a.shape, name
         np.testing.assert_array_equal(a, b)

@@ -127,8 +127,10 @@ def test_compare_rejects_bad_arguments_before_any_work(
 ) -> None:
     out = tmp_path / "run"
     flags = [str(tmp_path / f) if f.endswith(".npz") else f for f in flags]
-    assert main(["compare", DEMO_YAML, *flags, "--no-ray", *_sets(f"data.root={tmp_path / 'demo'}",
-                                                              f"output_dir={out}")]) == 2
+    assert (
+        main(["compare", DEMO_YAML, *flags, "--no-ray", *_sets(f"data.root={tmp_path / 'demo'}", f"output_dir={out}")])
+        == 2
+    )
     assert message in _error_message(capsys.readouterr().err)
     assert not (tmp_path / "demo").exists()  # no demo data generated, nothing preprocessed
     assert not [p for p in out.rglob("*") if p.is_file()]

@@ -66,8 +66,19 @@ def cv_run(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_sessio
 
 def test_run_folder_holds_every_report(cv_run: Config) -> None:
     out = cv_dir(cv_run)
-    for name in ["config.yaml", "environment.json", "summary.json", "summary.md", "predictions.csv",
-                 "confusion.csv", "confusion.png", "curves.csv", "curves.png", "splits.csv", "excluded.csv"]:
+    for name in [
+        "config.yaml",
+        "environment.json",
+        "summary.json",
+        "summary.md",
+        "predictions.csv",
+        "confusion.csv",
+        "confusion.png",
+        "curves.csv",
+        "curves.png",
+        "splits.csv",
+        "excluded.csv",
+    ]:
         assert (out / name).is_file(), name
     for fold in (0, 1):
         for name in ["model.safetensors", "history.csv", "result.json"]:

@@ -44,8 +44,11 @@ def ck(tmp_path_factory) -> tuple[Path, gen.DemoSummary]:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != gen.COMPLETE_FILE}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != gen.COMPLETE_FILE
+    }
 
 
 def _sequences(root: Path) -> list[Path]:
@@ -219,7 +222,13 @@ def test_oulu_layout(tmp_path):
     assert sorted(p.name for p in base.iterdir()) == ["P001", "P002"]
     for subject in base.iterdir():
         assert sorted(p.name for p in subject.iterdir()) == [
-            "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise"]
+            "Anger",
+            "Disgust",
+            "Fear",
+            "Happiness",
+            "Sadness",
+            "Surprise",
+        ]
         for cls in subject.iterdir():
             frames = sorted(cls.glob("*"))
             assert [f.name for f in frames] == [f"{k:03d}.jpeg" for k in range(len(frames))]

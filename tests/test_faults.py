@@ -28,8 +28,16 @@ from stages.atomic_io import atomic_path, atomic_write_text
 from stages.errors import StageError
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["train.epochs=2", "train.batch_size=4", "model.appearance.channels=[8, 16]", "model.appearance.skip_dim=8",
-        "model.geometry.hidden=16", "model.input.size=32", "data.folds=2", "ray.workers=2"]
+TINY = [
+    "train.epochs=2",
+    "train.batch_size=4",
+    "model.appearance.channels=[8, 16]",
+    "model.appearance.skip_dim=8",
+    "model.geometry.hidden=16",
+    "model.input.size=32",
+    "data.folds=2",
+    "ray.workers=2",
+]
 
 
 def _config(root: Path, out: Path, *extra: str) -> Config:
@@ -145,10 +153,16 @@ def _without_one_subject(data: LabelledData) -> LabelledData:
     """``data`` less every sequence of its first subject (fewer usable sequences than when the folds ran)."""
     keep = np.flatnonzero(data.subjects != data.subjects[0])
     return dataclasses.replace(
-        data, sequence_ids=data.sequence_ids[keep], subjects=data.subjects[keep], folds=data.folds[keep],
-        labels=data.labels[keep], appearance=data.appearance[keep], trajectory=data.trajectory[keep],
+        data,
+        sequence_ids=data.sequence_ids[keep],
+        subjects=data.subjects[keep],
+        folds=data.folds[keep],
+        labels=data.labels[keep],
+        appearance=data.appearance[keep],
+        trajectory=data.trajectory[keep],
         landmarks=None if data.landmarks is None else data.landmarks[keep],
-        targets={k: v[keep] for k, v in data.targets.items()})
+        targets={k: v[keep] for k, v in data.targets.items()},
+    )
 
 
 def test_cv_reruns_folds_when_the_data_changed(prepared, tmp_path: Path, capsys) -> None:
@@ -264,7 +278,7 @@ def test_no_module_writes_its_own_temp_file_and_renames_it() -> None:
         if path.name == "atomic_io.py":
             continue
         text = path.read_text()
-        if '+ ".tmp"' in text or ".tmp\")" in text or "os.replace(tmp" in text or "tmp.replace(" in text:
+        if '+ ".tmp"' in text or '.tmp")' in text or "os.replace(tmp" in text or "tmp.replace(" in text:
             offenders.append(str(path.relative_to(REPO)))
     # only the video writer (OpenCV picks the container by suffix) and the model folder's whole-folder swap
     assert sorted(offenders) == ["data_manifests/demo/writers.py", "pipeline/model_folder.py"]
@@ -277,12 +291,17 @@ def _run_script(name: str, timeout: float) -> dict:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "fault_scripts" / name)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "fault_scripts" / name)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_a_lost_ray_node_retries_its_items_on_the_remaining_actor() -> None:
@@ -318,8 +337,9 @@ def test_an_item_past_its_time_limit_becomes_a_timeout_and_the_rest_finish(ray_s
 
     actor_cls = ray.remote(num_cpus=0)(_sleeper_class())
     items = [0.0, -1.0, 0.1, 0.2, 0.0, 0.1]
-    results = dict(stream_to_actors(actor_cls.remote, 2, items, lambda a, x: a.run.remote(x), per_actor=1,
-                                    item_timeout=3.0))
+    results = dict(
+        stream_to_actors(actor_cls.remote, 2, items, lambda a, x: a.run.remote(x), per_actor=1, item_timeout=3.0)
+    )
     assert isinstance(results[-1.0], ItemTimeout)
     assert {x: r for x, r in results.items() if x >= 0} == {x: x for x in items if x >= 0}
 
@@ -331,8 +351,9 @@ def test_the_pool_shrinks_to_what_the_cluster_can_schedule(ray_session) -> None:
 
     cpus = int(ray.cluster_resources()["CPU"])
     actor_cls = ray.remote(num_cpus=cpus)(_sleeper_class())  # only one such actor fits; the others never schedule
-    results = dict(stream_to_actors(actor_cls.remote, 3, [0.0, 0.1, 0.2], lambda a, x: a.run.remote(x),
-                                    start_timeout=5.0))
+    results = dict(
+        stream_to_actors(actor_cls.remote, 3, [0.0, 0.1, 0.2], lambda a, x: a.run.remote(x), start_timeout=5.0)
+    )
     assert results == {0.0: 0.0, 0.1: 0.1, 0.2: 0.2}
 
     class Broken:
@@ -363,14 +384,18 @@ def test_a_fifo_named_like_a_video_is_refused_without_opening_it(tmp_path: Path)
     os.mkfifo(fifo)
     pin = _in_thread(lambda: input_from_path(fifo))
     assert pin.kind == "invalid" and "not a regular file" in pin.problem
-    outcome = _in_thread(lambda: SequenceProcessor(SequenceConfig()).process(
-        SequenceSource("clip", video_path=str(fifo))))
+    outcome = _in_thread(
+        lambda: SequenceProcessor(SequenceConfig()).process(SequenceSource("clip", video_path=str(fifo)))
+    )
     assert outcome.status == "unreadable" and "FIFO" in outcome.reason
     frames = tmp_path / "frames"
     frames.mkdir()
     os.mkfifo(frames / "000.png")
-    outcome = _in_thread(lambda: SequenceProcessor(SequenceConfig()).process(
-        SequenceSource("frames", frame_paths=(str(frames / "000.png"),))))
+    outcome = _in_thread(
+        lambda: SequenceProcessor(SequenceConfig()).process(
+            SequenceSource("frames", frame_paths=(str(frames / "000.png"),))
+        )
+    )
     assert outcome.status == "unreadable" and "not a regular file" in outcome.reason
 
 
@@ -403,8 +428,13 @@ def test_sigterm_during_preprocess_saves_what_is_done_and_exits_143(tiny_demo: P
 
     cfg = _config(tiny_demo, tmp_path / "out", "ray.workers=1")  # one worker: several sequences are left to do
     config = _write_config(cfg, tmp_path / "c.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "preprocess", str(config)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "preprocess", str(config)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         landmarks = Path(cfg.cache_dir) / "landmarks"
@@ -461,14 +491,18 @@ def test_a_garbage_model_json_is_an_error_line(model_folder: Path, tmp_path: Pat
     assert code == 2 and err.startswith("error: ") and "model.json" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("damage, problem", [
-    ("missing", "metadata lacks classes"),
-    ("bad_json", "metadata is not valid"),
-    ("absurd", "absurd sizes"),
-    ("mismatch", "class names for a model with"),
-])
-def test_damaged_checkpoint_metadata_is_an_error_line(model_folder: Path, tmp_path: Path, capsys, damage: str,
-                                                      problem: str) -> None:
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("missing", "metadata lacks classes"),
+        ("bad_json", "metadata is not valid"),
+        ("absurd", "absurd sizes"),
+        ("mismatch", "class names for a model with"),
+    ],
+)
+def test_damaged_checkpoint_metadata_is_an_error_line(
+    model_folder: Path, tmp_path: Path, capsys, damage: str, problem: str
+) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -509,16 +543,17 @@ def test_predict_o_naming_a_folder_fails_before_any_work(model_folder: Path, tmp
     assert list(out.iterdir()) == [] and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
-@pytest.mark.parametrize("option", [["--window", "0"], ["--window", "-1"], ["--window", "nan"],
-                                    ["--window", "2", "--stride", "0"]])
+@pytest.mark.parametrize(
+    "option", [["--window", "0"], ["--window", "-1"], ["--window", "nan"], ["--window", "2", "--stride", "0"]]
+)
 def test_bad_window_and_stride_are_usage_errors(model_folder: Path, tmp_path: Path, capsys, option) -> None:
-    code, err = _predict_cli([str(model_folder), str(_an_image(tmp_path)), "-o", str(tmp_path / "p.csv"),
-                              *option], capsys)
+    code, err = _predict_cli(
+        [str(model_folder), str(_an_image(tmp_path)), "-o", str(tmp_path / "p.csv"), *option], capsys
+    )
     assert code == 2 and err.startswith("error: ") and "positive number of seconds" in err
 
 
-def test_a_1x1_image_says_it_is_too_small_and_a_duplicate_is_noted(model_folder: Path, tmp_path: Path,
-                                                                    capsys) -> None:
+def test_a_1x1_image_says_it_is_too_small_and_a_duplicate_is_noted(model_folder: Path, tmp_path: Path, capsys) -> None:
     tiny, ok = _an_image(tmp_path, size=1), _an_image(tmp_path)
     out = tmp_path / "p.csv"
     code, err = _predict_cli([str(model_folder), str(tiny), str(ok), str(ok), "-o", str(out)], capsys)
@@ -540,8 +575,9 @@ def test_fold_advice_never_contradicts_the_two_fold_minimum() -> None:
     from data_manifests.errors import ManifestError
     from data_manifests.folds import assign_folds
 
-    one_subject = pd.DataFrame({"sequence_id": ["a", "b"], "subject": ["S1", "S1"], "label": ["happy", "sad"],
-                                "labelled": [True, True]})
+    one_subject = pd.DataFrame(
+        {"sequence_id": ["a", "b"], "subject": ["S1", "S1"], "label": ["happy", "sad"], "labelled": [True, True]}
+    )
     with pytest.raises(ManifestError) as exc:
         assign_folds(one_subject, n_folds=2)
     assert "at most 1 folds" not in str(exc.value) and "at least 2 subjects" in str(exc.value)
@@ -574,8 +610,7 @@ def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepar
     with pytest.raises(Killed):
         fit(*args, seed=3, on_epoch=kill_after_epoch_2, resume_path=state, resume_key="k")
     epochs = []
-    resumed = fit(*args, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state,
-                  resume_key="k")
+    resumed = fit(*args, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state, resume_key="k")
     assert epochs == [3, 4]  # epochs 1-2 were not run again
     assert resumed.best_epoch == whole.best_epoch
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole.history]
@@ -588,8 +623,9 @@ def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepar
     assert epochs == [1, 2, 3, 4]  # a state saved for other data or settings is never resumed
 
 
-def test_predict_resume_file_with_foreign_lines_is_recomputed_not_a_crash(model_folder: Path, tmp_path: Path,
-                                                                         capsys) -> None:
+def test_predict_resume_file_with_foreign_lines_is_recomputed_not_a_crash(
+    model_folder: Path, tmp_path: Path, capsys
+) -> None:
     image, out = _an_image(tmp_path), tmp_path / "p.csv"
     code, _ = _predict_cli([str(model_folder), str(image), "-o", str(out)], capsys)
     first = pd.read_csv(out)

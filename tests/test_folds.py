@@ -100,9 +100,7 @@ def test_ckplus_like_folds(capsys):
     assert_subject_independent(out, 10)
     table = fold_class_table(out, CLASS_SETS["ckplus7"])
     with capsys.disabled():
-        print(
-            "\nCK+-like set (118 subjects, 327 labelled sequences), 10 folds, seed 0:\n" + table.to_string()
-        )
+        print("\nCK+-like set (118 subjects, 327 labelled sequences), 10 folds, seed 0:\n" + table.to_string())
     per_fold = table.drop(index="total")
     classes = CLASS_SETS["ckplus7"]
     assert ((per_fold[classes] > 0).sum() >= 9).all(), "each class in at least 9 of 10 folds"

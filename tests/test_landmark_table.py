@@ -16,9 +16,9 @@ from stages.landmark_table import (
     write_landmark_table,
 )
 
-OPENFACE_SHARED = ["frame", "timestamp", "confidence", "success"] + [f"x_{i}" for i in range(68)] + [
-    f"y_{i}" for i in range(68)
-]
+OPENFACE_SHARED = (
+    ["frame", "timestamp", "confidence", "success"] + [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)]
+)
 
 
 def _table(n: int = 5, failed=(2,)) -> tuple[pd.DataFrame, np.ndarray]:
@@ -118,16 +118,14 @@ def test_read_openface_style_csv(tmp_path):
     extra = read_openface_csv(path, keep_extra=True)
     assert list(extra.columns[: len(COLUMNS)]) == COLUMNS and "AU01_r" in extra.columns
     # our own table and OpenFace's merge into one frame with the same dtypes
-    ours = landmark_table("clip", np.arange(3), df["timestamp"], df["confidence"], df["success"] == 1,
-                          table_points(df))
+    ours = landmark_table("clip", np.arange(3), df["timestamp"], df["confidence"], df["success"] == 1, table_points(df))
     pd.testing.assert_frame_equal(ours, df)
 
 
 def test_read_openface_csv_with_face_ids(tmp_path):
     pts = np.ones((68, 2), dtype=np.float32)
     path = tmp_path / "multi.csv"
-    _openface_csv(path, [(1, 0.0, 0.9, 1, pts), (1, 0.0, 0.9, 1, pts * 2), (2, 0.1, 0.9, 1, pts)],
-                  face_ids=[0, 1, 0])
+    _openface_csv(path, [(1, 0.0, 0.9, 1, pts), (1, 0.0, 0.9, 1, pts * 2), (2, 0.1, 0.9, 1, pts)], face_ids=[0, 1, 0])
     with pytest.raises(StageError, match="face_id"):
         read_openface_csv(path)
     df = read_openface_csv(path, face_id=1)

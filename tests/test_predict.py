@@ -27,8 +27,14 @@ from stages.models import build_model, frames_for, in_channels_for
 from stages.training import predict_proba, save_checkpoint
 
 CLASSES = ["happy", "sadness", "surprise"]
-TINY = ["preprocess.align.size=48", "model.input.size=32", "model.appearance.channels=[8, 16]",
-        "model.appearance.skip_dim=8", "model.geometry.hidden=16", "ray.workers=2"]
+TINY = [
+    "preprocess.align.size=48",
+    "model.input.size=32",
+    "model.appearance.channels=[8, 16]",
+    "model.appearance.skip_dim=8",
+    "model.geometry.hidden=16",
+    "ray.workers=2",
+]
 N_FACE = 8  # frames of the synthetic face clip
 
 
@@ -48,8 +54,7 @@ def _cfg(*extra: str) -> Config:
 
 def _model(cfg: Config, seed: int, n_classes: int = len(CLASSES)):
     torch.manual_seed(seed)
-    model = build_model(cfg.model, n_classes, in_channels_for(cfg.model.input, False),
-                        cfg.preprocess.trajectory.length)
+    model = build_model(cfg.model, n_classes, in_channels_for(cfg.model.input, False), cfg.preprocess.trajectory.length)
     return model.eval()
 
 
@@ -58,8 +63,7 @@ def _face(shift: int) -> np.ndarray:
     import skimage.data
 
     rgb = skimage.data.astronaut()[20:276, 100:356]
-    moved = cv2.warpAffine(rgb, np.float32([[1, 0, shift], [0, 1, shift]]), (256, 256),
-                           borderMode=cv2.BORDER_REPLICATE)
+    moved = cv2.warpAffine(rgb, np.float32([[1, 0, shift], [0, 1, shift]]), (256, 256), borderMode=cv2.BORDER_REPLICATE)
     return cv2.cvtColor(moved, cv2.COLOR_RGB2BGR)
 
 
@@ -102,8 +106,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = _cfg()
-    return write_model_folder(tmp_path_factory.mktemp("m") / "model", _model(cfg, 0), cfg, CLASSES,
-                              {"trained_at": "test"})
+    return write_model_folder(
+        tmp_path_factory.mktemp("m") / "model", _model(cfg, 0), cfg, CLASSES, {"trained_at": "test"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +120,9 @@ def predictor(model_dir: Path) -> Predictor:
 
 
 @pytest.mark.parametrize(("kind", "n_frames"), [("video", N_FACE), ("frames", N_FACE), ("image", 1)])
-def test_every_input_kind_gets_a_label_with_probabilities(predictor: Predictor, media: dict, kind: str,
-                                                          n_frames: int) -> None:
+def test_every_input_kind_gets_a_label_with_probabilities(
+    predictor: Predictor, media: dict, kind: str, n_frames: int
+) -> None:
     result = predictor.predict(media[kind])
     assert result.status == "ok", result.reason
     assert set(result.probabilities) == set(CLASSES)
@@ -149,8 +155,9 @@ def test_frame_folder_and_video_read_the_same_frames_in_numeric_order(media: dic
         ("empty", "unreadable", "no image frames"),
     ],
 )
-def test_failures_are_statuses_with_reasons(predictor: Predictor, media: dict, kind: str, status: str,
-                                            reason: str) -> None:
+def test_failures_are_statuses_with_reasons(
+    predictor: Predictor, media: dict, kind: str, status: str, reason: str
+) -> None:
     result = predictor.predict(media[kind])
     assert result.status == status
     assert reason in result.reason
@@ -170,15 +177,42 @@ def test_globs_lists_manifests_and_duplicates_expand(media: dict, tmp_path: Path
 
     root = media["root"]
     (tmp_path / "list.txt").write_text(f"# my clips\n{media['video']}\n\n{media['image']}\n")
-    manifest = normalise(pd.DataFrame([
-        {"sequence_id": "clip_a", "dataset": "mine", "subject": "s1", "n_frames": N_FACE, "source_type": "video",
-         "frame_paths": [], "video_path": str(media["video"]), "label": "happy", "labelled": True},
-        {"sequence_id": "clip_b", "dataset": "mine", "subject": "s2", "n_frames": N_FACE, "source_type": "frames",
-         "frame_paths": [str(p) for p in sorted(media["frames"].iterdir())], "labelled": False},
-    ]))
+    manifest = normalise(
+        pd.DataFrame(
+            [
+                {
+                    "sequence_id": "clip_a",
+                    "dataset": "mine",
+                    "subject": "s1",
+                    "n_frames": N_FACE,
+                    "source_type": "video",
+                    "frame_paths": [],
+                    "video_path": str(media["video"]),
+                    "label": "happy",
+                    "labelled": True,
+                },
+                {
+                    "sequence_id": "clip_b",
+                    "dataset": "mine",
+                    "subject": "s2",
+                    "n_frames": N_FACE,
+                    "source_type": "frames",
+                    "frame_paths": [str(p) for p in sorted(media["frames"].iterdir())],
+                    "labelled": False,
+                },
+            ]
+        )
+    )
     write_manifest(manifest, tmp_path / "m.parquet", ManifestMeta(classes=CLASSES))
-    pins = resolve_inputs([str(root / "*.mp4"), str(tmp_path / "list.txt"), str(tmp_path / "m.parquet"),
-                           str(media["video"]), str(root / "nothing*.mov")])
+    pins = resolve_inputs(
+        [
+            str(root / "*.mp4"),
+            str(tmp_path / "list.txt"),
+            str(tmp_path / "m.parquet"),
+            str(media["video"]),
+            str(root / "nothing*.mov"),
+        ]
+    )
     names = [p.name for p in pins]
     assert names[:3] == [str(root / "corrupt.mp4"), str(root / "face.mp4"), str(root / "half.mp4")]
     assert names[3:] == [str(media["image"]), "clip_a", "clip_b", str(root / "nothing*.mov")]  # no duplicate
@@ -208,8 +242,9 @@ def test_cv_run_folder_is_a_fold_ensemble(media: dict, tmp_path: Path, predictor
     single = predict_proba(models[0], (appearance, trajectory))[0]
     assert not np.allclose(expected, single)  # really averaged, not the first fold
 
-    save_checkpoint(cv / "fold_2" / "model.safetensors", _model(cfg, 3, n_classes=2), cfg.model,
-                    ["happy", "sad"], {"fold": 2})
+    save_checkpoint(
+        cv / "fold_2" / "model.safetensors", _model(cfg, 3, n_classes=2), cfg.model, ["happy", "sad"], {"fold": 2}
+    )
     with pytest.raises(StageError, match="classes"):
         Predictor.load(cv)
 
@@ -250,23 +285,48 @@ def test_window_timeline_follows_the_face(predictor: Predictor, media: dict) -> 
     assert result.status == "ok" and result.probabilities == {c: ok[f"p_{c}"] for c in CLASSES}
 
 
-def test_cli_batch_writes_rows_timelines_pictures_and_resumes(model_dir: Path, media: dict, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_batch_writes_rows_timelines_pictures_and_resumes(
+    model_dir: Path, media: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "res.csv"
-    args = ["predict", str(model_dir), str(media["video"]), str(media["blank"]), str(media["missing"]),
-            "-o", str(out), "--window", "0.5", "--visualize", str(tmp_path / "vis")]
+    args = [
+        "predict",
+        str(model_dir),
+        str(media["video"]),
+        str(media["blank"]),
+        str(media["missing"]),
+        "-o",
+        str(out),
+        "--window",
+        "0.5",
+        "--visualize",
+        str(tmp_path / "vis"),
+    ]
     assert _cli(args) == 1  # some inputs failed
     rows = pd.read_csv(out, keep_default_na=False)
-    assert list(rows.columns) == ["input", "status", "label", "confidence", *[f"p_{c}" for c in CLASSES],
-                                  "n_frames", "face_ratio", "reason", "windows", "timeline"]
+    assert list(rows.columns) == [
+        "input",
+        "status",
+        "label",
+        "confidence",
+        *[f"p_{c}" for c in CLASSES],
+        "n_frames",
+        "face_ratio",
+        "reason",
+        "windows",
+        "timeline",
+    ]
     assert list(rows["input"]) == [str(media["video"]), str(media["blank"]), str(media["missing"])]
     assert list(rows["status"]) == ["ok", "no_face", "unreadable"]
     timeline = pd.read_csv(rows["timeline"][0])
     assert len(timeline) == rows["windows"][0] == 3  # 0.8 s at 10 fps, 0.5 s windows, stride 0.25 s
     assert Path(rows["timeline"][0]).with_suffix(".png").stat().st_size > 5000
-    assert {p.name for p in (tmp_path / "vis").iterdir()} == {"face.mp4.png", "blank.avi.png", "missing.mp4.png",
-                                                               ".seqfer-folder"}  # pictures + seqfer's marker
+    assert {p.name for p in (tmp_path / "vis").iterdir()} == {
+        "face.mp4.png",
+        "blank.avi.png",
+        "missing.mp4.png",
+        ".seqfer-folder",
+    }  # pictures + seqfer's marker
     err = capsys.readouterr().err
     assert "failed 2" in err and "no_face 1" in err and "unreadable 1" in err
 

@@ -95,10 +95,18 @@ def test_summary_says_where_the_time_went(first_run: Config) -> None:
 def test_preprocess_workers_import_no_torch_or_sklearn() -> None:
     """A preprocessing worker imports only the stages it runs: the worker module pulls in neither torch (the
     models) nor sklearn (the fold splitter), and neither does the driver's preprocess module."""
-    code = ("import sys, pipeline.preprocess_worker, pipeline.preprocess; "
-            "print(sorted(m for m in ('torch', 'sklearn', 'scipy.stats') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, pipeline.preprocess_worker, pipeline.preprocess; "
+        "print(sorted(m for m in ('torch', 'sklearn', 'scipy.stats') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -153,12 +161,25 @@ def test_faceless_sequences_are_in_the_failures_table(tiny_demo: Path, tmp_path:
 def test_kill_9_mid_run_loses_nothing(tiny_demo: Path, tmp_path: Path, first_run: Config) -> None:
     """A preprocess killed with SIGKILL mid-run, then re-run, ends identical to an uninterrupted run."""
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "pipeline.cli", "preprocess", str(REPO / "configs" / "ckplus.yaml"),
-            "--set", f"data.root={tiny_demo}", "--set", "data.folds=2", "--set", f"output_dir={out}",
-            "--set", "ray.workers=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "preprocess",
+        str(REPO / "configs" / "ckplus.yaml"),
+        "--set",
+        f"data.root={tiny_demo}",
+        "--set",
+        "data.folds=2",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        "ray.workers=1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if len(list((out / "cache" / "trajectory").rglob("*.npz"))) >= 2:

@@ -71,9 +71,7 @@ def test_ckplus_frames_sorted_numerically_absolute_and_peak(ck_root):
     assert [Path(p).name for p in frames] == [f"S010_002_{n}.png" for n in range(1, 13)]
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in frames)
     assert rows["S010_002"]["n_frames"] == 12 and rows["S010_002"]["peak_index"] == 11
-    assert [Path(p).name for p in rows["S005_001"]["frame_paths"]] == [
-        f"S005_001_{n:08d}.png" for n in range(1, 6)
-    ]
+    assert [Path(p).name for p in rows["S005_001"]["frame_paths"]] == [f"S005_001_{n:08d}.png" for n in range(1, 6)]
     assert rows["S022_001"]["peak_index"] == 2  # the emotion file names frame 3 of 4
     assert rows["S014_001"]["n_frames"] == 5 and rows["S014_001"]["peak_index"] == 4
     gap_notes = [(Path(p).name, m) for p, m in report.notes if m.startswith("missing frames")]
@@ -192,8 +190,7 @@ def test_oulu_system_and_illumination_selection(oulu_root, system, illumination,
     assert len(df) == n_rows and set(df["condition"]) == conditions
     assert df["sequence_id"].is_unique
     assert all(
-        sid.startswith(c.replace("/", "_") + "_")
-        for sid, c in zip(df["sequence_id"], df["condition"], strict=True)
+        sid.startswith(c.replace("/", "_") + "_") for sid, c in zip(df["sequence_id"], df["condition"], strict=True)
     )
 
 
@@ -236,9 +233,7 @@ def test_oulu_classes_outside_set(oulu_root):
     lab = df[df["labelled"]]
     assert set(lab["label"]) == {"anger", "happy"} and len(lab) == 4
     notes = set(df.loc[~df["labelled"], "label_note"])
-    assert notes == {
-        f"class {c} not in class set anger,happy" for c in ("disgust", "fear", "sadness", "surprise")
-    }
+    assert notes == {f"class {c} not in class set anger,happy" for c in ("disgust", "fear", "sadness", "surprise")}
 
 
 # ------------------------------------------------------------------------------------------------- folder
@@ -287,9 +282,7 @@ def test_folder_with_labels_csv(media_root, tmp_path):
 
 
 def test_folder_files_not_in_csv_and_csv_elsewhere(media_root, tmp_path):
-    csv = write_text(
-        tmp_path / "meta" / "labels.csv", "path,subject,label\n../media/bob/clip2.avi,bob,Sadness\n"
-    )
+    csv = write_text(tmp_path / "meta" / "labels.csv", "path,subject,label\n../media/bob/clip2.avi,bob,Sadness\n")
     df, report = scan(media_root, "folder", labels_csv=csv, classes="basic6")
     rows = _by_id(df)
     assert rows["bob__clip2"]["label"] == "sadness"
@@ -363,9 +356,7 @@ def _ck_manifest(ck_root, tmp_path):
 
 
 def _oulu_videos(tmp_path):
-    root = make_oulu_tree(
-        tmp_path / "o", tree="OriginalVideo", videos=True, systems=("VL",), illuminations=("Strong",)
-    )
+    root = make_oulu_tree(tmp_path / "o", tree="OriginalVideo", videos=True, systems=("VL",), illuminations=("Strong",))
     return build_manifest(root, "oulu", n_folds=2, classes="basic6")
 
 
@@ -375,9 +366,7 @@ def _folder_unlabelled(tmp_path):
     return build_manifest(tmp_path / "m", "folder")
 
 
-@pytest.mark.parametrize(
-    "make", [_ck_manifest, _oulu_videos, _folder_unlabelled], ids=["ckplus", "oulu", "folder"]
-)
+@pytest.mark.parametrize("make", [_ck_manifest, _oulu_videos, _folder_unlabelled], ids=["ckplus", "oulu", "folder"])
 def test_round_trip_parquet_and_csv(ck_root, tmp_path, make):
     df, meta, _ = make(ck_root, tmp_path) if make is _ck_manifest else make(tmp_path)
     path = write_manifest(df, tmp_path / "out" / "manifest.parquet", meta, csv=True)
@@ -390,16 +379,12 @@ def test_round_trip_parquet_and_csv(ck_root, tmp_path, make):
     assert [json.loads(v) if v else None for v in csv["landmark_paths"]] == [
         v if isinstance(v, list) else None for v in df["landmark_paths"]
     ]
-    assert [int(v) if v != "" else None for v in csv["fold"]] == [
-        None if pd.isna(v) else int(v) for v in df["fold"]
-    ]
+    assert [int(v) if v != "" else None for v in csv["fold"]] == [None if pd.isna(v) else int(v) for v in df["fold"]]
 
 
 def test_neutral_rows_for_oulu_frames_not_videos(tmp_path):
     make_oulu_tree(tmp_path / "img", systems=("VL",), illuminations=("Strong",), subjects=("P001",))
-    make_oulu_tree(
-        tmp_path / "vid", tree="OriginalVideo", videos=True, systems=("VL",), illuminations=("Strong",)
-    )
+    make_oulu_tree(tmp_path / "vid", tree="OriginalVideo", videos=True, systems=("VL",), illuminations=("Strong",))
     frames, _ = scan(tmp_path / "img", "oulu", classes="ckplus8", include_neutral=True, neutral_frames=2)
     assert (frames["label"] == "neutral").sum() == 6
     assert set(frames.loc[frames["label"] == "neutral", "condition"]) == {"VL/Strong"}

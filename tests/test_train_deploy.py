@@ -26,9 +26,16 @@ from pipeline.preprocess import source_from_row
 from pipeline.train import deployment_split
 from stages.training import predict_proba
 
-TINY = ["preprocess.align.size=48", "model.input.size=32", "model.appearance.channels=[8, 16]",
-        "model.appearance.skip_dim=8", "model.geometry.hidden=16", "train.epochs=2", "train.batch_size=4",
-        "ray.workers=2"]
+TINY = [
+    "preprocess.align.size=48",
+    "model.input.size=32",
+    "model.appearance.channels=[8, 16]",
+    "model.appearance.skip_dim=8",
+    "model.geometry.hidden=16",
+    "train.epochs=2",
+    "train.batch_size=4",
+    "ray.workers=2",
+]
 
 
 def _cli(args: list[str]) -> int:
@@ -43,15 +50,24 @@ def _cli(args: list[str]) -> int:
 def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> tuple[Config, Path]:
     """`seqfer train` on the tiny demo, after a (stand-in) CV run with the same settings."""
     out = tmp_path_factory.mktemp("train_run")
-    cfg = load_config(None, ["data.format=ckplus", f"data.root={tiny_demo}", "data.folds=2", f"output_dir={out}",
-                             *TINY])
+    cfg = load_config(
+        None, ["data.format=ckplus", f"data.root={tiny_demo}", "data.folds=2", f"output_dir={out}", *TINY]
+    )
     config_file = out / "tiny.yaml"
     config_file.write_text(to_yaml(cfg))
     (out / "cv").mkdir()
     (out / "cv" / "config.yaml").write_text(to_yaml(cfg))
-    (out / "cv" / "summary.json").write_text(json.dumps(
-        {"accuracy_mean": 0.5, "accuracy_std": 0.1, "mean_class_accuracy": 0.45, "n_sequences": 7,
-         "folds": [{"fold": 0}, {"fold": 1}]}))
+    (out / "cv" / "summary.json").write_text(
+        json.dumps(
+            {
+                "accuracy_mean": 0.5,
+                "accuracy_std": 0.1,
+                "mean_class_accuracy": 0.45,
+                "n_sequences": 7,
+                "folds": [{"fold": 0}, {"fold": 1}],
+            }
+        )
+    )
     assert _cli(["train", str(config_file)]) == 0
     return cfg, out / "model"
 
@@ -59,7 +75,8 @@ def trained(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory, ray_sessi
 def test_model_folder_holds_weights_config_classes_preprocessing_and_card(trained: tuple[Config, Path]) -> None:
     cfg, folder = trained
     assert {"model.safetensors", "model.json", "config.yaml", "classes.txt", "history.csv", "README.md"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
     info = json.loads((folder / "model.json").read_text())
     classes = (folder / "classes.txt").read_text().split()
     assert info["format"] == "seqfer-model" and info["classes"] == classes == CLASS_SETS["ckplus7"]
@@ -103,7 +120,8 @@ def test_prediction_feeds_the_model_what_training_fed_it(trained: tuple[Config, 
         np.testing.assert_array_equal(trajectory[0], data.trajectory[i], err_msg=seq)
         frames_dir = Path(source.frame_paths[0]).parent
         if source.peak_index in (None, len(source.frame_paths) - 1) and len(list(frames_dir.glob("*.png"))) == len(
-                source.frame_paths):
+            source.frame_paths
+        ):
             appearance, trajectory = predictor.model_inputs(input_from_path(frames_dir))
             np.testing.assert_array_equal(appearance[0], data.appearance[i], err_msg=f"{seq} as a folder")
             np.testing.assert_array_equal(trajectory[0], data.trajectory[i], err_msg=f"{seq} as a folder")

@@ -76,9 +76,7 @@ def test_frame_scale_leaks_mouth_motion_into_other_points():
 
 
 @pytest.mark.parametrize("normalise", NORMALISERS)
-@pytest.mark.parametrize(
-    "angle,scale,tx,ty", [(0.0, 1.0, 37.0, -12.0), (0.0, 1.8, 5.0, 9.0), (3.0, 0.7, -4.0, 20.0)]
-)
+@pytest.mark.parametrize("angle,scale,tx,ty", [(0.0, 1.0, 37.0, -12.0), (0.0, 1.8, 5.0, 9.0), (3.0, 0.7, -4.0, 20.0)])
 def test_head_position_and_size_drop_out(normalise, angle, scale, tx, ty):
     cfg = TrajectoryConfig(normalise=normalise)
     seq = _smile(14)
@@ -99,8 +97,12 @@ def test_identity_drops_out_with_the_first_frame_reference(normalise):
     b = compute_trajectory(_smile(10, face=other), _ok(10), cfg)
     assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
     raw = TrajectoryConfig(normalise=normalise, reference="none")
-    assert np.abs(compute_trajectory(_smile(10), _ok(10), raw) - compute_trajectory(
-        _smile(10, face=other), _ok(10), raw)).max() > 0.02  # without the reference, identity stays
+    assert (
+        np.abs(
+            compute_trajectory(_smile(10), _ok(10), raw) - compute_trajectory(_smile(10, face=other), _ok(10), raw)
+        ).max()
+        > 0.02
+    )  # without the reference, identity stays
 
 
 @pytest.mark.parametrize("normalise", NORMALISERS)

@@ -120,8 +120,12 @@ def score_face(pts: np.ndarray, image_size: tuple[int, int]) -> FaceScore:
     margin = 0.05 * m.face_w
     if m.iod < 40:
         reason = f"face too small (outer-eye distance {m.iod:.0f} px)"
-    elif pts[:, 0].min() < margin or pts[:, 1].min() < margin or pts[:, 0].max() > w - 1 - margin \
-            or pts[:, 1].max() > h - 1 - margin:
+    elif (
+        pts[:, 0].min() < margin
+        or pts[:, 1].min() < margin
+        or pts[:, 0].max() > w - 1 - margin
+        or pts[:, 1].max() > h - 1 - margin
+    ):
         reason = "landmarks touch the image border"
     elif ear < 0.17:
         reason = f"eyes closed (aspect {ear:.2f})"
@@ -129,8 +133,7 @@ def score_face(pts: np.ndarray, image_size: tuple[int, int]) -> FaceScore:
         reason = f"not frontal (yaw score {yaw:.2f})"
     elif gap > 0.35:
         reason = f"mouth wide open (gap {gap:.2f} x eye distance)"
-    return FaceScore(total=float(total), yaw=float(yaw), mouth_gap=gap, smile=smile, eye_open=float(ear),
-                     reason=reason)
+    return FaceScore(total=float(total), yaw=float(yaw), mouth_gap=gap, smile=smile, eye_open=float(ear), reason=reason)
 
 
 # ----------------------------------------------------------------------------------------------- dlib
@@ -196,7 +199,7 @@ def glasses_score(image: np.ndarray, pts: np.ndarray) -> float:
     def box(img: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> float:
         xa, xb = int(np.clip(x0, 0, w - 1)), int(np.clip(x1, 1, w))
         ya, yb = int(np.clip(y0, 0, h - 1)), int(np.clip(y1, 1, h))
-        patch = img[ya:max(yb, ya + 1), xa:max(xb, xa + 1)]
+        patch = img[ya : max(yb, ya + 1), xa : max(xb, xa + 1)]
         return float(patch.mean()) if patch.size else 0.0
 
     span = q[42, 0] - q[39, 0]
@@ -244,8 +247,9 @@ def source_agrees_with_dlib(face: SubjectFace, index: int) -> bool:
     return found is not None and fg.nme(found, face.face.landmarks) <= DLIB_MAX_NME
 
 
-def choose_faces(faces_dir: Path, n: int, accept: Callable[[SubjectFace, int], bool] | None = None,
-                 verify: bool = True) -> list[SubjectFace]:
+def choose_faces(
+    faces_dir: Path, n: int, accept: Callable[[SubjectFace, int], bool] | None = None, verify: bool = True
+) -> list[SubjectFace]:
     """The ``n`` best faces of ``faces_dir`` (see module doc), each photo used once while enough are usable.
 
     Candidates are tried in rank order; ``accept(subject_face, subject_index)`` decides (default:
@@ -268,8 +272,9 @@ def choose_faces(faces_dir: Path, n: int, accept: Callable[[SubjectFace, int], b
         raise ManifestError(f"{faces_dir}: no usable face photo with a .pts file ({len(rejects)} rejected)")
     if len(chosen) < n:
         warnings.warn(
-            f"{faces_dir}: only {len(chosen)} usable faces for {n} subjects; reusing them as mirrored/morphed "
-            "variants", stacklevel=3)
+            f"{faces_dir}: only {len(chosen)} usable faces for {n} subjects; reusing them as mirrored/morphed variants",
+            stacklevel=3,
+        )
     return [SubjectFace(face=chosen[i % len(chosen)], variant=i // len(chosen)) for i in range(n)]
 
 
@@ -277,7 +282,9 @@ def fallback_faces(n: int) -> list[SubjectFace]:
     """``n`` subjects made from scikit-image's astronaut photo (landmarks by dlib), with a warning."""
     warnings.warn(
         "no faces folder given: demo subjects are variants (mirror, morph, lighting) of one photo, "
-        f"the {FALLBACK_SOURCE}; pass faces_dir for distinct subjects", stacklevel=3)
+        f"the {FALLBACK_SOURCE}; pass faces_dir for distinct subjects",
+        stacklevel=3,
+    )
     face = astronaut_face()
     return [SubjectFace(face=face, variant=i) for i in range(n)]
 

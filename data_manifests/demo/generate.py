@@ -61,9 +61,11 @@ class DemoSummary:
         per = ", ".join(f"{c} {n}" for c, n in self.counts.items())
         what = "already complete" if self.reused else f"{self.seconds:.1f} s"
         extra = f", {self.resumed} resumed" if self.resumed else ""
-        return (f"demo data ({self.layout}) in {self.out_dir}: {self.n_subjects} subjects, {self.n_sequences} "
-                f"sequences ({self.n_labelled} labelled: {per}), {self.n_frames} frames, faces: "
-                f"{self.faces_source}, seed {self.seed}; {what}{extra}")
+        return (
+            f"demo data ({self.layout}) in {self.out_dir}: {self.n_subjects} subjects, {self.n_sequences} "
+            f"sequences ({self.n_labelled} labelled: {per}), {self.n_frames} frames, faces: "
+            f"{self.faces_source}, seed {self.seed}; {what}{extra}"
+        )
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -76,12 +78,25 @@ class DemoSummary:
 _JOB: dict = {}
 
 
-def _init_job(subjects: list[fc.SubjectFace], layout_name: str, seed: int, frame_range: tuple[int, int],
-              root: str, morph_all: bool) -> None:
+def _init_job(
+    subjects: list[fc.SubjectFace],
+    layout_name: str,
+    seed: int,
+    frame_range: tuple[int, int],
+    root: str,
+    morph_all: bool,
+) -> None:
     """Per-process state (also used in-process when workers == 1)."""
     _JOB.clear()
-    _JOB.update(subjects=subjects, layout=LAYOUTS[layout_name], seed=seed, frame_range=frame_range,
-                root=Path(root), morph_all=morph_all, bases={})
+    _JOB.update(
+        subjects=subjects,
+        layout=LAYOUTS[layout_name],
+        seed=seed,
+        frame_range=frame_range,
+        root=Path(root),
+        morph_all=morph_all,
+        bases={},
+    )
 
 
 def _subject(index: int) -> tuple[sq.SubjectBase, sq.SubjectStyle]:
@@ -96,8 +111,9 @@ def _subject(index: int) -> tuple[sq.SubjectBase, sq.SubjectStyle]:
     return bases[index]
 
 
-def render_spec(spec: pl.SequenceSpec, seed: int, subject: tuple[sq.SubjectBase, sq.SubjectStyle],
-                frame_range: tuple[int, int]) -> sq.RenderedSequence:
+def render_spec(
+    spec: pl.SequenceSpec, seed: int, subject: tuple[sq.SubjectBase, sq.SubjectStyle], frame_range: tuple[int, int]
+) -> sq.RenderedSequence:
     """Render one planned sequence: its length, expression and noise come from ``(seed, spec.index)``."""
     base, style = subject
     rng = np.random.default_rng([seed, 1, spec.index])
@@ -124,8 +140,10 @@ def _plan(layout: Layout, n_subjects: int, n_sequences: int | None, seed: int) -
     rng = np.random.default_rng([seed, 0])
     if layout.oulu_plan:
         if n_sequences is not None and n_sequences != 6 * n_subjects:
-            raise ManifestError(f"layout 'oulu' has every subject show all 6 classes: n_sequences must be "
-                                f"{6 * n_subjects} for {n_subjects} subjects (or omitted), not {n_sequences}")
+            raise ManifestError(
+                f"layout 'oulu' has every subject show all 6 classes: n_sequences must be "
+                f"{6 * n_subjects} for {n_subjects} subjects (or omitted), not {n_sequences}"
+            )
         return pl.oulu_plan(n_subjects, rng)
     n_lab = pl.default_sequences(n_subjects) if n_sequences is None else n_sequences
     try:
@@ -177,13 +195,19 @@ def _prepare_folder(out: Path, layout: Layout, params: dict) -> DemoSummary | No
             s = stored["summary"]
             s["out_dir"] = out
             return DemoSummary(**{**s, "reused": True, "seconds": 0.0, "resumed": 0})
-        raise ManifestError(f"{out}: already holds a demo set made with other parameters "
-                            f"({stored.get('params')}); choose another folder or delete it")
+        raise ManifestError(
+            f"{out}: already holds a demo set made with other parameters "
+            f"({stored.get('params')}); choose another folder or delete it"
+        )
     marker = out / PARAMS_FILE
     if marker.is_file():
         if json.loads(marker.read_text()) != params:  # interrupted run with other parameters: start over
-            for name in (*layout.trees, *(t for lay in LAYOUTS.values() for t in lay.trees), PROGRESS_DIR,
-                         "README.txt"):
+            for name in (
+                *layout.trees,
+                *(t for lay in LAYOUTS.values() for t in lay.trees),
+                PROGRESS_DIR,
+                "README.txt",
+            ):
                 p = out / name
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -197,10 +221,17 @@ def _prepare_folder(out: Path, layout: Layout, params: dict) -> DemoSummary | No
     return None
 
 
-def generate_demo(out_dir: Path, layout: str = "ckplus", n_subjects: int = 118, seed: int = 0,
-                  faces_dir: Path | None = None, n_sequences: int | None = None, workers: int = 1,
-                  progress: Callable[[int, int], None] | None = None,
-                  frame_range: tuple[int, int] = DEFAULT_FRAMES) -> DemoSummary:
+def generate_demo(
+    out_dir: Path,
+    layout: str = "ckplus",
+    n_subjects: int = 118,
+    seed: int = 0,
+    faces_dir: Path | None = None,
+    n_sequences: int | None = None,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    frame_range: tuple[int, int] = DEFAULT_FRAMES,
+) -> DemoSummary:
     """Generate (or finish, or reuse) a synthetic dataset in ``out_dir``; see the module doc.
 
     ``layout``: ``ckplus`` | ``oulu`` | ``videos``. ``n_subjects``: distinct subjects (each a different photo
@@ -222,14 +253,24 @@ def generate_demo(out_dir: Path, layout: str = "ckplus", n_subjects: int = 118, 
     out = Path(out_dir)
     faces_source = str(Path(faces_dir).resolve()) if faces_dir is not None else fc.FALLBACK_SOURCE
     specs = _plan(lay, n_subjects, n_sequences, seed)
-    params = {"generator_version": GENERATOR_VERSION, "layout": layout, "n_subjects": n_subjects, "seed": seed,
-              "n_sequences": len(specs), "faces_source": faces_source, "frame_range": [lo, hi]}
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "layout": layout,
+        "n_subjects": n_subjects,
+        "seed": seed,
+        "n_sequences": len(specs),
+        "faces_source": faces_source,
+        "frame_range": [lo, hi],
+    }
     reused = _prepare_folder(out, lay, params)
     if reused is not None:
         return reused
 
-    subjects = fc.choose_faces(Path(faces_dir), n_subjects, accept=_neutral_frame_check(lay, seed)) \
-        if faces_dir is not None else fc.fallback_faces(n_subjects)
+    subjects = (
+        fc.choose_faces(Path(faces_dir), n_subjects, accept=_neutral_frame_check(lay, seed))
+        if faces_dir is not None
+        else fc.fallback_faces(n_subjects)
+    )
     progress_dir = out / PROGRESS_DIR
     frames: dict[int, int] = {}
     for p in progress_dir.iterdir():
@@ -249,10 +290,20 @@ def generate_demo(out_dir: Path, layout: str = "ckplus", n_subjects: int = 118, 
     labelled = [s for s in specs if s.label is not None]
     classes = sorted({s.label for s in labelled}, key=lambda c: list(pl.CKPLUS_COUNTS).index(c))
     counts = Counter(s.label for s in labelled)
-    summary = DemoSummary(out_dir=out, layout=layout, n_subjects=n_subjects, n_sequences=total,
-                          n_labelled=len(labelled), counts={c: counts[c] for c in classes},
-                          faces_source=faces_source, seconds=0.0, n_frames=sum(frames.values()), seed=seed,
-                          resumed=resumed, classes=classes)
+    summary = DemoSummary(
+        out_dir=out,
+        layout=layout,
+        n_subjects=n_subjects,
+        n_sequences=total,
+        n_labelled=len(labelled),
+        counts={c: counts[c] for c in classes},
+        faces_source=faces_source,
+        seconds=0.0,
+        n_frames=sum(frames.values()),
+        seed=seed,
+        resumed=resumed,
+        classes=classes,
+    )
     lay.finish(out, specs)
     atomic_write_text(out / "README.txt", _readme(lay, params, summary))
     summary.seconds = time.perf_counter() - t0

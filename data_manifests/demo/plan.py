@@ -16,7 +16,13 @@ import numpy as np
 from data_manifests.schema import CLASS_SETS
 
 CKPLUS_COUNTS: dict[str, int] = {
-    "anger": 45, "contempt": 18, "disgust": 59, "fear": 25, "happy": 69, "sadness": 28, "surprise": 83,
+    "anger": 45,
+    "contempt": 18,
+    "disgust": 59,
+    "fear": 25,
+    "happy": 69,
+    "sadness": 28,
+    "surprise": 83,
 }
 CKPLUS_SUBJECTS = 118
 CKPLUS_LABELLED = sum(CKPLUS_COUNTS.values())  # 327
@@ -45,8 +51,10 @@ def class_counts(n: int, n_subjects: int) -> dict[str, int]:
     gets one when n >= 7; no class more than ``n_subjects`` (a subject shows each class at most once)."""
     classes = CLASS_SETS["ckplus7"]
     if n > len(classes) * n_subjects:
-        raise ValueError(f"{n} sequences cannot fit {n_subjects} subjects with distinct classes "
-                         f"(at most {len(classes) * n_subjects})")
+        raise ValueError(
+            f"{n} sequences cannot fit {n_subjects} subjects with distinct classes "
+            f"(at most {len(classes) * n_subjects})"
+        )
     share = np.array([CKPLUS_COUNTS[c] for c in classes], dtype=np.float64) * n / CKPLUS_LABELLED
     counts = np.floor(share).astype(int)
     for i in np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]:
@@ -72,8 +80,9 @@ def subject_ids(n_subjects: int, rng: np.random.Generator, prefix: str, contiguo
     return [f"{prefix}{i:03d}" for i in picked]
 
 
-def ckplus_plan(n_subjects: int, n_labelled: int, rng: np.random.Generator,
-                extra_fraction: float = EXTRA_UNLABELLED) -> list[SequenceSpec]:
+def ckplus_plan(
+    n_subjects: int, n_labelled: int, rng: np.random.Generator, extra_fraction: float = EXTRA_UNLABELLED
+) -> list[SequenceSpec]:
     """CK+-like plan (see module doc); ``extra_fraction`` of unlabelled sequences on top (at least one when
     > 0)."""
     if n_subjects < 1:

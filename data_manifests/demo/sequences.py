@@ -170,8 +170,14 @@ def _morph_displacement(pts: np.ndarray, m: g.FaceMeasures, coeffs: tuple[float,
     return d
 
 
-def pull_back(verts: np.ndarray, disp: np.ndarray, mesh: wp.Mesh, fractions=(0.25, 0.5, 0.75, 1.0),
-              min_ratio: float = 0.12, max_iter: int = 30) -> np.ndarray:
+def pull_back(
+    verts: np.ndarray,
+    disp: np.ndarray,
+    mesh: wp.Mesh,
+    fractions=(0.25, 0.5, 0.75, 1.0),
+    min_ratio: float = 0.12,
+    max_iter: int = 30,
+) -> np.ndarray:
     """Shrink the displacement of vertices whose (non-mouth) triangle would flip or collapse below
     ``min_ratio`` of its area at any of ``fractions`` of the way. ``disp`` covers the first len(disp) vertices."""
     disp = disp.copy()
@@ -205,21 +211,31 @@ def build_subject(face: SubjectFace, canvas: Canvas, style: SubjectStyle) -> Sub
     m0 = g.measure(upright)
     scale = style.face_h / m0.face_h
     # face centre of the photo (in photo pixels), to go to the canvas target
-    centre = tuple(fg.transform_points(np.array([m0.centre]), cv2.invertAffineTransform(
-        g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(0)), (0, 0))))[0])
+    centre = tuple(
+        fg.transform_points(
+            np.array([m0.centre]),
+            cv2.invertAffineTransform(g.similarity(g.roll_degrees(pts), 1.0, tuple(pts.mean(0)), (0, 0))),
+        )[0]
+    )
     target = (canvas.width / 2 + style.offset[0], canvas.height * 0.46 + style.offset[1])
     mat = g.similarity(g.roll_degrees(pts), scale, centre, (target[0] - centre[0], target[1] - centre[1]))
     size = canvas.size
     photo = cv2.warpAffine(img, mat, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     photo = photo.reshape(canvas.height, canvas.width, -1).astype(np.float32)
-    valid = cv2.warpAffine(_padding_mask(img[..., 0] if canvas.grey else img, pts), mat, size,
-                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = cv2.warpAffine(
+        _padding_mask(img[..., 0] if canvas.grey else img, pts),
+        mat,
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     lm = fg.transform_points(pts, mat)
     m = g.measure(lm)
     # feathered portrait: the photo's own edges, and an oval around head and shoulders
     feather = max(3, int(0.08 * style.face_h)) | 1
     valid = cv2.GaussianBlur(cv2.erode(valid, np.ones((feather, feather), np.uint8)), (0, 0), feather / 2)
-    yy, xx = np.mgrid[0:canvas.height, 0:canvas.width].astype(np.float32)
+    yy, xx = np.mgrid[0 : canvas.height, 0 : canvas.width].astype(np.float32)
     ry = np.where(yy < m.centre[1], 1.35 * m.face_h, 2.6 * m.face_h)
     r = np.sqrt(((xx - m.centre[0]) / (1.35 * m.face_w)) ** 2 + ((yy - m.centre[1]) / ry) ** 2)
     oval = np.clip((1.15 - r) / 0.3, 0, 1)
@@ -244,8 +260,9 @@ def build_subject(face: SubjectFace, canvas: Canvas, style: SubjectStyle) -> Sub
         m = g.measure(lm)
         head = wp.head_anchors(lm, size, margin)
         mesh = wp.triangulate(lm, head, border)
-    return SubjectBase(image=image, landmarks=lm, head=head, border=border, mesh=mesh, measures=m,
-                       skin=wp.skin_level(image, lm))
+    return SubjectBase(
+        image=image, landmarks=lm, head=head, border=border, mesh=mesh, measures=m, skin=wp.skin_level(image, lm)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- sequence
@@ -288,8 +305,9 @@ def _pose_matrix(pose: np.ndarray, centre: tuple[float, float], face_h: float) -
     return g.similarity(pose[0], 1.0 + pose[1], centre, (pose[2] * face_h, pose[3] * face_h))
 
 
-def render_sequence(base: SubjectBase, style: SubjectStyle, expr: proto.Expression, n_frames: int,
-                    rng: np.random.Generator) -> RenderedSequence:
+def render_sequence(
+    base: SubjectBase, style: SubjectStyle, expr: proto.Expression, n_frames: int, rng: np.random.Generator
+) -> RenderedSequence:
     """Frames from the neutral base (frame 0 unwarped) to ``expr``'s apex (last frame), see module doc."""
     lm0, m = base.landmarks, base.measures
     verts = base.vertices
@@ -342,8 +360,9 @@ def _expose(frame: np.ndarray, gain: float, bias: float, noise: float, noise_see
     return x.astype(np.uint8)
 
 
-def _frame_vertices(verts: np.ndarray, disp: np.ndarray, weight: float, mat: np.ndarray, n_lm: int,
-                    n_head: int) -> np.ndarray:
+def _frame_vertices(
+    verts: np.ndarray, disp: np.ndarray, weight: float, mat: np.ndarray, n_lm: int, n_head: int
+) -> np.ndarray:
     dst = verts.copy()
     dst[:n_lm] += weight * disp
     dst[: n_lm + n_head] = fg.transform_points(dst[: n_lm + n_head], mat)

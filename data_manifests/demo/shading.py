@@ -56,8 +56,15 @@ def apply_shading(img: np.ndarray, lm: np.ndarray, cues: dict, weight: float) ->
     def line(pts: np.ndarray, level: float, target: np.ndarray = dark, width: int = thick) -> None:
         if level > 0:
             layer = np.zeros_like(target)
-            cv2.polylines(layer, [np.round((pts - off) * 16).astype(np.int32)], False, float(level), width,
-                          lineType=cv2.LINE_AA, shift=4)
+            cv2.polylines(
+                layer,
+                [np.round((pts - off) * 16).astype(np.int32)],
+                False,
+                float(level),
+                width,
+                lineType=cv2.LINE_AA,
+                shift=4,
+            )
             np.maximum(target, layer, out=target)
 
     for side, (nose_pt, corner, sign) in enumerate(((31, 48, -1.0), (35, 54, 1.0))):
@@ -70,8 +77,17 @@ def apply_shading(img: np.ndarray, lm: np.ndarray, cues: dict, weight: float) ->
         c = cues["cheeks"][side] * weight
         if c > 0:
             centre = (p1 + lm[40 if side == 0 else 47] + u * 0.12 * out) / 2 + u * np.array([0.0, 0.04])
-            cv2.ellipse(light, (int(centre[0] - x0), int(centre[1] - y0)), (int(0.14 * u), int(0.1 * u)), 0, 0,
-                        360, 0.07 * c, -1, lineType=cv2.LINE_AA)
+            cv2.ellipse(
+                light,
+                (int(centre[0] - x0), int(centre[1] - y0)),
+                (int(0.14 * u), int(0.1 * u)),
+                0,
+                0,
+                360,
+                0.07 * c,
+                -1,
+                lineType=cv2.LINE_AA,
+            )
     g = cues["glabella"] * weight
     if g > 0:
         gap = lm[22, 0] - lm[21, 0]
@@ -85,14 +101,15 @@ def apply_shading(img: np.ndarray, lm: np.ndarray, cues: dict, weight: float) ->
         for k in (1, 2, 3):
             y = brow_top - k * 0.075 * u
             pts = np.array([[lm[18, 0], y + 0.02 * u], [(lm[18, 0] + lm[25, 0]) / 2, y], [lm[25, 0], y + 0.02 * u]])
-            line(_bezier(pts[0], pts[1], pts[2]), 0.16 * f / k ** 0.5)
+            line(_bezier(pts[0], pts[1], pts[2]), 0.16 * f / k**0.5)
     n = cues["nose"] * weight
     if n > 0:
         for k, fy in enumerate((0.35, 0.55)):
             y = lm[27, 1] + fy * (lm[30, 1] - lm[27, 1])
             half = (0.09 - 0.02 * k) * u
-            line(np.array([[lm[28, 0] - half, y + 0.02 * u], [lm[28, 0], y], [lm[28, 0] + half, y + 0.02 * u]]),
-                 0.22 * n)
+            line(
+                np.array([[lm[28, 0] - half, y + 0.02 * u], [lm[28, 0], y], [lm[28, 0] + half, y + 0.02 * u]]), 0.22 * n
+            )
     sigma = max(0.6, 0.012 * u)
     dark = cv2.GaussianBlur(dark, (0, 0), sigma)
     light = cv2.GaussianBlur(light, (0, 0), 3 * sigma)

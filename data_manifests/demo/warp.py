@@ -134,8 +134,9 @@ def triangulate(pts68: np.ndarray, head: np.ndarray, border: np.ndarray) -> Mesh
     return Mesh(tris=arr, mouth=inner & inside, n_head=len(head), n_border=len(border))
 
 
-def warp(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, mesh: Mesh,
-         out: np.ndarray | None = None) -> np.ndarray:
+def warp(
+    src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, mesh: Mesh, out: np.ndarray | None = None
+) -> np.ndarray:
     """Piecewise-affine warp of ``src`` so that mesh vertices move from ``src_pts`` to ``dst_pts``.
 
     Triangles whose vertices do not move, and mouth-interior triangles, keep the ``src`` pixels (paint the
@@ -161,8 +162,9 @@ def warp(src: np.ndarray, src_pts: np.ndarray, dst_pts: np.ndarray, mesh: Mesh,
         (x0, y0), (x1, y1) = lo[k], hi[k]
         if x1 <= x0 or y1 <= y0:
             continue
-        patch = cv2.warpAffine(src, mats[k], (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT_101)
+        patch = cv2.warpAffine(
+            src, mats[k], (int(x1 - x0), int(y1 - y0)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        )
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillConvexPoly(mask, polys[k], 1, lineType=cv2.LINE_8, shift=4)
         cv2.copyTo(patch, mask, out[y0:y1, x0:x1])
@@ -174,10 +176,15 @@ def skin_level(img: np.ndarray, pts68: np.ndarray) -> np.ndarray:
     iod = float(np.linalg.norm(pts68[36] - pts68[45]))
     r = max(2, int(0.04 * iod))
     samples = []
-    for p in ((pts68[31] + pts68[48]) / 2, (pts68[35] + pts68[54]) / 2, (pts68[33] + pts68[51]) / 2,
-              (pts68[2] * 0.35 + pts68[31] * 0.65), (pts68[14] * 0.35 + pts68[35] * 0.65)):
+    for p in (
+        (pts68[31] + pts68[48]) / 2,
+        (pts68[35] + pts68[54]) / 2,
+        (pts68[33] + pts68[51]) / 2,
+        (pts68[2] * 0.35 + pts68[31] * 0.65),
+        (pts68[14] * 0.35 + pts68[35] * 0.65),
+    ):
         x, y = int(round(p[0])), int(round(p[1]))
-        patch = img[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1]
+        patch = img[max(y - r, 0) : y + r + 1, max(x - r, 0) : x + r + 1]
         if patch.size:
             samples.append(patch.reshape(-1, 1 if img.ndim == 2 else img.shape[2]))
     if not samples:
@@ -199,8 +206,9 @@ def _catmull_rom(p: np.ndarray, steps: int = 6) -> np.ndarray:
     out = []
     for i in range(1, len(ext) - 2):
         p0, p1, p2, p3 = ext[i - 1], ext[i], ext[i + 1], ext[i + 2]
-        out.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                          + (3 * p1 - p0 - 3 * p2 + p3) * t**3))
+        out.append(
+            0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
+        )
     out.append(p[-1:])
     return np.vstack(out)
 

@@ -42,8 +42,14 @@ from data_manifests.schema import CKPLUS_CODES
 from stages.atomic_io import atomic_open
 
 CKPLUS_CODE_OF = {name: code for code, name in CKPLUS_CODES.items()}
-OULU_FOLDERS = {"anger": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
-                "sadness": "Sadness", "surprise": "Surprise"}
+OULU_FOLDERS = {
+    "anger": "Anger",
+    "disgust": "Disgust",
+    "fear": "Fear",
+    "happy": "Happiness",
+    "sadness": "Sadness",
+    "surprise": "Surprise",
+}
 OULU_CONDITION = ("VL", "Strong")
 VIDEO_FPS = 25.0
 DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(2036)  # header of a real .DS_Store, zero-padded
@@ -96,8 +102,13 @@ def write_ckplus(root: Path, spec: SequenceSpec, seq: RenderedSequence) -> int:
 def finish_ckplus(root: Path, specs: list[SequenceSpec]) -> None:
     """Stray ``.DS_Store`` files, as in the real release."""
     first = specs[0].subject if specs else "S005"
-    for d in (root, root / "cohn-kanade-images", root / "cohn-kanade-images" / first, root / "Emotion",
-              root / "Landmarks" / first):
+    for d in (
+        root,
+        root / "cohn-kanade-images",
+        root / "cohn-kanade-images" / first,
+        root / "Emotion",
+        root / "Landmarks" / first,
+    ):
         d.mkdir(parents=True, exist_ok=True)
         (d / ".DS_Store").write_bytes(DS_STORE)
 
@@ -185,13 +196,34 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "ckplus": Layout("ckplus", Canvas(640, 490, True, (200.0, 260.0)), False, True, write_ckplus, finish_ckplus,
-                     ("cohn-kanade-images", "Landmarks", "FACS", "Emotion", ".DS_Store"),
-                     "CK+ release layout: 640x490 grey PNG frames, Emotion/Landmarks/FACS text files"),
-    "oulu": Layout("oulu", Canvas(320, 240, False, (100.0, 128.0)), True, False, write_oulu, finish_oulu,
-                   ("OriginalImg", "_truth"),
-                   "Oulu-CASIA layout: OriginalImg/VL/Strong/P###/<Class>/###.jpeg, 320x240 colour JPEG"),
-    "videos": Layout("videos", Canvas(640, 480, False, (170.0, 250.0)), False, False, write_video,
-                     finish_videos, ("videos", "_truth", "labels.csv"),
-                     "640x480 colour videos (mp4v .mp4, some MJPG .avi) with labels.csv"),
+    "ckplus": Layout(
+        "ckplus",
+        Canvas(640, 490, True, (200.0, 260.0)),
+        False,
+        True,
+        write_ckplus,
+        finish_ckplus,
+        ("cohn-kanade-images", "Landmarks", "FACS", "Emotion", ".DS_Store"),
+        "CK+ release layout: 640x490 grey PNG frames, Emotion/Landmarks/FACS text files",
+    ),
+    "oulu": Layout(
+        "oulu",
+        Canvas(320, 240, False, (100.0, 128.0)),
+        True,
+        False,
+        write_oulu,
+        finish_oulu,
+        ("OriginalImg", "_truth"),
+        "Oulu-CASIA layout: OriginalImg/VL/Strong/P###/<Class>/###.jpeg, 320x240 colour JPEG",
+    ),
+    "videos": Layout(
+        "videos",
+        Canvas(640, 480, False, (170.0, 250.0)),
+        False,
+        False,
+        write_video,
+        finish_videos,
+        ("videos", "_truth", "labels.csv"),
+        "640x480 colour videos (mp4v .mp4, some MJPG .avi) with labels.csv",
+    ),
 }

@@ -5,6 +5,7 @@ boxes are ``(left, top, right, bottom)`` in the same pixels; confidences lie in 
 
 The detect-then-track logic every detector-based backend shares lives in :mod:`stages.landmarks.tracker`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence

@@ -42,6 +42,7 @@ through the typical detector calibration (``n_faces=0``, ``note='whole-frame box
 fail the checks above are rejected, so a small textured non-face frame does get landmarks (at low confidence);
 turn the fallback off where small frames may hold no face.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -149,8 +150,9 @@ def face_patch(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
     a = (dst_left - dst_right) / (left - right if abs(left - right) > 1e-6 else 1e-6)  # scale * rotation
     t = dst_right - a * right
     matrix = np.float32([[a.real, -a.imag, t.real], [a.imag, a.real, t.imag]])
-    patch = cv2.warpAffine(grey, matrix, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    patch = cv2.warpAffine(
+        grey, matrix, (PATCH_SIZE, PATCH_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    ).astype(np.float32)
     patch -= patch.mean()
     norm = float(np.linalg.norm(patch))
     return patch / norm if norm > 1e-6 else patch
@@ -240,8 +242,9 @@ class TrackingLandmarker:
         prepared = self.predictor.prepare(work)
 
         result: FrameLandmarks | None = None
-        redetect_due = self.cfg.redetect_every > 0 and state is not None and (
-            state.since_detection + 1 >= self.cfg.redetect_every)
+        redetect_due = (
+            self.cfg.redetect_every > 0 and state is not None and (state.since_detection + 1 >= self.cfg.redetect_every)
+        )
         if state is not None and state.frame_shape != grey.shape:
             state = None
         lost = ""
@@ -257,8 +260,7 @@ class TrackingLandmarker:
             result.box = points_box(unscale_points(np.array(result.box).reshape(2, 2), factor))
         return result, state
 
-    def _detect(self, grey: np.ndarray, prepared: np.ndarray, small: bool
-                ) -> tuple[FrameLandmarks, _TrackState | None]:
+    def _detect(self, grey: np.ndarray, prepared: np.ndarray, small: bool) -> tuple[FrameLandmarks, _TrackState | None]:
         detections = self._detections(grey, small)
         note = ""
         if detections:
@@ -278,8 +280,9 @@ class TrackingLandmarker:
             problem = shape_problem(points, TEMPLATE, grey.shape)
             if problem:
                 return FrameLandmarks.failed(f"no face detected (whole-frame box: {problem})"), None
-        state = _TrackState(points, points.copy(), BoxCalibration.fit(points, box), confidence,
-                            face_patch(grey, points), grey.shape)
+        state = _TrackState(
+            points, points.copy(), BoxCalibration.fit(points, box), confidence, face_patch(grey, points), grey.shape
+        )
         return FrameLandmarks(points, True, float(confidence), box, True, len(detections), note), state
 
     def _detections(self, grey: np.ndarray, small: bool) -> list[Detection]:
@@ -290,8 +293,10 @@ class TrackingLandmarker:
             return self._detections_coarse_to_fine(grey)
         pad = round(SMALL_FRAME_PAD * max(grey.shape[:2]))
         padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        found = [Detection((d.box[0] - pad, d.box[1] - pad, d.box[2] - pad, d.box[3] - pad), d.confidence)
-                 for d in self.detector.detect(padded, threshold=SMALL_FRAME_THRESHOLD)]
+        found = [
+            Detection((d.box[0] - pad, d.box[1] - pad, d.box[2] - pad, d.box[3] - pad), d.confidence)
+            for d in self.detector.detect(padded, threshold=SMALL_FRAME_THRESHOLD)
+        ]
         strong = [d for d in found if d.confidence >= 0.5]
         return strong or found
 
@@ -307,8 +312,7 @@ class TrackingLandmarker:
                 return found
         return self.detector.detect(grey)
 
-    def _track(self, grey: np.ndarray, prepared: np.ndarray, state: _TrackState
-               ) -> tuple[FrameLandmarks | None, str]:
+    def _track(self, grey: np.ndarray, prepared: np.ndarray, state: _TrackState) -> tuple[FrameLandmarks | None, str]:
         """Follow the face into this frame; (None, why) when it must be re-detected instead."""
         start_box = state.calibration.box_for(state.points)
         points = np.asarray(self.predictor.predict(prepared, start_box), dtype=np.float32)

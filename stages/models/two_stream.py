@@ -145,9 +145,7 @@ class TwoStream(nn.Module):
         """Mean cross-entropy (with ``label_smoothing``): summed over all outputs with ``joint_loss``, else of the
         predicting output."""
         keys = sorted(outputs) if self.joint_loss else [self.prediction_key]
-        return sum(
-            F.cross_entropy(outputs[k], y, weight=class_weight, label_smoothing=label_smoothing) for k in keys
-        )
+        return sum(F.cross_entropy(outputs[k], y, weight=class_weight, label_smoothing=label_smoothing) for k in keys)
 
 
 def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int | None = None) -> TwoStream:

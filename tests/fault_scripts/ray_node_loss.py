@@ -34,8 +34,9 @@ def main() -> None:
     results, nodes, removed_at = {}, set(), None
     start = time.monotonic()
     try:
-        for item, result in stream_to_actors(actor_cls.remote, 2, items, lambda a, x: a.run.remote(x), per_actor=2,
-                                             start_timeout=15.0, max_tries=3):
+        for item, result in stream_to_actors(
+            actor_cls.remote, 2, items, lambda a, x: a.run.remote(x), per_actor=2, start_timeout=15.0, max_tries=3
+        ):
             results[item] = repr(result) if isinstance(result, BaseException) else result[0]
             if not isinstance(result, BaseException):
                 nodes.add(result[1])
@@ -43,8 +44,18 @@ def main() -> None:
                 cluster.remove_node(worker, allow_graceful=False)  # the worker node's raylet dies, like kill -9
                 removed_at = len(results)
     finally:
-        print("RESULT " + json.dumps({"results": {str(k): v for k, v in results.items()}, "removed_at": removed_at,
-                          "nodes": len(nodes), "seconds": time.monotonic() - start}), flush=True)
+        print(
+            "RESULT "
+            + json.dumps(
+                {
+                    "results": {str(k): v for k, v in results.items()},
+                    "removed_at": removed_at,
+                    "nodes": len(nodes),
+                    "seconds": time.monotonic() - start,
+                }
+            ),
+            flush=True,
+        )
         ray.shutdown()
         cluster.shutdown()
 

@@ -44,8 +44,9 @@ def model_path(file_name: str, override: str | None = None) -> Path:
     else:
         folder = models_dir()
         if folder is None:
-            raise MissingWeightsError(f"dlib model {file_name} not found: face_recognition_models is not "
-                                      f"installed; {HOW_TO_GET}")
+            raise MissingWeightsError(
+                f"dlib model {file_name} not found: face_recognition_models is not installed; {HOW_TO_GET}"
+            )
         path = folder / file_name
     if not path.is_file():
         raise MissingWeightsError(f"dlib model file missing: {path}; {HOW_TO_GET}")
@@ -74,8 +75,10 @@ class HogDetector:
 
     def detect(self, grey: np.ndarray, threshold: float = 0.0) -> list[Detection]:
         rects, scores, _ = self._detector.run(grey, self.upsample, float(threshold))
-        return [Detection((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())),
-                          score_to_confidence(s)) for r, s in zip(rects, scores, strict=True)]
+        return [
+            Detection((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), score_to_confidence(s))
+            for r, s in zip(rects, scores, strict=True)
+        ]
 
 
 class MmodDetector:
@@ -90,9 +93,14 @@ class MmodDetector:
     def detect(self, grey: np.ndarray, threshold: float = 0.0) -> list[Detection]:
         """dlib's MMOD applies its own threshold (0); ``threshold`` can only raise it."""
         found = self._detector(grey, self.upsample)
-        return [Detection((float(d.rect.left()), float(d.rect.top()), float(d.rect.right()),
-                           float(d.rect.bottom())), score_to_confidence(d.confidence))
-                for d in found if d.confidence >= threshold]
+        return [
+            Detection(
+                (float(d.rect.left()), float(d.rect.top()), float(d.rect.right()), float(d.rect.bottom())),
+                score_to_confidence(d.confidence),
+            )
+            for d in found
+            if d.confidence >= threshold
+        ]
 
 
 DETECTORS = {"hog": HogDetector, "mmod": MmodDetector}

@@ -121,8 +121,14 @@ class FanPredictor:
         cx, cy, side = crop_geometry(box)
         s = side / CROP  # image pixels per crop pixel
         inverse = np.array([[s, 0.0, cx - side / 2 + 0.5 * s - 0.5], [0.0, s, cy - side / 2 + 0.5 * s - 0.5]])
-        return cv2.warpAffine(rgb, inverse, (CROP, CROP), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpAffine(
+            rgb,
+            inverse,
+            (CROP, CROP),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
 
     def heatmaps(self, crop: np.ndarray) -> np.ndarray:
         """[68, 64, 64] float32 heatmaps of one uint8 [256, 256, 3] crop."""
@@ -136,8 +142,10 @@ class FanPredictor:
                 out = out + torch.flip(mirrored, dims=[3])[:, torch.as_tensor(FLIP_PERMUTATION)]
         heatmaps = out[0].float().numpy()
         if heatmaps.shape != (N_POINTS, HEATMAP, HEATMAP):
-            raise StageError(f"FAN network returned heatmaps of shape {tuple(heatmaps.shape)}, expected "
-                             f"({N_POINTS}, {HEATMAP}, {HEATMAP})")
+            raise StageError(
+                f"FAN network returned heatmaps of shape {tuple(heatmaps.shape)}, expected "
+                f"({N_POINTS}, {HEATMAP}, {HEATMAP})"
+            )
         return heatmaps
 
     @staticmethod
