@@ -113,12 +113,9 @@ class SkipNet(nn.Module):
         return self.head(*self.features(x))
 
 
-@register_model("appearance", name="skipnet")
-def build_skipnet(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
-    """Skip-connection CNN (Verma et al. 2019): each conv block's pooled feature has its own FC to the
-    classifier."""
+def _build(cfg: AppearanceConfig, ctx: BuildContext, name: str, use_skips: bool) -> SkipNet:
     if cfg.options:
-        raise StageError(f"skipnet takes no options; got {sorted(cfg.options)}")
+        raise StageError(f"{name} takes no options; got {sorted(cfg.options)}")
     return SkipNet(
         in_channels=ctx.in_channels,
         n_classes=ctx.n_classes,
@@ -128,23 +125,19 @@ def build_skipnet(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
         convs_per_block=cfg.convs_per_block,
         normalize=cfg.normalize,
         input_size=ctx.input_size,
+        use_skips=use_skips,
     )
+
+
+@register_model("appearance", name="skipnet")
+def build_skipnet(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
+    """Skip-connection CNN (Verma et al. 2019): each conv block's pooled feature has its own FC to the
+    classifier."""
+    return _build(cfg, ctx, "skipnet", use_skips=True)
 
 
 @register_model("appearance", name="plaincnn")
 def build_plaincnn(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
     """The plain-CNN reference: skipnet's conv blocks with no skip connections (only the last block's pooled
     feature reaches the classifier). For the skip-connection ablation."""
-    if cfg.options:
-        raise StageError(f"plaincnn takes no options; got {sorted(cfg.options)}")
-    return SkipNet(
-        in_channels=ctx.in_channels,
-        n_classes=ctx.n_classes,
-        channels=cfg.channels,
-        skip_dim=cfg.skip_dim,
-        dropout=cfg.dropout,
-        convs_per_block=cfg.convs_per_block,
-        normalize=cfg.normalize,
-        input_size=ctx.input_size,
-        use_skips=False,
-    )
+    return _build(cfg, ctx, "plaincnn", use_skips=False)
