@@ -48,3 +48,25 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_demo")
     generate_demo(root, layout="ckplus", n_subjects=4, seed=0, n_sequences=8)
     return root
+
+
+@pytest.fixture(scope="session")
+def tight_crop() -> tuple:
+    """(48x48 grey uint8 crop of the packaged astronaut face framed like CK+48, its 68 points in crop pixels)."""
+    import cv2
+    import numpy as np
+
+    from data_manifests.demo.faces import astronaut_face
+    from stages.image import to_grey
+
+    side_px = 48
+    face = astronaut_face()
+    pts = face.landmarks.astype(np.float64)
+    eye_mid = (pts[36] + pts[45]) / 2
+    side = np.linalg.norm(pts[45] - pts[36]) / 0.51  # CK+48: outer-eye distance ~0.51 of the side
+    x0, y0 = eye_mid[0] - side / 2, eye_mid[1] - 0.40 * side  # eye line at 40% of the height
+    m = np.array([[side_px / side, 0, -x0 * side_px / side], [0, side_px / side, -y0 * side_px / side]])
+    crop = cv2.warpAffine(
+        to_grey(face.image), m, (side_px, side_px), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+    )
+    return crop, pts @ m[:, :2].T + m[:, 2]

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from test_small_crops import tight_crop  # noqa: F401  (the 48x48 crop fixture)
 
 from pipeline.cli import main
 
@@ -47,7 +46,7 @@ def write_set(root: Path, crop: np.ndarray) -> None:
 
 
 @pytest.mark.slow
-def test_ck48_run_train_predict(tmp_path: Path, tight_crop, ray_session) -> None:  # noqa: F811
+def test_ck48_run_train_predict(tmp_path: Path, tight_crop, ray_session) -> None:
     crop, _ = tight_crop
     root = tmp_path / "CK+48"
     write_set(root, crop)

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
-from data_manifests.demo.faces import astronaut_face
 from pipeline.config import load_config
 from stages.align import AlignConfig, align_face
 from stages.decode import SequenceSource
-from stages.image import to_grey
 from stages.sequence import SequenceProcessor
 
 SIDE = 48
@@ -29,19 +26,6 @@ def outside_fraction(points: np.ndarray, shape: tuple[int, int], cfg: AlignConfi
     mask = np.full(shape, 255, np.uint8)
     face = align_face(mask, points, cfg.model_copy(update={"border": "constant"}))
     return float((face.image < 128).mean())
-
-
-@pytest.fixture(scope="module")
-def tight_crop() -> tuple[np.ndarray, np.ndarray]:
-    """(48x48 grey uint8 crop of the packaged astronaut face framed like CK+48, its 68 points in crop pixels)."""
-    face = astronaut_face()
-    pts = face.landmarks.astype(np.float64)
-    eye_mid = (pts[36] + pts[45]) / 2
-    side = np.linalg.norm(pts[45] - pts[36]) / 0.51  # CK+48: outer-eye distance ~0.51 of the side
-    x0, y0 = eye_mid[0] - side / 2, eye_mid[1] - 0.40 * side  # eye line at 40% of the height
-    m = np.array([[SIDE / side, 0, -x0 * SIDE / side], [0, SIDE / side, -y0 * SIDE / side]])
-    crop = cv2.warpAffine(to_grey(face.image), m, (SIDE, SIDE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    return crop, pts @ m[:, :2].T + m[:, 2]
 
 
 def test_ck48_framing_keeps_the_crop_and_default_framing_does_not(tight_crop, tmp_path: Path) -> None:
