@@ -214,10 +214,10 @@ def _run_on_ray(
     replaced; the batch goes on."""
     import ray
 
-    from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
+    from pipeline.ray_runtime import ItemTimeout, ensure_ray, landmark_worker_options, stream_to_actors
 
     ensure_ray(bundle.config.ray)
-    worker_cls = ray.remote(num_cpus=1)(PredictWorker)
+    worker_cls = ray.remote(**landmark_worker_options(bundle.config.ray))(PredictWorker)
 
     def start() -> object:
         return worker_cls.remote(str(bundle.path), overrides, cache_dir, opts)
