@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +31,7 @@ from pipeline.interrupt import Interrupted, StopFlag, stop_on_signals
 from pipeline.output_folder import claim_folder
 from pipeline.preprocess_worker import PreprocessWorker, outcome_row, peak_rss_mb, table_path
 from pipeline.progress import RunSummary, progress_bar
-from pipeline.ray_runtime import ItemTimeout, ensure_ray, stream_to_actors
+from pipeline.ray_runtime import ItemTimeout, ensure_ray, landmark_worker_options, stream_to_actors
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
 from stages.sequence import STATUS_OK, SequenceConfig, SequenceProcessor
@@ -74,7 +75,20 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     """Preprocess every sequence of the manifest; skip what is cached (unless ``force``). Returns the summary."""
     start = time.perf_counter()
     driver = {"startup": _seconds_since_process_start()}
-    df = manifest if manifest is not None else prepare_manifest(cfg)[0]
+    ray_started = False
+    if manifest is not None:
+        df = manifest
+    elif _expects_work(cfg, force):
+        # Scan the dataset while Ray starts: the scan (and sklearn's import for the folds) is over a second of
+        # a small job, and ray.init mostly waits for its own processes. A scan error still ends the run.
+        with ThreadPoolExecutor(1, thread_name_prefix="manifest") as pool:
+            scan = pool.submit(prepare_manifest, cfg)
+            t0 = time.perf_counter()
+            ensure_ray(cfg.ray)
+            driver["ray_start"], ray_started = time.perf_counter() - t0, True
+            df = scan.result()[0]
+    else:
+        df = prepare_manifest(cfg)[0]
     out_dir = claim_folder(preprocess_dir(cfg), "preprocess", legacy=("landmarks",))
     tables_dir = out_dir / "landmarks"
     tables_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +108,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
 
     stages: dict[str, float] = {}
     workers_rss: dict[str, float] = {}
-    if todo:
+    if todo and not ray_started:
         t0 = time.perf_counter()
         ensure_ray(cfg.ray)  # first: ray.init installs signal handlers of its own, which ours must replace
         driver["ray_start"] = time.perf_counter() - t0
@@ -118,6 +132,14 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     return summary
 
 
+def _expects_work(cfg: Config, force: bool) -> bool:
+    """Whether this run will almost surely need workers: forced, or no index from an earlier run. Demo data is
+    excluded: generating it starts processes of its own, which should not fork while Ray starts."""
+    if cfg.data.format == "demo":
+        return False
+    return force or not (preprocess_dir(cfg) / "index.parquet").is_file()
+
+
 def _process_todo(
     cfg: Config,
     todo: list[SequenceSource],
@@ -139,7 +161,7 @@ def _process_todo(
         t0 = time.perf_counter()
         cpu_seconds = 0.0
         n_workers = min(cfg.ray.workers, len(todo))
-        worker_cls = ray.remote(num_cpus=1)(PreprocessWorker)
+        worker_cls = ray.remote(**landmark_worker_options(cfg.ray))(PreprocessWorker)
         worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
         bar = progress_bar(len(todo), "preprocess")
         try:
