@@ -5,7 +5,9 @@
   matter) and landmark indices re-ordered by :data:`stages.face_geometry.FLIP_PERMUTATION` so index i is again
   iBUG point i.
 - Small random rotation, zoom and shift of the crops (one ``affine_grid`` / ``grid_sample``, bilinear, border
-  padding), and a random gain (brightness) clamped to [0, 1]. All frames of a sample get the same transform.
+  padding), a random gain (brightness), contrast about the crop's mean and gamma, clamped to [0, 1], and an
+  optional Gaussian blur of random width (camera focus and resolution). All frames of a sample get the same
+  transform.
   Trajectories are not rotated/zoomed: they are already normalised for pose and scale, and the geometric
   augmentation of crops stands for alignment jitter.
 - Optional Gaussian noise on trajectories.
@@ -59,6 +61,22 @@ def _affine_theta(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Ten
     )
 
 
+def gaussian_blur(app: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each sample of ``app`` [B, C, S, S] with a separable Gaussian of its own std ``sigma`` [B] (pixels;
+    0 = unchanged), reflect-padded so the border is not darkened."""
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    x = torch.arange(-radius, radius + 1, device=app.device, dtype=app.dtype)
+    s = sigma.clamp(min=1e-3).view(-1, 1)
+    kernel = torch.exp(-0.5 * (x.view(1, -1) / s) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # [B, 2r+1]; sigma ~ 0 -> a delta
+    b, c, h, w = app.shape
+    flat = F.pad(app.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    k = kernel.repeat_interleave(c, dim=0)  # one kernel per (sample, channel) group
+    flat = F.conv2d(flat, k.view(b * c, 1, 1, -1), groups=b * c)
+    flat = F.conv2d(flat, k.view(b * c, 1, -1, 1), groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
 def augment_batch(
     app: torch.Tensor | None,
     traj: torch.Tensor | None,
@@ -77,6 +95,10 @@ def augment_batch(
     flip = (torch.rand(n, generator=gen) < 0.5) if cfg.flip else torch.zeros(n, dtype=torch.bool)
     theta = _affine_theta(n, cfg, gen)
     gain = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.brightness
+    # photometric draws only when enabled, so configs without them keep their random stream (and figures)
+    contrast = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.contrast if cfg.contrast > 0 else None
+    gamma = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * cfg.gamma) if cfg.gamma > 0 else None
+    sigma = torch.rand(n, generator=gen) * cfg.blur if cfg.blur > 0 else None
     noise = torch.randn(traj.shape, generator=gen) * cfg.traj_noise if traj is not None and cfg.traj_noise > 0 else None
 
     if app is not None:
@@ -88,6 +110,13 @@ def augment_batch(
             app = F.grid_sample(app, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if cfg.brightness > 0:
             app = (app * gain.to(dev, app.dtype).view(n, 1, 1, 1)).clamp_(0.0, 1.0)
+        if contrast is not None:
+            mean = app.mean(dim=(1, 2, 3), keepdim=True)
+            app = ((app - mean) * contrast.to(dev, app.dtype).view(n, 1, 1, 1) + mean).clamp_(0.0, 1.0)
+        if gamma is not None:
+            app = app.clamp(min=1e-6) ** gamma.to(dev, app.dtype).view(n, 1, 1, 1)
+        if sigma is not None:
+            app = gaussian_blur(app, sigma.to(dev, app.dtype))
     if traj is not None:
         dev = traj.device
         mask = flip.to(dev).view(n, *([1] * (traj.dim() - 1)))

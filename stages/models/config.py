@@ -98,10 +98,12 @@ class ModelConfig(BaseModel):
     appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
     geometry: GeometryConfig = Field(default_factory=GeometryConfig)
     input: ModelInputConfig = Field(default_factory=ModelInputConfig)
-    fusion: Literal["sum", "weighted", "learned"] = Field(
+    fusion: Literal["sum", "weighted", "learned", "mixture"] = Field(
         "sum",
-        description="fused logits = w * appearance + (1 - w) * geometry; sum: w = 0.5; weighted: w = "
-        "fusion_weight; learned: w = sigmoid(a learnable scalar) starting at fusion_weight.",
+        description="sum / weighted / learned: fused logits = w * appearance + (1 - w) * geometry (sum: w = 0.5; "
+        "weighted: w = fusion_weight; learned: w = sigmoid(a learnable scalar) starting at fusion_weight). "
+        "mixture: fused probabilities = w * p_appearance + (1 - w) * p_geometry, w = fusion_weight, so one "
+        "stream's confident 'no' cannot veto the other's 'yes'.",
     )
     fusion_weight: float = Field(0.5, gt=0.0, lt=1.0, description="Weight w of the appearance logits.")
     test_flip: bool = Field(
@@ -126,6 +128,15 @@ class AugmentConfig(BaseModel):
     scale: float = Field(0.1, ge=0.0, lt=1.0, description="Max random relative zoom of crops (1 +- scale).")
     shift: float = Field(0.08, ge=0.0, lt=1.0, description="Max random shift of crops, fraction of the side.")
     brightness: float = Field(0.2, ge=0.0, lt=1.0, description="Max random relative gain of crops (1 +- b).")
+    contrast: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Max random relative contrast about each crop's mean (1 +- c)."
+    )
+    gamma: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Max random log-gamma: intensities x -> x ** exp(+- gamma) (lighting)."
+    )
+    blur: float = Field(
+        0.0, ge=0.0, description="Max std of a random Gaussian blur of crops, in pixels of the model input."
+    )
     traj_noise: float = Field(
         0.0, ge=0.0, description="Std of Gaussian noise added to trajectories, in trajectory units."
     )

@@ -1,7 +1,10 @@
 """Two-stream model: an appearance network and a geometry network, fused at the logits (DTAGN, Verma et al.).
 
-``fused = w * appearance_logits + (1 - w) * geometry_logits``; with ``joint_loss`` the cross-entropies of all
-three outputs are summed (DTAGN joint fine-tuning) and the fused output predicts.
+``fused = w * appearance_logits + (1 - w) * geometry_logits`` (fusion sum / weighted / learned), or, with fusion
+``mixture``, ``fused = log(w * softmax(appearance) + (1 - w) * softmax(geometry))``: log-probabilities of the
+streams' mixture, so a stream that is confidently wrong outside its training domain cannot veto the other.
+With ``joint_loss`` the cross-entropies of all three outputs are summed (DTAGN joint fine-tuning) and the fused
+output predicts.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class FrameAveraged(nn.Module):
         return logits.reshape(b, self.n_frames, -1).mean(dim=1)
 
 
+FUSIONS = ("sum", "weighted", "learned", "mixture")
+
+
 class TwoStream(nn.Module):
     """Holds ``appearance`` and/or ``geometry`` networks (either may be None, not both).
 
@@ -80,8 +86,8 @@ class TwoStream(nn.Module):
         self.test_flip = test_flip
         if appearance is None and geometry is None:
             raise StageError("a model needs at least one stream (appearance or geometry)")
-        if fusion not in ("sum", "weighted", "learned"):
-            raise StageError(f"unknown fusion {fusion!r}; expected sum, weighted or learned")
+        if fusion not in FUSIONS:
+            raise StageError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
         self.appearance = appearance
         self.geometry = geometry
         # n_classes, in_channels, n_steps: set by build_model, stored in checkpoints
@@ -132,7 +138,16 @@ class TwoStream(nn.Module):
             out["geometry"] = self.geometry(traj)
         if self.is_fused:
             w = self.fusion_weight().to(out["appearance"])  # device and dtype of the logits
-            out["fused"] = w * out["appearance"] + (1.0 - w) * out["geometry"]
+            if self.fusion == "mixture":
+                parts = torch.stack(
+                    [
+                        torch.log(w) + F.log_softmax(out["appearance"], dim=1),
+                        torch.log1p(-w) + F.log_softmax(out["geometry"], dim=1),
+                    ]
+                )
+                out["fused"] = torch.logsumexp(parts, dim=0)
+            else:
+                out["fused"] = w * out["appearance"] + (1.0 - w) * out["geometry"]
         return out
 
     def loss(
