@@ -14,7 +14,7 @@ A network declares what it needs in its registration (:func:`stages.models.regis
     @register_model("appearance", name="pcnn", input_extras=("face_regions",))
     @register_model("appearance", name="fn2en", training_targets=("face_descriptor",))
 
-and every data path asks :func:`needs_of` (training: ``pipeline.cv.load_labelled_data``; prediction:
+and every data path asks :func:`needs_of` (training: ``pipeline.labelled_data.load_labelled_data``; prediction:
 :func:`build_model_inputs`, i.e. ``build_inputs`` plus the extras).
 """
 
@@ -135,7 +135,7 @@ def extra_channels(names: Sequence[str]) -> int:
 def model_inputs(
     records: Sequence[SequenceRecord], input_cfg: ModelInputConfig, extras: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """THE path from preprocessed records to model tensors, shared by training (pipeline.cv) and prediction
+    """THE path from preprocessed records to model tensors, shared by training (pipeline.labelled_data) and prediction
     (pipeline.predictor): appearance [N, C + extras, S, S] (stacked frames, then the named extras rendered from
     the peak landmarks), trajectory [N, L, 68, 2], and those peak landmarks [N, 68, 2] (model-input pixels)."""
     appearance, trajectory = build_inputs(records, input_cfg)
