@@ -2,7 +2,8 @@
 
 - :func:`fit`: AdamW, (joint) cross-entropy, augmentation on training batches only, early stopping and
   best-epoch selection on the VALIDATION set (accuracy, ties -> lower loss). Same seed -> same history
-  and weights on CPU.
+  and weights on CPU. Before it, a stream network with a first training stage (fn2en) gets it through
+  :func:`pretrain`; both stages share one batch loop.
 - :func:`predict_proba`: softmax of the predicting output, eval mode; independent of the batch size.
 - :func:`save_checkpoint` / :func:`load_checkpoint`: one ``.safetensors`` file, config and classes in its
   metadata; never pickle.
