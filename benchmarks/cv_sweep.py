@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.cv import LabelledData, load_labelled_data, split_fold  # noqa: E402
+from pipeline.labelled_data import LabelledData, load_labelled_data, split_fold  # noqa: E402
 from pipeline.reports import mean_class_accuracy  # noqa: E402
 from stages.training import fit, predict_proba  # noqa: E402
 

@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,18 @@ import torch
 from torch import nn
 
 from pipeline.config import Config
-from pipeline.cv import LabelledData, config_hash_of, load_labelled_data, resolve_device, run_cv
+from pipeline.cv import config_hash_of, resolve_device, run_cv
 from pipeline.errors import ConfigError
+from pipeline.labelled_data import (
+    LabelledData,
+    data_key,
+    load_labelled_data,
+    load_labelled_npz,
+    save_labelled_data,
+)
 from pipeline.output_folder import check_replaceable, claim_folder
-from pipeline.preprocess import sequence_config
 from pipeline.run_key import data_identity, run_key
-from stages.atomic_io import atomic_open, atomic_write_text
-from stages.cache import stable_hash
+from stages.atomic_io import atomic_write_text
 from stages.model_extras import ModelNeeds, append_extras, needs_of
 from stages.models import build_model, list_models
 from stages.training import load_checkpoint, predict_proba
@@ -120,75 +124,6 @@ def count_macs(model: nn.Module, app: torch.Tensor | None, traj: torch.Tensor | 
     finally:
         model.train(was_training)
     return int(counter.get_total_flops() // 2)
-
-
-# --- prepared data ----------------------------------------------------------------------------------------------
-
-
-def data_key(cfg: Config) -> str:
-    """What prepared data depends on: dataset, folds, preprocessing and model-input settings. (Which training
-    targets it holds is checked separately, so data prepared for more networks serves fewer.)"""
-    return stable_hash("compare-data", cfg.data, cfg.fold_seed, sequence_config(cfg), cfg.model.input)
-
-
-def save_labelled_data(path: Path, data: LabelledData, key: str) -> Path:
-    """Write ``data`` to one ``.npz`` (appearance as exact uint8 when it holds multiples of 1/255)."""
-    app = data.appearance
-    app8 = np.rint(app * 255.0)
-    exact = bool(np.array_equal(app8 / np.float32(255.0), app.astype(np.float32)))
-    arrays = {
-        "sequence_ids": data.sequence_ids.astype(str),
-        "subjects": data.subjects.astype(str),
-        "folds": data.folds,
-        "labels": data.labels,
-        "appearance": app8.astype(np.uint8) if exact else app.astype(np.float32),
-        "trajectory": data.trajectory,
-        "landmarks": data.landmarks if data.landmarks is not None else np.zeros((0, 68, 2), np.float32),
-        "meta": np.array(
-            json.dumps(
-                {
-                    "key": key,
-                    "classes": data.classes,
-                    "appearance_uint8": exact,
-                    "excluded": data.excluded.to_csv(index=False),
-                    "targets": sorted(data.targets),
-                }
-            )
-        ),
-    }
-    arrays.update({f"target__{k}": v for k, v in data.targets.items()})
-    with atomic_open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-    return path
-
-
-def load_labelled_npz(path: Path, key: str | None = None) -> LabelledData:
-    """Read :func:`save_labelled_data`'s file; :class:`ConfigError` when ``key`` is given and differs (the
-    file was prepared with another dataset, preprocessing, input or model list)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prepared data {path} does not exist (write it with `seqfer compare ... --prepare-only`)")
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        if key is not None and meta["key"] != key:
-            raise ConfigError(
-                f"prepared data {path} was made for another config (dataset, folds, preprocessing or "
-                "model.input differ); prepare it again with --prepare-only"
-            )
-        app = z["appearance"]
-        landmarks = z["landmarks"]
-        return LabelledData(
-            sequence_ids=z["sequence_ids"],
-            subjects=z["subjects"],
-            folds=z["folds"],
-            labels=z["labels"],
-            appearance=app.astype(np.float32) / np.float32(255.0) if meta["appearance_uint8"] else app,
-            trajectory=z["trajectory"],
-            classes=list(meta["classes"]),
-            excluded=pd.read_csv(StringIO(meta["excluded"])) if meta["excluded"].strip() else pd.DataFrame(),
-            landmarks=landmarks if len(landmarks) else None,
-            targets={k: z[f"target__{k}"] for k in meta["targets"]},
-        )
 
 
 # --- cells ------------------------------------------------------------------------------------------------------

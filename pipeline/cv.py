@@ -1,4 +1,4 @@
-"""`seqfer cv`: subject-independent k-fold cross-validation of the configured model, one Ray task per fold.
+"""`seqfer cv`: subject-independent k-fold cross-validation of the configured model, folds in parallel on Ray actors.
 
 Honest by construction: each fold's test subjects are never seen in training or validation; the epoch is chosen
 on a validation split of the TRAINING subjects; a sequence that failed preprocessing is reported as excluded,
@@ -16,19 +16,18 @@ import json
 import platform
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, to_yaml
-from pipeline.dataset import prepare_manifest
+from pipeline.labelled_data import LabelledData, load_labelled_data, split_fold
 from pipeline.output_folder import claim_folder
-from pipeline.preprocess import preprocess_dir, run_preprocess, sequence_config, source_from_row
+from pipeline.preprocess import sequence_config
 from pipeline.progress import progress_bar
-from pipeline.ray_runtime import ensure_ray
+from pipeline.ray_runtime import NoWorkers, ensure_ray, stream_to_actors
 from pipeline.reports import (
     confusion,
     mean_class_accuracy,
@@ -39,113 +38,9 @@ from pipeline.reports import (
 from pipeline.run_key import data_identity, run_key
 from stages.atomic_io import atomic_write_text
 from stages.cache import stable_hash
-from stages.model_extras import ModelNeeds, build_targets, model_inputs, needs_of
+from stages.errors import StageError
 from stages.models.config import ModelConfig, TrainConfig
-from stages.sequence import STATUS_OK, SequenceProcessor
-from stages.training import ArrayDataset, fit, predict_proba, save_checkpoint
-
-
-@dataclass
-class LabelledData:
-    """Model inputs of every labelled, successfully preprocessed sequence, in manifest order."""
-
-    sequence_ids: np.ndarray
-    subjects: np.ndarray
-    folds: np.ndarray
-    labels: np.ndarray  # class indices into `classes`
-    appearance: np.ndarray  # [N, C, S, S] float32
-    trajectory: np.ndarray  # [N, L, 68, 2] float32
-    classes: list[str]
-    excluded: pd.DataFrame  # labelled sequences without model input, with the reason
-    landmarks: np.ndarray | None = None  # [N, 68, 2] peak-frame aligned landmarks, model-input pixels
-    targets: dict[str, np.ndarray] = field(default_factory=dict)  # training-only per-sequence arrays
-
-    def subset(self, idx: np.ndarray) -> ArrayDataset:
-        targets = {k: v[idx] for k, v in self.targets.items()}
-        return ArrayDataset(self.appearance[idx], self.trajectory[idx], self.labels[idx], targets)
-
-
-def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds | None = None) -> LabelledData:
-    """Manifest -> (preprocess, skipping cached work) -> model inputs of the labelled sequences.
-
-    ``needs``: appearance extras appended and training targets computed (stages.model_extras); default: what
-    ``cfg.model`` declares.
-    """
-    needs = needs_of(cfg.model) if needs is None else needs
-    df, meta = prepare_manifest(cfg)
-    if preprocess:
-        run_preprocess(cfg, manifest=df)
-    index = pd.read_parquet(preprocess_dir(cfg) / "index.parquet").set_index("sequence_id")
-    processor = SequenceProcessor(sequence_config(cfg), cfg.cache_dir)
-    classes = list(meta.classes)
-    keep, records, excluded = [], [], []
-    recomputed = 0
-    for _, row in df[df["labelled"]].iterrows():
-        status = index["status"].get(row["sequence_id"], "not_preprocessed")
-        reason = index["reason"].get(row["sequence_id"], "")
-        record = processor.load(source_from_row(row)) if status == STATUS_OK else None
-        if record is None and status == STATUS_OK:  # damaged or removed since preprocessing: recompute it now
-            outcome = processor.process(source_from_row(row))
-            record, status, reason = outcome.record, outcome.status, outcome.reason
-            recomputed += 1
-        if record is None:
-            excluded.append(
-                {
-                    "sequence_id": row["sequence_id"],
-                    "subject": row["subject"],
-                    "fold": row["fold"],
-                    "label": row["label"],
-                    "status": status,
-                    "reason": reason,
-                }
-            )
-            continue
-        keep.append(row)
-        records.append(record)
-    kept = pd.DataFrame(keep)
-    if recomputed:
-        print(
-            f"data: {recomputed} sequence(s) had a damaged or missing cache entry and were recomputed", file=sys.stderr
-        )
-    if excluded:
-        n_labelled = len(keep) + len(excluded)
-        reasons = Counter(f"{e['status']}: {e['reason']}" if e["reason"] else e["status"] for e in excluded)
-        print(
-            f"WARNING: using {len(keep)} of {n_labelled} labelled sequences; {len(excluded)} excluded ("
-            + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5))
-            + ")",
-            file=sys.stderr,
-        )
-    appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
-    return LabelledData(
-        sequence_ids=kept["sequence_id"].to_numpy(str),
-        subjects=kept["subject"].to_numpy(str),
-        folds=kept["fold"].to_numpy(np.int64),
-        labels=np.array([classes.index(c) for c in kept["label"]], dtype=np.int64),
-        appearance=appearance,
-        trajectory=trajectory,
-        classes=classes,
-        excluded=pd.DataFrame(excluded, columns=["sequence_id", "subject", "fold", "label", "status", "reason"]),
-        landmarks=landmarks,
-        targets=build_targets(records, needs.targets, cfg.cache_dir),
-    )
-
-
-def split_fold(
-    subjects: np.ndarray, folds: np.ndarray, fold: int, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, validation, test) row indices for one fold. Test = the fold's rows; validation = a seeded draw of
-    whole TRAINING subjects; no subject is in two parts."""
-    test = np.flatnonzero(folds == fold)
-    train_subjects = np.array(sorted(set(subjects[folds != fold])))
-    rng = np.random.default_rng([seed, fold])
-    # At least one validation subject, but never all of them (a single training subject: no validation, and
-    # fit() keeps the last epoch).
-    n_val = min(max(1, int(round(val_fraction * len(train_subjects)))), len(train_subjects) - 1)
-    val_subjects = set(rng.choice(train_subjects, size=n_val, replace=False).tolist())
-    is_train_row = folds != fold
-    is_val_row = np.array([s in val_subjects for s in subjects])
-    return np.flatnonzero(is_train_row & ~is_val_row), np.flatnonzero(is_train_row & is_val_row), test
+from stages.training import fit, predict_proba, save_checkpoint
 
 
 def resolve_device(name: str) -> str:
@@ -223,6 +118,19 @@ TRAIN_STATE_FILE = "train_state.pt"
 """Per-epoch training state of an unfinished fold (stages.training.fit's resume_path)."""
 
 
+class FoldWorker:
+    """Trains folds of one CV run: in this process, or as a Ray actor (the data shipped to it once).
+
+    ``args``: (model config, train config (both JSON dicts), val_fraction, seed, device) of :func:`train_fold`;
+    ``out``: the run folder (fold K writes ``out/fold_K``)."""
+
+    def __init__(self, data: LabelledData, args: tuple, out: str, config_hash: str) -> None:
+        self.data, self.args, self.out, self.config_hash = data, args, out, config_hash
+
+    def train(self, fold: int) -> dict:
+        return train_fold(fold, self.data, *self.args, str(Path(self.out) / f"fold_{fold}"), self.config_hash)
+
+
 def cv_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / "cv"
 
@@ -257,6 +165,41 @@ def read_fold_result(path: Path) -> dict | None:
     return result
 
 
+def _fold_stream(
+    cfg: Config, data: LabelledData, todo: list[int], device: str, out: str, config_hash: str, use_ray: bool
+) -> Iterator[tuple[int, dict | BaseException]]:
+    """THE fold executor: (fold, result of :func:`train_fold`) as folds finish. ``use_ray=False``: one after
+    another in this process; otherwise on ``cv.parallel`` (default ``ray.workers``) Ray actors through
+    :func:`~pipeline.ray_runtime.stream_to_actors`, so folds get its fault handling (a dead worker's fold is
+    retried, a worker that cannot be scheduled within ``ray.start_timeout`` is dropped; no time limit per fold).
+    A fold that raised comes back as its exception."""
+    args = (
+        cfg.model.model_dump(mode="json"),
+        cfg.train.model_dump(mode="json"),
+        cfg.train.val_fraction,
+        cfg.seed,
+        device,
+    )
+    if not use_ray:
+        worker = FoldWorker(data, args, out, config_hash)
+        return ((fold, worker.train(fold)) for fold in todo)
+    import ray
+
+    ensure_ray(cfg.ray)
+    parallel = cfg.cv.parallel or cfg.ray.workers
+    worker_cls = ray.remote(num_cpus=1, num_gpus=1 / parallel if device == "cuda" else 0)(FoldWorker)
+    data_ref = ray.put(data)
+    return stream_to_actors(
+        lambda: worker_cls.remote(data_ref, args, out, config_hash),
+        min(parallel, len(todo)),
+        todo,
+        lambda actor, fold: actor.train.remote(fold),
+        per_actor=1,
+        item_timeout=None,
+        start_timeout=cfg.ray.start_timeout,
+    )
+
+
 def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) -> dict:
     """Run the configured folds (resuming finished ones) and write the run folder. Returns summary.json.
 
@@ -284,40 +227,18 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
     if results:
         print(f"cv: {len(results)} fold(s) already finished with this config and data, not re-run", file=sys.stderr)
 
-    if todo and not use_ray:
-        args = (cfg.model.model_dump(mode="json"), cfg.train.model_dump(mode="json"), cfg.train.val_fraction)
+    if todo:
+        stream = _fold_stream(cfg, data, todo, device, str(out), config_hash, use_ray)
         bar = progress_bar(len(todo), "cv folds", unit="fold")
         try:
-            for fold in todo:
-                results[fold] = train_fold(fold, data, *args, cfg.seed, device, str(out / f"fold_{fold}"), config_hash)
+            for fold, result in stream:
+                if isinstance(result, NoWorkers):
+                    raise StageError(f"cv fold {fold}: {result}") from None
+                if isinstance(result, BaseException):  # a fold that failed fails the run, as it would in-process
+                    raise result
+                results[fold] = result
                 bar.update(1)
-                bar.set_postfix_str(f"fold {fold} acc {results[fold]['accuracy']:.3f}")
-        finally:
-            bar.close()
-    elif todo:
-        import ray
-
-        ensure_ray(cfg.ray)
-        parallel = cfg.cv.parallel or cfg.ray.workers
-        remote = ray.remote(num_cpus=1, num_gpus=1 / parallel if device == "cuda" else 0)(train_fold)
-        data_ref = ray.put(data)
-        args = (
-            cfg.model.model_dump(mode="json"),
-            cfg.train.model_dump(mode="json"),
-            cfg.train.val_fraction,
-            cfg.seed,
-            device,
-        )
-        pending = {remote.remote(f, data_ref, *args, str(out / f"fold_{f}"), config_hash): f for f in todo}
-        bar = progress_bar(len(todo), "cv folds", unit="fold")
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    fold = pending.pop(ref)
-                    results[fold] = ray.get(ref)
-                    bar.update(1)
-                    bar.set_postfix_str(f"fold {fold} acc {results[fold]['accuracy']:.3f}")
+                bar.set_postfix_str(f"fold {fold} acc {result['accuracy']:.3f}")
         finally:
             bar.close()
 

@@ -171,7 +171,7 @@ class Predictor:
 
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
         """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),
-        trajectory [1, L, 68, 2] -- what ``pipeline.cv.load_labelled_data`` builds for training."""
+        trajectory [1, L, 68, 2] -- what ``pipeline.labelled_data.load_labelled_data`` builds for training."""
         appearance, trajectory, _ = model_inputs([record], self.bundle.model_input, self.bundle.extras)
         return appearance, trajectory
 

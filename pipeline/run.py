@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipeline.config import Config
-from pipeline.cv import load_labelled_data, run_cv
+from pipeline.cv import run_cv
+from pipeline.labelled_data import load_labelled_data
 
 
 def run_all(cfg: Config) -> dict:

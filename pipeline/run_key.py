@@ -17,7 +17,7 @@ import numpy as np
 from stages.cache import stable_hash
 
 if TYPE_CHECKING:
-    from pipeline.cv import LabelledData
+    from pipeline.labelled_data import LabelledData
 
 RUN_KEY_VERSION = 2
 """Bump when what a stored result means changes (version 2: results are stored by sequence_id)."""

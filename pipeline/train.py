@@ -1,11 +1,11 @@
 """`seqfer train CONFIG`: one deployable model trained on every labelled subject, written as a model folder.
 
 The same pieces as cross-validation (:mod:`pipeline.cv`): the manifest, preprocessing (resumable; cached work is
-reused), :func:`~pipeline.cv.load_labelled_data` and :func:`~pipeline.cv.split_fold`. Here there is no test fold:
-every labelled subject trains except a seeded ``train.val_fraction`` of whole subjects, which choose the epoch
-(early stopping and best epoch on validation, as in each CV fold). Output: ``OUTPUT_DIR/model/`` (see
-:mod:`pipeline.model_folder`), whose model card quotes the CV accuracy from ``OUTPUT_DIR/cv/summary.json`` when
-`seqfer cv` ran.
+reused), :func:`~pipeline.labelled_data.load_labelled_data` and :func:`~pipeline.labelled_data.split_fold`. Here
+there is no test fold: every labelled subject trains except a seeded ``train.val_fraction`` of whole subjects,
+which choose the epoch (early stopping and best epoch on validation, as in each CV fold). Output:
+``OUTPUT_DIR/model/`` (see :mod:`pipeline.model_folder`), whose model card quotes the CV accuracy from
+``OUTPUT_DIR/cv/summary.json`` when `seqfer cv` ran.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.cv import LabelledData, cv_dir, load_labelled_data, resolve_device, split_fold
+from pipeline.cv import cv_dir, resolve_device
+from pipeline.labelled_data import LabelledData, load_labelled_data, split_fold
 from pipeline.model_folder import check_model_folder_target, cv_accuracy, write_model_folder
 from pipeline.progress import progress_bar
 from stages.errors import StageError

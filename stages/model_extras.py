@@ -9,12 +9,12 @@ Two kinds, each a registry keyed by name:
 - training targets (:data:`TRAINING_TARGETS`): per-sequence arrays that only training reads
   (``face_descriptor``: fn2en's stage-1 regression target); they travel in ``ArrayDataset.targets``.
 
-A network declares what it needs on its registered builder::
+A network declares what it needs in its registration (:func:`stages.models.registry.register_model`)::
 
-    build_pcnn.input_extras = ("face_regions",)
-    build_fn2en.training_targets = ("face_descriptor",)
+    @register_model("appearance", name="pcnn", input_extras=("face_regions",))
+    @register_model("appearance", name="fn2en", training_targets=("face_descriptor",))
 
-and every data path asks :func:`needs_of` (training: ``pipeline.cv.load_labelled_data``; prediction:
+and every data path asks :func:`needs_of` (training: ``pipeline.labelled_data.load_labelled_data``; prediction:
 :func:`build_model_inputs`, i.e. ``build_inputs`` plus the extras).
 """
 
@@ -73,17 +73,14 @@ class ModelNeeds:
 
 
 def needs_of(model_cfg: ModelConfig) -> ModelNeeds:
-    """What the configured streams' networks declared (``input_extras`` / ``training_targets`` on their
-    registered builders). Only the appearance stream can have extras (they are appearance channels)."""
+    """What the configured streams' networks declared in their registrations (``input_extras`` /
+    ``training_targets``). Only appearance networks can have extras (they are appearance channels)."""
     needs = ModelNeeds()
     streams = {"appearance": model_cfg.appearance, "geometry": model_cfg.geometry}
     used = {"fused": ("appearance", "geometry")}.get(model_cfg.streams, (model_cfg.streams,))
     for kind in used:
-        builder = get_entry(kind, streams[kind].name).builder
-        extras = tuple(getattr(builder, "input_extras", ()))
-        if extras and kind != "appearance":
-            raise StageError(f"{kind} model {streams[kind].name!r} declares appearance extras {extras}")
-        needs = needs | ModelNeeds(extras, tuple(getattr(builder, "training_targets", ())))
+        entry = get_entry(kind, streams[kind].name)
+        needs = needs | ModelNeeds(entry.input_extras, entry.training_targets)
     for name in needs.extras:
         if name not in APPEARANCE_EXTRAS:
             raise StageError(f"unknown appearance extra {name!r}; known: {', '.join(sorted(APPEARANCE_EXTRAS))}")
@@ -138,7 +135,7 @@ def extra_channels(names: Sequence[str]) -> int:
 def model_inputs(
     records: Sequence[SequenceRecord], input_cfg: ModelInputConfig, extras: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """THE path from preprocessed records to model tensors, shared by training (pipeline.cv) and prediction
+    """THE path from preprocessed records to model tensors, shared by training (pipeline.labelled_data) and prediction
     (pipeline.predictor): appearance [N, C + extras, S, S] (stacked frames, then the named extras rendered from
     the peak landmarks), trajectory [N, L, 68, 2], and those peak landmarks [N, 68, 2] (model-input pixels)."""
     appearance, trajectory = build_inputs(records, input_cfg)

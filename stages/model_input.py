@@ -7,38 +7,16 @@ Geometry: the record's trajectory [L, 68, 2] float32 as is (already normalised b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
-from stages.models.config import ModelInputConfig
+from stages.models.config import FRAME_MODES, ModelInputConfig
 from stages.models.two_stream import frames_for
 from stages.record import SequenceRecord
-
-
-def _peak(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
-    return idx[-1:]
-
-
-def _last_k(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
-    chosen = idx[-cfg.k :]
-    return np.concatenate([np.repeat(chosen[:1], cfg.k - len(chosen)), chosen])
-
-
-def _peak_neutral(idx: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
-    return np.array([idx[0], idx[-1]])
-
-
-FRAME_CHOOSERS: dict[str, Callable[[np.ndarray, ModelInputConfig], np.ndarray]] = {
-    "peak": _peak,
-    "last_k": _last_k,
-    "frames": _last_k,
-    "peak_neutral": _peak_neutral,
-}
-"""appearance mode -> (successful frame indices, cfg) -> the frame indices to stack, in channel order."""
 
 
 def select_frames(success: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
@@ -50,7 +28,7 @@ def select_frames(success: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
     ok = np.flatnonzero(np.asarray(success, dtype=bool))
     if len(ok) == 0:
         raise StageError("no successful frame to build the appearance input from")
-    chosen = FRAME_CHOOSERS[cfg.appearance](ok, cfg)
+    chosen = FRAME_MODES[cfg.appearance].choose(ok, cfg.k)
     assert len(chosen) == frames_for(cfg)
     return chosen
 

@@ -2,7 +2,8 @@
 
 - :func:`fit`: AdamW, (joint) cross-entropy, augmentation on training batches only, early stopping and
   best-epoch selection on the VALIDATION set (accuracy, ties -> lower loss). Same seed -> same history
-  and weights on CPU.
+  and weights on CPU. Before it, a stream network with a first training stage (fn2en) gets it through
+  :func:`pretrain`; both stages share one batch loop.
 - :func:`predict_proba`: softmax of the predicting output, eval mode; independent of the batch size.
 - :func:`save_checkpoint` / :func:`load_checkpoint`: one ``.safetensors`` file, config and classes in its
   metadata; never pickle.
@@ -28,6 +29,7 @@ from stages.atomic_io import atomic_path
 from stages.augment import augment_batch
 from stages.errors import StageError
 from stages.models import ModelConfig, TrainConfig, TwoStream, build_model
+from stages.models.registry import Pretrainable
 
 CHECKPOINT_FORMAT = "seqfer-checkpoint"
 CHECKPOINT_VERSION = "1"
@@ -37,7 +39,7 @@ CHECKPOINT_VERSION = "1"
 class ArrayDataset:
     """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], ``trajectory``
     [N, L, 68, 2] float32, ``labels`` [N] int64 class indices; ``targets``: optional per-sequence arrays
-    [N, ...] that only a network's ``pretrain`` hook reads (see :class:`PretrainData`)."""
+    [N, ...] that only a network's first training stage reads (:class:`stages.models.registry.Pretraining`)."""
 
     appearance: np.ndarray
     trajectory: np.ndarray
@@ -66,35 +68,14 @@ class FitResult:
     ``model``: the best epoch's weights, eval mode. ``history``: one dict per epoch run with keys epoch
     (1-based), train_loss, train_acc (on augmented batches), val_loss, val_acc, lr (used in that epoch),
     seconds, and fusion_weight for fused models. ``best_epoch``: the 1-based epoch ``model`` holds.
-    ``seconds``: wall time of the whole fit."""
+    ``seconds``: wall time of the whole fit. ``pretrain_history``: one row per first-stage epoch of a
+    network that has one (stream, epoch, loss, seconds; see :func:`pretrain`)."""
 
     model: TwoStream
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
     pretrain_history: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class PretrainData:
-    """What :func:`fit` hands a stream network's optional ``pretrain(data) -> list[dict]`` hook, called once
-    after the model is built and before the (joint) expression training. TRAINING split only: never the
-    validation or test sequences.
-
-    ``appearance`` [N, C, S, S] / ``trajectory`` [N, L, 68, 2] / ``labels`` [N]: tensors on ``device``;
-    ``targets``: the training split's ``ArrayDataset.targets``; ``augment(app, traj)``: the configured
-    training augmentation (either input may be None) drawing from its own seeded generator; ``seed``: for the
-    hook's own shuffling. The hook trains its own parameters and returns one row per epoch (stream, epoch,
-    loss, seconds, ...); FitResult.pretrain_history collects them."""
-
-    appearance: torch.Tensor
-    trajectory: torch.Tensor
-    labels: torch.Tensor
-    targets: dict[str, np.ndarray]
-    train_cfg: TrainConfig
-    augment: Callable[..., tuple[torch.Tensor | None, torch.Tensor | None]]
-    seed: int
-    device: str
 
 
 def _tensors(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,7 +211,7 @@ def _fit(
     model.to(device)
     app, traj = _tensors(train, device)
     y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
-    pretrain_history = _pretrain_streams(model, app, traj, y, train.targets, cfg, seed, device)
+    pretrain_history = _pretrain_streams(model, app, traj, train.targets, cfg, seed, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine" else None
     weight = _class_weight(train.labels, n_classes, device) if cfg.class_weighted else None
@@ -259,18 +240,14 @@ def _fit(
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for idx in _batches(rng, len(y), cfg.batch_size):
-            b_idx = torch.as_tensor(idx, device=device)
+
+        def batch_loss(b_idx: torch.Tensor) -> tuple[torch.Tensor, int]:
             b_app, b_traj = augment_batch(*_stream_inputs(model, app[b_idx], traj[b_idx]), cfg.augment, aug_gen)
             out = model(b_app, b_traj)
             loss = model.loss(out, y[b_idx], weight, cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
-            seen += len(idx)
+            return loss, int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
+
+        total_loss, correct, seen = _train_epoch(opt, rng, len(y), cfg.batch_size, device, batch_loss)
         if sched is not None:
             sched.step()
         if val is not None:
@@ -352,36 +329,99 @@ def _load_train_state(path: Path | None, key: str) -> dict | None:
     return state if isinstance(state, dict) and state.get("key") == key else None
 
 
+def _train_epoch(
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    n: int,
+    batch_size: int,
+    device: str,
+    batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, int]],
+) -> tuple[float, int, int]:
+    """One epoch of optimisation over shuffled batches of ``n`` training rows (the one batch loop of both training
+    stages): ``batch_loss(row indices on device) -> (loss, correct predictions)``, then a step of ``opt``.
+    Returns (summed loss x batch size, correct, rows seen)."""
+    total_loss, correct, seen = 0.0, 0, 0
+    for idx in _batches(rng, n, batch_size):
+        b_idx = torch.as_tensor(idx, device=device)
+        loss, n_correct = batch_loss(b_idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(idx)
+        correct += n_correct
+        seen += len(idx)
+    return total_loss, correct, seen
+
+
+def pretrain(
+    net: torch.nn.Module,
+    stream: str,
+    app: torch.Tensor | None,
+    traj: torch.Tensor | None,
+    targets: dict[str, np.ndarray],
+    cfg: TrainConfig,
+    seed: int,
+    device: str = "cpu",
+) -> list[dict[str, float]]:
+    """Run the first training stage of ``net`` (the ``stream`` network, ``appearance`` or ``geometry``) when it
+    is :class:`~stages.models.registry.Pretrainable` and configured to have one; [] otherwise.
+
+    TRAINING split only: ``app`` [N, C, S, S] / ``traj`` [N, L, 68, 2] on ``device`` (the one the stream reads
+    is required), ``targets`` its per-sequence arrays. The stage's own AdamW and cosine schedule, ``cfg``'s
+    batch size, weight decay and augmentation (its own generator); ``seed`` fixes shuffling and augmentation.
+    Returns one row per epoch: stream, epoch, loss (mean over the epoch's batches, per sequence), seconds.
+    Leaves ``net`` in train mode."""
+    if not isinstance(net, Pretrainable):
+        return []
+    ref = app if stream == "appearance" else traj
+    plan = net.pretraining(targets, len(ref), device)
+    if plan is None:
+        return []
+    shuffle_seed, aug_seed = np.random.SeedSequence([seed, 1]).generate_state(2).tolist()
+    gen = torch.Generator().manual_seed(aug_seed)
+    rng = np.random.default_rng(shuffle_seed)
+    opt = torch.optim.AdamW(plan.parameters, lr=plan.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=plan.epochs)
+
+    def batch_loss(b_idx: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if stream == "appearance":
+            x, _ = augment_batch(ref[b_idx], None, cfg.augment, gen)
+        else:
+            _, x = augment_batch(None, ref[b_idx], cfg.augment, gen)
+        return plan.loss(x, plan.target[b_idx]), 0
+
+    rows = []
+    net.train()
+    for epoch in range(1, plan.epochs + 1):
+        t0 = time.perf_counter()
+        total, _, seen = _train_epoch(opt, rng, len(ref), cfg.batch_size, device, batch_loss)
+        sched.step()
+        rows.append(
+            {
+                "stream": stream,
+                "epoch": epoch,
+                "loss": total / seen if seen else math.nan,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    return rows
+
+
 def _pretrain_streams(
     model: TwoStream,
     app: torch.Tensor,
     traj: torch.Tensor,
-    y: torch.Tensor,
     targets: dict[str, np.ndarray],
     cfg: TrainConfig,
     seed: int,
     device: str,
 ) -> list[dict[str, float]]:
-    """Run the ``pretrain`` hook of every stream network that defines one (appearance first). Models without
-    hooks draw no random numbers here, so their training is unchanged by this step."""
+    """:func:`pretrain` every stream network that has a first stage (appearance first). Models without one draw
+    no random numbers here, so their training is unchanged by this step."""
     rows: list[dict[str, float]] = []
-    for net in (model.appearance, model.geometry):
-        hook = getattr(net, "pretrain", None)
-        if hook is None:
-            continue
-        hook_seed, aug_seed = np.random.SeedSequence([seed, 1]).generate_state(2).tolist()
-        gen = torch.Generator().manual_seed(aug_seed)
-        data = PretrainData(
-            appearance=app,
-            trajectory=traj,
-            labels=y,
-            targets=targets,
-            train_cfg=cfg,
-            augment=lambda a, t, gen=gen: augment_batch(a, t, cfg.augment, gen),
-            seed=hook_seed,
-            device=device,
-        )
-        rows += hook(data)
+    for stream, net in (("appearance", model.appearance), ("geometry", model.geometry)):
+        if net is not None:
+            rows += pretrain(net, stream, app, traj, targets, cfg, seed, device)
     return rows
 
 

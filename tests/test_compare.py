@@ -20,15 +20,12 @@ from pipeline.compare import (
     cell_config,
     count_macs,
     count_parameters,
-    data_key,
-    load_labelled_npz,
     parse_list,
     run_compare,
-    save_labelled_data,
 )
 from pipeline.config import load_config
-from pipeline.cv import LabelledData
 from pipeline.errors import ConfigError
+from pipeline.labelled_data import LabelledData, data_key, load_labelled_npz, save_labelled_data
 from stages.align import AlignConfig, crop_template
 from stages.models import ModelConfig, build_model
 

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Config, load_config
-from pipeline.cv import cv_dir, load_labelled_data, run_cv, split_fold
+from pipeline.cv import cv_dir, run_cv
+from pipeline.labelled_data import load_labelled_data, split_fold
+from stages.errors import StageError
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -123,3 +125,22 @@ def test_finished_folds_are_not_rerun(cv_run: Config) -> None:
     changed.train.lr = 0.005
     run_cv(changed, load_labelled_data(changed, preprocess=False), use_ray=False)
     assert result.stat().st_mtime_ns != stamp
+
+
+def test_ray_folds_give_the_in_process_results(cv_run: Config, tmp_path: Path, ray_session) -> None:
+    """One executor, two back ends: folds on Ray actors give bit-identical predictions to folds in this process,
+    and a fold that raises on an actor fails the run with the fold's own error."""
+    data = load_labelled_data(cv_run, preprocess=False)
+    local, on_ray = cv_run.model_copy(deep=True), cv_run.model_copy(deep=True)
+    local.output_dir, on_ray.output_dir = tmp_path / "local", tmp_path / "ray"
+    local_summary = run_cv(local, data, use_ray=False)
+    summary = run_cv(on_ray, data, use_ray=True)
+    assert [f["accuracy"] for f in summary["folds"]] == [f["accuracy"] for f in local_summary["folds"]]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(cv_dir(on_ray) / "predictions.csv"), pd.read_csv(cv_dir(local) / "predictions.csv")
+    )
+    broken = on_ray.model_copy(deep=True)
+    broken.output_dir = tmp_path / "broken"
+    broken.model.appearance.name = "no_such_network"
+    with pytest.raises(StageError, match="unknown appearance model 'no_such_network'"):
+        run_cv(broken, data, use_ray=True)

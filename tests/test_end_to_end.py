@@ -1,8 +1,9 @@
 """End to end through the CLI, as a user runs it: `seqfer run configs/demo.yaml` from nothing to a
 cross-validated model and its report, then `seqfer train` and `seqfer predict` on the result.
 
-A small demo set (6 subjects, short sequences, the packaged fallback face) and a small model keep it to about
-a minute on 2 cores.
+A small demo set (12 subjects, short sequences, the packaged fallback face) and a small model keep it short on
+2 cores; it is the smallest run that learns: with 6 subjects and 3 epochs the folds stayed at the majority-class
+rate (23 %).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pipeline.cli import main
 REPO = Path(__file__).resolve().parent.parent
 
 SMALL = [
-    "data.demo.subjects=6",
+    "data.demo.subjects=12",
     "data.folds=3",
-    "train.epochs=3",
+    "train.epochs=30",
     "train.batch_size=8",
     "model.appearance.channels=[8, 16]",
     "model.appearance.skip_dim=8",
@@ -37,12 +38,15 @@ def test_run_train_predict_from_nothing(tmp_path: Path, ray_session, capsys: pyt
     assert main(["run", str(REPO / "configs" / "demo.yaml"), *args]) == 0
     cv = tmp_path / "run" / "cv"
     summary = json.loads((cv / "summary.json").read_text())
-    assert len(summary["folds"]) == 3 and 0.0 <= summary["accuracy_mean"] <= 1.0
+    assert len(summary["folds"]) == 3
+    # 7 classes, 33 labelled sequences, majority class 24 %. Measured pooled CV accuracy of this run: 0.49-0.73
+    # over training seeds 0-5 and demo seeds 0-1 (0.67 at seed 0), so 0.40 is well above chance yet robust.
+    predictions = pd.read_csv(cv / "predictions.csv")
+    majority = predictions["label"].value_counts(normalize=True).max()
+    assert summary["accuracy_pooled"] >= 0.40 > 1.5 * majority, (summary["accuracy_pooled"], majority)
     manifest = pd.read_parquet(tmp_path / "run" / "manifest.parquet")
     assert (tmp_path / "demo" / "cohn-kanade-images").is_dir()
-    assert len(pd.read_csv(cv / "predictions.csv")) + len(pd.read_csv(cv / "excluded.csv")) == int(
-        manifest["labelled"].sum()
-    )
+    assert len(predictions) + len(pd.read_csv(cv / "excluded.csv")) == int(manifest["labelled"].sum())
 
     # Re-running the whole pipeline redoes nothing: demo data, preprocessing and folds are all reused.
     capsys.readouterr()

@@ -20,7 +20,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.cv import LabelledData, load_labelled_data, run_cv
+from pipeline.cv import run_cv
+from pipeline.labelled_data import LabelledData, load_labelled_data
 from pipeline.output_folder import MARKER, check_replaceable, claim_folder
 from pipeline.preprocess import preprocess_dir, run_preprocess
 from pipeline.run_key import data_identity
@@ -589,7 +590,7 @@ def test_fold_advice_never_contradicts_the_two_fold_minimum() -> None:
 def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepared, tmp_path: Path) -> None:
     import torch
 
-    from pipeline.cv import split_fold
+    from pipeline.labelled_data import split_fold
     from stages.training import fit
 
     cfg, data = prepared

@@ -23,7 +23,15 @@ from stages.model_extras import (
     peak_landmarks,
 )
 from stages.model_input import appearance_input
-from stages.models import ModelConfig, ModelInputConfig, TrainConfig, build_model, list_models
+from stages.models import (
+    ModelConfig,
+    ModelInputConfig,
+    TrainConfig,
+    build_model,
+    list_models,
+    register_model,
+    unregister_model,
+)
 from stages.models.dba import DBANet
 from stages.models.face_regions import (
     N_REGIONS,
@@ -37,9 +45,11 @@ from stages.models.fn2en import FN2EN
 from stages.models.pcnn import PCNN
 from stages.models.resmask import ResMaskNet
 from stages.record import SequenceRecord
-from stages.training import ArrayDataset, PretrainData, fit, predict_proba
+from stages.training import ArrayDataset, fit, predict_proba, pretrain
 
-NEW = ["dtan", "dba", "resmask", "pcnn", "fn2en"]
+APPEARANCE = list_models("appearance")  # every registered network: none escapes the contract tests
+GEOMETRY = list_models("geometry")
+NO_AUGMENT = {"flip": False, "rotate_deg": 0, "scale": 0, "shift": 0, "brightness": 0}
 SMALL = {  # options small enough for fast tests
     "skipnet": {},
     "dtan": {"channels": [8, 8], "fc": 32},
@@ -48,7 +58,10 @@ SMALL = {  # options small enough for fast tests
     "pcnn": {"global_channels": [8, 16], "local_channels": [8, 8], "fusion_dim": 16},
     "fn2en": {"channels": [8, 16, 24], "fc": 16, "pretrain_epochs": 0},
 }
-SMALL_APP = {"skipnet": {"channels": [8, 16], "skip_dim": 8}}
+SMALL_APP = {  # three blocks: two are too shallow to place separable()'s bands (both learn nothing in 8 epochs)
+    "skipnet": {"channels": [8, 16, 24], "skip_dim": 8},
+    "plaincnn": {"channels": [8, 16, 24]},
+}
 
 
 def template_landmarks(size: int) -> np.ndarray:
@@ -57,7 +70,7 @@ def template_landmarks(size: int) -> np.ndarray:
 
 
 def model_cfg(name: str, size: int, streams: str = "appearance", **kw) -> ModelConfig:
-    app = {"name": name, "options": SMALL[name], "dropout": 0.1, **SMALL_APP.get(name, {})}
+    app = {"name": name, "options": SMALL.get(name, {}), "dropout": 0.1, **SMALL_APP.get(name, {})}
     base = {"streams": streams, "appearance": app, "geometry": {"hidden": 8}, "input": {"size": size}}
     base.update(kw)
     return ModelConfig.model_validate(base)
@@ -76,16 +89,37 @@ def with_extras(name: str, app: np.ndarray, landmarks: np.ndarray | None = None)
 # --- registry and shape contract --------------------------------------------------------------------------------
 
 
-def test_family_is_registered_with_its_needs() -> None:
-    assert set(NEW + ["skipnet"]) <= set(list_models("appearance"))
+def test_needs_are_read_from_the_registration() -> None:
     assert needs_of(model_cfg("pcnn", 32)) == ModelNeeds(extras=("face_regions",))
     assert needs_of(model_cfg("fn2en", 32, streams="fused")) == ModelNeeds(targets=("face_descriptor",))
     assert needs_of(model_cfg("dtan", 32)) == ModelNeeds()
     assert needs_of(model_cfg("pcnn", 32, streams="geometry")) == ModelNeeds()  # no appearance stream
     assert extra_channels(("face_regions",)) == N_REGIONS == len(REGION_NAMES)
 
+    def plain(cfg, ctx):
+        return torch.nn.Linear(1, 1)
 
-@pytest.mark.parametrize("name", NEW)
+    register_model(
+        "appearance", "needy_test_net", input_extras=("face_regions",), training_targets=("face_descriptor",)
+    )(plain)
+    register_model("appearance", "unknown_extra_test_net", input_extras=("no_such_extra",))(plain)
+    try:
+        cfg = model_cfg("needy_test_net", 32, streams="fused")
+        assert needs_of(cfg) == ModelNeeds(("face_regions",), ("face_descriptor",))
+        # fused with pcnn's needs: the union, in a fixed order, each name once
+        both = needs_of(cfg) | needs_of(model_cfg("pcnn", 32))
+        assert both == ModelNeeds(("face_regions",), ("face_descriptor",))
+        with pytest.raises(StageError, match="unknown appearance extra 'no_such_extra'"):
+            needs_of(model_cfg("unknown_extra_test_net", 32))
+    finally:
+        unregister_model("appearance", "needy_test_net")
+        unregister_model("appearance", "unknown_extra_test_net")
+    with pytest.raises(ValueError, match="geometry networks cannot declare appearance extras"):
+        register_model("geometry", "bad_test_net", input_extras=("face_regions",))(plain)
+    assert "bad_test_net" not in list_models("geometry")
+
+
+@pytest.mark.parametrize("name", APPEARANCE)
 @pytest.mark.parametrize(("c", "size"), [(1, 32), (3, 64), (6, 48)])
 def test_shape_contract(name: str, c: int, size: int) -> None:
     k, length = 5, 8
@@ -98,6 +132,45 @@ def test_shape_contract(name: str, c: int, size: int) -> None:
     # eval mode: a sample's result does not depend on the rest of the batch
     alone = torch.cat([model(torch.as_tensor(app[i : i + 1]), traj[i : i + 1])["fused"] for i in range(3)])
     torch.testing.assert_close(alone, out["fused"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", GEOMETRY)
+def test_geometry_contract(name: str) -> None:
+    """Every registered geometry network: [B, L, 68, 2] -> logits [B, K], per-sample results independent of the
+    batch in eval mode, the same weights for a seed, another length handled or refused with a StageError, and a
+    short training on class-specific motion lowers the loss."""
+    k, length = 3, 6
+    cfg = ModelConfig.model_validate(
+        {"streams": "geometry", "geometry": {"name": name, "hidden": 16, "flat_hidden": [32, 32]}, "input": {"size": 8}}
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, k, 1, length).eval()
+    traj = torch.randn(3, length, 68, 2) * 0.05
+    out = model(None, traj)
+    assert {key: v.shape for key, v in out.items()} == {"geometry": (3, k)}
+    alone = torch.cat([model(None, traj[i : i + 1])["geometry"] for i in range(3)])
+    torch.testing.assert_close(alone, out["geometry"], rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    torch.testing.assert_close(build_model(cfg, k, 1, length).eval()(None, traj)["geometry"], out["geometry"])
+    try:
+        other = model(None, torch.randn(2, length + 3, 68, 2))
+    except StageError:
+        pass
+    else:
+        assert other["geometry"].shape == (2, k)
+
+    rng = np.random.default_rng(0)
+    y = np.arange(48) % k
+    moves = rng.normal(scale=0.02, size=(48, length, 68, 2)).astype(np.float32)
+    ramp = np.linspace(0.0, 0.3, length, dtype=np.float32)[:, None]
+    for i, c in enumerate(y):  # class 0: mouth opens (down), 1: brows rise, 2: still
+        if c < 2:
+            group = slice(48, 68) if c == 0 else slice(17, 27)
+            moves[i, :, group, 1] += ramp * (1 if c == 0 else -1)
+    data = ArrayDataset(np.zeros((48, 1, 8, 8), np.float32), moves, y.astype(np.int64))
+    result = fit(cfg, k, data, None, TrainConfig(epochs=8, batch_size=16, lr=1e-2), seed=0)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 @pytest.mark.parametrize(
@@ -296,24 +369,18 @@ def test_fn2en_stage_one_regresses_descriptors() -> None:
     app, desc = descriptor_data(48, 0)
     torch.manual_seed(0)
     net = FN2EN(1, 3, 24, channels=(8, 16), pretrain_epochs=12, pretrain_lr=3e-3)
-    data = PretrainData(
-        torch.as_tensor(app),
-        torch.zeros(48, 2, 68, 2),
-        torch.zeros(48, dtype=torch.long),
-        {"face_descriptor": desc},
-        TrainConfig(batch_size=16),
-        lambda a, t: (a, t),
-        seed=0,
-        device="cpu",
-    )
+    cfg = TrainConfig(batch_size=16, augment=NO_AUGMENT)
     head_before = [p.clone() for p in net.head.parameters()]
-    rows = net.pretrain(data)
+    rows = pretrain(net, "appearance", torch.as_tensor(app), None, {"face_descriptor": desc}, cfg, seed=0)
     assert len(rows) == 12 and rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert {r["stream"] for r in rows} == {"appearance"}
     assert all(torch.equal(a, b) for a, b in zip(head_before, net.head.parameters(), strict=True))  # stage 2 only
     with pytest.raises(StageError, match="face_descriptor"):
-        net.pretrain(
-            PretrainData(data.appearance, data.trajectory, data.labels, {}, data.train_cfg, data.augment, 0, "cpu")
-        )
+        pretrain(net, "appearance", torch.as_tensor(app), None, {}, cfg, seed=0)
+    with pytest.raises(StageError, match="targets must be"):
+        pretrain(net, "appearance", torch.as_tensor(app), None, {"face_descriptor": desc[:5]}, cfg, seed=0)
+    net.pretrain_epochs = 0  # configured off: no stage, no error for missing targets
+    assert pretrain(net, "appearance", torch.as_tensor(app), None, {}, cfg, seed=0) == []
 
 
 def test_fit_runs_fn2en_stage_one_on_the_training_split() -> None:
@@ -394,7 +461,7 @@ def separable(n: int, seed: int, size: int = 32) -> ArrayDataset:
     return ArrayDataset(app, rng.normal(scale=0.05, size=(n, 4, 68, 2)).astype(np.float32), y.astype(np.int64))
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", APPEARANCE)
 def test_short_training_lowers_the_loss(name: str) -> None:
     data = separable(48, 0)
     data.appearance = with_extras(name, data.appearance)

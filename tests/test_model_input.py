@@ -8,6 +8,7 @@ import pytest
 from stages.errors import StageError
 from stages.model_input import appearance_input, build_inputs, geometry_input, input_problem, select_frames
 from stages.models import ModelInputConfig, in_channels_for
+from stages.models.config import FRAME_MODES
 from stages.record import SequenceRecord
 
 S = 8
@@ -59,6 +60,7 @@ SUCCESS = [True, True, False, True, True, False]  # last successful = 4, first =
         ("last_k", 2, [3, 4]),
         ("last_k", 6, [0, 0, 0, 1, 3, 4]),  # fewer successes than k: the earliest repeated in front
         ("peak_neutral", 3, [0, 4]),
+        ("frames", 3, [1, 3, 4]),  # the last_k frames, each a sample of its own for the network
     ],
 )
 def test_grey_channel_contents(mode: str, k: int, expected_frames: list[int]) -> None:
@@ -69,6 +71,20 @@ def test_grey_channel_contents(mode: str, k: int, expected_frames: list[int]) ->
     assert x.dtype == np.float32 and x.shape == (in_channels_for(cfg, color=False), S, S)
     assert frame_values(x) == [10 * (f + 1) for f in expected_frames]
     assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", list(FRAME_MODES))
+@pytest.mark.parametrize("color", [False, True])
+@pytest.mark.parametrize("success", [SUCCESS, [True], [False] * 3 + [True] * 6])
+def test_every_mode_builds_the_channels_its_model_is_built_for(mode: str, color: bool, success: list[bool]) -> None:
+    """The one table of modes: whatever frames succeeded, the input has the channels ``in_channels_for`` (which
+    sizes the network) promises, from successful frames only."""
+    rec = make_record(success, color=color)
+    for k in (1, 2, 4):
+        cfg = ModelInputConfig(appearance=mode, k=k, size=S)
+        chosen = select_frames(rec.success, cfg)
+        assert rec.success[chosen].all() and (np.diff(chosen) >= 0).all()  # successful, oldest first
+        assert appearance_input(rec.aligned, rec.success, cfg).shape == (in_channels_for(cfg, color), S, S)
 
 
 def test_color_channels_are_frame_major() -> None:

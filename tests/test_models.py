@@ -16,9 +16,7 @@ from stages.models import (
     BuildContext,
     GeometryConfig,
     ModelConfig,
-    ModelInputConfig,
     build_model,
-    in_channels_for,
     list_models,
     parse_options,
     register_model,
@@ -46,23 +44,6 @@ def test_output_shapes(streams: str, c: int, s: int, k: int, length: int) -> Non
     assert set(out) == expected[streams]
     assert all(v.shape == (3, k) for v in out.values())
     assert model.prediction_key in out
-
-
-@pytest.mark.parametrize(
-    ("mode", "k", "color", "c"),
-    [
-        ("peak", 3, False, 1),
-        ("peak", 3, True, 3),
-        ("last_k", 4, False, 4),
-        ("last_k", 3, True, 9),
-        ("peak_neutral", 3, False, 2),
-        ("peak_neutral", 3, True, 6),
-        ("frames", 3, False, 3),
-        ("frames", 2, True, 6),
-    ],
-)
-def test_in_channels_for(mode: str, k: int, color: bool, c: int) -> None:
-    assert in_channels_for(ModelInputConfig(appearance=mode, k=k), color) == c
 
 
 def test_skipnet_every_block_reaches_classifier() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from data_manifests.schema import CLASS_SETS, read_manifest
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.cv import load_labelled_data
+from pipeline.labelled_data import load_labelled_data
 from pipeline.model_folder import cv_accuracy, load_model_bundle
 from pipeline.predict import run_predict
 from pipeline.predict_inputs import input_from_path

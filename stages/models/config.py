@@ -7,9 +7,43 @@ Model-specific settings that only one registered network understands go into ``A
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class FrameMode:
+    """One appearance input mode: which successful frames are stacked and how the network sees them.
+
+    ``choose(ok, k)``: the successful frame indices ``ok`` (ascending, non-empty) and ``model.input.k`` -> the
+    indices to stack, in channel order (oldest first); ``n_frames(k)``: how many that always is;
+    ``per_frame``: each stacked frame is a sample of its own for the appearance network (shared weights,
+    logits averaged over the frames) instead of one multi-channel input."""
+
+    choose: Callable[[np.ndarray, int], np.ndarray]
+    n_frames: Callable[[int], int]
+    per_frame: bool = False
+
+
+def _last_k(ok: np.ndarray, k: int) -> np.ndarray:
+    chosen = ok[-k:]
+    return np.concatenate([np.repeat(chosen[:1], k - len(chosen)), chosen])  # the earliest repeated in front
+
+
+FRAME_MODES: dict[str, FrameMode] = {
+    "peak": FrameMode(lambda ok, k: ok[-1:], lambda k: 1),
+    "last_k": FrameMode(_last_k, lambda k: k),
+    "peak_neutral": FrameMode(lambda ok, k: np.array([ok[0], ok[-1]]), lambda k: 2),
+    "frames": FrameMode(_last_k, lambda k: k, per_frame=True),
+}
+"""THE table of appearance input modes (``model.input.appearance``): the config's choices, the frame selection
+(:func:`stages.model_input.select_frames`) and the channel count (:func:`stages.models.frames_for`) all read it."""
+
+AppearanceMode = Literal[tuple(FRAME_MODES)]  # type: ignore[valid-type]
 
 
 class ModelInputConfig(BaseModel):
@@ -17,7 +51,7 @@ class ModelInputConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    appearance: Literal["peak", "last_k", "peak_neutral", "frames"] = Field(
+    appearance: AppearanceMode = Field(
         "peak_neutral",
         description="peak: the last successful frame; last_k: the last k successful frames stacked as "
         "channels (oldest first, peak last); frames: the same k frames, but each one a sample of its own for "

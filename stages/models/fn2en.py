@@ -1,12 +1,13 @@
 """FaceNet2ExpNet-style two-stage network (after Ding et al., 2017), trained from scratch.
 
-Stage 1 (``pretrain``, called by :func:`stages.training.fit` before the expression training): the conv layers
-plus a linear regression head learn to reproduce a face-recognition network's descriptor of the same face --
-dlib's ``dlib_face_recognition_resnet_model_v1.dat`` 128-d descriptor of the peak frame, computed once per
-sequence in the data-preparation step (``training_targets = ("face_descriptor",)``; see
-:mod:`stages.face_descriptor`). Loss: 1 - cosine similarity (default) or MSE on unit-length descriptors.
-Stage 2: classifier layers (FC - ReLU - dropout - linear) on the pooled conv features, and the whole network
-is trained on expressions by the ordinary training loop. The regression head is not used afterwards.
+Stage 1 (:meth:`FN2EN.pretraining`: the objective; :func:`stages.training.fit` runs it before the expression
+training, in the same training loop): the conv layers plus a linear regression head learn to reproduce a
+face-recognition network's descriptor of the same face -- dlib's ``dlib_face_recognition_resnet_model_v1.dat``
+128-d descriptor of the peak frame, computed once per sequence in the data-preparation step (registered with
+``training_targets=("face_descriptor",)``; see :mod:`stages.face_descriptor`). Loss: 1 - cosine similarity
+(default) or MSE on unit-length descriptors. Stage 2: classifier layers (FC - ReLU - dropout - linear) on the
+pooled conv features, and the whole network is trained on expressions. The regression head is not used
+afterwards.
 
 Conv layers: blocks of 3x3 conv - 2x2 max-pool - BN - ReLU (as skipnet's), global average pooling.
 Options (``model.appearance.options``): channels, convs_per_block, fc, pretrain_epochs (0 = skip stage 1),
@@ -15,10 +16,8 @@ pretrain_lr, pretrain_loss.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from torch import nn
 
 from stages.errors import StageError
 from stages.models.config import AppearanceConfig
-from stages.models.registry import BuildContext, parse_options, register_model
+from stages.models.registry import BuildContext, Pretraining, parse_options, register_model
 from stages.models.skipnet import ConvBlock, InputNorm
 
 TARGET = "face_descriptor"
@@ -107,61 +106,33 @@ class FN2EN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def pretrain(self, data: Any) -> list[dict[str, float]]:
-        """Stage 1 on ``data`` (a :class:`stages.training.PretrainData`: the TRAINING split): regress
-        ``data.targets['face_descriptor']`` [N, descriptor_dim] from the appearance input for
-        ``pretrain_epochs`` epochs (AdamW, cosine-decayed ``pretrain_lr``, training augmentation). Returns one
-        row per epoch: stream, epoch, loss, seconds. Leaves the network in train mode."""
+    def pretraining(self, targets: dict[str, np.ndarray], n: int, device: str) -> Pretraining | None:
+        """Stage 1 (run by :func:`stages.training.fit` on the TRAINING split): regress ``targets['face_descriptor']``
+        [n, descriptor_dim] (unit length) from the appearance input for ``pretrain_epochs`` epochs at
+        ``pretrain_lr``, training the conv layers and the regression head only. None when ``pretrain_epochs`` is 0."""
         if self.pretrain_epochs == 0:
-            return []
-        if TARGET not in data.targets:
+            return None
+        if TARGET not in targets:
             raise StageError(
                 f"fn2en needs the training faces' descriptors (targets['{TARGET}']) for its first stage; they "
                 "are computed by the data preparation (stages.model_extras.build_targets) -- or set "
                 "model.appearance.options.pretrain_epochs=0"
             )
-        target = torch.as_tensor(np.asarray(data.targets[TARGET], dtype=np.float32), device=data.appearance.device)
-        if target.shape != (len(data.appearance), self.regressor.out_features):
+        target = torch.as_tensor(np.asarray(targets[TARGET], dtype=np.float32), device=device)
+        if target.shape != (n, self.regressor.out_features):
             raise StageError(
-                f"fn2en: {TARGET} targets must be [{len(data.appearance)}, {self.regressor.out_features}]; "
-                f"got {list(target.shape)}"
+                f"fn2en: {TARGET} targets must be [{n}, {self.regressor.out_features}]; got {list(target.shape)}"
             )
-        target = F.normalize(target, dim=1)
-        params = [*self.convs.parameters(), *self.regressor.parameters()]
-        opt = torch.optim.AdamW(params, lr=self.pretrain_lr, weight_decay=data.train_cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.pretrain_epochs)
-        rng = np.random.default_rng(data.seed)
-        n, bs = len(target), data.train_cfg.batch_size
-        rows = []
-        self.train()
-        for epoch in range(1, self.pretrain_epochs + 1):
-            t0, total = time.perf_counter(), 0.0
-            perm = rng.permutation(n)
-            batches = [perm[i : i + bs] for i in range(0, n, bs)]
-            if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm needs two samples
-                batches.pop()
-            for idx in batches:
-                b = torch.as_tensor(idx, device=data.appearance.device)
-                x, _ = data.augment(data.appearance[b], None)
-                loss = self.pretrain_loss(self.embed(x), target[b])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            sched.step()
-            seen = sum(len(i) for i in batches)
-            rows.append(
-                {
-                    "stream": "appearance",
-                    "epoch": epoch,
-                    "loss": total / seen if seen else math.nan,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-        return rows
+        return Pretraining(
+            epochs=self.pretrain_epochs,
+            lr=self.pretrain_lr,
+            parameters=[*self.convs.parameters(), *self.regressor.parameters()],
+            loss=lambda x, t: self.pretrain_loss(self.embed(x), t),
+            target=F.normalize(target, dim=1),
+        )
 
 
-@register_model("appearance", name="fn2en")
+@register_model("appearance", name="fn2en", training_targets=(TARGET,))  # per-sequence arrays (model_extras)
 def build_fn2en(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
     """FaceNet2ExpNet: conv layers first regress a face-recognition descriptor, then learn expressions."""
     opts = parse_options(cfg, Fn2enOptions, "fn2en")
@@ -179,6 +150,3 @@ def build_fn2en(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
         opts.pretrain_lr,
         opts.pretrain_loss,
     )
-
-
-build_fn2en.training_targets = (TARGET,)  # per-sequence arrays its training reads (stages.model_extras)

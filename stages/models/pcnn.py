@@ -3,7 +3,7 @@
 
 Input: the appearance tensor [B, C + 5, S, S] whose LAST five channels are the region masks of
 :mod:`stages.models.face_regions` (rendered from the peak frame's aligned landmarks by
-:func:`stages.model_extras.append_extras`; the builder declares this with ``input_extras``). The first C
+:func:`stages.model_extras.append_extras`; its registration declares this with ``input_extras``). The first C
 channels are the usual stacked frames. Each mask's bounding box is cut out of the frames and resampled to a
 ``patch_size`` square (default 3/8 of S: 24 px at S = 64); each region has its own small CNN (3x3 conv -
 2x2 max-pool - BN - ReLU blocks, global average pooling; the five run as one grouped convolution, weights not
@@ -136,7 +136,7 @@ class PCNN(nn.Module):
         return self.classifier(self.dropout(self.features(x)))
 
 
-@register_model("appearance", name="pcnn")
+@register_model("appearance", name="pcnn", input_extras=("face_regions",))  # appended channels (model_extras)
 def build_pcnn(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
     """Perception CNN: local CNNs on five landmark-cut regions + a global CNN, fused (needs region masks)."""
     opts = parse_options(cfg, PcnnOptions, "pcnn")
@@ -151,6 +151,3 @@ def build_pcnn(cfg: AppearanceConfig, ctx: BuildContext) -> nn.Module:
         cfg.dropout,
         cfg.normalize,
     )
-
-
-build_pcnn.input_extras = ("face_regions",)  # appended appearance channels this network reads (model_extras)

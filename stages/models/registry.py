@@ -14,6 +14,11 @@ decorated by :func:`register_model`::
         opts = parse_options(cfg, DtanOptions, "dtan")
         return Dtan(ctx.in_channels, ctx.n_classes, fc=opts.fc, dropout=cfg.dropout)
 
+A network's data needs are fields of its registration, so every data path reads them from one place
+(:func:`stages.model_extras.needs_of`): ``input_extras`` names appearance channels appended to its input (pcnn:
+``("face_regions",)``; appearance networks only), ``training_targets`` names per-sequence arrays its training
+reads (fn2en: ``("face_descriptor",)``).
+
 Contracts of the returned ``nn.Module`` (pure torch; no files, no I/O):
 
 - appearance: ``forward(x)`` with ``x`` [B, C, S, S] float32 in [0, 1] (C = frames x colour channels,
@@ -24,6 +29,10 @@ Contracts of the returned ``nn.Module`` (pure torch; no files, no I/O):
   the first frame, (x, y)) returns logits [B, ``ctx.n_classes``]. ``ctx.n_steps`` is the training L (None if
   unknown); networks that need a fixed L must check it and raise :class:`stages.errors.StageError` otherwise.
 
+Optional first training stage: a network that is :class:`Pretrainable` returns from ``pretraining(targets, n,
+device)`` a :class:`Pretraining` (or None to skip it); :func:`stages.training.fit` runs it in its own training
+loop, on the training split, before the expression training.
+
 Both kinds may use BatchNorm/Dropout (training batches have >= 2 samples) and must be deterministic on CPU
 for a fixed seed. Builders raise :class:`stages.errors.StageError` for a config they cannot honour.
 """
@@ -32,8 +41,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
@@ -62,10 +73,39 @@ Builder = Callable[..., nn.Module]
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registration: ``input_extras`` / ``training_targets`` are the network's data needs (names in
+    :mod:`stages.model_extras`)."""
+
     name: str
     kind: str
     builder: Builder
     doc: str
+    input_extras: tuple[str, ...] = ()
+    training_targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """A network's first training stage, run by :func:`stages.training.fit` before the expression training.
+
+    ``epochs`` of shuffled training batches (``train.batch_size``, augmented as configured) with AdamW at ``lr``
+    (cosine-decayed to 0 over ``epochs``, ``train.weight_decay``) on ``parameters`` only; each batch's loss is
+    ``loss(augmented stream input batch, target[batch rows])``; ``target`` [N, ...] is on the training device."""
+
+    epochs: int
+    lr: float
+    parameters: list[nn.Parameter]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    target: torch.Tensor
+
+
+@runtime_checkable
+class Pretrainable(Protocol):
+    """A stream network with a first training stage: ``pretraining(targets, n, device)`` gets the training
+    split's ``training_targets`` (name -> [n, ...] array) and returns its :class:`Pretraining`, or None when
+    it is configured off; :class:`stages.errors.StageError` when a target it needs is missing or malformed."""
+
+    def pretraining(self, targets: dict[str, np.ndarray], n: int, device: str) -> Pretraining | None: ...
 
 
 _REGISTRY: dict[str, dict[str, ModelEntry]] = {kind: {} for kind in STREAM_KINDS}
@@ -73,11 +113,20 @@ _REGISTRY: dict[str, dict[str, ModelEntry]] = {kind: {} for kind in STREAM_KINDS
 B = TypeVar("B", bound=Builder)
 
 
-def register_model(kind: StreamKind, name: str | None = None) -> Callable[[B], B]:
+def register_model(
+    kind: StreamKind,
+    name: str | None = None,
+    input_extras: tuple[str, ...] = (),
+    training_targets: tuple[str, ...] = (),
+) -> Callable[[B], B]:
     """Decorator: register ``builder(cfg, ctx) -> nn.Module`` as stream ``kind`` under ``name`` (default: the
-    function's name). Registering a different builder under a taken name raises ``ValueError``."""
+    function's name), with the appearance channels it reads beyond the frames (``input_extras``) and the
+    per-sequence arrays its training reads (``training_targets``). Registering a different builder under a
+    taken name, or extras for a geometry network, raises ``ValueError``."""
     if kind not in _REGISTRY:
         raise ValueError(f"unknown stream kind {kind!r}; expected one of {', '.join(STREAM_KINDS)}")
+    if input_extras and kind != "appearance":
+        raise ValueError(f"{kind} networks cannot declare appearance extras {tuple(input_extras)}")
 
     def decorate(builder: B) -> B:
         key = name or builder.__name__
@@ -88,7 +137,9 @@ def register_model(kind: StreamKind, name: str | None = None) -> Callable[[B], B
         ):
             raise ValueError(f"{kind} model {key!r} is already registered by {old.builder.__module__}")
         doc = (builder.__doc__ or "").strip().splitlines()
-        _REGISTRY[kind][key] = ModelEntry(key, kind, builder, doc[0] if doc else "")
+        _REGISTRY[kind][key] = ModelEntry(
+            key, kind, builder, doc[0] if doc else "", tuple(input_extras), tuple(training_targets)
+        )
         return builder
 
     return decorate

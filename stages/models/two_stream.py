@@ -17,20 +17,13 @@ from torch import nn
 
 import stages.augment as augment  # module import: stages.augment imports this package's config (a cycle)
 from stages.errors import StageError
-from stages.models.config import ModelConfig, ModelInputConfig
-from stages.models.registry import BuildContext, build_stream
-
-FRAMES_PER_INPUT = {
-    "peak": lambda cfg: 1,
-    "last_k": lambda cfg: cfg.k,
-    "frames": lambda cfg: cfg.k,
-    "peak_neutral": lambda cfg: 2,
-}
+from stages.models.config import FRAME_MODES, ModelConfig, ModelInputConfig
+from stages.models.registry import BuildContext, Pretrainable, build_stream
 
 
 def frames_for(input_cfg: ModelInputConfig) -> int:
-    """Frames stacked in the appearance input."""
-    return FRAMES_PER_INPUT[input_cfg.appearance](input_cfg)
+    """Frames stacked in the appearance input (:data:`stages.models.config.FRAME_MODES`)."""
+    return FRAME_MODES[input_cfg.appearance].n_frames(input_cfg.k)
 
 
 def in_channels_for(input_cfg: ModelInputConfig, color: bool) -> int:
@@ -171,7 +164,7 @@ def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int
     """
     if n_classes < 2:
         raise StageError(f"a classifier needs at least 2 classes; got {n_classes}")
-    per_frame = cfg.input.appearance == "frames"
+    per_frame = FRAME_MODES[cfg.input.appearance].per_frame
     n_frames = frames_for(cfg.input)
     if per_frame and in_channels % n_frames:
         raise StageError(
@@ -182,7 +175,7 @@ def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int
     ctx = BuildContext(n_classes=n_classes, in_channels=app_channels, input_size=cfg.input.size, n_steps=n_steps)
     appearance = build_stream("appearance", cfg.appearance, ctx) if cfg.streams in ("appearance", "fused") else None
     if appearance is not None and per_frame:
-        if hasattr(appearance, "pretrain"):
+        if isinstance(appearance, Pretrainable):
             raise StageError(f"appearance input 'frames' does not support {cfg.appearance.name!r}'s pretraining")
         appearance = FrameAveraged(appearance, n_frames, cfg.input.train_frames == "one")
     geometry = build_stream("geometry", cfg.geometry, ctx) if cfg.streams in ("geometry", "fused") else None
