@@ -405,3 +405,53 @@ def test_augment_is_seeded_and_bounded() -> None:
     # appearance-only batch: no trajectory needed
     app, traj = augment_batch(x, None, cfg, torch.Generator().manual_seed(5))
     assert traj is None and app.shape == x.shape
+
+
+def test_fusion_mixture_is_the_mean_of_stream_probabilities() -> None:
+    """mixture: fused = log(w * p_app + (1 - w) * p_geo), so softmax(fused) is the weighted mean of the streams'
+    probabilities (a stream's confident 'no' cannot veto the other stream, unlike a sum of logits)."""
+    model, out = _fused_parts("mixture", weight=0.3)
+    expected = 0.3 * torch.softmax(out["appearance"], 1) + 0.7 * torch.softmax(out["geometry"], 1)
+    torch.testing.assert_close(torch.softmax(out["fused"], 1), expected)
+    torch.testing.assert_close(out["fused"].exp().sum(1), torch.ones(3))  # already log-probabilities
+    assert not any("fusion" in n for n, _ in model.named_parameters())
+
+
+def test_photometric_augment_changes_contrast_gamma_and_sharpness_only_when_asked() -> None:
+    x = torch.rand(6, 3, 16, 16)
+    plain = AugmentConfig(flip=False, rotate_deg=0, scale=0, shift=0, brightness=0)
+    same, _ = augment_batch(x, None, plain, torch.Generator().manual_seed(1))
+    assert torch.equal(same, x)
+    photo = plain.model_copy(update={"contrast": 0.5, "gamma": 0.5, "blur": 1.5})
+    out, _ = augment_batch(x, None, photo, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, x)
+    # the same transform for every frame (channel) of a sample: frames stacked in channels stay aligned
+    y = x[:, :1].repeat(1, 3, 1, 1)
+    oy, _ = augment_batch(y, None, photo, torch.Generator().manual_seed(1))
+    assert torch.allclose(oy[:, 0], oy[:, 1]) and torch.allclose(oy[:, 0], oy[:, 2])
+
+
+def test_photometric_options_leave_the_default_random_stream_alone() -> None:
+    """Configs without the photometric options draw exactly the numbers they drew before the options existed:
+    otherwise every published figure would move."""
+    cfg = AugmentConfig(traj_noise=0.01)
+    x, t = torch.rand(4, 3, 16, 16), torch.randn(4, 6, 68, 2)
+    gen = torch.Generator().manual_seed(3)
+    augment_batch(x, t, cfg, gen)
+    ref = torch.Generator().manual_seed(3)
+    for shape in [(4,), (4,), (4,), (4, 2), (4,)]:  # flip, angle, zoom, shift, gain
+        torch.rand(shape, generator=ref)
+    torch.randn(t.shape, generator=ref)  # trajectory noise
+    assert torch.equal(torch.rand(5, generator=gen), torch.rand(5, generator=ref))
+
+
+def test_gaussian_blur_keeps_flat_images_and_smooths_edges() -> None:
+    from stages.augment import gaussian_blur
+
+    flat = torch.full((2, 1, 12, 12), 0.4)
+    torch.testing.assert_close(gaussian_blur(flat, torch.tensor([0.0, 2.0])), flat)
+    edge = torch.zeros(2, 1, 12, 12)
+    edge[..., 6:] = 1.0
+    out = gaussian_blur(edge, torch.tensor([0.0, 1.5]))
+    torch.testing.assert_close(out[0], edge[0], atol=1e-4, rtol=0)  # sigma 0: unchanged
+    assert 0.05 < float(out[1, 0, 0, 5]) < 0.5 and 0.5 < float(out[1, 0, 0, 6]) < 0.95

@@ -196,3 +196,16 @@ def test_kill_9_mid_run_loses_nothing(tiny_demo: Path, tmp_path: Path, first_run
     assert "skipped (cached)" in done.stderr
     cfg = _config(tiny_demo, out)
     _assert_same_records(_records(cfg), _records(first_run))
+
+
+def test_a_scan_error_while_ray_starts_still_ends_the_run(tmp_path: Path, ray_session) -> None:
+    """A first run scans the dataset in a thread while Ray starts; the scan's error (here: no CK+ tree under
+    the root) is the run's error, and nothing is written."""
+    from data_manifests.errors import ManifestError
+
+    root = tmp_path / "not_ckplus"
+    root.mkdir()
+    cfg = _config(root, tmp_path / "out")
+    with pytest.raises(ManifestError, match="no CK\\+ layout found"):
+        run_preprocess(cfg)
+    assert not preprocess_dir(cfg).exists()

@@ -33,3 +33,24 @@ def test_crashes_and_errors_become_results_and_the_batch_goes_on(ray_session, pe
     assert all(results[x] == 2 * x for x in good)
     if per_actor == 1:  # a crash is blamed on exactly the item that caused it
         assert good == [x for x in items if x > 0]
+
+
+def test_landmark_workers_get_huge_pages(ray_session, monkeypatch) -> None:
+    """Local workers inherit glibc's huge-page malloc tunable from ensure_ray; on a cluster it travels as the
+    actor's runtime_env; a user's own tunables are kept; ray.huge_pages=false asks for nothing."""
+    import ray
+
+    from pipeline.config import RayConfig
+    from pipeline.ray_runtime import HUGE_PAGES_TUNABLE, huge_pages_tunables, landmark_worker_options
+
+    @ray.remote(num_cpus=0)
+    def worker_tunables() -> str:
+        return os.environ.get("GLIBC_TUNABLES", "")
+
+    assert HUGE_PAGES_TUNABLE in ray.get(worker_tunables.remote()).split(":")
+    assert landmark_worker_options(RayConfig()) == {"num_cpus": 1}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0")
+    assert huge_pages_tunables() == f"glibc.malloc.arena_max=2:{HUGE_PAGES_TUNABLE}"
+    cluster = landmark_worker_options(RayConfig(address="auto"))
+    assert cluster["runtime_env"]["env_vars"]["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{HUGE_PAGES_TUNABLE}"
+    assert "runtime_env" not in landmark_worker_options(RayConfig(address="auto", huge_pages=False))
