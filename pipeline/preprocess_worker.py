@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from stages.decode import SequenceSource
-from stages.landmark_table import landmark_table, write_landmark_table
+from stages.landmark_table import landmark_columns, write_landmark_table
 from stages.sequence import SequenceConfig, SequenceOutcome, SequenceProcessor
 
 
@@ -51,7 +51,7 @@ class PreprocessWorker:
         if outcome.landmark_arrays is not None:
             t0 = time.perf_counter()
             lm = outcome.landmark_arrays
-            table = landmark_table(
+            table = landmark_columns(
                 source.sequence_id,
                 lm["frame_indices"],
                 lm["timestamps"],
