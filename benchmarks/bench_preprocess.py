@@ -73,7 +73,7 @@ def naive_loop(frame_lists: list[list[str]], upsample: int) -> tuple[int, float,
     return frames, time.perf_counter() - start, found
 
 
-def whole_command(root: Path, workers: int, out: Path) -> tuple[float, dict, str]:
+def whole_command(root: Path, workers: int, out: Path, overrides: list[str]) -> tuple[float, dict, str]:
     """(seconds from process start to exit, summary.json, stderr) of one fresh `seqfer preprocess` run."""
     args = [
         sys.executable,
@@ -87,6 +87,7 @@ def whole_command(root: Path, workers: int, out: Path) -> tuple[float, dict, str
         f"output_dir={out}",
         "--set",
         f"ray.workers={workers}",
+        *[arg for kv in overrides for arg in ("--set", kv)],
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
@@ -110,6 +111,9 @@ def main() -> None:
     ap.add_argument("--naive-sequences", type=int, default=20, help="sequences timed with the naive loop")
     ap.add_argument("--naive-upsample", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="config override for the whole command (A/B)"
+    )
     args = ap.parse_args()
     if (args.root is None) == (args.faces is None):
         ap.error("give exactly one of --root and --faces")
@@ -144,7 +148,7 @@ def main() -> None:
     n_naive, s_naive, found = naive_loop(seqs[: args.naive_sequences], args.naive_upsample)
     naive_fps = n_naive / s_naive
     with tempfile.TemporaryDirectory(prefix="seqfer_bench_out_") as tmp:
-        seconds, summary, _stderr = whole_command(root, args.workers, Path(tmp))
+        seconds, summary, _stderr = whole_command(root, args.workers, Path(tmp), args.overrides)
     frames = summary["frames processed"]
     fps = frames / seconds
     # .get: the script also times older versions of the command, whose summary lacks the breakdown
@@ -164,9 +168,16 @@ def main() -> None:
         f"sequences | {n_naive} | {s_naive:.1f} | {naive_fps:.1f} | 1.0 |"
     )
     print(
-        f"| `seqfer preprocess`, {args.workers} workers, process start to exit | {frames} | {seconds:.1f} | "
+        f"| `seqfer preprocess`, {args.workers} workers{''.join(' ' + kv for kv in args.overrides)}, process start "
+        f"to exit | {frames} | {seconds:.1f} | "
         f"{fps:.0f} | {fps / naive_fps:.1f} |"
     )
+    to_summary = driver.get("startup", 0.0) + summary.get("seconds", 0.0)
+    if to_summary > 0:
+        print(
+            f"\nto the written summary (the rest is Ray's own shutdown at exit): {to_summary:.1f} s = "
+            f"{frames / to_summary:.0f} frames/s, {frames / to_summary / naive_fps:.1f}x naive"
+        )
     print(
         f"\nfirst sequence finished {driver.get('first_result', 0):.1f} s after process start (Ray start "
         f"{driver.get('ray_start', 0):.1f} s of it); start-up before preprocessing {driver.get('startup', 0):.1f} s, "
