@@ -48,19 +48,6 @@ _DTYPES: dict[str, object] = {
 }
 
 
-def landmark_columns(
-    sequence_id: str,
-    frame_indices: np.ndarray,
-    timestamps: np.ndarray,
-    confidence: np.ndarray,
-    success: np.ndarray,
-    points: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """The table of :func:`landmark_table` as its column arrays, in ``COLUMNS`` order (what
-    :func:`write_landmark_table` writes without building a DataFrame)."""
-    return _columns(sequence_id, frame_indices, timestamps, confidence, success, points)
-
-
 def landmark_table(
     sequence_id: str,
     frame_indices: np.ndarray,
@@ -74,10 +61,12 @@ def landmark_table(
 
     Columns and dtypes as in the module docstring; landmarks of frames without success are NaN.
     """
-    return pd.DataFrame(_columns(sequence_id, frame_indices, timestamps, confidence, success, points), columns=COLUMNS)
+    return pd.DataFrame(
+        landmark_columns(sequence_id, frame_indices, timestamps, confidence, success, points), columns=COLUMNS
+    )
 
 
-def _columns(
+def landmark_columns(
     sequence_id: str,
     frame_indices: np.ndarray,
     timestamps: np.ndarray,
@@ -85,6 +74,8 @@ def _columns(
     success: np.ndarray,
     points: np.ndarray,
 ) -> dict[str, np.ndarray]:
+    """The table of :func:`landmark_table` as its column arrays, in ``COLUMNS`` order (what
+    :func:`write_landmark_table` writes without building a DataFrame)."""
     idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
     n = len(idx)
     ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
