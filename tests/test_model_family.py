@@ -529,3 +529,23 @@ def test_dtagn_is_one_config_dtan_flat_joint_loss() -> None:
     torch.testing.assert_close(out["fused"], 0.5 * out["appearance"] + 0.5 * out["geometry"])
     result = fit(cfg, 3, data, None, TrainConfig(epochs=5, batch_size=12, lr=3e-3), seed=0)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_fn2en_stage_one_runs_per_frame_under_frame_averaging() -> None:
+    """appearance: frames wraps fn2en in FrameAveraged; its first stage then sees every frame as a sample that
+    regresses its sequence's descriptor (frames stacked frame-major in the channels, as model inputs are)."""
+    app1, desc = descriptor_data(40, 2)
+    app = np.concatenate([app1, app1[:, :, ::-1].copy()], axis=1)  # 2 frames per sequence: the stripes and a flip
+    labels = (np.arange(40) % 2).astype(np.int64)
+    train = ArrayDataset(app, np.zeros((40, 2, 68, 2), np.float32), labels, {"face_descriptor": desc})
+    cfg = model_cfg("fn2en", 24, input={"size": 24, "appearance": "frames", "k": 2})
+    cfg.appearance.options = {**SMALL["fn2en"], "pretrain_epochs": 3}
+    result = fit(cfg, 2, train, None, TrainConfig(epochs=1, batch_size=16, augment=NO_AUGMENT), seed=0)
+    assert [r["epoch"] for r in result.pretrain_history] == [1, 2, 3]
+    wrapper = result.model.appearance
+    plan = wrapper.pretraining({"face_descriptor": desc}, 40, "cpu")
+    inner = wrapper.net.pretraining({"face_descriptor": desc}, 40, "cpu")
+    x, t = torch.as_tensor(app[:4]), plan.target[:4]
+    wrapper.eval()
+    flat = x.reshape(8, 1, 24, 24)  # frame-major: sequence 0 frame 0, sequence 0 frame 1, ...
+    torch.testing.assert_close(plan.loss(x, t), inner.loss(flat, t.repeat_interleave(2, dim=0)))

@@ -10,7 +10,9 @@ output predicts.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,7 @@ from torch import nn
 import stages.augment as augment  # module import: stages.augment imports this package's config (a cycle)
 from stages.errors import StageError
 from stages.models.config import FRAME_MODES, ModelConfig, ModelInputConfig
-from stages.models.registry import BuildContext, Pretrainable, build_stream
+from stages.models.registry import BuildContext, Pretrainable, Pretraining, build_stream
 
 
 def frames_for(input_cfg: ModelInputConfig) -> int:
@@ -53,6 +55,22 @@ class FrameAveraged(nn.Module):
             return self.net(frames[torch.arange(b, device=x.device), pick])
         logits = self.net(frames.reshape(b * self.n_frames, c // self.n_frames, h, w))
         return logits.reshape(b, self.n_frames, -1).mean(dim=1)
+
+    def pretraining(self, targets: dict[str, np.ndarray], n: int, device: str) -> Pretraining | None:
+        """The wrapped network's first stage (None when it has none), per frame: each of a sequence's frames is
+        a sample regressing the sequence's target (e.g. fn2en's face descriptor: one person, one descriptor)."""
+        if not isinstance(self.net, Pretrainable):
+            return None
+        plan = self.net.pretraining(targets, n, device)
+        if plan is None:
+            return None
+        k = self.n_frames
+
+        def per_frame_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            b, c, h, w = x.shape
+            return plan.loss(x.reshape(b * k, c // k, h, w), target.repeat_interleave(k, dim=0))
+
+        return replace(plan, loss=per_frame_loss)
 
 
 FUSIONS = ("sum", "weighted", "learned", "mixture")
@@ -175,8 +193,6 @@ def build_model(cfg: ModelConfig, n_classes: int, in_channels: int, n_steps: int
     ctx = BuildContext(n_classes=n_classes, in_channels=app_channels, input_size=cfg.input.size, n_steps=n_steps)
     appearance = build_stream("appearance", cfg.appearance, ctx) if cfg.streams in ("appearance", "fused") else None
     if appearance is not None and per_frame:
-        if isinstance(appearance, Pretrainable):
-            raise StageError(f"appearance input 'frames' does not support {cfg.appearance.name!r}'s pretraining")
         appearance = FrameAveraged(appearance, n_frames, cfg.input.train_frames == "one")
     geometry = build_stream("geometry", cfg.geometry, ctx) if cfg.streams in ("geometry", "fused") else None
     model = TwoStream(appearance, geometry, cfg.fusion, cfg.fusion_weight, cfg.joint_loss, cfg.test_flip)
