@@ -33,7 +33,7 @@ from pipeline.predict_inputs import PredictInput, input_from_path, resolve_input
 from stages.decode import SequenceSource, select_indices
 from stages.errors import StageError
 from stages.model_extras import model_inputs
-from stages.record import SequenceRecord
+from stages.record import LandmarkArrays, SequenceRecord
 from stages.sequence import (
     STATUS_OK,
     SequenceConfig,
@@ -69,7 +69,7 @@ class PredictionResult:
     seconds: float = 0.0
     source: SequenceSource | None = None
     record: SequenceRecord | None = None
-    landmarks: dict[str, np.ndarray] | None = None
+    landmarks: LandmarkArrays | None = None
 
     @property
     def ok(self) -> bool:
@@ -296,7 +296,7 @@ class Predictor:
         lm = outcome.landmark_arrays
         if lm is None:  # unreadable: nothing decoded
             return PredictionResult(pin.name, outcome.status, outcome.reason)
-        timestamps, success = lm["timestamps"], lm["success"]
+        timestamps, success = lm.timestamps, lm.success
         steps = np.diff(timestamps)
         frame_step = float(np.median(steps)) if len(steps) else 1.0 / seq.frames.fps
         bounds = window_bounds(timestamps, window, stride, frame_step)

@@ -79,7 +79,7 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lm = result.landmarks
-    if lm is None or result.source is None or not len(lm["frame_indices"]):
+    if lm is None or result.source is None or not len(lm.frame_indices):
         fig, ax = plt.subplots(figsize=(7, 1.6), dpi=100)
         ax.axis("off")
         ax.text(0.01, 0.5, _title(result, classes), va="center", ha="left", fontsize=9, wrap=True)
@@ -87,24 +87,24 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
         plt.close(fig)
         return path
 
-    positions = key_positions(len(lm["frame_indices"]), n_key)
-    indices = lm["frame_indices"][positions]
+    positions = key_positions(len(lm.frame_indices), n_key)
+    indices = lm.frame_indices[positions]
     frames = {f.index: f.image for f in iter_frames(result.source, indices, color="rgb", fps=fps)}
     record = result.record
     n = len(positions)
     first = frames[int(indices[0])]
-    left, top, right, bottom = face_region(lm["landmarks"][positions], lm["success"][positions], first.shape)
+    left, top, right, bottom = face_region(lm.landmarks[positions], lm.success[positions], first.shape)
     fig = plt.figure(figsize=(2.0 * n + 3.6, 4.6), dpi=100)
     grid = fig.add_gridspec(2, n + 1, width_ratios=[1.0] * n + [1.8], wspace=0.08, hspace=0.12)
     for col, (pos, index) in enumerate(zip(positions, indices, strict=True)):
-        ok = bool(lm["success"][pos])
+        ok = bool(lm.success[pos])
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(frames[int(index)][top:bottom, left:right])
         if ok:
-            pts = lm["landmarks"][pos] - np.array([left, top], dtype=np.float32)
+            pts = lm.landmarks[pos] - np.array([left, top], dtype=np.float32)
             ax.scatter(pts[:, 0], pts[:, 1], s=4, c=OK_COLOR, linewidths=0)
         ax.set_title(
-            f"t={lm['timestamps'][pos]:.2f}s" + ("" if ok else " no face"),
+            f"t={lm.timestamps[pos]:.2f}s" + ("" if ok else " no face"),
             fontsize=8,
             color="black" if ok else BAD_COLOR,
         )

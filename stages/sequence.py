@@ -34,7 +34,7 @@ from stages.decode import (
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
-from stages.record import SequenceRecord
+from stages.record import LandmarkArrays, SequenceRecord
 from stages.timing import StageTimes
 from stages.trajectory import TrajectoryConfig, compute_trajectory
 
@@ -68,7 +68,7 @@ class SequenceOutcome:
     n_frames: int = 0
     face_ratio: float = 0.0
     keys: dict[str, str] = field(default_factory=dict)
-    landmark_arrays: dict[str, np.ndarray] | None = None  # frame_indices, timestamps, landmarks, success, ...
+    landmark_arrays: LandmarkArrays | None = None  # None when nothing could be decoded (unreadable)
 
 
 def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
@@ -134,6 +134,10 @@ class SequenceProcessor:
         with self.times.timed("cache_read"):
             return self.caches[level].get(key)
 
+    def _get_landmarks(self, key: str) -> LandmarkArrays | None:
+        arrays = self._get("landmarks", key)
+        return None if arrays is None else LandmarkArrays.from_arrays(arrays)
+
     def _put(self, level: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
         if self.caches is not None:
             with self.times.timed("cache_write"):
@@ -147,17 +151,17 @@ class SequenceProcessor:
         keys = sequence_keys(source, self.cfg)
         if not self.caches["landmarks"].has(keys["landmarks"]):
             return None
-        lm = self._get("landmarks", keys["landmarks"])
+        lm = self._get_landmarks(keys["landmarks"])
         if lm is None:
             return None
-        status, reason = sequence_status(lm["success"], self.cfg)
+        status, reason = sequence_status(lm.success, self.cfg)
         outcome = SequenceOutcome(
             source.sequence_id,
             status,
             reason,
             cached=True,
-            n_frames=len(lm["success"]),
-            face_ratio=float(lm["success"].mean()) if len(lm["success"]) else 0.0,
+            n_frames=len(lm.success),
+            face_ratio=float(lm.success.mean()) if len(lm.success) else 0.0,
             keys=keys,
         )
         if status != STATUS_OK:
@@ -171,10 +175,10 @@ class SequenceProcessor:
         if self.caches is None:
             return None
         keys = sequence_keys(source, self.cfg)
-        parts = [self._get(level, keys[level]) for level in ("landmarks", "aligned", "trajectory")]
-        if any(p is None for p in parts):
+        lm = self._get_landmarks(keys["landmarks"])
+        al, tr = (self._get(level, keys[level]) for level in ("aligned", "trajectory"))
+        if lm is None or al is None or tr is None:
             return None
-        lm, al, tr = parts
         return _record(source.sequence_id, lm, al, tr["trajectory"])
 
     # -- processing ------------------------------------------------------------------------------------------
@@ -189,15 +193,15 @@ class SequenceProcessor:
     def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
         keys = sequence_keys(source, self.cfg)
         meta = {"sequence_id": source.sequence_id}
-        lm = None if force else self._get("landmarks", keys["landmarks"])
+        lm = None if force else self._get_landmarks(keys["landmarks"])
         al = None if force or lm is None else self._get("aligned", keys["aligned"])
         landmarks_cached = lm is not None
         computed = lm is None or al is None
         if lm is None:
             lm, al = self._landmarks_and_aligned(source)
-            self._put("landmarks", keys["landmarks"], lm, meta)
-        status, reason = sequence_status(lm["success"], self.cfg)
-        n, ratio = len(lm["success"]), float(lm["success"].mean()) if len(lm["success"]) else 0.0
+            self._put("landmarks", keys["landmarks"], lm.to_arrays(), meta)
+        status, reason = sequence_status(lm.success, self.cfg)
+        n, ratio = len(lm.success), float(lm.success.mean()) if len(lm.success) else 0.0
         if status != STATUS_OK:  # a failed sequence is fully described by its landmarks level
             return SequenceOutcome(
                 source.sequence_id,
@@ -216,7 +220,7 @@ class SequenceProcessor:
         tr = None if force or computed else self._get("trajectory", keys["trajectory"])
         if tr is None:
             computed = True
-            aligned_ok = lm["success"] & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
+            aligned_ok = lm.success & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
             with self.times.timed("trajectory"):
                 trajectory = compute_trajectory(al["aligned_landmarks"], aligned_ok, self.cfg.trajectory)
             tr = {"trajectory": np.asarray(trajectory, dtype=np.float32)}
@@ -239,7 +243,7 @@ class SequenceProcessor:
         indices = select_indices(n_frames, source.peak_index, self.cfg.frames)
         return indices, iter_frames(source, indices, color=self.cfg.align.color, fps=self.cfg.frames.fps)
 
-    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[dict, dict]:
+    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict]:
         """Decode, track landmarks and align in one streaming pass."""
         times = self.times
         with times.timed("decode"):
@@ -284,20 +288,20 @@ class SequenceProcessor:
         times.add("decode", decode[0])
         times.add("detect", detect)
         times.add("track", landmarks_seconds - decode[0] - detect)
-        lm = {
-            "frame_indices": np.asarray(idx, dtype=np.int64),
-            "timestamps": np.asarray(ts, dtype=np.float64),
-            "landmarks": np.asarray(pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
-            "success": np.asarray(ok, dtype=bool),
-            "confidence": np.asarray(conf, dtype=np.float32),
-        }
+        lm = LandmarkArrays(
+            frame_indices=np.asarray(idx, dtype=np.int64),
+            timestamps=np.asarray(ts, dtype=np.float64),
+            landmarks=np.asarray(pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
+            success=np.asarray(ok, dtype=bool),
+            confidence=np.asarray(conf, dtype=np.float32),
+        )
         return lm, self._stack_aligned(crops, crop_pts)
 
-    def _aligned_from_landmarks(self, source: SequenceSource, lm: dict) -> dict:
+    def _aligned_from_landmarks(self, source: SequenceSource, lm: LandmarkArrays) -> dict:
         """Re-align from cached landmarks (the align config changed; landmarks did not)."""
         _indices, frames = self._frames(source)
         crops, crop_pts = [], []
-        for frame, points, ok in zip(frames, lm["landmarks"], lm["success"], strict=False):
+        for frame, points, ok in zip(frames, lm.landmarks, lm.success, strict=False):
             with self.times.timed("align"):
                 crop, cpts = self._align_one(frame.image, points, bool(ok))
             crops.append(crop)
@@ -331,14 +335,10 @@ def _provided_paths(source: SequenceSource, indices: np.ndarray) -> list[str] | 
     return [paths[i] if i < len(paths) else "" for i in indices]
 
 
-def _record(sequence_id: str, lm: dict, al: dict, trajectory: np.ndarray) -> SequenceRecord:
+def _record(sequence_id: str, lm: LandmarkArrays, al: dict, trajectory: np.ndarray) -> SequenceRecord:
     return SequenceRecord(
         sequence_id=sequence_id,
-        frame_indices=lm["frame_indices"],
-        timestamps=lm["timestamps"],
-        landmarks=lm["landmarks"],
-        success=lm["success"],
-        confidence=lm["confidence"],
+        **lm.to_arrays(),
         aligned=al["aligned"],
         aligned_landmarks=al["aligned_landmarks"],
         trajectory=trajectory,
