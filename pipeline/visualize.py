@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from stages.decode import iter_frames
+from stages.record import SequenceStatus
 
 OK_COLOR, BAD_COLOR, BAR_COLOR = "#2ca02c", "#d62728", "#9ecae1"
 
@@ -62,7 +63,7 @@ def _title(result, classes: list[str]) -> str:
     if result.ok:
         head += f": {result.label} ({100 * result.confidence:.0f}%)"
         if result.timeline is not None:
-            n_ok = int((result.timeline["status"] == "ok").sum())
+            n_ok = int((result.timeline["status"] == SequenceStatus.OK).sum())
             head += f", mean of {n_ok}/{len(result.timeline)} windows"
     head += f"  |  {result.n_frames} frames, face in {100 * result.face_ratio:.0f}%"
     if result.reason:
@@ -151,7 +152,7 @@ def save_timeline_png(timeline: pd.DataFrame, classes: list[str], path: Path | s
     for i, c in enumerate(classes):
         ax.plot(centres, timeline[f"p_{c}"], marker="o", ms=3, lw=1.4, color=cmap(i % 10), label=c)
     for row in timeline.itertuples():
-        if row.status != "ok":
+        if row.status != SequenceStatus.OK:
             ax.axvspan(row.window_start, row.window_end, color="0.85", alpha=0.5, lw=0)
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s, window centre)")

@@ -2,15 +2,42 @@
 
 One code path builds them (:mod:`stages.sequence`), for training and for prediction alike:
 :class:`LandmarkArrays` (the landmarks level, also what a failed sequence is described by) and
-:class:`SequenceRecord` (every level of a sequence that succeeded).
+:class:`SequenceRecord` (every level of a sequence that succeeded). :class:`SequenceStatus` says how a sequence
+(or a prediction input) ended.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from enum import Enum
 
 import numpy as np
+
+
+class SequenceStatus(str, Enum):
+    """How one sequence or prediction input ended: ``ok``, or why it has no result.
+
+    The values are the strings written to (and read back from) index.parquet, failures.csv, excluded.csv,
+    predictions, timelines and summaries: never change one. A member equals, hashes like and prints as its value
+    (``f"{s}" == str(s) == s.value`` on every Python), so rows read back from files compare with it as they are.
+    """
+
+    OK = "ok"
+    # the sequence itself (stages.sequence)
+    UNREADABLE = "unreadable"  # a file is missing or cannot be decoded
+    TOO_SHORT = "too_short"  # fewer readable frames than min_frames
+    NO_FACE = "no_face"  # no face in any kept frame
+    LOW_FACE_RATIO = "low_face_ratio"  # a face in fewer than min_face_ratio of the kept frames (or windows)
+    # the run around it (pipeline)
+    FAILED = "failed"  # preprocessing worked but the record cannot become model input
+    ERROR = "error"  # an unexpected exception or a crashed worker (predict retries it on resume)
+    TIMEOUT = "timeout"  # ran past ray.item_timeout on a worker (predict retries it on resume)
+    NOT_PREPROCESSED = "not_preprocessed"  # labelled in the manifest, absent from the preprocess index
+    NO_FACE_FRAME = "no_face_frame"  # a failures.csv row: one frame without a face (its sequence may be ok)
+
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +86,8 @@ class SequenceRecord:
     - ``aligned_landmarks`` [T, 68, 2] float32: landmarks in crop pixels; NaN where no face.
     - ``trajectory`` [L, 68, 2] float32: normalised displacements from the first (neutral) frame, resampled to
       the configured length ``L``.
-    - ``status``: ``ok`` or a failure reason (``no_face``, ``unreadable``, ``too_short``...); ``detail``: free text.
+    - ``status``: a :class:`SequenceStatus` (``ok``, ``no_face``, ``unreadable``, ``too_short``...); ``detail``: free
+      text.
     """
 
     sequence_id: str
@@ -71,7 +99,7 @@ class SequenceRecord:
     aligned: np.ndarray
     aligned_landmarks: np.ndarray
     trajectory: np.ndarray
-    status: str = "ok"
+    status: str = SequenceStatus.OK
     detail: str = ""
     meta: dict = field(default_factory=dict)
 

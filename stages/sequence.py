@@ -34,11 +34,9 @@ from stages.decode import (
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
-from stages.record import LandmarkArrays, SequenceRecord
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 from stages.timing import StageTimes
 from stages.trajectory import TrajectoryConfig, compute_trajectory
-
-STATUS_OK = "ok"
 
 
 class SequenceConfig(BaseModel):
@@ -61,7 +59,7 @@ class SequenceOutcome:
     """What happened to one sequence. ``record`` is None when it failed."""
 
     sequence_id: str
-    status: str
+    status: SequenceStatus
     reason: str = ""
     record: SequenceRecord | None = None
     cached: bool = False
@@ -86,17 +84,17 @@ def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]
     )
 
 
-def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[str, str]:
+def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[SequenceStatus, str]:
     """(status, reason) of a sequence from its per-frame face success: ok, too_short, no_face, low_face_ratio."""
     n = len(success)
     if n < cfg.min_frames:
-        return "too_short", f"{n} readable frames, need {cfg.min_frames}"
+        return SequenceStatus.TOO_SHORT, f"{n} readable frames, need {cfg.min_frames}"
     found = int(success.sum())
     if found == 0:
-        return "no_face", f"no face in any of {n} frames"
+        return SequenceStatus.NO_FACE, f"no face in any of {n} frames"
     if found / n < cfg.min_face_ratio:
-        return "low_face_ratio", f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
-    return STATUS_OK, ""
+        return SequenceStatus.LOW_FACE_RATIO, f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
+    return SequenceStatus.OK, ""
 
 
 class SequenceProcessor:
@@ -164,7 +162,7 @@ class SequenceProcessor:
             face_ratio=float(lm.success.mean()) if len(lm.success) else 0.0,
             keys=keys,
         )
-        if status != STATUS_OK:
+        if status != SequenceStatus.OK:
             return outcome
         if self._get("aligned", keys["aligned"]) is None or self._get("trajectory", keys["trajectory"]) is None:
             return None
@@ -188,7 +186,7 @@ class SequenceProcessor:
         try:
             return self._process(source, force)
         except StageError as exc:
-            return SequenceOutcome(source.sequence_id, "unreadable", str(exc))
+            return SequenceOutcome(source.sequence_id, SequenceStatus.UNREADABLE, str(exc))
 
     def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
         keys = sequence_keys(source, self.cfg)
@@ -202,7 +200,7 @@ class SequenceProcessor:
             self._put("landmarks", keys["landmarks"], lm.to_arrays(), meta)
         status, reason = sequence_status(lm.success, self.cfg)
         n, ratio = len(lm.success), float(lm.success.mean()) if len(lm.success) else 0.0
-        if status != STATUS_OK:  # a failed sequence is fully described by its landmarks level
+        if status != SequenceStatus.OK:  # a failed sequence is fully described by its landmarks level
             return SequenceOutcome(
                 source.sequence_id,
                 status,
@@ -228,7 +226,7 @@ class SequenceProcessor:
         record = _record(source.sequence_id, lm, al, tr["trajectory"])
         return SequenceOutcome(
             source.sequence_id,
-            STATUS_OK,
+            SequenceStatus.OK,
             "",
             record=record,
             cached=not computed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import pickle
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages.align import AlignConfig
@@ -25,7 +27,7 @@ from stages.cache import (
     stage_keys,
 )
 from stages.decode import SequenceSource
-from stages.record import LandmarkArrays, SequenceRecord
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 from stages.sequence import SequenceConfig, SequenceProcessor, sequence_keys
 from stages.trajectory import TrajectoryConfig
 
@@ -403,3 +405,24 @@ def test_a_landmarks_entry_in_the_plain_array_layout_is_written_and_reused(tiny_
     for name in ("frame_indices", "timestamps", "landmarks", "success"):
         np.testing.assert_array_equal(getattr(again.landmark_arrays, name), getattr(first.landmark_arrays, name))
     np.testing.assert_array_equal(again.record.trajectory, first.record.trajectory)
+
+
+# --- statuses ---------------------------------------------------------------------------------------------
+
+
+def test_statuses_are_written_and_read_back_as_their_plain_strings(tmp_path: Path):
+    statuses = list(SequenceStatus)
+    values = [s.value for s in statuses]
+    df = pd.DataFrame({"status": statuses})
+    df.to_parquet(tmp_path / "index.parquet")
+    df.to_csv(tmp_path / "failures.csv", index=False)
+    assert pd.read_parquet(tmp_path / "index.parquet")["status"].tolist() == values
+    assert (tmp_path / "failures.csv").read_text().split() == ["status", *values]
+    assert json.loads(json.dumps({"status": statuses})) == {"status": values}
+    assert [f"{s}" for s in statuses] == [str(s) for s in statuses] == [f"{s: <1}" for s in statuses] == values
+    assert np.array(SequenceStatus.NO_FACE).tobytes() == np.array("no_face").tobytes()  # a cached record's status
+    # strings read back from a file are the members: equal, same hash, found in sets of members, parsed back
+    retry = frozenset({SequenceStatus.ERROR, SequenceStatus.TIMEOUT})
+    assert "error" in retry and "timeout" in retry and "ok" not in retry and "no_face" == SequenceStatus.NO_FACE
+    assert [SequenceStatus(v) for v in values] == statuses
+    assert pickle.loads(pickle.dumps(SequenceStatus.LOW_FACE_RATIO)) is SequenceStatus.LOW_FACE_RATIO
