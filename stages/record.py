@@ -76,12 +76,8 @@ class LandmarkArrays:
 class SequenceRecord:
     """Preprocessed sequence. ``T`` = frames kept by frame selection, ``S`` = aligned crop size (pixels).
 
-    - ``frame_indices`` [T] int64: 0-based indices into the source (frame list or video).
-    - ``timestamps`` [T] float64: seconds from the start of the source (index / fps; frame folders use the
-      configured fps).
-    - ``landmarks`` [T, 68, 2] float32: (x, y) in source pixels, 0-based, iBUG-68 order; NaN where no face.
-    - ``success`` [T] bool: a face and its landmarks were found in that frame.
-    - ``confidence`` [T] float32 in [0, 1].
+    - ``frame_indices``, ``timestamps``, ``landmarks``, ``success``, ``confidence``: as in
+      :class:`LandmarkArrays` (the landmarks level it was built from).
     - ``aligned`` [T, S, S] (grey) or [T, S, S, 3] (RGB) uint8: aligned face crops; zeros where no face.
     - ``aligned_landmarks`` [T, 68, 2] float32: landmarks in crop pixels; NaN where no face.
     - ``trajectory`` [L, 68, 2] float32: normalised displacements from the first (neutral) frame, resampled to
