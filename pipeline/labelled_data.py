@@ -29,7 +29,8 @@ from pipeline.preprocess import preprocess_dir, run_preprocess, sequence_config,
 from stages.atomic_io import atomic_open
 from stages.cache import stable_hash
 from stages.model_extras import ModelNeeds, build_targets, model_inputs, needs_of
-from stages.sequence import STATUS_OK, SequenceProcessor
+from stages.record import SequenceStatus
+from stages.sequence import SequenceProcessor
 from stages.training import ArrayDataset
 
 
@@ -69,10 +70,10 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
     keep, records, excluded = [], [], []
     recomputed = 0
     for _, row in df[df["labelled"]].iterrows():
-        status = index["status"].get(row["sequence_id"], "not_preprocessed")
+        status = index["status"].get(row["sequence_id"], SequenceStatus.NOT_PREPROCESSED)
         reason = index["reason"].get(row["sequence_id"], "")
-        record = processor.load(source_from_row(row)) if status == STATUS_OK else None
-        if record is None and status == STATUS_OK:  # damaged or removed since preprocessing: recompute it now
+        record = processor.load(source_from_row(row)) if status == SequenceStatus.OK else None
+        if record is None and status == SequenceStatus.OK:  # damaged or removed since preprocessing: recompute it now
             outcome = processor.process(source_from_row(row))
             record, status, reason = outcome.record, outcome.status, outcome.reason
             recomputed += 1

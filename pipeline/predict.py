@@ -37,13 +37,13 @@ from pipeline.errors import ConfigError
 from pipeline.model_folder import ModelBundle, load_model_bundle
 from pipeline.output_folder import claim_folder
 from pipeline.predict_inputs import PredictInput, resolve_inputs
-from pipeline.predictor import STATUS_ERROR, PredictionResult, Predictor
+from pipeline.predictor import PredictionResult, Predictor
 from pipeline.progress import RunSummary, progress_bar
 from pipeline.run_key import run_key
 from stages.atomic_io import atomic_path
 from stages.cache import source_fingerprint
 from stages.errors import StageError
-from stages.sequence import STATUS_OK
+from stages.record import SequenceStatus
 
 __all__ = ["Predictor", "PredictionResult", "PredictOptions", "run_predict", "predict_row"]
 
@@ -51,8 +51,7 @@ RAY_MIN_INPUTS = 4
 """Batches smaller than this run in the calling process: starting Ray and its workers costs seconds."""
 
 FORMATS = ("csv", "jsonl")
-STATUS_TIMEOUT = "timeout"  # ran past ray.item_timeout on a worker; retried on resume
-RETRY_STATUSES = frozenset({STATUS_ERROR, STATUS_TIMEOUT})
+RETRY_STATUSES = frozenset({SequenceStatus.ERROR, SequenceStatus.TIMEOUT})  # retried on resume
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,7 @@ def _pick_format(output: Path | None, fmt: str | None) -> tuple[Path, str]:
 
 
 def _error_row(pin: PredictInput, classes: list[str], reason: str) -> dict:
-    return PredictionResult(pin.name, STATUS_ERROR, reason, true_label=pin.true_label).row(classes)
+    return PredictionResult(pin.name, SequenceStatus.ERROR, reason, true_label=pin.true_label).row(classes)
 
 
 def _run_on_ray(
@@ -234,7 +233,9 @@ def _run_on_ray(
     )
     for (pin, _name, key), row in stream:
         if isinstance(row, ItemTimeout):
-            row = PredictionResult(pin.name, STATUS_TIMEOUT, str(row), true_label=pin.true_label).row(bundle.classes)
+            row = PredictionResult(pin.name, SequenceStatus.TIMEOUT, str(row), true_label=pin.true_label).row(
+                bundle.classes
+            )
         elif isinstance(row, ray.exceptions.RayActorError):
             row = _error_row(pin, bundle.classes, f"worker died on this input: {type(row).__name__}")
         elif isinstance(row, BaseException):
@@ -309,7 +310,7 @@ def run_predict(
                 log.write(json.dumps({"key": key, "row": row}) + "\n")
                 log.flush()
                 bar.update(1)
-                if row["status"] != STATUS_OK:
+                if row["status"] != SequenceStatus.OK:
                     n_failed += 1
                     bar.set_postfix_str(f"failed {n_failed}")
     finally:
@@ -332,8 +333,8 @@ def run_predict(
         columns += ["windows", "timeline"]
     write_results(ordered, columns, output, fmt)
 
-    failed = [(r["input"], f"{r['status']}: {r['reason']}") for r in ordered if r["status"] != STATUS_OK]
-    resumed_ok = sum(done[k]["status"] == STATUS_OK for k in keys if k in done)
+    failed = [(r["input"], f"{r['status']}: {r['reason']}") for r in ordered if r["status"] != SequenceStatus.OK]
+    resumed_ok = sum(done[k]["status"] == SequenceStatus.OK for k in keys if k in done)
     summary = RunSummary(
         title="predict",
         done=len(ordered) - len(failed) - resumed_ok,
@@ -341,7 +342,7 @@ def run_predict(
         failed=failed,
         seconds=time.perf_counter() - start,
     )
-    labels = Counter(r["label"] for r in ordered if r["status"] == STATUS_OK)
+    labels = Counter(r["label"] for r in ordered if r["status"] == SequenceStatus.OK)
     if labels:
         summary.extra["labels"] = ", ".join(f"{c} {n}" for c, n in labels.most_common())
     summary.extra["results"] = str(output)

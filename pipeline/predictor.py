@@ -33,19 +33,14 @@ from pipeline.predict_inputs import PredictInput, input_from_path, resolve_input
 from stages.decode import SequenceSource, select_indices
 from stages.errors import StageError
 from stages.model_extras import model_inputs
-from stages.record import SequenceRecord
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 from stages.sequence import (
-    STATUS_OK,
     SequenceConfig,
     SequenceProcessor,
     sequence_status,  # the processor's own ok / no_face / ... rule
 )
 from stages.training import predict_proba
 from stages.trajectory import compute_trajectory
-
-STATUS_UNREADABLE = "unreadable"
-STATUS_FAILED = "failed"  # preprocessing worked but the record cannot become model input
-STATUS_ERROR = "error"  # an unexpected exception (a bug or a library crash), retried on resume
 
 
 @dataclass
@@ -59,7 +54,7 @@ class PredictionResult:
     """
 
     input: str
-    status: str
+    status: SequenceStatus
     reason: str = ""
     probabilities: dict[str, float] | None = None
     n_frames: int = 0
@@ -69,11 +64,11 @@ class PredictionResult:
     seconds: float = 0.0
     source: SequenceSource | None = None
     record: SequenceRecord | None = None
-    landmarks: dict[str, np.ndarray] | None = None
+    landmarks: LandmarkArrays | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == STATUS_OK
+        return self.status == SequenceStatus.OK
 
     @property
     def label(self) -> str | None:
@@ -203,14 +198,14 @@ class Predictor:
         pin = self._as_input(item)
         try:
             if pin.source is None:
-                result = PredictionResult(pin.name, STATUS_UNREADABLE, pin.problem)
+                result = PredictionResult(pin.name, SequenceStatus.UNREADABLE, pin.problem)
             elif window is not None:
                 step = window / 2 if stride is None else stride
                 result = self._predict_windows(pin, float(window), float(step), keep)
             else:
                 result = self._predict_whole(pin, keep)
         except Exception as exc:  # a bug or a library crash on one input must not stop a batch
-            result = PredictionResult(pin.name, STATUS_ERROR, f"{type(exc).__name__}: {exc}")
+            result = PredictionResult(pin.name, SequenceStatus.ERROR, f"{type(exc).__name__}: {exc}")
         result.true_label = pin.true_label
         result.source = pin.source
         result.seconds = time.perf_counter() - start
@@ -254,7 +249,7 @@ class Predictor:
         try:
             appearance, trajectory = self.record_inputs(outcome.record)
         except StageError as exc:
-            result.status, result.reason = STATUS_FAILED, str(exc)
+            result.status, result.reason = SequenceStatus.FAILED, str(exc)
             return result
         result.probabilities = self._as_dict(self.probabilities(appearance, trajectory)[0])
         return result
@@ -296,7 +291,7 @@ class Predictor:
         lm = outcome.landmark_arrays
         if lm is None:  # unreadable: nothing decoded
             return PredictionResult(pin.name, outcome.status, outcome.reason)
-        timestamps, success = lm["timestamps"], lm["success"]
+        timestamps, success = lm.timestamps, lm.success
         steps = np.diff(timestamps)
         frame_step = float(np.median(steps)) if len(steps) else 1.0 / seq.frames.fps
         bounds = window_bounds(timestamps, window, stride, frame_step)
@@ -305,13 +300,13 @@ class Predictor:
             sel = positions[select_indices(len(positions), None, seq.frames)] if len(positions) else positions
             status, reason = sequence_status(success[sel], seq)
             probs = None
-            if status == STATUS_OK and outcome.record is not None:
+            if status == SequenceStatus.OK and outcome.record is not None:
                 try:
                     app, traj = self.record_inputs(self._window_record(outcome.record, positions))
                     probs = self.probabilities(app, traj)[0]
                     ok_probs.append(probs)
                 except StageError as exc:
-                    status, reason = STATUS_FAILED, str(exc)
+                    status, reason = SequenceStatus.FAILED, str(exc)
             row = {
                 "window_start": round(float(start), 4),
                 "window_end": round(float(end), 4),
@@ -328,7 +323,7 @@ class Predictor:
             rows.append(row)
         result = PredictionResult(
             pin.name,
-            STATUS_OK,
+            SequenceStatus.OK,
             "",
             n_frames=len(success),
             face_ratio=float(success.mean()) if len(success) else 0.0,
@@ -338,9 +333,9 @@ class Predictor:
             result.probabilities = self._as_dict(np.mean(ok_probs, axis=0))
         else:
             status, reason = sequence_status(success, seq)
-            if status == STATUS_OK:
+            if status == SequenceStatus.OK:
                 status, reason = (
-                    "low_face_ratio",
+                    SequenceStatus.LOW_FACE_RATIO,
                     (f"no {window:g} s window has a face in at least {seq.min_face_ratio:g} of its frames"),
                 )
             result.status, result.reason = status, reason

@@ -34,7 +34,8 @@ from pipeline.progress import RunSummary, progress_bar
 from pipeline.ray_runtime import ItemTimeout, ensure_ray, landmark_worker_options, stream_to_actors
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
-from stages.sequence import STATUS_OK, SequenceConfig, SequenceProcessor
+from stages.record import SequenceStatus
+from stages.sequence import SequenceConfig, SequenceProcessor
 from stages.timing import add_times
 
 INDEX_COLUMNS = [
@@ -179,7 +180,7 @@ def _process_todo(
                     timed_out = isinstance(result, ItemTimeout)
                     result = {
                         "sequence_id": source.sequence_id,
-                        "status": "timeout" if timed_out else "error",
+                        "status": SequenceStatus.TIMEOUT if timed_out else SequenceStatus.ERROR,
                         "cached": False,
                         "reason": str(result)
                         if timed_out
@@ -199,8 +200,10 @@ def _process_todo(
                 if "first_result" not in driver:
                     driver["first_result"] = driver["startup"] + time.perf_counter() - start
                 bar.update(1)
-                if result["status"] != STATUS_OK:
-                    bar.set_postfix_str(f"failed {sum(r['status'] != STATUS_OK for r in rows.values())}", refresh=False)
+                if result["status"] != SequenceStatus.OK:
+                    bar.set_postfix_str(
+                        f"failed {sum(r['status'] != SequenceStatus.OK for r in rows.values())}", refresh=False
+                    )
         finally:
             bar.close()
         driver["dispatch"] = time.perf_counter() - t0
@@ -258,7 +261,7 @@ def _write_outputs(
     sources = dict(zip(df["sequence_id"], df["video_path"].fillna(""), strict=True))
     failures = []
     for row in index.itertuples():
-        if row.status != STATUS_OK:
+        if row.status != SequenceStatus.OK:
             failures.append(
                 {
                     "sequence_id": row.sequence_id,
@@ -274,7 +277,7 @@ def _write_outputs(
                     "sequence_id": row.sequence_id,
                     "frame": frame,
                     "source": sources[row.sequence_id],
-                    "status": "no_face_frame",
+                    "status": SequenceStatus.NO_FACE_FRAME,
                     "reason": "no face found in this frame",
                 }
             )
@@ -282,11 +285,11 @@ def _write_outputs(
         out_dir / "failures.csv", index=False
     )
 
-    failed = index[index["status"] != STATUS_OK]
+    failed = index[index["status"] != SequenceStatus.OK]
     summary = RunSummary(
         title="preprocess",
-        done=int(((index["status"] == STATUS_OK) & ~index["cached"]).sum()),
-        skipped=int(((index["status"] == STATUS_OK) & index["cached"]).sum()),
+        done=int(((index["status"] == SequenceStatus.OK) & ~index["cached"]).sum()),
+        skipped=int(((index["status"] == SequenceStatus.OK) & index["cached"]).sum()),
         failed=[(r.sequence_id, f"{r.status}: {r.reason}") for r in failed.itertuples()],
         seconds=time.perf_counter() - start,
     )

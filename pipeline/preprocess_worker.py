@@ -53,11 +53,11 @@ class PreprocessWorker:
             lm = outcome.landmark_arrays
             table = landmark_columns(
                 source.sequence_id,
-                lm["frame_indices"],
-                lm["timestamps"],
-                lm["confidence"],
-                lm["success"],
-                lm["landmarks"],
+                lm.frame_indices,
+                lm.timestamps,
+                lm.confidence,
+                lm.success,
+                lm.landmarks,
             )
             write_landmark_table(table, table_path(self.tables_dir, source.sequence_id), csv=self.export_csv)
             times["table_write"] = time.perf_counter() - t0
@@ -92,4 +92,4 @@ def no_face_frames(outcome: SequenceOutcome) -> list[int]:
     lm = outcome.landmark_arrays
     if lm is None:
         return []
-    return [int(i) for i, ok in zip(lm["frame_indices"], lm["success"], strict=True) if not ok]
+    return [int(i) for i, ok in zip(lm.frame_indices, lm.success, strict=True) if not ok]

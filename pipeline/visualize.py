@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from stages.decode import iter_frames
+from stages.record import SequenceStatus
 
 OK_COLOR, BAD_COLOR, BAR_COLOR = "#2ca02c", "#d62728", "#9ecae1"
 
@@ -62,7 +63,7 @@ def _title(result, classes: list[str]) -> str:
     if result.ok:
         head += f": {result.label} ({100 * result.confidence:.0f}%)"
         if result.timeline is not None:
-            n_ok = int((result.timeline["status"] == "ok").sum())
+            n_ok = int((result.timeline["status"] == SequenceStatus.OK).sum())
             head += f", mean of {n_ok}/{len(result.timeline)} windows"
     head += f"  |  {result.n_frames} frames, face in {100 * result.face_ratio:.0f}%"
     if result.reason:
@@ -79,7 +80,7 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lm = result.landmarks
-    if lm is None or result.source is None or not len(lm["frame_indices"]):
+    if lm is None or result.source is None or not len(lm.frame_indices):
         fig, ax = plt.subplots(figsize=(7, 1.6), dpi=100)
         ax.axis("off")
         ax.text(0.01, 0.5, _title(result, classes), va="center", ha="left", fontsize=9, wrap=True)
@@ -87,24 +88,24 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
         plt.close(fig)
         return path
 
-    positions = key_positions(len(lm["frame_indices"]), n_key)
-    indices = lm["frame_indices"][positions]
+    positions = key_positions(len(lm.frame_indices), n_key)
+    indices = lm.frame_indices[positions]
     frames = {f.index: f.image for f in iter_frames(result.source, indices, color="rgb", fps=fps)}
     record = result.record
     n = len(positions)
     first = frames[int(indices[0])]
-    left, top, right, bottom = face_region(lm["landmarks"][positions], lm["success"][positions], first.shape)
+    left, top, right, bottom = face_region(lm.landmarks[positions], lm.success[positions], first.shape)
     fig = plt.figure(figsize=(2.0 * n + 3.6, 4.6), dpi=100)
     grid = fig.add_gridspec(2, n + 1, width_ratios=[1.0] * n + [1.8], wspace=0.08, hspace=0.12)
     for col, (pos, index) in enumerate(zip(positions, indices, strict=True)):
-        ok = bool(lm["success"][pos])
+        ok = bool(lm.success[pos])
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(frames[int(index)][top:bottom, left:right])
         if ok:
-            pts = lm["landmarks"][pos] - np.array([left, top], dtype=np.float32)
+            pts = lm.landmarks[pos] - np.array([left, top], dtype=np.float32)
             ax.scatter(pts[:, 0], pts[:, 1], s=4, c=OK_COLOR, linewidths=0)
         ax.set_title(
-            f"t={lm['timestamps'][pos]:.2f}s" + ("" if ok else " no face"),
+            f"t={lm.timestamps[pos]:.2f}s" + ("" if ok else " no face"),
             fontsize=8,
             color="black" if ok else BAD_COLOR,
         )
@@ -151,7 +152,7 @@ def save_timeline_png(timeline: pd.DataFrame, classes: list[str], path: Path | s
     for i, c in enumerate(classes):
         ax.plot(centres, timeline[f"p_{c}"], marker="o", ms=3, lw=1.4, color=cmap(i % 10), label=c)
     for row in timeline.itertuples():
-        if row.status != "ok":
+        if row.status != SequenceStatus.OK:
             ax.axvspan(row.window_start, row.window_end, color="0.85", alpha=0.5, lw=0)
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s, window centre)")

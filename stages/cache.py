@@ -42,7 +42,7 @@ from pydantic import BaseModel
 
 from stages.atomic_io import atomic_open, clean_stale_temps, host_tag
 from stages.errors import StageError
-from stages.record import SequenceRecord
+from stages.record import SequenceRecord, SequenceStatus
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ def record_from_arrays(d: Mapping[str, np.ndarray]) -> SequenceRecord:
     arrays = {name: np.asarray(d[name], dtype=dtype) for name, dtype in _RECORD_ARRAYS.items()}
     return SequenceRecord(
         sequence_id=str(d["sequence_id"]),
-        status=str(d["status"]) if "status" in d else "ok",
+        status=str(d["status"]) if "status" in d else SequenceStatus.OK,
         detail=str(d["detail"]) if "detail" in d else "",
         meta=json.loads(str(d["meta_json"])) if "meta_json" in d else {},
         **arrays,

@@ -16,7 +16,7 @@ from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.models.config import FRAME_MODES, ModelInputConfig
 from stages.models.two_stream import frames_for
-from stages.record import SequenceRecord
+from stages.record import SequenceRecord, SequenceStatus
 
 
 def select_frames(success: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
@@ -74,7 +74,7 @@ def geometry_input(trajectory: np.ndarray) -> np.ndarray:
 def input_problem(rec: SequenceRecord, cfg: ModelInputConfig) -> str:
     """Why ``rec`` cannot become model input ("" when it can). Callers filter batches with it."""
     try:
-        if rec.status != "ok":
+        if rec.status != SequenceStatus.OK:
             return f"status {rec.status}"
         appearance_input(rec.aligned, rec.success, cfg)
         geometry_input(rec.trajectory)

@@ -34,11 +34,9 @@ from stages.decode import (
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
-from stages.record import SequenceRecord
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 from stages.timing import StageTimes
 from stages.trajectory import TrajectoryConfig, compute_trajectory
-
-STATUS_OK = "ok"
 
 
 class SequenceConfig(BaseModel):
@@ -61,14 +59,14 @@ class SequenceOutcome:
     """What happened to one sequence. ``record`` is None when it failed."""
 
     sequence_id: str
-    status: str
+    status: SequenceStatus
     reason: str = ""
     record: SequenceRecord | None = None
     cached: bool = False
     n_frames: int = 0
     face_ratio: float = 0.0
     keys: dict[str, str] = field(default_factory=dict)
-    landmark_arrays: dict[str, np.ndarray] | None = None  # frame_indices, timestamps, landmarks, success, ...
+    landmark_arrays: LandmarkArrays | None = None  # None when nothing could be decoded (unreadable)
 
 
 def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
@@ -86,17 +84,17 @@ def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]
     )
 
 
-def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[str, str]:
+def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[SequenceStatus, str]:
     """(status, reason) of a sequence from its per-frame face success: ok, too_short, no_face, low_face_ratio."""
     n = len(success)
     if n < cfg.min_frames:
-        return "too_short", f"{n} readable frames, need {cfg.min_frames}"
+        return SequenceStatus.TOO_SHORT, f"{n} readable frames, need {cfg.min_frames}"
     found = int(success.sum())
     if found == 0:
-        return "no_face", f"no face in any of {n} frames"
+        return SequenceStatus.NO_FACE, f"no face in any of {n} frames"
     if found / n < cfg.min_face_ratio:
-        return "low_face_ratio", f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
-    return STATUS_OK, ""
+        return SequenceStatus.LOW_FACE_RATIO, f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
+    return SequenceStatus.OK, ""
 
 
 class SequenceProcessor:
@@ -134,6 +132,10 @@ class SequenceProcessor:
         with self.times.timed("cache_read"):
             return self.caches[level].get(key)
 
+    def _get_landmarks(self, key: str) -> LandmarkArrays | None:
+        arrays = self._get("landmarks", key)
+        return None if arrays is None else LandmarkArrays.from_arrays(arrays)
+
     def _put(self, level: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
         if self.caches is not None:
             with self.times.timed("cache_write"):
@@ -147,20 +149,20 @@ class SequenceProcessor:
         keys = sequence_keys(source, self.cfg)
         if not self.caches["landmarks"].has(keys["landmarks"]):
             return None
-        lm = self._get("landmarks", keys["landmarks"])
+        lm = self._get_landmarks(keys["landmarks"])
         if lm is None:
             return None
-        status, reason = sequence_status(lm["success"], self.cfg)
+        status, reason = sequence_status(lm.success, self.cfg)
         outcome = SequenceOutcome(
             source.sequence_id,
             status,
             reason,
             cached=True,
-            n_frames=len(lm["success"]),
-            face_ratio=float(lm["success"].mean()) if len(lm["success"]) else 0.0,
+            n_frames=len(lm.success),
+            face_ratio=float(lm.success.mean()) if len(lm.success) else 0.0,
             keys=keys,
         )
-        if status != STATUS_OK:
+        if status != SequenceStatus.OK:
             return outcome
         if self._get("aligned", keys["aligned"]) is None or self._get("trajectory", keys["trajectory"]) is None:
             return None
@@ -171,10 +173,10 @@ class SequenceProcessor:
         if self.caches is None:
             return None
         keys = sequence_keys(source, self.cfg)
-        parts = [self._get(level, keys[level]) for level in ("landmarks", "aligned", "trajectory")]
-        if any(p is None for p in parts):
+        lm = self._get_landmarks(keys["landmarks"])
+        al, tr = (self._get(level, keys[level]) for level in ("aligned", "trajectory"))
+        if lm is None or al is None or tr is None:
             return None
-        lm, al, tr = parts
         return _record(source.sequence_id, lm, al, tr["trajectory"])
 
     # -- processing ------------------------------------------------------------------------------------------
@@ -184,21 +186,21 @@ class SequenceProcessor:
         try:
             return self._process(source, force)
         except StageError as exc:
-            return SequenceOutcome(source.sequence_id, "unreadable", str(exc))
+            return SequenceOutcome(source.sequence_id, SequenceStatus.UNREADABLE, str(exc))
 
     def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
         keys = sequence_keys(source, self.cfg)
         meta = {"sequence_id": source.sequence_id}
-        lm = None if force else self._get("landmarks", keys["landmarks"])
+        lm = None if force else self._get_landmarks(keys["landmarks"])
         al = None if force or lm is None else self._get("aligned", keys["aligned"])
         landmarks_cached = lm is not None
         computed = lm is None or al is None
         if lm is None:
             lm, al = self._landmarks_and_aligned(source)
-            self._put("landmarks", keys["landmarks"], lm, meta)
-        status, reason = sequence_status(lm["success"], self.cfg)
-        n, ratio = len(lm["success"]), float(lm["success"].mean()) if len(lm["success"]) else 0.0
-        if status != STATUS_OK:  # a failed sequence is fully described by its landmarks level
+            self._put("landmarks", keys["landmarks"], lm.to_arrays(), meta)
+        status, reason = sequence_status(lm.success, self.cfg)
+        n, ratio = len(lm.success), float(lm.success.mean()) if len(lm.success) else 0.0
+        if status != SequenceStatus.OK:  # a failed sequence is fully described by its landmarks level
             return SequenceOutcome(
                 source.sequence_id,
                 status,
@@ -216,7 +218,7 @@ class SequenceProcessor:
         tr = None if force or computed else self._get("trajectory", keys["trajectory"])
         if tr is None:
             computed = True
-            aligned_ok = lm["success"] & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
+            aligned_ok = lm.success & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
             with self.times.timed("trajectory"):
                 trajectory = compute_trajectory(al["aligned_landmarks"], aligned_ok, self.cfg.trajectory)
             tr = {"trajectory": np.asarray(trajectory, dtype=np.float32)}
@@ -224,7 +226,7 @@ class SequenceProcessor:
         record = _record(source.sequence_id, lm, al, tr["trajectory"])
         return SequenceOutcome(
             source.sequence_id,
-            STATUS_OK,
+            SequenceStatus.OK,
             "",
             record=record,
             cached=not computed,
@@ -239,7 +241,7 @@ class SequenceProcessor:
         indices = select_indices(n_frames, source.peak_index, self.cfg.frames)
         return indices, iter_frames(source, indices, color=self.cfg.align.color, fps=self.cfg.frames.fps)
 
-    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[dict, dict]:
+    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict]:
         """Decode, track landmarks and align in one streaming pass."""
         times = self.times
         with times.timed("decode"):
@@ -284,20 +286,20 @@ class SequenceProcessor:
         times.add("decode", decode[0])
         times.add("detect", detect)
         times.add("track", landmarks_seconds - decode[0] - detect)
-        lm = {
-            "frame_indices": np.asarray(idx, dtype=np.int64),
-            "timestamps": np.asarray(ts, dtype=np.float64),
-            "landmarks": np.asarray(pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
-            "success": np.asarray(ok, dtype=bool),
-            "confidence": np.asarray(conf, dtype=np.float32),
-        }
+        lm = LandmarkArrays(
+            frame_indices=np.asarray(idx, dtype=np.int64),
+            timestamps=np.asarray(ts, dtype=np.float64),
+            landmarks=np.asarray(pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
+            success=np.asarray(ok, dtype=bool),
+            confidence=np.asarray(conf, dtype=np.float32),
+        )
         return lm, self._stack_aligned(crops, crop_pts)
 
-    def _aligned_from_landmarks(self, source: SequenceSource, lm: dict) -> dict:
+    def _aligned_from_landmarks(self, source: SequenceSource, lm: LandmarkArrays) -> dict:
         """Re-align from cached landmarks (the align config changed; landmarks did not)."""
         _indices, frames = self._frames(source)
         crops, crop_pts = [], []
-        for frame, points, ok in zip(frames, lm["landmarks"], lm["success"], strict=False):
+        for frame, points, ok in zip(frames, lm.landmarks, lm.success, strict=False):
             with self.times.timed("align"):
                 crop, cpts = self._align_one(frame.image, points, bool(ok))
             crops.append(crop)
@@ -331,14 +333,10 @@ def _provided_paths(source: SequenceSource, indices: np.ndarray) -> list[str] | 
     return [paths[i] if i < len(paths) else "" for i in indices]
 
 
-def _record(sequence_id: str, lm: dict, al: dict, trajectory: np.ndarray) -> SequenceRecord:
+def _record(sequence_id: str, lm: LandmarkArrays, al: dict, trajectory: np.ndarray) -> SequenceRecord:
     return SequenceRecord(
         sequence_id=sequence_id,
-        frame_indices=lm["frame_indices"],
-        timestamps=lm["timestamps"],
-        landmarks=lm["landmarks"],
-        success=lm["success"],
-        confidence=lm["confidence"],
+        **lm.to_arrays(),
         aligned=al["aligned"],
         aligned_landmarks=al["aligned_landmarks"],
         trajectory=trajectory,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import multiprocessing
 import os
 import pickle
@@ -11,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages.align import AlignConfig
@@ -23,7 +26,9 @@ from stages.cache import (
     stable_hash,
     stage_keys,
 )
-from stages.record import SequenceRecord
+from stages.decode import SequenceSource
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
+from stages.sequence import SequenceConfig, SequenceProcessor, sequence_keys
 from stages.trajectory import TrajectoryConfig
 
 
@@ -342,3 +347,82 @@ def test_failed_record_round_trip():
     back = record_from_arrays(record_to_arrays(rec))
     assert (back.status, back.detail) == ("no_face", "no face in any of 4 frames")
     assert back.trajectory.shape == (0, 68, 2)
+
+
+# --- the landmarks level ----------------------------------------------------------------------------------
+
+LANDMARKS_LEVEL = {  # what the landmarks level has held since cache format 1: name -> (dtype, shape after T)
+    "frame_indices": (np.int64, ()),
+    "timestamps": (np.float64, ()),
+    "landmarks": (np.float32, (68, 2)),
+    "success": (np.bool_, ()),
+    "confidence": (np.float32, ()),
+}
+
+
+def test_landmark_arrays_are_the_landmarks_level_names_unconverted():
+    rec = _record()
+    lm = LandmarkArrays.from_arrays({**record_to_arrays(rec), "unrelated": np.zeros(3)})
+    arrays = lm.to_arrays()
+    assert list(arrays) == list(LANDMARKS_LEVEL)
+    for name in LANDMARKS_LEVEL:  # the very arrays handed in: nothing copied or cast on the way
+        assert arrays[name] is getattr(lm, name)
+    np.testing.assert_array_equal(lm.landmarks, rec.landmarks)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lm.success = np.ones(4, bool)
+    with pytest.raises(KeyError, match="confidence"):
+        LandmarkArrays.from_arrays({k: v for k, v in arrays.items() if k != "confidence"})
+
+
+def _first_demo_sequence(root: Path) -> SequenceSource:
+    folder = sorted(p for p in (root / "cohn-kanade-images").glob("S*/*") if p.is_dir())[0]
+    return SequenceSource("seq", tuple(str(p) for p in sorted(folder.glob("*.png"))))
+
+
+def test_a_landmarks_entry_in_the_plain_array_layout_is_written_and_reused(tiny_demo: Path, tmp_path: Path):
+    source = _first_demo_sequence(tiny_demo)
+    cfg = SequenceConfig(trajectory=TrajectoryConfig(length=8))
+    first = SequenceProcessor(cfg, tmp_path).process(source)
+    assert first.status == "ok" and not first.cached
+    key = sequence_keys(source, cfg)["landmarks"]
+    cache = ArrayCache(tmp_path, "landmarks")
+    with np.load(cache.path(key), allow_pickle=False) as npz:  # the on-disk layout, reserved names aside
+        stored = {name: npz[name] for name in npz.files if not name.startswith("__")}
+    assert set(stored) == set(LANDMARKS_LEVEL)
+    n = len(stored["success"])
+    for name, (dtype, tail) in LANDMARKS_LEVEL.items():
+        assert stored[name].dtype == dtype and stored[name].shape == (n, *tail), name
+
+    # An entry as a writer of plain dicts puts it (what the cache held before LandmarkArrays), with a marked
+    # confidence: a new processor reads it back as is instead of recomputing it.
+    old = {name: np.asarray(stored[name]) for name in LANDMARKS_LEVEL}
+    old["confidence"] = np.full(n, 0.25, np.float32)
+    cache.put(key, old, {"sequence_id": source.sequence_id})
+    again = SequenceProcessor(cfg, tmp_path).process(source)
+    assert again.cached and again.status == "ok"
+    np.testing.assert_array_equal(again.landmark_arrays.confidence, old["confidence"])
+    np.testing.assert_array_equal(again.record.confidence, old["confidence"])
+    for name in ("frame_indices", "timestamps", "landmarks", "success"):
+        np.testing.assert_array_equal(getattr(again.landmark_arrays, name), getattr(first.landmark_arrays, name))
+    np.testing.assert_array_equal(again.record.trajectory, first.record.trajectory)
+
+
+# --- statuses ---------------------------------------------------------------------------------------------
+
+
+def test_statuses_are_written_and_read_back_as_their_plain_strings(tmp_path: Path):
+    statuses = list(SequenceStatus)
+    values = [s.value for s in statuses]
+    df = pd.DataFrame({"status": statuses})
+    df.to_parquet(tmp_path / "index.parquet")
+    df.to_csv(tmp_path / "failures.csv", index=False)
+    assert pd.read_parquet(tmp_path / "index.parquet")["status"].tolist() == values
+    assert (tmp_path / "failures.csv").read_text().split() == ["status", *values]
+    assert json.loads(json.dumps({"status": statuses})) == {"status": values}
+    assert [f"{s}" for s in statuses] == [str(s) for s in statuses] == [f"{s: <1}" for s in statuses] == values
+    assert np.array(SequenceStatus.NO_FACE).tobytes() == np.array("no_face").tobytes()  # a cached record's status
+    # strings read back from a file are the members: equal, same hash, found in sets of members, parsed back
+    retry = frozenset({SequenceStatus.ERROR, SequenceStatus.TIMEOUT})
+    assert "error" in retry and "timeout" in retry and "ok" not in retry and "no_face" == SequenceStatus.NO_FACE
+    assert [SequenceStatus(v) for v in values] == statuses
+    assert pickle.loads(pickle.dumps(SequenceStatus.LOW_FACE_RATIO)) is SequenceStatus.LOW_FACE_RATIO
