@@ -34,6 +34,7 @@ from pipeline.progress import RunSummary, progress_bar
 from pipeline.ray_runtime import ItemTimeout, ensure_ray, landmark_worker_options, stream_to_actors
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
+from stages.landmark_table import frames_without_face
 from stages.record import SequenceStatus
 from stages.sequence import SequenceConfig, SequenceProcessor
 from stages.timing import add_times
@@ -101,8 +102,14 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     for _, row in df.iterrows():
         source = source_from_row(row)
         cached = None if force else local.lookup(source)
-        if cached is not None and table_path(tables_dir, source.sequence_id).is_file():
-            rows[source.sequence_id] = {**outcome_row(cached), "seconds": 0.0, "no_face_frames": None}
+        table = table_path(tables_dir, source.sequence_id)
+        if cached is not None and table.is_file():
+            # its frames without a face are read back from its table, so failures.csv lists them on every run
+            rows[source.sequence_id] = {
+                **outcome_row(cached),
+                "seconds": 0.0,
+                "no_face_frames": frames_without_face(table),
+            }
         else:
             todo.append(source)
     driver["manifest"] = time.perf_counter() - start

@@ -150,6 +150,17 @@ def read_landmark_table(path: Path) -> pd.DataFrame:
     return _apply_dtypes(df)
 
 
+def frames_without_face(path: Path) -> list[int]:
+    """0-based source indices of the frames without landmarks in a Parquet table written by
+    :func:`write_landmark_table` (reads two columns only); [] when the table cannot be read."""
+    try:
+        table = pq.read_table(path, columns=["source_index", "success"])
+    except (OSError, ValueError, pa.ArrowException):
+        return []
+    index, success = table.column("source_index").to_numpy(), table.column("success").to_numpy()
+    return [int(i) for i, ok in zip(index, success, strict=True) if not ok]
+
+
 def read_openface_csv(path: Path, face_id: int | None = None, keep_extra: bool = False) -> pd.DataFrame:
     """Read an OpenFace 2 ``FeatureExtraction`` CSV into the columns of :func:`landmark_table`.
 

@@ -144,7 +144,8 @@ def test_faceless_sequences_are_in_the_failures_table(tiny_demo: Path, tmp_path:
     shutil.copytree(tiny_demo, root)
     seq_dirs = sorted(p for p in (root / "cohn-kanade-images").glob("S*/*") if p.is_dir())
     blank = seq_dirs[0]
-    for frame in blank.glob("*.png"):
+    holes = sorted(seq_dirs[1].glob("*.png"))[2:4]  # two faceless frames inside an otherwise good sequence
+    for frame in [*blank.glob("*.png"), *holes]:
         img = cv2.imread(str(frame), cv2.IMREAD_GRAYSCALE)
         cv2.imwrite(str(frame), np.full_like(img, 128))
     cfg = _config(root, tmp_path / "out")
@@ -155,6 +156,12 @@ def test_faceless_sequences_are_in_the_failures_table(tiny_demo: Path, tmp_path:
     assert list(row["status"]) == ["no_face"]
     assert blank_id in [item for item, _ in summary.failed]
     assert summary.done + summary.skipped >= 5
+    holes_id = f"{seq_dirs[1].parent.name}_{seq_dirs[1].name}"
+    assert list(failures.loc[failures["sequence_id"] == holes_id, "status"]) == ["no_face_frame"] * 2
+    # a re-run served from the cache rewrites the same failures table (the faceless frames are not forgotten)
+    again = run_preprocess(cfg)
+    assert again.done == 0 and again.skipped == summary.done + summary.skipped
+    pd.testing.assert_frame_equal(pd.read_csv(preprocess_dir(cfg) / "failures.csv"), failures)
 
 
 @pytest.mark.slow
