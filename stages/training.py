@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from stages.atomic_io import atomic_path
 from stages.augment import augment_batch
@@ -215,6 +216,10 @@ def _fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine" else None
     weight = _class_weight(train.labels, n_classes, device) if cfg.class_weighted else None
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    kept = model if ema is None else ema.module  # what validation judges and the best state holds
 
     if val is not None:
         v_app, v_traj = _tensors(val, device)
@@ -226,6 +231,8 @@ def _fit(
     saved = _load_train_state(resume_path, resume_key)
     if saved is not None:
         model.load_state_dict(saved["model"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
         if sched is not None:
             sched.load_state_dict(saved["scheduler"])
@@ -247,11 +254,12 @@ def _fit(
             loss = model.loss(out, y[b_idx], weight, cfg.label_smoothing)
             return loss, int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
 
-        total_loss, correct, seen = _train_epoch(opt, rng, len(y), cfg.batch_size, device, batch_loss)
+        average = None if ema is None else lambda: ema.update_parameters(model)
+        total_loss, correct, seen = _train_epoch(opt, rng, len(y), cfg.batch_size, device, batch_loss, average)
         if sched is not None:
             sched.step()
         if val is not None:
-            val_loss, val_acc = _evaluate(model, v_app, v_traj, v_y, weight, max(cfg.batch_size, 128))
+            val_loss, val_acc = _evaluate(kept, v_app, v_traj, v_y, weight, max(cfg.batch_size, 128))
         else:
             val_loss, val_acc = math.nan, math.nan
         row = {
@@ -271,7 +279,7 @@ def _fit(
         stop = False
         if key > best_key:
             best_key, best_epoch, stale = key, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(kept.state_dict())
         else:
             stale += 1
             stop = stale >= cfg.patience
@@ -283,6 +291,7 @@ def _fit(
                     "epoch": epoch,
                     "stopped": stop,
                     "model": model.state_dict(),
+                    **({} if ema is None else {"ema": ema.state_dict()}),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict() if sched is not None else {},
                     "torch_rng": torch.get_rng_state(),
@@ -336,10 +345,11 @@ def _train_epoch(
     batch_size: int,
     device: str,
     batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, int]],
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[float, int, int]:
     """One epoch of optimisation over shuffled batches of ``n`` training rows (the one batch loop of both training
-    stages): ``batch_loss(row indices on device) -> (loss, correct predictions)``, then a step of ``opt``.
-    Returns (summed loss x batch size, correct, rows seen)."""
+    stages): ``batch_loss(row indices on device) -> (loss, correct predictions)``, then a step of ``opt`` and
+    ``after_step()``. Returns (summed loss x batch size, correct, rows seen)."""
     total_loss, correct, seen = 0.0, 0, 0
     for idx in _batches(rng, n, batch_size):
         b_idx = torch.as_tensor(idx, device=device)
@@ -347,6 +357,8 @@ def _train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step()
         total_loss += float(loss.detach()) * len(idx)
         correct += n_correct
         seen += len(idx)

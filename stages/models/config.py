@@ -203,5 +203,12 @@ class TrainConfig(BaseModel):
     class_weighted: bool = Field(
         False, description="Weight cross-entropy by inverse class frequency of the training labels."
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Exponential moving average of the weights (and BN statistics) per step with this decay; the "
+        "average is what validation picks the epoch with and what is kept (0 = off).",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     threads: int = Field(1, ge=1, description="torch.set_num_threads inside fit (restored afterwards).")
