@@ -70,3 +70,22 @@ def tight_crop() -> tuple:
         to_grey(face.image), m, (side_px, side_px), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
     )
     return crop, pts @ m[:, :2].T + m[:, 2]
+
+
+class _KilledAfterEpoch(Exception):
+    """Stands for a kill mid-training, raised from ``fit``'s ``on_epoch`` after that epoch's state was saved."""
+
+
+@pytest.fixture
+def kill_after_epoch():
+    """``(exception class, make)``: ``make(n)`` is an ``on_epoch`` callback that raises the exception once epoch
+    ``n`` (1-based) has been reported, i.e. after its training state is on disk."""
+
+    def make(epoch: int):
+        def on_epoch(row: dict) -> None:
+            if row["epoch"] == epoch:
+                raise _KilledAfterEpoch
+
+        return on_epoch
+
+    return _KilledAfterEpoch, make

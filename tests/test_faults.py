@@ -587,7 +587,9 @@ def test_fold_advice_never_contradicts_the_two_fold_minimum() -> None:
 # --- 6. a killed CV fold resumes from its last epoch ---------------------------------------------------------------
 
 
-def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepared, tmp_path: Path) -> None:
+def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(
+    prepared, tmp_path: Path, kill_after_epoch
+) -> None:
     import torch
 
     from pipeline.labelled_data import split_fold
@@ -600,16 +602,10 @@ def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(prepar
     args = (cfg.model, len(data.classes), train, val, tcfg)
     whole = fit(*args, seed=3)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_2(row: dict) -> None:
-        if row["epoch"] == 2:
-            raise Killed
-
+    killed, after = kill_after_epoch
     state = tmp_path / "train_state.pt"
-    with pytest.raises(Killed):
-        fit(*args, seed=3, on_epoch=kill_after_epoch_2, resume_path=state, resume_key="k")
+    with pytest.raises(killed):
+        fit(*args, seed=3, on_epoch=after(2), resume_path=state, resume_key="k")
     epochs = []
     resumed = fit(*args, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state, resume_key="k")
     assert epochs == [3, 4]  # epochs 1-2 were not run again

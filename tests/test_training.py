@@ -192,7 +192,7 @@ def test_fit_rejects_bad_inputs(data) -> None:
         ArrayDataset(train.appearance, train.trajectory[:3], train.labels)
 
 
-def test_weight_averaging_keeps_the_average_and_resumes_exactly(tmp_path, data) -> None:
+def test_weight_averaging_keeps_the_average_and_resumes_exactly(tmp_path, data, kill_after_epoch) -> None:
     """train.ema_decay: validation judges, and the result holds, the moving average of the weights, not the last
     step's; the run is seeded, and a run killed after an epoch resumes to the same weights."""
     train, val = data
@@ -205,16 +205,10 @@ def test_weight_averaging_keeps_the_average_and_resumes_exactly(tmp_path, data) 
     assert any(not torch.equal(v, weights(plain)[k]) for k, v in weights(averaged).items())
     assert all(torch.equal(v, weights(again)[k]) for k, v in weights(averaged).items())
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_2(row: dict) -> None:
-        if row["epoch"] == 2:
-            raise Killed
-
+    killed, after = kill_after_epoch
     state = tmp_path / "state.pt"
-    with pytest.raises(Killed):
-        fit(model_cfg(), K, train, val, cfg, seed=2, on_epoch=kill_after_epoch_2, resume_path=state, resume_key="k")
+    with pytest.raises(killed):
+        fit(model_cfg(), K, train, val, cfg, seed=2, on_epoch=after(2), resume_path=state, resume_key="k")
     resumed = fit(model_cfg(), K, train, val, cfg, seed=2, resume_path=state, resume_key="k")
     assert resumed.best_epoch == averaged.best_epoch
     assert all(torch.equal(v, weights(resumed)[k]) for k, v in weights(averaged).items())
