@@ -14,6 +14,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
+# The smallest two-stream model the CLI tests train: config overrides (`--set` strings) shared by every module that
+# runs cv / train / predict end to end, each adding what it needs (epochs, folds, workers, align size).
+TINY_MODEL = [
+    "model.appearance.channels=[8, 16]",
+    "model.appearance.skip_dim=8",
+    "model.geometry.hidden=16",
+    "model.input.size=32",
+]
+
 CKPLUS_COUNTS: dict[str, int] = {
     "anger": 45,
     "contempt": 18,

@@ -12,19 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fixtures_datasets import TINY_MODEL
 
 from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_YAML = str(REPO / "configs" / "demo.yaml")
-TINY = [
-    "train.epochs=1",
-    "train.batch_size=4",
-    "model.appearance.channels=[8, 16]",
-    "model.appearance.skip_dim=8",
-    "model.geometry.hidden=16",
-    "model.input.size=32",
-]
+TINY = ["train.epochs=1", "train.batch_size=4", *TINY_MODEL]
 
 
 def _sets(*overrides: str) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_datasets import TINY_MODEL
 
 from pipeline.config import Config, load_config
 from pipeline.cv import cv_dir, run_cv
@@ -39,14 +40,7 @@ def test_split_fold_is_deterministic() -> None:
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-TINY = [
-    "train.epochs=2",
-    "train.batch_size=4",
-    "model.appearance.channels=[8, 16]",
-    "model.appearance.skip_dim=8",
-    "model.geometry.hidden=16",
-    "model.input.size=32",
-]
+TINY = ["train.epochs=2", "train.batch_size=4", *TINY_MODEL]
 
 
 @pytest.fixture(scope="module")

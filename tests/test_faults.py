@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_datasets import TINY_MODEL
 
 from pipeline.cli import main
 from pipeline.config import Config, load_config, to_yaml
@@ -29,16 +30,7 @@ from stages.atomic_io import atomic_path, atomic_write_text
 from stages.errors import StageError
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = [
-    "train.epochs=2",
-    "train.batch_size=4",
-    "model.appearance.channels=[8, 16]",
-    "model.appearance.skip_dim=8",
-    "model.geometry.hidden=16",
-    "model.input.size=32",
-    "data.folds=2",
-    "ray.workers=2",
-]
+TINY = ["train.epochs=2", "train.batch_size=4", *TINY_MODEL, "data.folds=2", "ray.workers=2"]
 
 
 def _config(root: Path, out: Path, *extra: str) -> Config:

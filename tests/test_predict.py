@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures_datasets import TINY_MODEL
 
 from pipeline.config import Config, load_config, to_yaml
 from pipeline.model_folder import load_model_bundle, write_model_folder
@@ -27,14 +28,7 @@ from stages.models import build_model, frames_for, in_channels_for
 from stages.training import predict_proba, save_checkpoint
 
 CLASSES = ["happy", "sadness", "surprise"]
-TINY = [
-    "preprocess.align.size=48",
-    "model.input.size=32",
-    "model.appearance.channels=[8, 16]",
-    "model.appearance.skip_dim=8",
-    "model.geometry.hidden=16",
-    "ray.workers=2",
-]
+TINY = ["preprocess.align.size=48", *TINY_MODEL, "ray.workers=2"]
 N_FACE = 8  # frames of the synthetic face clip
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_datasets import TINY_MODEL
 
 from data_manifests.schema import CLASS_SETS, read_manifest
 from pipeline.config import Config, load_config, to_yaml
@@ -26,16 +27,7 @@ from pipeline.preprocess import source_from_row
 from pipeline.train import deployment_split
 from stages.training import predict_proba
 
-TINY = [
-    "preprocess.align.size=48",
-    "model.input.size=32",
-    "model.appearance.channels=[8, 16]",
-    "model.appearance.skip_dim=8",
-    "model.geometry.hidden=16",
-    "train.epochs=2",
-    "train.batch_size=4",
-    "ray.workers=2",
-]
+TINY = ["preprocess.align.size=48", *TINY_MODEL, "train.epochs=2", "train.batch_size=4", "ray.workers=2"]
 
 
 def _cli(args: list[str]) -> int:
