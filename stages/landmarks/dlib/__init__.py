@@ -14,7 +14,9 @@ def build_detector(cfg: LandmarkConfig) -> HogDetector | MmodDetector:
 
 def build(cfg: LandmarkConfig) -> TrackingLandmarker:
     """A dlib landmarker; build once per worker (dlib models are not thread-safe or picklable)."""
-    return TrackingLandmarker("dlib", cfg, build_detector(cfg), DlibShapePredictor(cfg.predictor_path))
+    return TrackingLandmarker(
+        "dlib", cfg, build_detector(cfg), DlibShapePredictor(cfg.predictor_path, cfg.predictor_impl)
+    )
 
 
 __all__ = ["build", "build_detector"]

@@ -107,17 +107,31 @@ DETECTORS = {"hog": HogDetector, "mmod": MmodDetector}
 
 
 class DlibShapePredictor:
-    """dlib's 68-point regression-tree shape predictor; reads grey frames, outputs integer-pixel points."""
+    """dlib's 68-point regression-tree shape predictor; reads grey frames.
 
-    def __init__(self, path: str | None = None) -> None:
-        import dlib
+    ``impl='trees'`` (default) evaluates the model file with :mod:`stages.landmarks.dlib.trees` (same model and
+    arithmetic, ~2x faster, unrounded sub-pixel points); ``impl='dlib'`` calls dlib's own predictor (integer-pixel
+    points)."""
 
+    def __init__(self, path: str | None = None, impl: str = "trees") -> None:
         self.path = model_path(PREDICTOR_FILE, path)
-        self._predictor = dlib.shape_predictor(str(self.path))
+        self.impl = impl
+        if impl == "trees":
+            from stages.landmarks.dlib.trees import TreePredictor, load_tree_model
+
+            self._trees = TreePredictor(load_tree_model(self.path))
+        elif impl == "dlib":
+            import dlib
+
+            self._predictor = dlib.shape_predictor(str(self.path))
+        else:
+            raise ValueError(f"unknown shape predictor implementation {impl!r}: 'trees' or 'dlib'")
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(to_grey(image))
 
     def predict(self, prepared: np.ndarray, box: Box) -> np.ndarray:
+        if self.impl == "trees":
+            return self._trees.predict(prepared, box)
         shape = self._predictor(prepared, _rect(box))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

@@ -1,0 +1,129 @@
+"""dlib's 68-point model evaluated from flat arrays (:mod:`stages.landmarks.dlib.trees`).
+
+Contracts: ``TreePredictor.predict(grey uint8 [H, W], box (left, top, right, bottom) pixels)`` -> [68, 2] float32
+source pixels (x, y), unrounded; rounded, they are dlib's own integer points. The converted copy of the model
+file is reused only when sound: a damaged one is re-parsed and rewritten.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.errors import MissingWeightsError
+from stages.landmarks import LandmarkConfig, build_landmarker
+from stages.landmarks.dlib import trees
+from stages.landmarks.dlib.models import PREDICTOR_FILE, DlibShapePredictor, HogDetector, model_path
+
+
+@pytest.fixture(scope="module")
+def model_file() -> Path:
+    return model_path(PREDICTOR_FILE)
+
+
+@pytest.fixture(scope="module")
+def faces(astro_grey_frames) -> list[tuple[np.ndarray, tuple]]:
+    """(grey frame, dlib HOG box) pairs: the astronaut face at several sizes and positions."""
+    detector = HogDetector()
+    pairs = []
+    for frame in astro_grey_frames:
+        found = detector.detect(frame)
+        assert found, "the astronaut face is always detected"
+        pairs.append((frame, found[0].box))
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def astro_grey_frames() -> list[np.ndarray]:
+    import cv2
+    from skimage.data import astronaut
+
+    grey = cv2.cvtColor(astronaut(), cv2.COLOR_RGB2GRAY)
+    frames = []
+    for scale, shift in [(1.0, 0), (0.8, 15), (1.3, -20), (1.7, 40)]:
+        image = cv2.resize(grey, None, fx=scale, fy=scale)
+        frames.append(np.ascontiguousarray(np.roll(image, shift, axis=1)))
+    return frames
+
+
+def test_model_arrays_have_dlibs_layout(model_file: Path, tmp_path: Path) -> None:
+    model = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    levels, n_trees, n_splits = model.split_a.shape
+    assert (levels, n_trees, n_splits) == (15, 500, 15)  # dlib's published 68-point model
+    assert model.leaves.shape == (15, 500, 16, 136) and model.mean_shape.shape == (136,)
+    assert model.anchors.shape == model.deltas.shape[:2] and model.deltas.shape[2] == 2
+    assert model.split_a.max() < model.anchors.shape[1] and model.anchors.max() < 68
+    assert 0.0 < model.mean_shape.min() and model.mean_shape.max() < 1.2  # box-normalised units
+    assert not model.leaves.flags.writeable
+
+
+def test_points_are_dlibs_own_when_rounded(faces, model_file: Path) -> None:
+    """Same model, same arithmetic: rounded to integers the points equal dlib's (allowing one in a thousand to
+    land on the neighbouring pixel, from float rounding), and unrounded they are within a pixel."""
+    import dlib
+
+    ours = DlibShapePredictor(impl="trees")
+    reference = dlib.shape_predictor(str(model_file))
+    equal = total = 0
+    for frame, box in faces:
+        points = ours.predict(frame, box)
+        assert points.shape == (68, 2) and points.dtype == np.float32
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        theirs = np.array([(p.x, p.y) for p in reference(frame, rect).parts()], np.float32)
+        assert np.abs(points - theirs).max() <= 1.0
+        equal += int((np.floor(points + 0.5) == theirs).all(axis=1).sum())
+        total += 68
+    assert equal >= total - max(1, total // 1000)
+
+
+def test_dlib_implementation_still_selectable(faces) -> None:
+    frame, box = faces[0]
+    points = DlibShapePredictor(impl="dlib").predict(frame, box)
+    assert np.array_equal(points, np.round(points))  # dlib's integer pixels
+    assert np.abs(points - DlibShapePredictor(impl="trees").predict(frame, box)).max() <= 1.0
+    with pytest.raises(ValueError, match="unknown shape predictor"):
+        DlibShapePredictor(impl="onnx")
+    lm = build_landmarker(LandmarkConfig(predictor_impl="dlib")).detect_frame(frame)
+    assert lm.success and np.array_equal(lm.points, np.round(lm.points))
+
+
+def test_converted_copy_is_reused_and_a_damaged_one_recomputed(model_file: Path, tmp_path: Path, monkeypatch) -> None:
+    first = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    entry = trees.converted_path(model_file, tmp_path)
+    assert entry.is_file()
+
+    calls = []
+    real_parse = trees.parse_model_file
+    monkeypatch.setattr(trees, "parse_model_file", lambda path: calls.append(path) or real_parse(path))
+    again = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    assert calls == [] and np.array_equal(again.leaves, first.leaves)  # read back, not parsed
+
+    with open(entry, "r+b") as fh:  # flip bytes inside the leaf data
+        fh.seek(entry.stat().st_size // 2)
+        fh.write(b"\x13\x37\x13\x37")
+    repaired = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    assert len(calls) == 1 and np.array_equal(repaired.leaves, first.leaves)
+    assert trees._read_converted(entry) is not None  # rewritten whole
+
+    entry.write_bytes(b"not a converted model")  # garbage header
+    assert np.array_equal(trees.load_tree_model(model_file, cache_dir=tmp_path).split_a, first.split_a)
+    assert len(calls) == 2
+
+
+def test_unwritable_cache_folder_still_loads(model_file: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file_not_folder"
+    blocker.write_text("x")
+    model = trees.load_tree_model(model_file, cache_dir=blocker)  # cannot create blocker/dlib_trees: parsed
+    assert model.leaves.shape[0] == 15
+
+
+@pytest.mark.parametrize("content", [b"", b"\x01\x02" * 100, b"\x01\x01" + b"\x00" * 64])
+def test_files_that_are_not_a_shape_predictor_are_refused(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(content)
+    with pytest.raises(MissingWeightsError, match="not a dlib shape predictor"):
+        trees.load_tree_model(bad, use_cache=False)
+    with pytest.raises(MissingWeightsError, match="not found"):
+        trees.load_tree_model(tmp_path / "missing.dat")
