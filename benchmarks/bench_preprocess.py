@@ -146,7 +146,7 @@ def main() -> None:
     shape = cv2.imread(seqs[0][0], cv2.IMREAD_GRAYSCALE).shape
 
     n_naive, s_naive, found = naive_loop(seqs[: args.naive_sequences], args.naive_upsample)
-    naive_fps = n_naive / s_naive
+    naive_fps = n_naive / s_naive if n_naive else float("nan")  # --naive-sequences 0: no ratios
     with tempfile.TemporaryDirectory(prefix="seqfer_bench_out_") as tmp:
         seconds, summary, _stderr = whole_command(root, args.workers, Path(tmp), args.overrides)
     frames = summary["frames processed"]
@@ -180,7 +180,9 @@ def main() -> None:
         )
     print(
         f"\nfirst sequence finished {driver.get('first_result', 0):.1f} s after process start (Ray start "
-        f"{driver.get('ray_start', 0):.1f} s of it); start-up before preprocessing {driver.get('startup', 0):.1f} s, "
+        f"{driver.get('ray_start', 0):.1f} s of it: "
+        f"{driver.get('first_result', 0) - driver.get('ray_start', 0):.1f} s plus Ray's start); "
+        f"start-up before preprocessing {driver.get('startup', 0):.1f} s, "
         f"manifest {driver.get('manifest', 0):.1f} s, dispatch {driver.get('dispatch', 0):.1f} s"
     )
     total = sum(stages.values()) or 1.0

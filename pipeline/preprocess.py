@@ -17,10 +17,11 @@ Outputs under ``OUTPUT_DIR/preprocess/``:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -83,7 +84,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     elif _expects_work(cfg, force):
         # Scan the dataset while Ray starts: the scan (and sklearn's import for the folds) is over a second of
         # a small job, and ray.init mostly waits for its own processes. A scan error still ends the run.
-        with ThreadPoolExecutor(1, thread_name_prefix="manifest") as pool:
+        with _scan_pool() as pool:
             scan = pool.submit(prepare_manifest, cfg)
             t0 = time.perf_counter()
             ensure_ray(cfg.ray)
@@ -138,6 +139,17 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         )
     print(summary.text(), file=sys.stderr)
     return summary
+
+
+def _scan_pool() -> Executor:
+    """Where the manifest scan runs while Ray starts: a forked process on Linux when no Ray runs in this process
+    yet (so no Ray thread exists to be forked), else a thread. In a thread, the scan's Python work and sklearn's
+    import hold the GIL that ray.init's own Python needs: ray.init took 4.0-4.4 s instead of 2.6 s beside a thread
+    importing sklearn.model_selection."""
+    ray = sys.modules.get("ray")
+    if sys.platform.startswith("linux") and not (ray is not None and ray.is_initialized()):
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(1, thread_name_prefix="manifest")
 
 
 def _expects_work(cfg: Config, force: bool) -> bool:

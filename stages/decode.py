@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stages.errors import StageError
 from stages.image import Color, to_color
-from stages.png import decode_png
 
 ReaderName = Literal["auto", "decord", "pyav"]
 
@@ -216,6 +215,8 @@ def _read_image(path: str, color: Color, flag: int) -> np.ndarray | None:
     """One image file in ``color`` (grey [H, W] or RGB [H, W, 3] uint8); None when unreadable. Common PNGs take
     :func:`stages.png.decode_png` (same pixels, ~2.4x faster); everything else OpenCV."""
     if path.lower().endswith(".png"):
+        from stages.png import decode_png  # numba: imported by the processes that decode, not by every driver
+
         try:
             with open(path, "rb") as fh:
                 image = decode_png(fh.read(), color)

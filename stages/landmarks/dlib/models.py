@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from stages.atomic_io import atomic_write_bytes
 from stages.errors import MissingWeightsError
 from stages.image import to_grey
 from stages.landmarks.base import Box, Detection
@@ -64,13 +68,49 @@ def _rect(box: Box):
     return dlib.rectangle(left, top, max(right, left + 1), max(bottom, top + 1))
 
 
+def default_cache_dir() -> Path:
+    """Where converted copies of the dlib models are kept: ``$SEQFER_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/seqfer``, else ``~/.cache/seqfer``."""
+    if os.environ.get("SEQFER_CACHE_DIR"):
+        return Path(os.environ["SEQFER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "seqfer"
+
+
+def frontal_face_detector(cache_dir: Path | None = None):
+    """dlib's frontal face detector. ``dlib.get_frontal_face_detector()`` rebuilds it from source text embedded in
+    dlib (~0.5-0.6 s of every worker's start); the same detector saved by dlib reloads in milliseconds, so it is
+    kept under ``cache_dir`` (default :func:`default_cache_dir`) as ``dlib_hog/frontal-<dlib version>-<crc>.svm``.
+    A copy whose content does not match the CRC in its name is ignored and rewritten; an unwritable folder is
+    not used."""
+    import dlib
+
+    folder = (cache_dir or default_cache_dir()) / "dlib_hog"
+    prefix = f"frontal-{dlib.__version__}-"
+    for path in sorted(folder.glob(f"{prefix}*.svm")) if folder.is_dir() else []:
+        try:
+            if f"{zlib.crc32(path.read_bytes()):08x}" == path.stem[len(prefix) :]:
+                return dlib.fhog_object_detector(str(path))
+        except (OSError, RuntimeError):
+            pass
+    detector = dlib.get_frontal_face_detector()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            saved = Path(scratch) / "detector.svm"
+            detector.save(str(saved))
+            data = saved.read_bytes()
+        atomic_write_bytes(folder / f"{prefix}{zlib.crc32(data):08x}.svm", data)
+    except (OSError, RuntimeError):
+        pass
+    return detector
+
+
 class HogDetector:
     """dlib's HOG + linear SVM frontal face detector (``upsample`` pyramid doublings before detecting)."""
 
     def __init__(self, upsample: int = 0) -> None:
-        import dlib
-
-        self._detector = dlib.get_frontal_face_detector()
+        self._detector = frontal_face_detector()
         self.upsample = upsample
 
     def detect(self, grey: np.ndarray, threshold: float = 0.0) -> list[Detection]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,6 +41,7 @@ except ImportError:  # pragma: no cover - isal is a dependency
 from stages.atomic_io import atomic_open
 from stages.errors import MissingWeightsError
 from stages.landmarks.base import Box
+from stages.landmarks.dlib.models import default_cache_dir
 
 _INF, _NINF, _NAN = 32000, 32001, 32002  # dlib float_details special exponents
 
@@ -268,14 +268,6 @@ CACHE_FORMAT = 1
 _FIELDS = tuple(f.name for f in fields(TreeModel))
 _ALIGN = 64
 _MAX_HEADER = 1 << 16
-
-
-def default_cache_dir() -> Path:
-    """``$SEQFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/seqfer``, else ``~/.cache/seqfer``."""
-    if os.environ.get("SEQFER_CACHE_DIR"):
-        return Path(os.environ["SEQFER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "seqfer"
 
 
 def converted_path(model_file: Path, cache_dir: Path) -> Path:
