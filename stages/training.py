@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from stages.atomic_io import atomic_path
 from stages.augment import augment_batch
@@ -138,6 +138,28 @@ def _check_data(name: str, data: ArrayDataset, n_classes: int, model_cfg: ModelC
         raise StageError(f"{name} labels must lie in [0, {n_classes}); got {data.labels.min()}..{data.labels.max()}")
 
 
+def ema_decay_at(decay: float, n_averaged: int) -> float:
+    """The moving average's decay after ``n_averaged`` updates: ``min(decay, (1 + n) / (10 + n))``. Early on
+    the average follows the weights closely instead of sitting near their initial values (a fixed 0.99 let an
+    average of barely-trained weights win a small validation set at epoch 3 and be kept)."""
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
+def ema_warmup_avg_fn(decay: float):
+    """``AveragedModel``'s multi_avg_fn for :func:`ema_decay_at`: averaged <- d * averaged + (1 - d) * current."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        d = ema_decay_at(decay, int(num_averaged))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (BatchNorm's step count): the same blend, cast back
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(a * d + c * (1.0 - d))
+
+    return update
+
+
 def fit(
     model_cfg: ModelConfig,
     n_classes: int,
@@ -218,7 +240,7 @@ def _fit(
     weight = _class_weight(train.labels, n_classes, device) if cfg.class_weighted else None
     ema = None
     if cfg.ema_decay > 0:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=ema_warmup_avg_fn(cfg.ema_decay), use_buffers=True)
     kept = model if ema is None else ema.module  # what validation judges and the best state holds
 
     if val is not None:

@@ -192,6 +192,17 @@ def test_fit_rejects_bad_inputs(data) -> None:
         ArrayDataset(train.appearance, train.trajectory[:3], train.labels)
 
 
+def test_weight_average_warms_up_then_holds_its_decay() -> None:
+    """The average's decay starts low (it follows the weights while they move fast) and reaches ema_decay."""
+    from stages.training import ema_decay_at, ema_warmup_avg_fn
+
+    assert ema_decay_at(0.99, 0) == pytest.approx(0.1) and ema_decay_at(0.99, 10) == pytest.approx(11 / 20)
+    assert ema_decay_at(0.99, 10_000) == 0.99 and ema_decay_at(0.5, 100) == 0.5
+    averaged, current = [torch.zeros(3)], [torch.ones(3)]
+    ema_warmup_avg_fn(0.99)(averaged, current, torch.tensor(1))
+    assert torch.allclose(averaged[0], torch.full((3,), 1 - 2 / 11))  # after one step: 82 % of the way
+
+
 def test_weight_averaging_keeps_the_average_and_resumes_exactly(tmp_path, data, kill_after_epoch) -> None:
     """train.ema_decay: validation judges, and the result holds, the moving average of the weights, not the last
     step's; the run is seeded, and a run killed after an epoch resumes to the same weights."""

@@ -207,8 +207,9 @@ class TrainConfig(BaseModel):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="Exponential moving average of the weights (and BN statistics) per step with this decay; the "
-        "average is what validation picks the epoch with and what is kept (0 = off).",
+        description="Exponential moving average of the weights (and BN statistics) per step with this decay, "
+        "warmed up as min(decay, (1 + n) / (10 + n)) after n steps; the average is what validation picks the epoch "
+        "with and what is kept (0 = off).",
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     threads: int = Field(1, ge=1, description="torch.set_num_threads inside fit (restored afterwards).")
