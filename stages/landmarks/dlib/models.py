@@ -150,16 +150,16 @@ class DlibShapePredictor:
     """dlib's 68-point regression-tree shape predictor; reads grey frames.
 
     ``impl='trees'`` (default) evaluates the model file with :mod:`stages.landmarks.dlib.trees` (same model and
-    arithmetic, ~2x faster, unrounded sub-pixel points); ``impl='dlib'`` calls dlib's own predictor (integer-pixel
-    points)."""
+    arithmetic, ~2x faster; integer-pixel points like dlib's, or unrounded with ``subpixel``); ``impl='dlib'``
+    calls dlib's own predictor (integer-pixel points)."""
 
-    def __init__(self, path: str | None = None, impl: str = "trees") -> None:
+    def __init__(self, path: str | None = None, impl: str = "trees", subpixel: bool = False) -> None:
         self.path = model_path(PREDICTOR_FILE, path)
         self.impl = impl
         if impl == "trees":
             from stages.landmarks.dlib.trees import TreePredictor, load_tree_model
 
-            self._trees = TreePredictor(load_tree_model(self.path))
+            self._trees = TreePredictor(load_tree_model(self.path), subpixel=subpixel)
         elif impl == "dlib":
             import dlib
 

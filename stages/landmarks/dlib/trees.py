@@ -11,9 +11,9 @@ numba kernel, which reads each cascade level's splits in order and overlaps the 
 The arithmetic follows dlib's ``shape_predictor::operator()`` step for step: the similarity transform from the
 mean shape to the current shape (its linear part, in double, cast to float), the feature pixels placed relative
 to their anchor points and rounded to the nearest pixel (0 outside the image), the split test
-``f[idx1] - f[idx2] > thresh``, leaf updates added in float32 in tree order. The only difference is the output:
-dlib rounds the points to integer pixels, this returns them unrounded (sub-pixel, float32). Rounded, they equal
-dlib's on almost every point (``tests/test_landmarks_trees.py`` checks it).
+``f[idx1] - f[idx2] > thresh``, leaf updates added in float32 in tree order. The points come out rounded to
+integer pixels as dlib's do (then they equal dlib's on almost every point; ``tests/test_landmarks_trees.py``
+checks it), or unrounded (sub-pixel) with ``subpixel=True``.
 
 The model file is dlib's binary serialisation (``dlib/serialize.h``): integers as a control byte (low nibble:
 byte count, 0x80: negative) followed by little-endian magnitude bytes; floats as an integer mantissa and an
@@ -415,13 +415,15 @@ def predict_kernel(img, left, top, right, bottom, mean, split_a, split_b, thresh
 
 
 class TreePredictor:
-    """A :class:`TreeModel` as a point predictor: ``predict(grey, box)`` -> [P, 2] float32 source pixels.
+    """A :class:`TreeModel` as a point predictor: ``predict(grey, box)`` -> [P, 2] float32 source pixels (x, y),
+    whole pixels as dlib's (``subpixel=False``) or unrounded.
 
     ``grey`` is uint8 [H, W] (C-contiguous); ``box`` (left, top, right, bottom) pixels, rounded to integers as
     dlib's rectangle does. The kernel is compiled on first use (cached on disk by numba)."""
 
-    def __init__(self, model: TreeModel) -> None:
+    def __init__(self, model: TreeModel, subpixel: bool = False) -> None:
         self.model = model
+        self.subpixel = subpixel
 
     def predict(self, grey: np.ndarray, box: Box) -> np.ndarray:
         if grey.ndim != 2 or grey.dtype != np.uint8:
@@ -445,4 +447,4 @@ class TreePredictor:
             m.deltas,
             out,
         )
-        return out.astype(np.float32)
+        return (out if self.subpixel else np.floor(out + 0.5)).astype(np.float32)
