@@ -120,31 +120,43 @@ def read_matrix(buf, pos, out):
 
 
 @nb.njit(cache=True)
-def parse(buf):
-    """(arrays..., error): error 0 on success, else the byte offset where parsing failed (negated - 1)."""
-    e_shape = np.zeros(0, np.float32)
+def _failed(code):
+    """The parse result for an error: empty arrays of the right types and the error code."""
     e_i3 = np.zeros((0, 0, 0), np.int32)
     e_f3 = np.zeros((0, 0, 0), np.float32)
-    e_f4 = np.zeros((0, 0, 0, 0), np.float32)
-    e_i2 = np.zeros((0, 0), np.int32)
+    return (
+        np.zeros(0, np.float32),
+        e_i3,
+        e_i3,
+        e_f3,
+        np.zeros((0, 0, 0, 0), np.float32),
+        np.zeros((0, 0), np.int32),
+        e_f3,
+        code,
+    )
+
+
+@nb.njit(cache=True)
+def parse(buf):
+    """(arrays..., error): error 0 on success, else the byte offset where parsing failed (negated - 1)."""
     version, pos = read_int(buf, 0)
     if pos < 0 or version != 1:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 1
+        return _failed(1)
     # initial shape: peek its size
     nr, p2 = read_int(buf, pos)
     nc, p2 = read_int(buf, p2)
     if p2 < 0:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 2
+        return _failed(2)
     mean = np.empty(abs(nr) * abs(nc), np.float64)
     pos = read_matrix(buf, pos, mean)
     if pos < 0:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 3
+        return _failed(3)
     n_levels, pos = read_int(buf, pos)
     # the first tree fixes the sizes; every other tree must match
     n_trees, q = read_int(buf, pos)
     n_splits, q = read_int(buf, q)
     if q < 0 or n_levels <= 0 or n_trees <= 0 or n_splits <= 0:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 4
+        return _failed(4)
     n_leaves = n_splits + 1
     dim = mean.shape[0]
     split_a = np.empty((n_levels, n_trees, n_splits), np.int32)
@@ -155,67 +167,67 @@ def parse(buf):
     for c in range(n_levels):
         count, pos = read_int(buf, pos)
         if pos < 0 or count != n_trees:
-            return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 5
+            return _failed(5)
         for t in range(n_trees):
             count, pos = read_int(buf, pos)
             if pos < 0 or count != n_splits:
-                return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 6
+                return _failed(6)
             for s in range(n_splits):
                 a, pos = read_int(buf, pos)
                 b, pos = read_int(buf, pos)
                 th, pos = read_float(buf, pos)
                 if pos < 0:
-                    return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 7
+                    return _failed(7)
                 split_a[c, t, s] = a
                 split_b[c, t, s] = b
                 thresh[c, t, s] = th
             count, pos = read_int(buf, pos)
             if pos < 0 or count != n_leaves:
-                return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 8
+                return _failed(8)
             for k in range(n_leaves):
                 pos = read_matrix(buf, pos, leaf)
                 if pos < 0:
-                    return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 9
+                    return _failed(9)
                 for d in range(dim):
                     leaves[c, t, k, d] = leaf[d]
     count, pos = read_int(buf, pos)
     if pos < 0 or count != n_levels:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 10
+        return _failed(10)
     n_features, q = read_int(buf, pos)
     if q < 0 or n_features <= 0:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 11
+        return _failed(11)
     anchors = np.empty((n_levels, n_features), np.int32)
     for c in range(n_levels):
         count, pos = read_int(buf, pos)
         if pos < 0 or count != n_features:
-            return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 12
+            return _failed(12)
         for f in range(n_features):
             a, pos = read_int(buf, pos)
             if pos < 0 or a < 0 or 2 * a >= dim:
-                return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 13
+                return _failed(13)
             anchors[c, f] = a
     count, pos = read_int(buf, pos)
     if pos < 0 or count != n_levels:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 14
+        return _failed(14)
     deltas = np.empty((n_levels, n_features, 2), np.float32)
     for c in range(n_levels):
         count, pos = read_int(buf, pos)
         if pos < 0 or count != n_features:
-            return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 15
+            return _failed(15)
         for f in range(n_features):
             x, pos = read_float(buf, pos)
             y, pos = read_float(buf, pos)
             if pos < 0:
-                return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 16
+                return _failed(16)
             deltas[c, f, 0] = x
             deltas[c, f, 1] = y
     if pos != buf.shape[0]:
-        return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 17
+        return _failed(17)
     for c in range(n_levels):
         for t in range(n_trees):
             for s in range(n_splits):
                 if not (0 <= split_a[c, t, s] < n_features and 0 <= split_b[c, t, s] < n_features):
-                    return e_shape, e_i3, e_i3, e_f3, e_f4, e_i2, e_f3, 18
+                    return _failed(18)
     return mean.astype(np.float32), split_a, split_b, thresh, leaves, anchors, deltas, 0
 
 
