@@ -144,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ckplus", type=Path, help="root of a CK+-layout tree (cohn-kanade-images/, Landmarks/)")
     parser.add_argument("--backend", default="dlib")
     parser.add_argument("--predictor-impl", choices=["trees", "dlib"], default="trees", help="dlib backend")
+    parser.add_argument("--subpixel", action="store_true", help="dlib backend, trees: unrounded points")
     parser.add_argument("--detector", default="hog", choices=["hog", "mmod"])
     parser.add_argument("--fan-weights", default=None)
     parser.add_argument("--limit", type=int, default=None, help="at most this many faces / sequences")
@@ -157,7 +158,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.faces and not args.ckplus:
         parser.error("give --faces DIR and/or --ckplus ROOT")
     cfg = LandmarkConfig(
-        backend=args.backend, detector=args.detector, fan_weights=args.fan_weights, predictor_impl=args.predictor_impl
+        backend=args.backend,
+        detector=args.detector,
+        fan_weights=args.fan_weights,
+        predictor_impl=args.predictor_impl,
+        subpixel=args.subpixel,
     )
     if args.faces:
         r = bench_faces(args.faces, cfg, args.limit)
