@@ -24,11 +24,7 @@ from typing import Literal
 
 import numba as nb
 import numpy as np
-
-try:  # ISA-L's inflate is ~2.5x zlib's; zlib is the fallback, still exact
-    from isal import isal_zlib as _inflate
-except ImportError:  # pragma: no cover - isal is a dependency; kept usable without it
-    import zlib as _inflate
+from isal import isal_zlib as _inflate  # ISA-L's inflate is ~2.5x zlib's
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3}  # colour type -> samples per pixel (8-bit only)
@@ -112,7 +108,7 @@ def decode_png(raw: bytes, color: Literal["grey", "rgb"]) -> np.ndarray | None:
     stride = width * channels
     try:
         data = _inflate.decompress(b"".join(parts))
-    except Exception:  # damaged stream (isal and zlib raise their own error types)
+    except (_inflate.error, ValueError):  # a damaged or incomplete stream
         return None
     if len(data) != height * (stride + 1):
         return None

@@ -114,6 +114,21 @@ def test_converted_copy_is_reused_and_a_damaged_one_recomputed(model_file: Path,
     assert len(calls) == 2
 
 
+def test_a_copy_whose_arrays_do_not_fit_together_is_not_used(model_file: Path, tmp_path: Path) -> None:
+    """The kernel does no bounds checks, so a converted copy is checked beyond its CRC (which covers the data,
+    not the header): a split that names a feature the level does not have makes it unusable."""
+    import dataclasses
+
+    model = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    entry = trees.converted_path(model_file, tmp_path)
+    bad_splits = np.array(model.split_a)
+    bad_splits[3, 7, 0] = model.anchors.shape[1]  # one past the last feature
+    trees._write_converted(entry, dataclasses.replace(model, split_a=bad_splits))  # a sound CRC
+    assert trees._read_converted(entry) is None
+    reloaded = trees.load_tree_model(model_file, cache_dir=tmp_path)  # re-parsed and rewritten
+    assert np.array_equal(reloaded.split_a, model.split_a) and trees._read_converted(entry) is not None
+
+
 def test_unwritable_cache_folder_still_loads(model_file: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file_not_folder"
     blocker.write_text("x")
@@ -121,10 +136,22 @@ def test_unwritable_cache_folder_still_loads(model_file: Path, tmp_path: Path) -
     assert model.leaves.shape[0] == 15
 
 
-@pytest.mark.parametrize("content", [b"", b"\x01\x02" * 100, b"\x01\x01" + b"\x00" * 64])
-def test_files_that_are_not_a_shape_predictor_are_refused(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize("content", ["empty", "noise", "zeros", "truncated_header", "truncated_leaves", "cut"])
+def test_files_that_are_not_a_shape_predictor_are_refused(model_file: Path, tmp_path: Path, content: str) -> None:
+    """Garbage, and the real model cut short anywhere (the parser must stop at the end of the buffer, never read
+    past it), give one MissingWeightsError."""
+    real = model_file.read_bytes()
     bad = tmp_path / "bad.dat"
-    bad.write_bytes(content)
+    bad.write_bytes(
+        {
+            "empty": b"",
+            "noise": b"\x01\x02" * 100,
+            "zeros": b"\x01\x01" + b"\x00" * 64,
+            "truncated_header": real[:5],
+            "truncated_leaves": real[: len(real) // 2],
+            "cut": real[:-3],
+        }[content]
+    )
     with pytest.raises(MissingWeightsError, match="not a dlib shape predictor"):
         trees.load_tree_model(bad, use_cache=False)
     with pytest.raises(MissingWeightsError, match="not found"):
