@@ -7,6 +7,7 @@ leaves ``.NAME.HOST.PID.TOKEN.tmp``: :func:`is_stale_temp` tells when such a fil
 
 Use :func:`atomic_path` when a library wants a path (pandas, pyarrow, safetensors) and :func:`atomic_open` when
 it takes a file object (``np.savez``); :func:`atomic_write_text` / :func:`atomic_write_bytes` for plain content.
+:func:`file_lock` lets processes that would write the same derived file (a converted model) make it once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, every process does its own work
+    fcntl = None
 
 TEMP_SUFFIX = ".tmp"
 
@@ -133,3 +139,39 @@ def clean_stale_temps(folder: Path, stale_seconds: float) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+@contextmanager
+def file_lock(path: Path | str, timeout: float, poll: float = 0.02) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``path`` (created with its folder when missing) for the block.
+
+    For work that several processes may start at once and that only one should do (converting a model file into
+    a shared cache): the others wait here, then find the result. Yields True when the lock is held; False when it
+    could not be had within ``timeout`` seconds, or the folder cannot hold a lock file, or the system has no
+    ``flock``: then the caller goes on unlocked, so a lock only ever saves duplicated work, never guards
+    correctness, and no caller waits longer than ``timeout``. The kernel drops the lock with its holder's
+    process, so a killed holder blocks no one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        locked = False
+        deadline = time.monotonic() + timeout
+        while fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(poll)
+            except OSError:  # a file system without locks
+                break
+        yield locked
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -26,7 +26,7 @@ from pipeline.labelled_data import LabelledData, load_labelled_data
 from pipeline.output_folder import MARKER, check_replaceable, claim_folder
 from pipeline.preprocess import preprocess_dir, run_preprocess
 from pipeline.run_key import data_identity
-from stages.atomic_io import atomic_path, atomic_write_text
+from stages.atomic_io import atomic_path, atomic_write_text, file_lock
 from stages.errors import StageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -263,6 +263,52 @@ def test_atomic_writes_do_not_clobber_each_other(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert target.read_text() in texts and os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_file_lock_waits_at_most_its_timeout_and_dies_with_its_holder(tmp_path: Path) -> None:
+    """A held lock makes another holder wait, but never past its timeout (then it goes on unlocked, False); a
+    holder killed with SIGKILL leaves nothing that blocks the next one."""
+    import subprocess
+    import sys
+    import time
+
+    lock = tmp_path / "sub" / "entry.lock"  # its folder is created
+    with file_lock(lock, timeout=1.0) as first:
+        assert first
+        start = time.monotonic()
+        with file_lock(lock, timeout=0.2) as second:
+            assert not second
+        assert 0.2 <= time.monotonic() - start < 2.0
+    with file_lock(lock, timeout=0.2) as again:
+        assert again  # released at the end of the block
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from stages.atomic_io import file_lock\nwith file_lock({str(lock)!r}, 5):\n"
+            "    print('held', flush=True)\n    input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with file_lock(lock, timeout=0.1) as blocked:
+            assert not blocked
+        holder.kill()
+        holder.wait(10)
+        with file_lock(lock, timeout=2.0) as after:
+            assert after
+    finally:
+        holder.kill()
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with file_lock(blocker / "entry.lock", timeout=1.0) as impossible:  # no folder can be made there
+        assert not impossible
 
 
 def test_no_module_writes_its_own_temp_file_and_renames_it() -> None:

@@ -95,6 +95,7 @@ def test_converted_copy_is_reused_and_a_damaged_one_recomputed(model_file: Path,
     first = trees.load_tree_model(model_file, cache_dir=tmp_path)
     entry = trees.converted_path(model_file, tmp_path)
     assert entry.is_file()
+    first = trees.TreeModel(**{f: np.array(getattr(first, f)) for f in trees._FIELDS})  # memory-mapped: copy
 
     calls = []
     real_parse = trees.parse_model_file
@@ -175,3 +176,60 @@ def test_frontal_detector_copy_detects_as_dlibs_and_a_damaged_copy_is_replaced(f
     frame = faces[0][0]
     assert str(frontal_face_detector(tmp_path).run(frame, 0, 0.0)[0]) == str(reference.run(frame, 0, 0.0)[0])
     assert copy.is_file() and len(list((tmp_path / "dlib_hog").glob("frontal-*.svm"))) == 1  # rewritten in place
+
+
+def test_floats_decode_dlibs_special_values() -> None:
+    """dlib stores a float as (mantissa, exponent), value mantissa * 2**exponent, with exponents 32000-32002 for
+    inf, -inf and nan."""
+    pairs = np.array([[3, -1], [-5, 2], [0, 0], [1, 32000], [1, 32001], [1, 32002]], np.int32)
+    values = trees._floats(pairs)
+    assert values[:3].tolist() == [1.5, -20.0, 0.0]
+    assert values[3] == np.inf and values[4] == -np.inf and np.isnan(values[5])
+
+
+def test_warm_up_kernel_compiles_what_a_real_model_calls(model_file: Path, faces, tmp_path: Path) -> None:
+    """The warm-up compiles the kernel from a one-tree model of the same array kinds: a real model's call must
+    then find that compiled version (no second signature), or the workers would compile again."""
+    trees.warm_up_kernel()
+    signatures = list(trees.predict_kernel.signatures)
+    predictor = trees.TreePredictor(trees.load_tree_model(model_file, cache_dir=tmp_path))
+    predictor.predict(*faces[0])
+    assert list(trees.predict_kernel.signatures) == signatures
+    parsed = trees.TreePredictor(trees.load_tree_model(model_file, use_cache=False))  # read-only arrays too
+    parsed.predict(*faces[0])
+    assert list(trees.predict_kernel.signatures) == signatures
+
+
+def test_a_conversion_under_way_is_waited_for_not_repeated(model_file: Path, tmp_path: Path, monkeypatch) -> None:
+    """Workers that start together convert the model once: a second loader waits on the first one's lock and
+    then reads its copy instead of parsing the file again."""
+    import threading
+
+    from stages.atomic_io import file_lock
+
+    model = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    entry = trees.converted_path(model_file, tmp_path)
+    entry.unlink()
+    parsed = []
+    real_parse = trees.parse_model_file
+    monkeypatch.setattr(trees, "parse_model_file", lambda path: parsed.append(path) or real_parse(path))
+    loaded = []
+    with file_lock(entry.with_name(entry.name + ".lock"), timeout=5) as held:  # "another worker" converting
+        assert held
+        waiter = threading.Thread(target=lambda: loaded.append(trees.load_tree_model(model_file, cache_dir=tmp_path)))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not loaded  # it waits for the lock
+        trees._write_converted(entry, model)
+    waiter.join(30)
+    assert parsed == [] and np.array_equal(loaded[0].leaves, model.leaves)
+
+
+def test_warm_up_fills_the_model_caches_and_never_raises(tmp_path: Path, monkeypatch) -> None:
+    from stages.sequence import SequenceConfig, warm_up
+
+    monkeypatch.setenv("SEQFER_CACHE_DIR", str(tmp_path))
+    warm_up(SequenceConfig())
+    assert list((tmp_path / "dlib_trees").glob("*.bin")) and list((tmp_path / "dlib_hog").glob("*.svm"))
+    missing = SequenceConfig.model_validate({"landmarks": {"predictor_path": str(tmp_path / "no_such.dat")}})
+    warm_up(missing)  # the workers report a missing model, not the warm-up

@@ -18,7 +18,8 @@ checks it), or unrounded (sub-pixel) with ``subpixel=True``.
 The model file is dlib's binary serialisation (``dlib/serialize.h``): integers as a control byte (low nibble:
 byte count, 0x80: negative) followed by little-endian magnitude bytes; floats as an integer mantissa and an
 integer exponent (value = mantissa * 2**exponent); matrices as -rows, -cols and their values; vectors as a
-count and their items. Parsing ~100 MB takes a compiled loop (~0.4 s), not Python.
+count and their items. So the file is one stream of integers: a small compiled loop decodes them (~0.4 s for the
+~100 MB file), numpy cuts the stream into the arrays and checks every count and index (~0.3 s).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numba as nb
 import numpy as np
 from isal import isal_zlib as _isal  # its CRC-32 is ~7x zlib's
 
-from stages.atomic_io import atomic_open
+from stages.atomic_io import atomic_open, file_lock
 from stages.errors import MissingWeightsError
 from stages.landmarks.base import Box
 from stages.landmarks.dlib.models import default_cache_dir
@@ -67,208 +68,153 @@ class TreeModel:
         return self.mean_shape.shape[0] // 2
 
 
-@nb.njit(cache=True)
-def read_int(buf, pos):
-    """(value, next position) of the integer at ``pos``; position -1 when there is none (also past the end:
-    the compiled loop does no bounds checks of its own, so every read is checked here)."""
-    if pos < 0 or pos >= buf.shape[0]:
-        return 0, -1
-    ctrl = buf[pos]
-    size = ctrl & 0x0F
-    if size == 0 or size > 8 or (ctrl & 0x70) != 0 or pos + 1 + size > buf.shape[0]:
-        return 0, -1
-    value = 0
-    for k in range(size):
-        value |= np.int64(buf[pos + 1 + k]) << (8 * k)
-    if ctrl & 0x80:
-        value = -value
-    return value, pos + 1 + size
-
-
-@nb.njit(cache=True)
-def read_float(buf, pos):
-    mantissa, pos = read_int(buf, pos)
-    if pos < 0:
-        return 0.0, -1
-    exponent, pos = read_int(buf, pos)
-    if pos < 0:
-        return 0.0, -1
-    if exponent == _INF:
-        return np.inf, pos
-    if exponent == _NINF:
-        return -np.inf, pos
-    if exponent == _NAN:
-        return np.nan, pos
-    return float(mantissa) * 2.0**exponent, pos
-
-
-@nb.njit(cache=True)
-def read_matrix(buf, pos, out):
-    """A float column matrix into ``out`` (its size must match); returns the new position or -1."""
-    nr, pos = read_int(buf, pos)
-    if pos < 0:
-        return -1
-    nc, pos = read_int(buf, pos)
-    if pos < 0 or abs(nr) * abs(nc) != out.shape[0]:
-        return -1
-    for k in range(out.shape[0]):
-        v, pos = read_float(buf, pos)
-        if pos < 0:
+@nb.njit(cache=True, nogil=True)
+def tokenize(buf, out):
+    """Decode the integers of a dlib serialisation, in order, into ``out`` (int32); returns how many, or -1 when
+    the bytes are not such a stream (a bad control byte, a value cut off by the end of the buffer, a value that
+    does not fit int32, more values than ``out`` holds). Every read is checked against the end of ``buf``: the
+    compiled loop does no bounds checks of its own."""
+    pos = 0
+    n = 0
+    end = buf.shape[0]
+    while pos < end:
+        ctrl = buf[pos]
+        size = ctrl & 0x0F
+        if size == 0 or size > 8 or (ctrl & 0x70) != 0 or pos + 1 + size > end or n >= out.shape[0]:
             return -1
-        out[k] = v
-    return pos
+        value = np.int64(0)
+        for k in range(size):
+            value |= np.int64(buf[pos + 1 + k]) << (8 * k)
+        if value > 2147483647:
+            return -1
+        out[n] = -value if ctrl & 0x80 else value
+        n += 1
+        pos += 1 + size
+    return n
 
 
-@nb.njit(cache=True)
-def _failed(code):
-    """The parse result for an error: empty arrays of the right types and the error code."""
-    e_i3 = np.zeros((0, 0, 0), np.int32)
-    e_f3 = np.zeros((0, 0, 0), np.float32)
-    return (
-        np.zeros(0, np.float32),
-        e_i3,
-        e_i3,
-        e_f3,
-        np.zeros((0, 0, 0, 0), np.float32),
-        np.zeros((0, 0), np.int32),
-        e_f3,
-        code,
-    )
+class _Tokens:
+    """A cursor over the integer stream: every method raises ``_Malformed`` instead of reading past the end."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.pos = 0
+
+    def take(self, count: int, what: str) -> np.ndarray:
+        if count < 0 or self.pos + count > len(self.values):
+            raise _Malformed(f"truncated {what}")
+        chunk = self.values[self.pos : self.pos + count]
+        self.pos += count
+        return chunk
+
+    def one(self, what: str) -> int:
+        return int(self.take(1, what)[0])
+
+    def expect(self, values: np.ndarray, wanted: int, what: str) -> None:
+        if not np.all(values == wanted):
+            raise _Malformed(what)
 
 
-@nb.njit(cache=True)
-def parse(buf):
-    """(arrays..., error): error 0 on success, else a key of ``_PARSE_ERRORS``."""
-    version, pos = read_int(buf, 0)
-    if pos < 0 or version != 1:
-        return _failed(1)
-    # initial shape: peek its size
-    nr, p2 = read_int(buf, pos)
-    nc, p2 = read_int(buf, p2)
-    if p2 < 0:
-        return _failed(2)
-    if abs(nr) * abs(nc) == 0 or (abs(nr) * abs(nc)) % 2:
-        return _failed(3)
-    mean = np.empty(abs(nr) * abs(nc), np.float64)
-    pos = read_matrix(buf, pos, mean)
-    if pos < 0:
-        return _failed(3)
-    n_levels, pos = read_int(buf, pos)
-    # the first tree fixes the sizes; every other tree must match
-    n_trees, q = read_int(buf, pos)
-    n_splits, q = read_int(buf, q)
-    if q < 0 or n_levels <= 0 or n_trees <= 0 or n_splits <= 0:
-        return _failed(4)
+class _Malformed(ValueError):
+    pass
+
+
+def _floats(pairs: np.ndarray) -> np.ndarray:
+    """float64 values of [..., 2] (mantissa, exponent) pairs: mantissa * 2**exponent, or dlib's inf/-inf/nan."""
+    mantissa, exponent = pairs[..., 0].astype(np.float64), pairs[..., 1]
+    special = exponent >= _INF
+    values = np.ldexp(mantissa, np.where(special, 0, exponent).astype(np.int32))
+    if special.any():
+        values[exponent == _INF] = np.inf
+        values[exponent == _NINF] = -np.inf
+        values[exponent == _NAN] = np.nan
+    return values
+
+
+def _parse_tokens(tok: _Tokens) -> TreeModel:
+    """The model from dlib's ``shape_predictor`` serialisation (``serialize(shape_predictor)``): version 1, the
+    mean shape, the forest (levels of trees: splits, then leaves), the anchor tables, the delta tables."""
+    if tok.one("version field") != 1:
+        raise _Malformed("not a dlib shape predictor (version field)")
+    rows, cols = (abs(v) for v in tok.take(2, "mean shape"))
+    dim = rows * cols
+    if dim == 0 or dim % 2:
+        raise _Malformed("bad mean shape")
+    mean = _floats(tok.take(2 * dim, "mean shape").reshape(dim, 2))
+    n_levels = tok.one("forest")
+    first = tok.values[tok.pos : tok.pos + 2]
+    if n_levels <= 0 or len(first) < 2 or first.min() <= 0:
+        raise _Malformed("empty forest")
+    n_trees, n_splits = (int(v) for v in first)
     n_leaves = n_splits + 1
-    dim = mean.shape[0]
-    split_a = np.empty((n_levels, n_trees, n_splits), np.int32)
-    split_b = np.empty((n_levels, n_trees, n_splits), np.int32)
-    thresh = np.empty((n_levels, n_trees, n_splits), np.float32)
+    leaf_size = 2 + 2 * dim  # rows, cols, then (mantissa, exponent) per value
+    tree_size = 1 + 4 * n_splits + 1 + n_leaves * leaf_size
+    forest = tok.take(n_levels * (1 + n_trees * tree_size), "forest").reshape(n_levels, 1 + n_trees * tree_size)
+    tok.expect(forest[:, 0], n_trees, "cascade levels of different sizes")
+    trees = forest[:, 1:].reshape(n_levels, n_trees, tree_size)
+    tok.expect(trees[:, :, 0], n_splits, "trees of different depths")
+    splits = trees[:, :, 1 : 1 + 4 * n_splits].reshape(n_levels, n_trees, n_splits, 4)
+    tok.expect(trees[:, :, 1 + 4 * n_splits], n_leaves, "tree with a leaf count that is not splits + 1")
+    leaf_tokens = trees[:, :, 2 + 4 * n_splits :].reshape(n_levels, n_trees, n_leaves, leaf_size)
+    tok.expect(np.abs(leaf_tokens[..., 0]) * np.abs(leaf_tokens[..., 1]), dim, "bad leaf vector")
     leaves = np.empty((n_levels, n_trees, n_leaves, dim), np.float32)
-    leaf = np.empty(dim, np.float64)
-    for c in range(n_levels):
-        count, pos = read_int(buf, pos)
-        if pos < 0 or count != n_trees:
-            return _failed(5)
-        for t in range(n_trees):
-            count, pos = read_int(buf, pos)
-            if pos < 0 or count != n_splits:
-                return _failed(6)
-            for s in range(n_splits):
-                a, pos = read_int(buf, pos)
-                b, pos = read_int(buf, pos)
-                th, pos = read_float(buf, pos)
-                if pos < 0:
-                    return _failed(7)
-                split_a[c, t, s] = a
-                split_b[c, t, s] = b
-                thresh[c, t, s] = th
-            count, pos = read_int(buf, pos)
-            if pos < 0 or count != n_leaves:
-                return _failed(8)
-            for k in range(n_leaves):
-                pos = read_matrix(buf, pos, leaf)
-                if pos < 0:
-                    return _failed(9)
-                for d in range(dim):
-                    leaves[c, t, k, d] = leaf[d]
-    count, pos = read_int(buf, pos)
-    if pos < 0 or count != n_levels:
-        return _failed(10)
-    n_features, q = read_int(buf, pos)
-    if q < 0 or n_features <= 0:
-        return _failed(11)
-    anchors = np.empty((n_levels, n_features), np.int32)
-    for c in range(n_levels):
-        count, pos = read_int(buf, pos)
-        if pos < 0 or count != n_features:
-            return _failed(12)
-        for f in range(n_features):
-            a, pos = read_int(buf, pos)
-            if pos < 0 or a < 0 or 2 * a >= dim:
-                return _failed(13)
-            anchors[c, f] = a
-    count, pos = read_int(buf, pos)
-    if pos < 0 or count != n_levels:
-        return _failed(14)
-    deltas = np.empty((n_levels, n_features, 2), np.float32)
-    for c in range(n_levels):
-        count, pos = read_int(buf, pos)
-        if pos < 0 or count != n_features:
-            return _failed(15)
-        for f in range(n_features):
-            x, pos = read_float(buf, pos)
-            y, pos = read_float(buf, pos)
-            if pos < 0:
-                return _failed(16)
-            deltas[c, f, 0] = x
-            deltas[c, f, 1] = y
-    if pos != buf.shape[0]:
-        return _failed(17)
-    for c in range(n_levels):
-        for t in range(n_trees):
-            for s in range(n_splits):
-                if not (0 <= split_a[c, t, s] < n_features and 0 <= split_b[c, t, s] < n_features):
-                    return _failed(18)
-    return mean.astype(np.float32), split_a, split_b, thresh, leaves, anchors, deltas, 0
-
-
-_PARSE_ERRORS = {
-    1: "not a dlib shape predictor (version field)",
-    2: "truncated mean shape",
-    3: "bad mean shape",
-    4: "empty forest",
-    5: "cascade levels of different sizes",
-    6: "trees of different depths",
-    7: "truncated split",
-    8: "tree with a leaf count that is not splits + 1",
-    9: "bad leaf vector",
-    10: "anchor table does not match the cascade",
-    11: "empty feature table",
-    12: "feature tables of different sizes",
-    13: "anchor index out of range",
-    14: "delta table does not match the cascade",
-    15: "delta tables of different sizes",
-    16: "truncated delta",
-    17: "trailing bytes after the model",
-    18: "split feature index out of range",
-}
+    for c in range(n_levels):  # a level at a time: the float64 temporaries stay small
+        leaves[c] = _floats(leaf_tokens[c, :, :, 2:].reshape(n_trees, n_leaves, dim, 2))
+    if tok.one("anchor table") != n_levels:
+        raise _Malformed("anchor table does not match the cascade")
+    n_features = int(tok.values[tok.pos]) if tok.pos < len(tok.values) else 0
+    if n_features <= 0:
+        raise _Malformed("empty feature table")
+    anchors = tok.take(n_levels * (1 + n_features), "anchor table").reshape(n_levels, 1 + n_features)
+    tok.expect(anchors[:, 0], n_features, "feature tables of different sizes")
+    anchors = anchors[:, 1:]
+    if anchors.min() < 0 or 2 * anchors.max() >= dim:
+        raise _Malformed("anchor index out of range")
+    if tok.one("delta table") != n_levels:
+        raise _Malformed("delta table does not match the cascade")
+    deltas = tok.take(n_levels * (1 + 4 * n_features), "delta table").reshape(n_levels, 1 + 4 * n_features)
+    tok.expect(deltas[:, 0], n_features, "delta tables of different sizes")
+    if tok.pos != len(tok.values):
+        raise _Malformed("trailing bytes after the model")
+    split_a, split_b = splits[..., 0], splits[..., 1]
+    if min(split_a.min(), split_b.min()) < 0 or max(split_a.max(), split_b.max()) >= n_features:
+        raise _Malformed("split feature index out of range")
+    return TreeModel(
+        mean_shape=mean.astype(np.float32),
+        split_a=split_a.astype(np.int32),
+        split_b=split_b.astype(np.int32),
+        split_thresh=_floats(splits[..., 2:]).astype(np.float32),
+        leaves=leaves,
+        anchors=anchors.astype(np.int32),
+        deltas=_floats(deltas[:, 1:].reshape(n_levels, n_features, 2, 2)).astype(np.float32),
+    )
 
 
 def parse_model_file(path: str | Path) -> TreeModel:
     """Read a dlib shape predictor file (e.g. ``shape_predictor_68_face_landmarks.dat``) into a read-only
-    :class:`TreeModel`; MissingWeightsError when the file is missing or not such a model."""
+    :class:`TreeModel`; MissingWeightsError when the file is missing or not such a model.
+
+    The file is first decoded into its integers by a small compiled loop (~0.2 s for the 68-point model; a
+    loop this small also compiles in a fraction of a second on a fresh install), then cut into the arrays by
+    numpy, checking every count and index."""
     path = Path(path)
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise MissingWeightsError(f"{path}: cannot read the shape predictor: {exc}") from exc
-    *arrays, error = parse(buf)
-    if error:
-        raise MissingWeightsError(f"{path}: not a dlib shape predictor file ({_PARSE_ERRORS[error]})")
-    for array in arrays:
+    values = np.empty(len(buf) // 2 + 1, np.int32)  # every integer takes at least two bytes
+    count = tokenize(buf, values)
+    del buf
+    try:
+        if count < 0:
+            raise _Malformed("not a dlib serialisation")
+        model = _parse_tokens(_Tokens(values[:count]))
+    except _Malformed as exc:
+        raise MissingWeightsError(f"{path}: not a dlib shape predictor file ({exc})") from None
+    arrays = {f.name: np.ascontiguousarray(getattr(model, f.name)) for f in fields(TreeModel)}
+    for array in arrays.values():
         array.setflags(write=False)
-    return TreeModel(*arrays)
+    return TreeModel(**arrays)
 
 
 # ------------------------------------------------------------------------------------------ converted copies
@@ -282,6 +228,7 @@ CACHE_FORMAT = 1
 _FIELDS = tuple(f.name for f in fields(TreeModel))
 _ALIGN = 64
 _MAX_HEADER = 1 << 16
+CONVERT_LOCK_SECONDS = 120.0  # the longest a process waits for another's conversion before doing its own
 
 
 def converted_path(model_file: Path, cache_dir: Path) -> Path:
@@ -368,12 +315,18 @@ def load_tree_model(model_file: str | Path, cache_dir: Path | None = None, use_c
         return parse_model_file(model_file)
     entry = converted_path(model_file, cache_dir or default_cache_dir())
     model = _read_converted(entry)
-    if model is None:
-        model = parse_model_file(model_file)
-        try:
-            _write_converted(entry, model)
-        except OSError:
-            pass  # a read-only cache folder: parse every time
+    if model is not None:
+        return model
+    # Workers that start together would each convert it (~1 s of CPU each): one does, the others wait for it.
+    with file_lock(entry.with_name(entry.name + ".lock"), timeout=CONVERT_LOCK_SECONDS):
+        model = _read_converted(entry)  # written by another process while this one waited
+        if model is None:
+            model = parse_model_file(model_file)
+            try:
+                _write_converted(entry, model)
+            except OSError:
+                return model  # a read-only cache folder: parse every time
+            model = _read_converted(entry) or model  # memory-mapped: workers share the pages
     return model
 
 
@@ -484,3 +437,21 @@ class TreePredictor:
             out,
         )
         return (out if self.subpixel else np.floor(out + 0.5)).astype(np.float32)
+
+
+def warm_up_kernel() -> None:
+    """Compile :func:`predict_kernel` into numba's on-disk cache without the model: the kernel is typed by its
+    arrays' dtypes, ranks and flags only, so a one-tree model of the same kinds (read-only, C-contiguous, as
+    loaded models are) compiles the same machine code."""
+    tiny = TreeModel(
+        mean_shape=np.array([0.5, 0.5], np.float32),
+        split_a=np.zeros((1, 1, 1), np.int32),
+        split_b=np.zeros((1, 1, 1), np.int32),
+        split_thresh=np.zeros((1, 1, 1), np.float32),
+        leaves=np.zeros((1, 1, 2, 2), np.float32),
+        anchors=np.zeros((1, 1), np.int32),
+        deltas=np.zeros((1, 1, 2), np.float32),
+    )
+    for name in _FIELDS:
+        getattr(tiny, name).setflags(write=False)
+    TreePredictor(tiny).predict(np.zeros((8, 8), np.uint8), (0, 0, 7, 7))
