@@ -37,7 +37,7 @@ from stages.atomic_io import atomic_path, atomic_write_text
 from stages.decode import SequenceSource
 from stages.landmark_table import frames_without_face
 from stages.record import SequenceStatus
-from stages.sequence import SequenceConfig, SequenceProcessor
+from stages.sequence import SequenceConfig, SequenceProcessor, warm_up
 from stages.timing import add_times
 
 INDEX_COLUMNS = [
@@ -84,12 +84,18 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     elif _expects_work(cfg, force):
         # Scan the dataset while Ray starts: the scan (and sklearn's import for the folds) is over a second of
         # a small job, and ray.init mostly waits for its own processes. A scan error still ends the run.
-        with _scan_pool() as pool:
+        # In a forked helper, the models' on-disk caches are filled at the same time (once, not in every worker).
+        pool, forked = _scan_pool()
+        try:
             scan = pool.submit(prepare_manifest, cfg)
+            if forked:
+                pool.submit(warm_up, sequence_config(cfg))
             t0 = time.perf_counter()
             ensure_ray(cfg.ray)
             driver["ray_start"], ray_started = time.perf_counter() - t0, True
             df = scan.result()[0]
+        finally:
+            pool.shutdown(wait=False)  # the warm-up may still run: the workers wait for what they need of it
     else:
         df = prepare_manifest(cfg)[0]
     out_dir = claim_folder(preprocess_dir(cfg), "preprocess", legacy=("landmarks",))
@@ -141,15 +147,15 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     return summary
 
 
-def _scan_pool() -> Executor:
-    """Where the manifest scan runs while Ray starts: a forked process on Linux when no Ray runs in this process
-    yet (so no Ray thread exists to be forked), else a thread. In a thread, the scan's Python work and sklearn's
-    import hold the GIL that ray.init's own Python needs: ray.init took 4.0-4.4 s instead of 2.6 s beside a thread
-    importing sklearn.model_selection."""
+def _scan_pool() -> tuple[Executor, bool]:
+    """(executor, forked): where the manifest scan runs while Ray starts. Two forked processes on Linux when no
+    Ray runs in this process yet (so no Ray thread exists to be forked), else one thread. In a thread, the scan's
+    Python work and sklearn's import hold the GIL that ray.init's own Python needs: ray.init took 4.0-4.4 s instead
+    of 2.6 s beside a thread importing sklearn.model_selection. The second process is for the warm-up."""
     ray = sys.modules.get("ray")
     if sys.platform.startswith("linux") and not (ray is not None and ray.is_initialized()):
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-    return ThreadPoolExecutor(1, thread_name_prefix="manifest")
+        return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")), True
+    return ThreadPoolExecutor(1, thread_name_prefix="manifest"), False
 
 
 def _expects_work(cfg: Config, force: bool) -> bool:

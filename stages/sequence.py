@@ -12,6 +12,7 @@ the landmarks level, so a re-run skips it too.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from stages.decode import (
 )
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
-from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker
+from stages.landmarks import LandmarkConfig, Landmarker, build_landmarker, warm_up_landmarker
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 from stages.timing import StageTimes
 from stages.trajectory import TrajectoryConfig, compute_trajectory
@@ -95,6 +96,20 @@ def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[SequenceS
     if found / n < cfg.min_face_ratio:
         return SequenceStatus.LOW_FACE_RATIO, f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
     return SequenceStatus.OK, ""
+
+
+def warm_up(cfg: SequenceConfig) -> None:
+    """Fill the on-disk caches that each fresh worker process would otherwise fill on its first sequence, all of
+    them at once: the compiled PNG and landmark kernels (numba's cache) and the converted landmark models. Run it
+    once, in one process, while the workers start. It never raises: it only saves time, and whatever fails here
+    fails again in the workers, which report it."""
+    from stages.png import warm_up as warm_up_png
+
+    try:
+        warm_up_png()
+        warm_up_landmarker(cfg.landmarks)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: the workers report it
+        logging.getLogger(__name__).debug("warm-up failed: %s", exc)
 
 
 class SequenceProcessor:

@@ -8,6 +8,7 @@
 - ``provided``: the dataset's own per-frame landmark files (CK+ ``Landmarks/``, 300-W ``.pts``, ``.npy``).
 
 Backends import their heavy dependencies (dlib, torch) only when built. Build one landmarker per worker process.
+``warm_up_landmarker(cfg)`` fills a backend's on-disk caches once, before the workers that share them start.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from stages.face_geometry import N_POINTS, eye_distance, nme
 from stages.landmarks.base import Box, FrameLandmarks, LandmarkConfig, Landmarker
 from stages.landmarks.tracker import TrackingLandmarker
 
+BACKEND_MODULES = {
+    "dlib": "stages.landmarks.dlib",
+    "fan": "stages.landmarks.fan",
+    "provided": "stages.landmarks.provided",
+}
+
 
 def _lazy(module: str) -> Callable[[LandmarkConfig], Landmarker]:
     def build(cfg: LandmarkConfig) -> Landmarker:
@@ -30,9 +37,7 @@ def _lazy(module: str) -> Callable[[LandmarkConfig], Landmarker]:
 
 
 LANDMARKERS: dict[str, Callable[[LandmarkConfig], Landmarker]] = {
-    "dlib": _lazy("stages.landmarks.dlib"),
-    "fan": _lazy("stages.landmarks.fan"),
-    "provided": _lazy("stages.landmarks.provided"),
+    name: _lazy(module) for name, module in BACKEND_MODULES.items()
 }
 
 
@@ -46,6 +51,16 @@ def build_landmarker(cfg: LandmarkConfig) -> Landmarker:
     return builder(cfg)
 
 
+def warm_up_landmarker(cfg: LandmarkConfig) -> None:
+    """Fill the on-disk caches (converted models, compiled kernels) that building ``cfg.backend``'s landmarker
+    fills in a fresh process, for backends that have such caches (a module-level ``warm_up``); nothing for the
+    others or an unknown name. Raises what building would."""
+    module = BACKEND_MODULES.get(cfg.backend)
+    hook = getattr(importlib.import_module(module), "warm_up", None) if module else None
+    if hook is not None:
+        hook(cfg)
+
+
 __all__ = [
     "LANDMARKERS",
     "N_POINTS",
@@ -55,6 +70,7 @@ __all__ = [
     "Landmarker",
     "TrackingLandmarker",
     "build_landmarker",
+    "warm_up_landmarker",
     "eye_distance",
     "nme",
 ]

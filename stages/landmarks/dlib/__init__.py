@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from stages.landmarks.base import LandmarkConfig
-from stages.landmarks.dlib.models import DETECTORS, DlibShapePredictor, HogDetector, MmodDetector
+from stages.landmarks.dlib.models import (
+    DETECTORS,
+    PREDICTOR_FILE,
+    DlibShapePredictor,
+    HogDetector,
+    MmodDetector,
+    frontal_face_detector,
+    model_path,
+)
 from stages.landmarks.tracker import TrackingLandmarker
 
 
@@ -19,4 +27,24 @@ def build(cfg: LandmarkConfig) -> TrackingLandmarker:
     )
 
 
-__all__ = ["build", "build_detector"]
+def warm_up_detector(cfg: LandmarkConfig) -> None:
+    """Save the HOG detector where :func:`~stages.landmarks.dlib.models.frontal_face_detector` reloads it."""
+    if cfg.detector == "hog":
+        frontal_face_detector()
+
+
+def warm_up(cfg: LandmarkConfig) -> None:
+    """Fill the on-disk caches that building and first using this landmarker fill in a fresh process: the saved
+    HOG detector, the converted shape predictor and its compiled kernel.
+    Raises what :func:`build` would (a missing model file)."""
+    if cfg.predictor_impl == "trees":  # workers wait for the converted model, then call the kernel: kernel first
+        from stages.landmarks.dlib.trees import load_tree_model, warm_up_kernel
+
+        warm_up_kernel()
+        warm_up_detector(cfg)
+        load_tree_model(model_path(PREDICTOR_FILE, cfg.predictor_path))
+    else:
+        warm_up_detector(cfg)
+
+
+__all__ = ["build", "build_detector", "warm_up", "warm_up_detector"]

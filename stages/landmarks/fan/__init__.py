@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stages.landmarks.base import LandmarkConfig
 from stages.landmarks.dlib import build_detector
+from stages.landmarks.dlib import warm_up_detector as warm_up
 from stages.landmarks.fan.network import FanPredictor, load_fan_network
 from stages.landmarks.tracker import TrackingLandmarker
 
@@ -15,4 +16,4 @@ def build(cfg: LandmarkConfig) -> TrackingLandmarker:
     return TrackingLandmarker("fan", cfg, build_detector(cfg), predictor)
 
 
-__all__ = ["build"]
+__all__ = ["build", "warm_up"]
