@@ -101,6 +101,11 @@ def whole_command(root: Path, workers: int, out: Path, overrides: list[str]) -> 
     return seconds, summary, done.stderr
 
 
+def _times(fps: float, naive_fps: float) -> str:
+    """``fps`` as a multiple of the naive loop's, or "-" when the naive loop did not run."""
+    return f"{fps / naive_fps:.1f}x" if naive_fps == naive_fps else "-"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, help="an existing demo set in the CK+ layout")
@@ -165,18 +170,18 @@ def main() -> None:
     n_seq = len(seqs[: args.naive_sequences])
     print(
         f"| naive loop (detect every frame, upsample={args.naive_upsample}), first {n_seq} "
-        f"sequences | {n_naive} | {s_naive:.1f} | {naive_fps:.1f} | 1.0 |"
+        f"sequences | {n_naive} | {s_naive:.1f} | {naive_fps:.1f} | {_times(naive_fps, naive_fps)} |"
     )
     print(
         f"| `seqfer preprocess`, {args.workers} workers{''.join(' ' + kv for kv in args.overrides)}, process start "
         f"to exit | {frames} | {seconds:.1f} | "
-        f"{fps:.0f} | {fps / naive_fps:.1f} |"
+        f"{fps:.0f} | {_times(fps, naive_fps)} |"
     )
     to_summary = driver.get("startup", 0.0) + summary.get("seconds", 0.0)
     if to_summary > 0:
         print(
             f"\nto the written summary (the rest is Ray's own shutdown at exit): {to_summary:.1f} s = "
-            f"{frames / to_summary:.0f} frames/s, {frames / to_summary / naive_fps:.1f}x naive"
+            f"{frames / to_summary:.0f} frames/s, {_times(frames / to_summary, naive_fps)} naive"
         )
     print(
         f"\nfirst sequence finished {driver.get('first_result', 0):.1f} s after process start (Ray start "
