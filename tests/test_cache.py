@@ -426,3 +426,18 @@ def test_statuses_are_written_and_read_back_as_their_plain_strings(tmp_path: Pat
     assert "error" in retry and "timeout" in retry and "ok" not in retry and "no_face" == SequenceStatus.NO_FACE
     assert [SequenceStatus(v) for v in values] == statuses
     assert pickle.loads(pickle.dumps(SequenceStatus.LOW_FACE_RATIO)) is SequenceStatus.LOW_FACE_RATIO
+
+
+def test_entries_skip_fsync_and_run_outputs_keep_it(tmp_path: Path, monkeypatch) -> None:
+    """Cache entries are verified on read, so they are renamed into place without fsync (a crash costs a
+    recomputation); every other atomic write (summaries, indexes, models) is fsynced before its rename."""
+    from stages.atomic_io import atomic_write_text
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    cache = ArrayCache(tmp_path, "landmarks")
+    cache.put("ab" * 10, {"x": np.arange(3)})
+    assert synced == [] and cache.get("ab" * 10)["x"].tolist() == [0, 1, 2]
+    atomic_write_text(tmp_path / "summary.json", "{}")
+    assert len(synced) >= 1
