@@ -6,8 +6,8 @@
   iBUG point i.
 - Small random rotation, zoom and shift of the crops (one ``affine_grid`` / ``grid_sample``, bilinear, border
   padding), a random gain (brightness), contrast about the crop's mean and gamma, clamped to [0, 1], and an
-  optional Gaussian blur of random width (camera focus and resolution). All frames of a sample get the same
-  transform.
+  optional Gaussian blur of random width (camera focus and resolution), and optional random erasing of one
+  rectangle. All frames of a sample get the same transform.
   Trajectories are not rotated/zoomed: they are already normalised for pose and scale, and the geometric
   augmentation of crops stands for alignment jitter.
 - Optional Gaussian noise on trajectories.
@@ -77,6 +77,30 @@ def gaussian_blur(app: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.reshape(b, c, h, w)
 
 
+def random_erase(app: torch.Tensor, draws: torch.Tensor, p: float) -> torch.Tensor:
+    """Random erasing of [B, C, S, S] crops: with probability ``p`` per sample, one rectangle (area 2-40 % of
+    the crop, aspect ratio 0.3-3.3, same place in every frame/channel of the sample) is set to the sample's mean.
+    ``draws`` [B, 5] uniform [0, 1): apply?, area, aspect, top, left."""
+    b, _c, h, w = app.shape
+    area = (0.02 + draws[:, 1] * 0.38) * h * w
+    aspect = torch.exp(math.log(0.3) + draws[:, 2] * (math.log(1 / 0.3) - math.log(0.3)))
+    eh = torch.sqrt(area * aspect).clamp(max=h)
+    ew = torch.sqrt(area / aspect).clamp(max=w)
+    top = draws[:, 3] * (h - eh)
+    left = draws[:, 4] * (w - ew)
+    ys = torch.arange(h, dtype=torch.float32).view(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, w)
+    inside = (
+        (ys >= top.view(b, 1, 1))
+        & (ys < (top + eh).view(b, 1, 1))
+        & (xs >= left.view(b, 1, 1))
+        & (xs < (left + ew).view(b, 1, 1))
+        & (draws[:, 0] < p).view(b, 1, 1)
+    ).to(app.device)
+    mean = app.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.where(inside.unsqueeze(1), mean.expand_as(app), app)
+
+
 def augment_batch(
     app: torch.Tensor | None,
     traj: torch.Tensor | None,
@@ -100,6 +124,7 @@ def augment_batch(
     gamma = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * cfg.gamma) if cfg.gamma > 0 else None
     sigma = torch.rand(n, generator=gen) * cfg.blur if cfg.blur > 0 else None
     noise = torch.randn(traj.shape, generator=gen) * cfg.traj_noise if traj is not None and cfg.traj_noise > 0 else None
+    erase = torch.rand(n, 5, generator=gen) if cfg.erase > 0 else None
 
     if app is not None:
         dev = app.device
@@ -117,6 +142,8 @@ def augment_batch(
             app = app.clamp(min=1e-6) ** gamma.to(dev, app.dtype).view(n, 1, 1, 1)
         if sigma is not None:
             app = gaussian_blur(app, sigma.to(dev, app.dtype))
+        if erase is not None:
+            app = random_erase(app, erase, cfg.erase)
     if traj is not None:
         dev = traj.device
         mask = flip.to(dev).view(n, *([1] * (traj.dim() - 1)))

@@ -431,6 +431,25 @@ def test_photometric_augment_changes_contrast_gamma_and_sharpness_only_when_aske
     assert torch.allclose(oy[:, 0], oy[:, 1]) and torch.allclose(oy[:, 0], oy[:, 2])
 
 
+def test_random_erase_blanks_one_rectangle_per_sample_to_its_mean() -> None:
+    """erase=1: every sample gets one rectangle (2-40 % of the crop) set to the sample's mean, in the same place
+    in every frame (channel); erase=0 draws nothing and changes nothing."""
+    x = torch.rand(16, 3, 24, 24)
+    plain = AugmentConfig(flip=False, rotate_deg=0, scale=0, shift=0, brightness=0)
+    out, _ = augment_batch(x, None, plain.model_copy(update={"erase": 1.0}), torch.Generator().manual_seed(2))
+    changed = out != x
+    assert torch.equal(changed[:, 0], changed[:, 1]) and torch.equal(changed[:, 0], changed[:, 2])
+    share = changed[:, 0].float().mean(dim=(1, 2))
+    assert bool((share > 0.005).all()) and bool((share <= 0.42).all())
+    for i in range(len(x)):
+        assert torch.allclose(out[i][changed[i]], x[i].mean().expand(int(changed[i].sum())))
+        rows, cols = changed[i, 0].any(dim=1).nonzero(), changed[i, 0].any(dim=0).nonzero()
+        box = changed[i, 0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert bool(box.all())  # one solid rectangle
+    same, _ = augment_batch(x, None, plain, torch.Generator().manual_seed(2))
+    assert torch.equal(same, x)
+
+
 def test_photometric_options_leave_the_default_random_stream_alone() -> None:
     """Configs without the photometric options draw exactly the numbers they drew before the options existed:
     otherwise every published figure would move."""

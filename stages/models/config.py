@@ -171,6 +171,13 @@ class AugmentConfig(BaseModel):
     blur: float = Field(
         0.0, ge=0.0, description="Max std of a random Gaussian blur of crops, in pixels of the model input."
     )
+    erase: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of random erasing (Zhong et al. 2017): one rectangle of 2-40 % of the crop, aspect "
+        "0.3-3.3, set to the crop's mean, so no single region (the mouth) can carry the decision alone.",
+    )
     traj_noise: float = Field(
         0.0, ge=0.0, description="Std of Gaussian noise added to trajectories, in trajectory units."
     )
