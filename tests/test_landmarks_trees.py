@@ -137,7 +137,9 @@ def test_unwritable_cache_folder_still_loads(model_file: Path, tmp_path: Path) -
     assert model.leaves.shape[0] == 15
 
 
-@pytest.mark.parametrize("content", ["empty", "noise", "zeros", "truncated_header", "truncated_leaves", "cut"])
+@pytest.mark.parametrize(
+    "content", ["empty", "noise", "zeros", "truncated_header", "truncated_leaves", "cut", "huge_sizes"]
+)
 def test_files_that_are_not_a_shape_predictor_are_refused(model_file: Path, tmp_path: Path, content: str) -> None:
     """Garbage, and the real model cut short anywhere (the parser must stop at the end of the buffer, never read
     past it), give one MissingWeightsError."""
@@ -151,6 +153,7 @@ def test_files_that_are_not_a_shape_predictor_are_refused(model_file: Path, tmp_
             "truncated_header": real[:5],
             "truncated_leaves": real[: len(real) // 2],
             "cut": real[:-3],
+            "huge_sizes": b"\x01\x01" + b"\x04\xff\xff\xff\x7f" * 2 + b"\x01\x00" * 8,  # 2**31-1 squared
         }[content]
     )
     with pytest.raises(MissingWeightsError, match="not a dlib shape predictor"):
