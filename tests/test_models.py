@@ -22,7 +22,7 @@ from stages.models import (
     register_model,
     unregister_model,
 )
-from stages.models.skipnet import SkipNet
+from stages.models.skipnet import RANK_STD, SkipNet, rank_normalise
 from stages.models.trajnet import TrajNet
 
 SMALL_APP = {"channels": [4, 8, 8], "skip_dim": 6}
@@ -79,13 +79,26 @@ def test_plaincnn_is_skipnet_without_skips() -> None:
     assert plain(torch.rand(2, 1, 16, 16)).shape == (2, 5)
 
 
-@pytest.mark.parametrize(("normalize", "invariant"), [("per_sample", True), ("fixed", False)])
-def test_skipnet_input_normalisation(normalize: str, invariant: bool) -> None:
+@pytest.mark.parametrize(
+    ("normalize", "invariant"), [("per_sample", (True, False)), ("rank", (True, True)), ("fixed", (False, False))]
+)
+def test_skipnet_input_normalisation(normalize: str, invariant: tuple[bool, bool]) -> None:
+    """``invariant`` = (to a gain and offset, to a gamma curve)."""
     torch.manual_seed(0)
     net = SkipNet(2, 3, channels=[4, 8], skip_dim=4, normalize=normalize).eval()
     x = torch.rand(3, 2, 16, 16) * 0.5 + 0.1
-    same = torch.allclose(net(x), net(x * 1.6 + 0.05), atol=1e-4)  # brightness/contrast change
-    assert same == invariant
+    linear = torch.allclose(net(x), net(x * 1.6 + 0.05), atol=1e-4)  # brightness/contrast change
+    gamma = torch.allclose(net(x), net(x**2.2), atol=1e-4)  # another camera's response curve
+    assert (linear, gamma) == invariant
+
+
+def test_rank_normalise_is_equalisation_with_tied_mid_ranks() -> None:
+    x = torch.tensor([[[[0.2, 0.9], [0.2, 0.5]]]])  # ranks 1.5, 4, 1.5, 3 of 4 -> quantiles 1/4, 7/8, 1/4, 5/8
+    q = torch.tensor([[[[0.25, 0.875], [0.25, 0.625]]]])
+    assert torch.allclose(rank_normalise(x), (q - 0.5) / RANK_STD)
+    assert torch.equal(rank_normalise(torch.zeros(1, 1, 3, 3)), torch.zeros(1, 1, 3, 3))  # a blank (failed) frame
+    big = rank_normalise(torch.rand(2, 3, 24, 24))
+    assert abs(big.mean().item()) < 1e-5 and abs(big.std().item() - 1.0) < 0.01
 
 
 def test_skipnet_rejects_too_small_input() -> None:

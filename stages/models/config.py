@@ -86,10 +86,12 @@ class AppearanceConfig(BaseModel):
     convs_per_block: int = Field(1, ge=1, description="3x3 convolutions per block (skipnet).")
     skip_dim: int = Field(64, ge=1, description="Width of each block's skip FC layer (skipnet).")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="Dropout in front of the classifier.")
-    normalize: Literal["fixed", "per_sample"] = Field(
+    normalize: Literal["fixed", "per_sample", "rank"] = Field(
         "fixed",
         description="Input normalisation inside the network: fixed = (x - 0.5) / 0.25 on inputs in [0, 1]; "
-        "per_sample = each sample and channel to zero mean, unit std (cancels brightness augmentation).",
+        "per_sample = each sample and channel to zero mean, unit std (cancels brightness augmentation); rank = "
+        "each pixel to its quantile within its sample and channel (histogram equalisation: any increasing change "
+        "of intensities, such as another camera's contrast or gamma, gives the same input).",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Settings only the named network understands (validated by it)."

@@ -21,23 +21,44 @@ FIXED_MEAN = 0.5
 FIXED_STD = 0.25
 
 
+RANK_STD = (1.0 / 12.0) ** 0.5  # std of the uniform distribution on [0, 1]
+INPUT_NORMS = ("fixed", "per_sample", "rank")
+
+
 class InputNorm(nn.Module):
     """Normalise appearance inputs in [0, 1]: ``fixed`` = (x - 0.5) / 0.25; ``per_sample`` = each sample and
-    channel to zero mean and unit std over its pixels. Reusable by any appearance network."""
+    channel to zero mean and unit std over its pixels; ``rank`` = each pixel replaced by its quantile among its
+    sample's and channel's pixels (histogram equalisation: ties share their mean rank), then centred and scaled to
+    unit std, so that any increasing change of intensities (gain, contrast, gamma, a camera's response curve)
+    gives the same input. Reusable by any appearance network."""
 
     def __init__(self, mode: str = "fixed", eps: float = 1e-5) -> None:
         super().__init__()
-        if mode not in ("fixed", "per_sample"):
-            raise StageError(f"unknown input normalisation {mode!r}; expected fixed or per_sample")
+        if mode not in INPUT_NORMS:
+            raise StageError(f"unknown input normalisation {mode!r}; expected one of {', '.join(INPUT_NORMS)}")
         self.mode = mode
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "fixed":
             return (x - FIXED_MEAN) / FIXED_STD
+        if self.mode == "rank":
+            return rank_normalise(x)
         mean = x.mean(dim=(2, 3), keepdim=True)
         std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
         return (x - mean) / (std + self.eps)
+
+
+def rank_normalise(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> the same shape: each pixel's mid-rank quantile within its sample and channel, in (0, 1),
+    then ``(q - 0.5) / RANK_STD``. Equal values get equal outputs (the mean of their ranks), so the result is a
+    function of the image, not of the pixel order."""
+    flat = x.flatten(2).contiguous()
+    ordered = flat.sort(dim=-1).values
+    below = torch.searchsorted(ordered, flat, side="left")
+    upto = torch.searchsorted(ordered, flat, side="right")
+    q = (below + upto).to(x.dtype) / (2.0 * flat.shape[-1])
+    return ((q - 0.5) / RANK_STD).view_as(x)
 
 
 class ConvBlock(nn.Sequential):
