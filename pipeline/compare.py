@@ -11,7 +11,7 @@ box) can run the cells.
 
 Table columns: accuracy mean and std over folds, mean class accuracy (unweighted recall, pooled confusion),
 parameters, multiply-accumulates per sequence (convolutions, matrix products and resampling, as
-:func:`count_macs` says; one sequence at the configured input size),
+:func:`count_macs` says; one sequence at the configured input size; both times ``train.ensemble``),
 training seconds per fold (fit + test prediction, mean over folds), prediction milliseconds per sequence
 (one sequence at a time, ``predict_proba(exact=True)``, on the CV device, ``train.threads`` CPU threads).
 Written to ``OUTPUT_DIR/compare/comparison.{md,csv,png}``.
@@ -42,12 +42,13 @@ from pipeline.labelled_data import (
     load_labelled_npz,
     save_labelled_data,
 )
+from pipeline.model_folder import member_files
 from pipeline.output_folder import check_replaceable, claim_folder
 from pipeline.run_key import data_identity, run_key
 from stages.atomic_io import atomic_write_text
 from stages.model_extras import ModelNeeds, append_extras, needs_of
 from stages.models import build_model, list_models
-from stages.training import load_checkpoint, predict_proba
+from stages.training import ensemble_proba, load_checkpoint
 
 DEFAULT_MODELS: tuple[str, ...] = ("skipnet", "dtan", "dba", "resmask", "pcnn", "fn2en")
 DEFAULT_STREAMS: tuple[str, ...] = ("appearance", "fused")
@@ -183,18 +184,19 @@ def _cell_key(cfg: Config, folds: list[int], data: LabelledData) -> str:
 
 
 def _predict_ms(cfg: Config, data: LabelledData, fold_dir: Path, device: str) -> float:
-    """Milliseconds per sequence of ``predict_proba`` (one sequence at a time) with the fold's checkpoint."""
-    model, _, _, _ = load_checkpoint(fold_dir / "model.safetensors")
+    """Milliseconds per sequence of :func:`ensemble_proba` (one sequence at a time) with the fold's networks
+    (one, or the members of a ``train.ensemble``)."""
+    models = [load_checkpoint(path)[0] for path in member_files(fold_dir)]
     rows = np.arange(min(PREDICT_TIMING_SEQUENCES, len(data.labels)))
     subset = data.subset(rows)
     previous = torch.get_num_threads()
     torch.set_num_threads(cfg.train.threads)
     try:
-        predict_proba(model, data.subset(rows[:2]), device=device)  # warm-up (first CUDA call, allocations)
+        ensemble_proba(models, data.subset(rows[:2]), device=device)  # warm-up (first CUDA call, allocations)
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        predict_proba(model, subset, device=device)
+        ensemble_proba(models, subset, device=device)
         if device == "cuda":
             torch.cuda.synchronize()
         return 1000.0 * (time.perf_counter() - start) / max(len(rows), 1)
@@ -227,8 +229,8 @@ def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
         "accuracy_mean": summary["accuracy_mean"],
         "accuracy_std": summary["accuracy_std"],
         "mean_class_accuracy": summary["mean_class_accuracy"],
-        "parameters": count_parameters(model),
-        "macs_per_sequence": count_macs(model, *one),
+        "parameters": count_parameters(model) * cfg.train.ensemble,  # an ensemble runs every member
+        "macs_per_sequence": count_macs(model, *one) * cfg.train.ensemble,
         "train_seconds_per_fold": float(np.mean([f["seconds"] for f in summary["folds"]])),
         "predict_ms_per_sequence": _predict_ms(cfg, data, folder / "cv" / f"fold_{folds[0]}", device),
         "n_folds": len(summary["folds"]),

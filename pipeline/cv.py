@@ -7,7 +7,8 @@ produced it).
 
 Run folder ``OUTPUT_DIR/cv/``: ``config.yaml``, ``environment.json``, ``summary.json``, ``summary.md``,
 ``predictions.csv``, ``confusion.csv`` + ``.png``, ``curves.csv`` + ``.png``, ``splits.csv``, ``excluded.csv`` and
-``fold_K/`` with ``model.safetensors`` (+ its JSON config/classes), ``history.csv``, ``result.json``.
+``fold_K/`` with ``model.safetensors`` (+ its JSON config/classes; ``model.K.safetensors`` for the other members
+of a ``train.ensemble``), ``history.csv``, ``result.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from pipeline.config import Config, to_yaml
 from pipeline.labelled_data import LabelledData, load_labelled_data, split_fold
+from pipeline.model_folder import member_file, member_files
 from pipeline.output_folder import claim_folder
 from pipeline.preprocess import sequence_config
 from pipeline.progress import progress_bar
@@ -40,7 +42,7 @@ from stages.atomic_io import atomic_write_text
 from stages.cache import stable_hash
 from stages.errors import StageError
 from stages.models.config import ModelConfig, TrainConfig
-from stages.training import fit, predict_proba, save_checkpoint
+from stages.training import fit, member_seeds, predict_proba, save_checkpoint
 
 
 def resolve_device(name: str) -> str:
@@ -62,40 +64,71 @@ def train_fold(
     fold_dir: str,
     config_hash: str,
 ) -> dict:
-    """Train and test one fold; writes ``fold_dir`` and returns the fold's result (predictions included)."""
+    """Train and test one fold; writes ``fold_dir`` and returns the fold's result (predictions included).
+
+    With ``train.ensemble`` = n, the fold trains n members, member k being the fold's single-network run at
+    seed + k (its own validation subjects, from this fold's training subjects); the test probabilities are their
+    mean. Each member resumes from its own training state; the split, epoch and subject fields of the result are
+    member 0's, ``members`` has every member's seed, best epoch, test accuracy and test probabilities."""
     start = time.perf_counter()
     fold_path = Path(fold_dir)
     fold_path.mkdir(parents=True, exist_ok=True)
     mcfg, tcfg = ModelConfig.model_validate(model_cfg), TrainConfig.model_validate(train_cfg)
-    train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, fold, val_fraction, seed)
-    result = fit(
-        mcfg,
-        len(data.classes),
-        data.subset(train_idx),
-        data.subset(val_idx),
-        tcfg,
-        seed=seed * 1000 + fold,
-        device=device,
-        resume_path=fold_path / TRAIN_STATE_FILE,  # a killed fold resumes from its last epoch
-        resume_key=f"{config_hash}:{fold}",
-    )
-    proba = predict_proba(result.model, data.subset(test_idx), device=device)
-    pred = proba.argmax(axis=1)
-    history = pd.DataFrame(result.history)
-    history.insert(0, "fold", fold)
-    history.to_csv(fold_path / "history.csv", index=False)
-    if result.pretrain_history:
-        pd.DataFrame(result.pretrain_history).assign(fold=fold).to_csv(fold_path / "pretrain_history.csv", index=False)
-    save_checkpoint(
-        fold_path / "model.safetensors",
-        result.model,
-        mcfg,
-        data.classes,
-        {"fold": fold, "best_epoch": result.best_epoch, "config_hash": config_hash},
-    )
+    seeds = member_seeds(seed, tcfg.ensemble)
+    for stale in member_files(fold_path)[len(seeds) :]:  # members of an earlier, larger ensemble
+        stale.unlink()
+    probas, members, histories, first = [], [], [], None
+    for k, member_seed in enumerate(seeds):
+        train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, fold, val_fraction, member_seed)
+        result = fit(
+            mcfg,
+            len(data.classes),
+            data.subset(train_idx),
+            data.subset(val_idx),
+            tcfg,
+            seed=member_seed * 1000 + fold,
+            device=device,
+            resume_path=fold_path / train_state_file(k),  # a killed fold resumes from its last saved epoch
+            resume_key=f"{config_hash}:{fold}" + (f":{k}" if k else ""),
+            save_every_s=TRAIN_STATE_EVERY_S,
+        )
+        proba = predict_proba(result.model, data.subset(test_idx), device=device)
+        probas.append(proba)
+        history = pd.DataFrame(result.history)
+        history.insert(0, "fold", fold)
+        if len(seeds) > 1:
+            history.insert(1, "member", k)
+        histories.append(history)
+        if result.pretrain_history:
+            pd.DataFrame(result.pretrain_history).assign(fold=fold).to_csv(
+                fold_path / ("pretrain_history.csv" if k == 0 else f"pretrain_history.{k}.csv"), index=False
+            )
+        save_checkpoint(
+            fold_path / member_file(k),
+            result.model,
+            mcfg,
+            data.classes,
+            dict(fold=fold, member=k, seed=member_seed, best_epoch=result.best_epoch, config_hash=config_hash),
+        )
+        members.append(
+            {
+                "member": k,
+                "seed": member_seed,
+                "best_epoch": int(result.best_epoch),
+                "precision": result.precision,
+                "accuracy": _accuracy(proba, data.labels[test_idx]),
+                "val_subjects": sorted(set(data.subjects[val_idx])),
+                "proba": proba.tolist(),
+            }
+        )
+        if first is None:
+            first = (train_idx, val_idx, test_idx, result)
+    train_idx, val_idx, test_idx, result = first
+    proba = np.mean(probas, axis=0)
+    pd.concat(histories, ignore_index=True).to_csv(fold_path / "history.csv", index=False)
     out = {
         "fold": fold,
-        "accuracy": float((pred == data.labels[test_idx]).mean()) if len(test_idx) else float("nan"),
+        "accuracy": _accuracy(proba, data.labels[test_idx]),
         "n_test": int(len(test_idx)),
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
@@ -108,14 +141,30 @@ def train_fold(
         "train_subjects": sorted(set(data.subjects[train_idx])),
         "val_subjects": sorted(set(data.subjects[val_idx])),
         "test_subjects": sorted(set(data.subjects[test_idx])),
+        "members": members,
     }
     atomic_write_text(fold_path / "result.json", json.dumps(out))
-    (fold_path / TRAIN_STATE_FILE).unlink(missing_ok=True)  # the fold is finished: its result replaces it
+    for k in range(len(seeds)):  # the fold is finished: its result replaces the training states
+        (fold_path / train_state_file(k)).unlink(missing_ok=True)
     return out
+
+
+def _accuracy(proba: np.ndarray, labels: np.ndarray) -> float:
+    return float((proba.argmax(axis=1) == labels).mean()) if len(labels) else float("nan")
+
+
+def train_state_file(k: int) -> str:
+    """Per-epoch training state of ensemble member ``k`` of an unfinished fold (stages.training.fit's
+    resume_path): ``train_state.pt`` for member 0, ``train_state.K.pt`` for the others."""
+    return TRAIN_STATE_FILE if k == 0 else f"train_state.{k}.pt"
 
 
 TRAIN_STATE_FILE = "train_state.pt"
 """Per-epoch training state of an unfinished fold (stages.training.fit's resume_path)."""
+
+TRAIN_STATE_EVERY_S = 10.0
+"""A fold's training state is written at most this often (fit's save_every_s): a killed fold repeats at most
+10 s of training, and a 0.3 s epoch does not spend a tenth of its time writing the state."""
 
 
 class FoldWorker:
@@ -288,6 +337,10 @@ def write_cv_report(
         "n_excluded": int(len(data.excluded)),
         "seconds": seconds,
         "device": device,
+        "ensemble": cfg.train.ensemble,
+        "member_accuracy_mean": float(np.mean([m["accuracy"] for r in results for m in r.get("members", [r])]))
+        if results
+        else float("nan"),
         "folds": [
             {k: r[k] for k in ("fold", "accuracy", "n_test", "n_train", "n_val", "best_epoch", "seconds")}
             for r in results

@@ -3,6 +3,7 @@
 A model folder holds everything prediction needs and a person wants to know::
 
     model.safetensors   weights + model config + classes (stages.training.save_checkpoint; never pickle)
+    model.K.safetensors ensemble members 1, 2, ... (train.ensemble > 1); probabilities averaged with member 0
     model.json          machine-readable facts: format/version, classes, the preprocessing settings it was
                         trained with (SequenceConfig + ModelInputConfig), training and CV figures, versions
     config.yaml         the full effective config of the training run (prediction reads its preprocess and
@@ -11,9 +12,9 @@ A model folder holds everything prediction needs and a person wants to know::
     history.csv         per-epoch training curve
     README.md           the model card
 
-A CV run folder (``OUTPUT_DIR/cv`` of `seqfer cv`) is read as an ensemble: every finished ``fold_K/
-model.safetensors``, probabilities averaged. ``OUTPUT_DIR`` itself is accepted too (its ``model/`` when present,
-else its ``cv/``).
+A CV run folder (``OUTPUT_DIR/cv`` of `seqfer cv`) is read as an ensemble: every member of every finished
+``fold_K/`` (``model.safetensors``, ``model.1.safetensors``, ...), probabilities averaged. ``OUTPUT_DIR`` itself
+is accepted too (its ``model/`` when present, else its ``cv/``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +54,8 @@ MODEL_FILES = (WEIGHTS_FILE, INFO_FILE, CONFIG_FILE, "classes.txt", "history.csv
 class ModelBundle:
     """Loaded model(s) and the settings prediction must reproduce.
 
-    ``models``: one network (model folder) or one per fold (CV run folder), eval mode, CPU.
+    ``models``: the model folder's members (one network unless trained with ``train.ensemble``), or every
+    member of every fold (CV run folder); eval mode, CPU. Prediction averages their probabilities.
     ``sequence``: frames -> SequenceRecord settings (training's, with any prediction overrides applied);
     ``model_input``: record -> tensors settings (from the weights' own config, never overridden);
     ``extras``: appearance channels the network appends (stages.model_extras), as in training.
@@ -80,7 +83,11 @@ class ModelBundle:
         return digest.hexdigest()[:16]
 
     def describe(self) -> str:
-        what = "model folder" if self.kind == "model" else f"CV run folder, ensemble of {len(self.models)} folds"
+        n = len(self.models)
+        if self.kind == "model":
+            what = "model folder" + (f", ensemble of {n} networks" if n > 1 else "")
+        else:
+            what = f"CV run folder, ensemble of {n} networks from {len(set(p.parent for p in self.weight_files))} folds"
         return f"{self.path} ({what}; classes: {', '.join(self.classes)})"
 
 
@@ -113,6 +120,20 @@ def versions() -> dict[str, str]:
 
 def _is_model_folder(path: Path) -> bool:
     return (path / INFO_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def member_file(k: int) -> str:
+    """File name of ensemble member ``k`` (0-based) in a model folder or CV fold folder."""
+    return WEIGHTS_FILE if k == 0 else f"model.{k}.safetensors"
+
+
+def member_files(folder: Path) -> list[Path]:
+    """The ensemble members in ``folder``: ``model.safetensors``, then ``model.1.safetensors``, ... as long as
+    they are consecutive (the writers remove members beyond the ensemble they wrote)."""
+    files = []
+    while (folder / member_file(len(files))).is_file():
+        files.append(folder / member_file(len(files)))
+    return files
 
 
 def _fold_files(path: Path) -> list[Path]:
@@ -195,7 +216,10 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
     kind, folder = resolve_model_path(path)
     trained_cfg = load_config(folder / CONFIG_FILE)
     cfg = load_config(folder / CONFIG_FILE, overrides) if overrides else trained_cfg
-    files = [folder / WEIGHTS_FILE] if kind == "model" else _fold_files(folder)
+    if kind == "model":
+        files = member_files(folder)
+    else:
+        files = [member for f in _fold_files(folder) for member in member_files(f.parent)]
     if kind == "cv":
         _check_fold_hashes(files)
     models, classes, input_cfg, extras = [], None, None, None
@@ -203,9 +227,9 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
         model, mcfg, model_classes, _extra = load_checkpoint(file)
         model_extras = needs_of(mcfg).extras
         if classes is not None and model_classes != classes:
-            raise StageError(f"{file}: classes {model_classes} differ from the other folds' {classes}")
+            raise StageError(f"{file}: classes {model_classes} differ from the other networks' {classes}")
         if input_cfg is not None and (mcfg.input != input_cfg or model_extras != extras):
-            raise StageError(f"{file}: model input settings differ from the other folds'")
+            raise StageError(f"{file}: model input settings differ from the other networks'")
         models.append(model)
         classes, input_cfg, extras = model_classes, mcfg.input, model_extras
     info = _read_json(folder / INFO_FILE, "model info") if kind == "model" else _cv_info(folder)
@@ -272,14 +296,25 @@ def _comparable(cfg: Config) -> dict:
 
 
 def write_model_folder(
-    folder: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict, history: list[dict] | None = None
+    folder: Path,
+    models: TwoStream | Sequence[TwoStream],
+    cfg: Config,
+    classes: list[str],
+    info: dict,
+    history: list[dict] | None = None,
 ) -> Path:
     """Write a complete model folder at ``folder`` (replacing a model folder seqfer wrote there) and return it.
 
+    ``models``: one network, or the members of an ensemble in member order (:func:`member_file` names them).
+
     Anything else at ``folder`` is refused (:class:`StageError`, see :mod:`pipeline.output_folder`). Written to
     a uniquely named sibling temporary folder first and renamed, so a crash never leaves half a model folder.
-    ``info``: training facts for model.json and the card (data, split, best_epoch, val_accuracy, cv...).
+    ``info``: training facts for model.json and the card (data, split, best_epoch, val_accuracy, cv, and
+    ``members``: one dict per member with its seed, best_epoch, val_accuracy...).
     """
+    models = [models] if isinstance(models, TwoStream) else list(models)
+    if not models:
+        raise StageError(f"{folder}: a model folder needs at least one network")
     folder = Path(folder)
     check_model_folder_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +323,7 @@ def write_model_folder(
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder gets the usual permissions
-        _write_model_files(tmp, model, cfg, classes, info, history)
+        _write_model_files(tmp, models, cfg, classes, info, history)
         write_marker(tmp, MODEL_KIND)
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
@@ -317,20 +352,18 @@ def check_model_folder_target(folder: Path) -> None:
 
 
 def _write_model_files(
-    tmp: Path, model: TwoStream, cfg: Config, classes: list[str], info: dict, history: list[dict] | None
+    tmp: Path, models: list[TwoStream], cfg: Config, classes: list[str], info: dict, history: list[dict] | None
 ) -> None:
     import pandas as pd
 
     from pipeline.config import to_yaml
     from stages.training import save_checkpoint
 
-    save_checkpoint(
-        tmp / WEIGHTS_FILE,
-        model,
-        cfg.model,
-        classes,
-        {"best_epoch": info.get("best_epoch"), "trained_at": info.get("trained_at")},
-    )
+    members = info.get("members") or [{}] * len(models)
+    for k, model in enumerate(models):
+        best_epoch = members[k].get("best_epoch", info.get("best_epoch") if k == 0 else None)
+        extra = {"member": k, "best_epoch": best_epoch, "trained_at": info.get("trained_at")}
+        save_checkpoint(tmp / member_file(k), model, cfg.model, classes, extra)
     full_info = {
         "format": MODEL_FORMAT,
         "version": MODEL_FORMAT_VERSION,
@@ -341,6 +374,7 @@ def _write_model_files(
         },
         "model": cfg.model.model_dump(mode="json"),
         "versions": versions(),
+        "ensemble": len(models),
         **info,
     }
     (tmp / INFO_FILE).write_text(json.dumps(full_info, indent=2, default=str))
@@ -353,6 +387,20 @@ def _write_model_files(
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def _ensemble_lines(info: dict) -> list[str]:
+    """The card's line on an ensemble (none for a single network)."""
+    members = info.get("members") or []
+    if info.get("ensemble", 1) <= 1 or not members:
+        return []
+    return [
+        f"- Ensemble of {len(members)} networks (`train.ensemble`), class probabilities averaged; member k is the "
+        "run at seed + k, each with its own validation subjects: seeds "
+        f"{', '.join(str(m.get('seed', '?')) for m in members)}; best epochs "
+        f"{', '.join(str(m.get('best_epoch', '?')) for m in members)}; validation accuracies "
+        f"{', '.join(_pct(m.get('val_accuracy')) for m in members)} (the line above is member 0's)"
+    ]
 
 
 def model_card(info: dict, cfg: Config) -> str:
@@ -382,6 +430,7 @@ def model_card(info: dict, cfg: Config) -> str:
         f"sequences of {split.get('n_val_subjects', '?')} held-out subject(s) (val_fraction "
         f"{split.get('val_fraction', '?')}, seed {split.get('seed', '?')}); validation accuracy "
         f"{_pct(info.get('val_accuracy'))}",
+        *_ensemble_lines(info),
         "",
         "## Accuracy",
         "",

@@ -39,7 +39,7 @@ from stages.sequence import (
     SequenceProcessor,
     sequence_status,  # the processor's own ok / no_face / ... rule
 )
-from stages.training import predict_proba
+from stages.training import ensemble_proba
 from stages.trajectory import compute_trajectory
 
 
@@ -160,9 +160,9 @@ class Predictor:
 
     # -- model ---------------------------------------------------------------------------------------------------
     def probabilities(self, appearance: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
-        """[N, K] float64 class probabilities, the mean over the bundle's models (one for a model folder)."""
-        probs = [predict_proba(m, (appearance, trajectory), device=self.device) for m in self.bundle.models]
-        return np.mean(probs, axis=0)
+        """[N, K] float64 class probabilities, the mean over the bundle's models (a model folder's ensemble
+        members, or every member of every fold of a CV run folder)."""
+        return ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
 
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
         """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),

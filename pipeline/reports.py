@@ -60,16 +60,19 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: st
 
 
 def save_curves_png(curves: pd.DataFrame, path: Path) -> None:
-    """Per-epoch loss and accuracy, one line per fold (train dashed, validation solid)."""
+    """Per-epoch loss and accuracy, one line per fold (and per ensemble member when ``curves`` has a ``member``
+    column), train dashed, validation solid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
-    for fold, g in curves.groupby("fold"):
+    keys = ["fold", "member"] if "member" in curves else ["fold"]
+    for key, g in curves.groupby(keys):
+        label = f"fold {key[0]}" + (f" member {key[1]}" if len(key) > 1 else "")
         for ax, metric in zip(axes, ("loss", "acc"), strict=True):
-            line = ax.plot(g["epoch"], g[f"val_{metric}"], label=f"fold {fold}", linewidth=1)[0]
+            line = ax.plot(g["epoch"], g[f"val_{metric}"], label=label, linewidth=1)[0]
             ax.plot(g["epoch"], g[f"train_{metric}"], linestyle="--", linewidth=0.8, color=line.get_color())
     axes[0].set_title("loss (train dashed, validation solid)", fontsize=9)
     axes[1].set_title("accuracy (train dashed, validation solid)", fontsize=9)
@@ -91,6 +94,14 @@ def summary_markdown(summary: dict, classes: list[str], cm: np.ndarray) -> str:
         f"- accuracy: **{100 * summary['accuracy_mean']:.2f} +/- {100 * summary['accuracy_std']:.2f} %** "
         f"(mean +/- std over folds); pooled {100 * summary['accuracy_pooled']:.2f} %",
         f"- mean class accuracy (unweighted recall): {100 * summary['mean_class_accuracy']:.2f} %",
+        *(
+            [
+                f"- ensemble of {summary['ensemble']} networks per fold (`train.ensemble`), probabilities averaged; "
+                f"its networks alone: {100 * summary['member_accuracy_mean']:.2f} % (mean over folds and networks)"
+            ]
+            if summary.get("ensemble", 1) > 1
+            else []
+        ),
         "- model selection: best validation epoch on held-out TRAINING subjects; the test fold is never used",
         f"- excluded (failed preprocessing): {summary['n_excluded']}",
         f"- wall time: {summary['seconds']:.0f} s on {summary['device']}",

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.cv import cv_dir, resolve_device
@@ -24,7 +25,8 @@ from pipeline.labelled_data import LabelledData, load_labelled_data, split_fold
 from pipeline.model_folder import check_model_folder_target, cv_accuracy, write_model_folder
 from pipeline.progress import progress_bar
 from stages.errors import StageError
-from stages.training import fit, predict_proba
+from stages.models import TwoStream
+from stages.training import fit, member_seeds, predict_proba
 
 
 def model_dir(cfg: Config) -> Path:
@@ -52,37 +54,20 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
             f"training needs at least 3 usable labelled sequences; found {len(data.labels)} "
             f"({len(data.excluded)} excluded by preprocessing)"
         )
-    train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, cfg.seed)
     device = resolve_device(cfg.cv.device)
     n_subjects = len(set(data.subjects))
-    print(
-        f"train: {len(train_idx)} training and {len(val_idx)} validation sequences from {n_subjects} subjects "
-        f"on {device}",
-        file=sys.stderr,
-    )
-    bar = progress_bar(cfg.train.epochs, "train", unit="epoch")
-
-    def on_epoch(row: dict) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"val acc {row['val_acc']:.3f} loss {row['val_loss']:.3f}")
-
+    seeds = member_seeds(cfg.seed, cfg.train.ensemble)
+    bar = progress_bar(cfg.train.epochs * len(seeds), "train", unit="epoch")
+    members, models, history = [], [], []
     try:
-        result = fit(
-            cfg.model,
-            len(data.classes),
-            data.subset(train_idx),
-            data.subset(val_idx),
-            cfg.train,
-            seed=cfg.seed,
-            device=device,
-            on_epoch=on_epoch,
-        )
+        for k, seed in enumerate(seeds):
+            member, model, rows = _train_member(cfg, data, seed, device, bar, k, len(seeds))
+            members.append(member)
+            models.append(model)
+            history += [{"member": k, **row} if len(seeds) > 1 else row for row in rows]
     finally:
         bar.close()
-    val_acc = float("nan")
-    if len(val_idx):
-        proba = predict_proba(result.model, data.subset(val_idx), device=device)
-        val_acc = float((proba.argmax(axis=1) == data.labels[val_idx]).mean())
+    first = members[0]
     counts = Counter(data.classes[i] for i in data.labels)
     info = {
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -95,27 +80,74 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
             "n_excluded": int(len(data.excluded)),
             "class_counts": {c: int(counts.get(c, 0)) for c in data.classes},
         },
+        "split": {**first["split"], "val_fraction": cfg.train.val_fraction},
+        "best_epoch": first["best_epoch"],
+        "epochs_run": first["epochs_run"],
+        "val_accuracy": first["val_accuracy"],
+        "train_seconds": round(sum(m["train_seconds"] for m in members), 2),
+        "members": members,
+        "device": device,
+        "cv": cv_accuracy(cv_dir(cfg), cfg),
+    }
+    write_model_folder(out, models, cfg, data.classes, info, history=history)
+    what = f"{len(models)} networks" if len(models) > 1 else "1 network"
+    print(f"train: {what}; model folder {out} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return out
+
+
+def _train_member(
+    cfg: Config, data: LabelledData, seed: int, device: str, bar: tqdm, k: int, n: int
+) -> tuple[dict, TwoStream, list[dict]]:
+    """Train ensemble member ``k`` of ``n`` (the whole single-network run at ``seed``: its own validation
+    subjects, initialisation and augmentation). Returns (its facts for model.json, the network, its history);
+    ``bar`` advances by ``cfg.train.epochs`` whether or not it stopped early."""
+    train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, seed)
+    who = f"member {k + 1}/{n}: " if n > 1 else ""
+    print(
+        f"train: {who}{len(train_idx)} training and {len(val_idx)} validation sequences from "
+        f"{len(set(data.subjects))} subjects on {device}",
+        file=sys.stderr,
+    )
+    done = bar.n
+
+    def on_epoch(row: dict) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{who}val acc {row['val_acc']:.3f} loss {row['val_loss']:.3f}")
+
+    result = fit(
+        cfg.model,
+        len(data.classes),
+        data.subset(train_idx),
+        data.subset(val_idx),
+        cfg.train,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+    )
+    bar.update(done + cfg.train.epochs - bar.n)  # early stopping: the unused epochs count as done for the ETA
+    val_acc = float("nan")
+    if len(val_idx):
+        proba = predict_proba(result.model, data.subset(val_idx), device=device)
+        val_acc = float((proba.argmax(axis=1) == data.labels[val_idx]).mean())
+    print(
+        f"train: {who}best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
+        f"{100 * val_acc:.1f}% ({len(val_idx)} sequences)",
+        file=sys.stderr,
+    )
+    member = {
+        "seed": seed,
         "split": {
             "n_train": int(len(train_idx)),
             "n_val": int(len(val_idx)),
             "n_train_subjects": len(set(data.subjects[train_idx])),
             "n_val_subjects": len(set(data.subjects[val_idx])),
             "val_subjects": sorted(set(data.subjects[val_idx].tolist())),
-            "val_fraction": cfg.train.val_fraction,
-            "seed": cfg.seed,
+            "seed": seed,
         },
         "best_epoch": int(result.best_epoch),
         "epochs_run": len(result.history),
         "val_accuracy": val_acc,
         "train_seconds": round(result.seconds, 2),
-        "device": device,
-        "cv": cv_accuracy(cv_dir(cfg), cfg),
+        "precision": result.precision,
     }
-    write_model_folder(out, result.model, cfg, data.classes, info, history=result.history)
-    print(
-        f"train: best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
-        f"{100 * val_acc:.1f}% ({len(val_idx)} sequences); model folder {out} "
-        f"({time.perf_counter() - start:.1f} s)",
-        file=sys.stderr,
-    )
-    return out
+    return member, result.model, result.history

@@ -15,7 +15,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,13 +70,15 @@ class FitResult:
     (1-based), train_loss, train_acc (on augmented batches), val_loss, val_acc, lr (used in that epoch),
     seconds, and fusion_weight for fused models. ``best_epoch``: the 1-based epoch ``model`` holds.
     ``seconds``: wall time of the whole fit. ``pretrain_history``: one row per first-stage epoch of a
-    network that has one (stream, epoch, loss, seconds; see :func:`pretrain`)."""
+    network that has one (stream, epoch, loss, seconds; see :func:`pretrain`). ``precision``: the arithmetic the
+    training forward passes used (``TrainConfig.precision`` resolved by :func:`resolve_precision`)."""
 
     model: TwoStream
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
     pretrain_history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "float32"
 
 
 def _tensors(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,14 +101,17 @@ def _evaluate(
     y: torch.Tensor,
     weight: torch.Tensor | None,
     batch_size: int,
+    precision: str = "float32",
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) in eval mode."""
+    """(mean loss, accuracy) in eval mode; the forward pass in ``precision`` (resolved, as in training)."""
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
         sl = slice(start, start + batch_size)
-        out = model(*_stream_inputs(model, app[sl], traj[sl]))
-        total_loss += float(model.loss(out, y[sl], weight)) * len(y[sl])
+        with _autocast(precision, app.device):  # the loss inside too: autocast runs cross-entropy in float32
+            out = model(*_stream_inputs(model, app[sl], traj[sl]))
+            loss = model.loss(out, y[sl], weight)
+        total_loss += float(loss) * len(y[sl])
         correct += int((out[model.prediction_key].argmax(1) == y[sl]).sum())
     return total_loss / len(y), correct / len(y)
 
@@ -171,6 +176,7 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     resume_path: Path | None = None,
     resume_key: str = "",
+    save_every_s: float = 0.0,
 ) -> FitResult:
     """Train a model from scratch and return the weights of the best VALIDATION epoch.
 
@@ -185,6 +191,9 @@ def fit(
     best-so-far, every random generator) is saved there, as torchvision's reference train.py does; a call with
     a state file whose ``resume_key`` matches (the caller's key of this data and these settings) continues after
     its last epoch, with the result an uninterrupted run gives. A state file with another key is ignored.
+    ``save_every_s`` > 0 writes the state only once that many seconds have passed since the last write (and after
+    the final epoch): a killed run then repeats at most that much work, and short epochs do not pay ~30 ms each
+    for the write.
     """
     if len(train) < 2:
         raise StageError(f"training needs at least 2 sequences; got {len(train)}")
@@ -207,6 +216,7 @@ def fit(
                 on_epoch,
                 resume_path,
                 resume_key,
+                save_every_s,
             )
     finally:
         torch.set_num_threads(previous_threads)
@@ -223,8 +233,9 @@ def _fit(
     on_epoch: Callable[[dict], None] | None,
     resume_path: Path | None = None,
     resume_key: str = "",
+    save_every_s: float = 0.0,
 ) -> FitResult:
-    start_all = time.perf_counter()
+    start_all = last_save = time.perf_counter()
     init_seed, aug_seed, shuffle_seed = np.random.SeedSequence(seed).generate_state(3).tolist()
     torch.manual_seed(init_seed)
     aug_gen = torch.Generator().manual_seed(aug_seed)
@@ -235,6 +246,7 @@ def _fit(
     app, traj = _tensors(train, device)
     y = torch.as_tensor(train.labels, dtype=torch.long, device=device)
     pretrain_history = _pretrain_streams(model, app, traj, train.targets, cfg, seed, device)
+    precision = resolve_precision(cfg.precision, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine" else None
     weight = _class_weight(train.labels, n_classes, device) if cfg.class_weighted else None
@@ -277,11 +289,13 @@ def _fit(
             return loss, int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
 
         average = None if ema is None else lambda: ema.update_parameters(model)
-        total_loss, correct, seen = _train_epoch(opt, rng, len(y), cfg.batch_size, device, batch_loss, average)
+        total_loss, correct, seen = _train_epoch(
+            opt, rng, len(y), cfg.batch_size, device, batch_loss, average, precision
+        )
         if sched is not None:
             sched.step()
         if val is not None:
-            val_loss, val_acc = _evaluate(kept, v_app, v_traj, v_y, weight, max(cfg.batch_size, 128))
+            val_loss, val_acc = _evaluate(kept, v_app, v_traj, v_y, weight, max(cfg.batch_size, 128), precision)
         else:
             val_loss, val_acc = math.nan, math.nan
         row = {
@@ -305,7 +319,8 @@ def _fit(
         else:
             stale += 1
             stop = stale >= cfg.patience
-        if resume_path is not None:
+        if resume_path is not None and (stop or epoch == cfg.epochs or time.perf_counter() - last_save >= save_every_s):
+            last_save = time.perf_counter()
             _save_train_state(
                 resume_path,
                 {
@@ -339,6 +354,7 @@ def _fit(
         best_epoch=best_epoch,
         seconds=time.perf_counter() - start_all,
         pretrain_history=pretrain_history,
+        precision=precision,
     )
 
 
@@ -368,14 +384,18 @@ def _train_epoch(
     device: str,
     batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, int]],
     after_step: Callable[[], None] | None = None,
+    precision: str = "float32",
 ) -> tuple[float, int, int]:
     """One epoch of optimisation over shuffled batches of ``n`` training rows (the one batch loop of both training
     stages): ``batch_loss(row indices on device) -> (loss, correct predictions)``, then a step of ``opt`` and
-    ``after_step()``. Returns (summed loss x batch size, correct, rows seen)."""
+    ``after_step()``. ``precision`` ``bfloat16`` (resolved: never ``auto``) runs ``batch_loss`` under bfloat16 autocast;
+    the backward pass and the step follow the dtypes autocast recorded. Returns (summed loss x batch size, correct,
+    rows seen)."""
     total_loss, correct, seen = 0.0, 0, 0
     for idx in _batches(rng, n, batch_size):
         b_idx = torch.as_tensor(idx, device=device)
-        loss, n_correct = batch_loss(b_idx)
+        with _autocast(precision, device):
+            loss, n_correct = batch_loss(b_idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -425,10 +445,11 @@ def pretrain(
         return plan.loss(x, plan.target[b_idx]), 0
 
     rows = []
+    precision = resolve_precision(cfg.precision, device)
     net.train()
     for epoch in range(1, plan.epochs + 1):
         t0 = time.perf_counter()
-        total, _, seen = _train_epoch(opt, rng, len(ref), cfg.batch_size, device, batch_loss)
+        total, _, seen = _train_epoch(opt, rng, len(ref), cfg.batch_size, device, batch_loss, precision=precision)
         sched.step()
         rows.append(
             {
@@ -457,6 +478,24 @@ def _pretrain_streams(
         if net is not None:
             rows += pretrain(net, stream, app, traj, targets, cfg, seed, device)
     return rows
+
+
+def _autocast(precision: str, device: str | torch.device) -> torch.autocast:
+    """bfloat16 autocast on ``device`` when the resolved ``precision`` is ``bfloat16``, else a disabled one."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``TrainConfig.precision`` on ``device``: ``float32`` or ``bfloat16`` as given; ``auto`` is ``bfloat16`` where
+    the device computes it natively (CPU: oneDNN's bf16 support, i.e. AVX512-BF16 or AMX; CUDA: bf16 support),
+    else ``float32``."""
+    if precision != "auto":
+        return precision
+    if torch.device(device).type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return "bfloat16" if native else "float32"
 
 
 @torch.no_grad()
@@ -496,6 +535,21 @@ def predict_proba(
     finally:
         model.train(was_training)
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def ensemble_proba(
+    models: Sequence[TwoStream], data: ArrayDataset | tuple, batch_size: int = 128, device: str = "cpu"
+) -> np.ndarray:
+    """The mean of :func:`predict_proba` over ``models`` (an ensemble, or one model): [N, K] float64."""
+    if not models:
+        raise StageError("an ensemble needs at least one model")
+    return np.mean([predict_proba(m, data, batch_size, device) for m in models], axis=0)
+
+
+def member_seeds(seed: int, n: int) -> list[int]:
+    """Run seeds of an ``n``-network ensemble (``TrainConfig.ensemble``): member k is the run at ``seed + k``,
+    so member 0 is the single-network run and an ensemble of n extends the one of n - 1."""
+    return [seed + k for k in range(n)]
 
 
 def _json_default(value: Any) -> Any:

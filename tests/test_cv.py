@@ -13,7 +13,9 @@ from fixtures_datasets import TINY_MODEL
 from pipeline.config import Config, load_config
 from pipeline.cv import cv_dir, run_cv
 from pipeline.labelled_data import load_labelled_data, split_fold
+from pipeline.model_folder import load_model_bundle, member_file
 from stages.errors import StageError
+from stages.training import load_checkpoint, predict_proba
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -138,3 +140,33 @@ def test_ray_folds_give_the_in_process_results(cv_run: Config, tmp_path: Path, r
     broken.model.appearance.name = "no_such_network"
     with pytest.raises(StageError, match="unknown appearance model 'no_such_network'"):
         run_cv(broken, data, use_ray=True)
+
+
+def test_an_ensemble_fold_averages_its_members(cv_run: Config, tmp_path: Path) -> None:
+    """``train.ensemble=2``: each fold's member 0 is the single-network fold (same test probabilities), member
+    1 the fold's run at seed + 1; the fold's probabilities are their mean; a CV folder loads every member;
+    the same folder re-run with ensemble 1 drops the extra members."""
+    data = load_labelled_data(cv_run, preprocess=False)
+    single, ensemble = cv_run.model_copy(deep=True), cv_run.model_copy(deep=True)
+    single.output_dir, ensemble.output_dir = tmp_path / "single", tmp_path / "ensemble"
+    ensemble.train.ensemble = 2
+    run_cv(single, data, use_ray=False)
+    summary = run_cv(ensemble, data, use_ray=False)
+    assert summary["ensemble"] == 2 and "ensemble of 2 networks" in (cv_dir(ensemble) / "summary.md").read_text()
+    row_of = {sid: i for i, sid in enumerate(data.sequence_ids.tolist())}
+    for fold in (0, 1):
+        fold_dir = cv_dir(ensemble) / f"fold_{fold}"
+        result = json.loads((fold_dir / "result.json").read_text())
+        assert [m["seed"] for m in result["members"]] == [cv_run.seed, cv_run.seed + 1]
+        test = data.subset(np.array([row_of[sid] for sid in result["test_ids"]]))
+        p0, p1 = (predict_proba(load_checkpoint(fold_dir / member_file(k))[0], test) for k in (0, 1))
+        single_result = json.loads((cv_dir(single) / f"fold_{fold}" / "result.json").read_text())
+        np.testing.assert_allclose(p0, single_result["proba"], atol=1e-12)
+        np.testing.assert_allclose(result["proba"], (p0 + p1) / 2, atol=1e-12)
+    assert len(load_model_bundle(cv_dir(ensemble)).models) == 4
+    assert set(pd.read_csv(cv_dir(ensemble) / "curves.csv")["member"]) == {0, 1}
+
+    ensemble.train.ensemble = 1
+    run_cv(ensemble, data, use_ray=False)
+    assert not (cv_dir(ensemble) / "fold_0" / "model.1.safetensors").exists()
+    assert len(load_model_bundle(cv_dir(ensemble)).models) == 2

@@ -658,6 +658,37 @@ def test_a_killed_fold_resumes_from_its_last_epoch_with_identical_results(
     assert epochs == [1, 2, 3, 4]  # a state saved for other data or settings is never resumed
 
 
+def test_a_throttled_training_state_repeats_only_the_unsaved_epochs(prepared, tmp_path: Path, kill_after_epoch) -> None:
+    """``save_every_s``: with a write due only after a long interval, a run killed after epoch 2 left no state,
+    so the rerun trains from epoch 1, and the final epoch's state is always written."""
+    from pipeline.labelled_data import split_fold
+    from stages.training import fit
+
+    cfg, data = prepared
+    train_idx, val_idx, _ = split_fold(data.subjects, data.folds, 0, 0.5, cfg.seed)
+    args = (cfg.model, len(data.classes), data.subset(train_idx), data.subset(val_idx))
+    tcfg = cfg.train.model_copy(update={"epochs": 3, "patience": 10})
+    killed, after = kill_after_epoch
+    state = tmp_path / "train_state.pt"
+    with pytest.raises(killed):
+        fit(*args, tcfg, seed=3, on_epoch=after(2), resume_path=state, resume_key="k", save_every_s=1e9)
+    assert not state.exists()
+    epochs = []
+    fit(
+        *args,
+        tcfg,
+        seed=3,
+        on_epoch=lambda row: epochs.append(row["epoch"]),
+        resume_path=state,
+        resume_key="k",
+        save_every_s=1e9,
+    )
+    assert epochs == [1, 2, 3] and state.is_file()  # the finished run's state: a rerun does nothing again
+    epochs.clear()
+    fit(*args, tcfg, seed=3, on_epoch=lambda row: epochs.append(row["epoch"]), resume_path=state, resume_key="k")
+    assert epochs == []
+
+
 def test_predict_resume_file_with_foreign_lines_is_recomputed_not_a_crash(
     model_folder: Path, tmp_path: Path, capsys
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from fixtures_datasets import TINY_MODEL
 
 from data_manifests.schema import CLASS_SETS, read_manifest
@@ -24,8 +25,8 @@ from pipeline.predict import run_predict
 from pipeline.predict_inputs import input_from_path
 from pipeline.predictor import Predictor
 from pipeline.preprocess import source_from_row
-from pipeline.train import deployment_split
-from stages.training import predict_proba
+from pipeline.train import deployment_split, run_train
+from stages.training import load_checkpoint, predict_proba
 
 TINY = ["preprocess.align.size=48", *TINY_MODEL, "train.epochs=2", "train.batch_size=4", "ray.workers=2"]
 
@@ -158,3 +159,35 @@ def test_appearance_extras_are_built_as_in_training(trained: tuple[Config, Path]
     np.testing.assert_array_equal(appearance[0], data.appearance[0])
     np.testing.assert_array_equal(trajectory[0], data.trajectory[0])
     assert predictor.predict(source_from_row(manifest.loc[data.sequence_ids[0]])).status == "ok"
+
+
+def test_an_ensemble_model_folder_holds_every_member(trained: tuple[Config, Path], tmp_path: Path) -> None:
+    """``train.ensemble=2``: member 0 is the single-network model of the same seed (bit-identical weights),
+    member 1 the run at seed + 1 with its own validation subjects; prediction averages the two; the card,
+    model.json and history.csv say so."""
+    cfg, single_folder = trained
+    ensemble = cfg.model_copy(deep=True)
+    ensemble.train.ensemble = 2
+    data = load_labelled_data(cfg, preprocess=False)
+    folder = run_train(ensemble, tmp_path / "model", data)
+    assert (folder / "model.1.safetensors").is_file() and not (folder / "model.2.safetensors").exists()
+    info = json.loads((folder / "model.json").read_text())
+    assert info["ensemble"] == 2 and [m["seed"] for m in info["members"]] == [cfg.seed, cfg.seed + 1]
+    _, val_1 = deployment_split(data, cfg.train.val_fraction, cfg.seed + 1)
+    assert info["members"][1]["split"]["val_subjects"] == sorted(set(data.subjects[val_1].tolist()))
+    single, member_0 = (
+        load_checkpoint(single_folder / "model.safetensors")[0],
+        load_checkpoint(folder / "model.safetensors")[0],
+    )
+    for (name, a), b in zip(single.state_dict().items(), member_0.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    history = pd.read_csv(folder / "history.csv")
+    assert sorted(history["member"].unique()) == [0, 1]
+    assert "Ensemble of 2 networks" in (folder / "README.md").read_text()
+
+    predictor = Predictor.load(folder)
+    assert len(predictor.bundle.models) == 2 and "ensemble of 2 networks" in predictor.bundle.describe()
+    inputs = (data.appearance[:3], data.trajectory[:3])
+    members = [predict_proba(m, inputs) for m in predictor.bundle.models]
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(predictor.probabilities(*inputs), (members[0] + members[1]) / 2, atol=1e-12)

@@ -10,7 +10,7 @@ import torch
 
 from stages.errors import StageError
 from stages.models import ModelConfig, TrainConfig
-from stages.training import ArrayDataset, fit, load_checkpoint, predict_proba, save_checkpoint
+from stages.training import ArrayDataset, fit, load_checkpoint, predict_proba, resolve_precision, save_checkpoint
 
 K = 3
 S = 16
@@ -223,3 +223,29 @@ def test_weight_averaging_keeps_the_average_and_resumes_exactly(tmp_path, data, 
     resumed = fit(model_cfg(), K, train, val, cfg, seed=2, resume_path=state, resume_key="k")
     assert resumed.best_epoch == averaged.best_epoch
     assert all(torch.equal(v, weights(resumed)[k]) for k, v in weights(averaged).items())
+
+
+def test_bfloat16_training_learns_keeps_float32_weights_and_is_deterministic(data) -> None:
+    """``train.precision: bfloat16`` autocasts the training forward pass only: the kept weights are float32,
+    the same seed gives the same weights, and the run is not silently the float32 one."""
+    train, val = data
+    cfg = train_cfg(epochs=6, precision="bfloat16", class_weighted=True)
+    runs = [fit(model_cfg(), K, train, val, cfg, seed=5) for _ in range(2)]
+    assert runs[0].precision == "bfloat16"
+    weights = [r.model.state_dict() for r in runs]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights[0].values())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert max(h["val_acc"] for h in runs[0].history) >= 0.7
+    full = fit(model_cfg(), K, train, val, train_cfg(epochs=6, class_weighted=True), seed=5).model.state_dict()
+    assert not all(torch.equal(weights[0][k], full[k]) for k in full)
+    proba = predict_proba(runs[0].model, val)  # prediction runs in float32 outside autocast
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch, native: bool) -> None:
+    """``auto`` follows oneDNN's report of native bf16; explicit settings are kept whatever the CPU."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
+    assert resolve_precision("float32", "cpu") == "float32"
+    assert resolve_precision("bfloat16", "cpu") == "bfloat16"

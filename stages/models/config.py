@@ -220,5 +220,20 @@ class TrainConfig(BaseModel):
         "warmed up as min(decay, (1 + n) / (10 + n)) after n steps; the average is what validation picks the epoch "
         "with and what is kept (0 = off).",
     )
+    precision: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32",
+        description="Arithmetic of the training and validation forward passes: float32, bfloat16 autocast "
+        "(torch.autocast; weights, optimiser and prediction stay float32), or auto: bfloat16 where the device "
+        "computes it natively (a CPU with AVX512-BF16 or AMX, as oneDNN reports; a CUDA GPU with bf16), else "
+        "float32. bfloat16 trains the CK+48 model about 1.3x as fast on such a CPU and much slower on one without.",
+    )
+    ensemble: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Networks per CV fold and per `seqfer train` model, their class probabilities averaged: member "
+        "k is the whole run at seed + k (its validation subjects, initialisation, shuffling and augmentation), so "
+        "member 0 is the single-network run. Training and appearance prediction cost this many times as much.",
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     threads: int = Field(1, ge=1, description="torch.set_num_threads inside fit (restored afterwards).")
