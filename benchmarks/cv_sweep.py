@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.cv import train_fold  # noqa: E402
 from pipeline.labelled_data import LabelledData, load_labelled_data  # noqa: E402
-from pipeline.reports import mean_class_accuracy  # noqa: E402
+from pipeline.reports import accuracy, mean_class_accuracy  # noqa: E402
 
 _CFG: Config | None = None
 _DATA: LabelledData | None = None
@@ -44,11 +44,10 @@ def _run_fold(fold: int) -> dict:
         return train_fold(fold, _DATA, model_cfg, train_cfg, _CFG.train.val_fraction, _CFG.seed, "cpu", tmp, "sweep")
 
 
-def _labels(result: dict) -> np.ndarray:
-    """True labels of a fold result's test sequences, in its ``test_ids`` order."""
+def _labels(result: dict, row_of: dict[str, int]) -> np.ndarray:
+    """True labels of a fold result's test sequences, in its ``test_ids`` order (``row_of``: id -> data row)."""
     assert _DATA is not None
-    row_of = {sid: i for i, sid in enumerate(_DATA.sequence_ids.tolist())}
-    return np.array([_DATA.labels[row_of[sid]] for sid in result["test_ids"]])
+    return _DATA.labels[[row_of[sid] for sid in result["test_ids"]]]
 
 
 def main(args: argparse.Namespace) -> None:
@@ -62,7 +61,9 @@ def main(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     with get_context("fork").Pool(args.processes) as pool:
         results = pool.map(_run_fold, sorted(set(_DATA.folds.tolist())))
-    y = np.concatenate([_labels(r) for r in results])
+    row_of = {sid: i for i, sid in enumerate(_DATA.sequence_ids.tolist())}
+    labels = [_labels(r, row_of) for r in results]
+    y = np.concatenate(labels)
     yhat = np.concatenate([np.argmax(r["proba"], axis=1) for r in results])
     mca = mean_class_accuracy(y, yhat)
     accs = [r["accuracy"] for r in results]
@@ -72,7 +73,7 @@ def main(args: argparse.Namespace) -> None:
         prefix = []
         for n in range(1, _CFG.train.ensemble + 1):
             p = [np.mean([m["proba"] for m in r["members"][:n]], axis=0) for r in results]
-            prefix.append(np.mean([np.mean(np.argmax(q, 1) == _labels(r)) for q, r in zip(p, results, strict=True)]))
+            prefix.append(np.mean([accuracy(q, y_r) for q, y_r in zip(p, labels, strict=True)]))
         members = (
             f"  (its {_CFG.train.ensemble} networks alone: {100 * np.mean(single):.2f}; ensembles of the first 1..n: "
             f"{' / '.join(f'{100 * a:.2f}' for a in prefix)})"

@@ -31,6 +31,7 @@ from pipeline.preprocess import sequence_config
 from pipeline.progress import progress_bar
 from pipeline.ray_runtime import NoWorkers, ensure_ray, stream_to_actors
 from pipeline.reports import (
+    accuracy,
     confusion,
     mean_class_accuracy,
     save_confusion_png,
@@ -116,7 +117,7 @@ def train_fold(
                 "seed": member_seed,
                 "best_epoch": int(result.best_epoch),
                 "precision": result.precision,
-                "accuracy": _accuracy(proba, data.labels[test_idx]),
+                "accuracy": accuracy(proba, data.labels[test_idx]),
                 "val_subjects": sorted(set(data.subjects[val_idx])),
                 "proba": proba.tolist(),
             }
@@ -128,7 +129,7 @@ def train_fold(
     pd.concat(histories, ignore_index=True).to_csv(fold_path / "history.csv", index=False)
     out = {
         "fold": fold,
-        "accuracy": _accuracy(proba, data.labels[test_idx]),
+        "accuracy": accuracy(proba, data.labels[test_idx]),
         "n_test": int(len(test_idx)),
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
@@ -147,10 +148,6 @@ def train_fold(
     for k in range(len(seeds)):  # the fold is finished: its result replaces the training states
         (fold_path / train_state_file(k)).unlink(missing_ok=True)
     return out
-
-
-def _accuracy(proba: np.ndarray, labels: np.ndarray) -> float:
-    return float((proba.argmax(axis=1) == labels).mean()) if len(labels) else float("nan")
 
 
 def train_state_file(k: int) -> str:

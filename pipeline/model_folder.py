@@ -359,10 +359,9 @@ def _write_model_files(
     from pipeline.config import to_yaml
     from stages.training import save_checkpoint
 
-    members = info.get("members") or [{}] * len(models)
+    members = info.get("members") or [{"best_epoch": info.get("best_epoch")}] + [{}] * (len(models) - 1)
     for k, model in enumerate(models):
-        best_epoch = members[k].get("best_epoch", info.get("best_epoch") if k == 0 else None)
-        extra = {"member": k, "best_epoch": best_epoch, "trained_at": info.get("trained_at")}
+        extra = {"member": k, "best_epoch": members[k].get("best_epoch"), "trained_at": info.get("trained_at")}
         save_checkpoint(tmp / member_file(k), model, cfg.model, classes, extra)
     full_info = {
         "format": MODEL_FORMAT,

@@ -17,6 +17,11 @@ def confusion(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarr
     return confusion_matrix(labels, preds, labels=np.arange(n_classes)).astype(np.int64)
 
 
+def accuracy(proba: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows of ``proba`` [N, K] whose argmax is ``labels`` [N]; NaN for no rows."""
+    return float((np.argmax(proba, axis=1) == labels).mean()) if len(labels) else float("nan")
+
+
 def mean_class_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
     """Unweighted mean of per-class recall (:func:`sklearn.metrics.balanced_accuracy_score`) over the classes
     that occur in ``labels``: a class that is only predicted, never true, adds no term (its false positives still

@@ -24,6 +24,7 @@ from pipeline.cv import cv_dir, resolve_device
 from pipeline.labelled_data import LabelledData, load_labelled_data, split_fold
 from pipeline.model_folder import check_model_folder_target, cv_accuracy, write_model_folder
 from pipeline.progress import progress_bar
+from pipeline.reports import accuracy
 from stages.errors import StageError
 from stages.models import TwoStream
 from stages.training import fit, member_seeds, predict_proba
@@ -125,10 +126,7 @@ def _train_member(
         on_epoch=on_epoch,
     )
     bar.update(done + cfg.train.epochs - bar.n)  # early stopping: the unused epochs count as done for the ETA
-    val_acc = float("nan")
-    if len(val_idx):
-        proba = predict_proba(result.model, data.subset(val_idx), device=device)
-        val_acc = float((proba.argmax(axis=1) == data.labels[val_idx]).mean())
+    val_acc = accuracy(predict_proba(result.model, data.subset(val_idx), device=device), data.labels[val_idx])
     print(
         f"train: {who}best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
         f"{100 * val_acc:.1f}% ({len(val_idx)} sequences)",

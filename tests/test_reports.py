@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from pipeline.reports import confusion, mean_class_accuracy
+from pipeline.reports import accuracy, confusion, mean_class_accuracy
 
 
 def test_confusion_keeps_every_class_even_when_absent() -> None:
@@ -28,3 +28,9 @@ def test_mean_class_accuracy_averages_recall_over_true_classes_only() -> None:
     # unbalanced classes weigh equally, unlike plain accuracy (7/9 here)
     assert math.isclose(mean_class_accuracy(np.array([0] * 8 + [1]), np.array([0] * 7 + [1, 0])), (7 / 8 + 0) / 2)
     assert math.isnan(mean_class_accuracy(np.array([], dtype=int), np.array([], dtype=int)))
+
+
+def test_accuracy_is_the_argmax_hit_rate_and_nan_for_no_rows() -> None:
+    proba = np.array([[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
+    assert accuracy(proba, np.array([0, 1, 1])) == 2 / 3
+    assert math.isnan(accuracy(np.zeros((0, 2)), np.array([], dtype=int)))
