@@ -225,7 +225,7 @@ class TrainConfig(BaseModel):
         description="Arithmetic of the training and validation forward passes: float32, bfloat16 autocast "
         "(torch.autocast; weights, optimiser and prediction stay float32), or auto: bfloat16 where the device "
         "computes it natively (a CPU with AVX512-BF16 or AMX, as oneDNN reports; a CUDA GPU with bf16), else "
-        "float32. bfloat16 trains the CK+48 model about 1.3x as fast on such a CPU and much slower on one without.",
+        "float32. bfloat16 trains the CK+48 model about 1.5x as fast on such a CPU (not measured on one without).",
     )
     ensemble: int = Field(
         1,
