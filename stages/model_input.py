@@ -14,6 +14,7 @@ import numpy as np
 
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
+from stages.face_mask import face_region, mask_face
 from stages.models.config import FRAME_MODES, ModelInputConfig
 from stages.models.two_stream import frames_for
 from stages.record import SequenceRecord, SequenceStatus
@@ -40,10 +41,17 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(frame, (size, size), interpolation=interp)
 
 
-def appearance_input(rec_aligned: np.ndarray, success: np.ndarray, cfg: ModelInputConfig) -> np.ndarray:
+def appearance_input(
+    rec_aligned: np.ndarray,
+    success: np.ndarray,
+    cfg: ModelInputConfig,
+    aligned_landmarks: np.ndarray | None = None,
+) -> np.ndarray:
     """[T, S, S] (grey) or [T, S, S, 3] (RGB) uint8 crops -> [C, size, size] float32 in [0, 1].
 
     C = frames x colours (see :func:`stages.models.in_channels_for`); failed frames are never used.
+    ``aligned_landmarks`` [T, 68, 2] (x, y crop pixels) are needed by ``cfg.mask = face``
+    (:mod:`stages.face_mask`), which keeps only the face region of each frame.
     """
     aligned = np.asarray(rec_aligned)
     if (
@@ -54,11 +62,24 @@ def appearance_input(rec_aligned: np.ndarray, success: np.ndarray, cfg: ModelInp
         raise StageError(f"aligned crops must be [T, S, S] or [T, S, S, 3]; got {list(aligned.shape)}")
     if len(success) != len(aligned):
         raise StageError(f"success has {len(success)} entries for {len(aligned)} aligned frames")
-    frames = [_resize(aligned[i], cfg.size) for i in select_frames(success, cfg)]
+    chosen = select_frames(success, cfg)
+    if cfg.mask == "face":  # at the crop's resolution, before resizing: no background pixel is mixed in
+        if aligned_landmarks is None or len(aligned_landmarks) != len(aligned):
+            raise StageError("model.input.mask 'face' needs the aligned landmarks of every frame")
+        side = aligned.shape[1]
+        frames = [
+            _resize(
+                mask_face(aligned[i].astype(np.float32) / np.float32(255.0), face_region(aligned_landmarks[i], side)),
+                cfg.size,
+            )
+            for i in chosen
+        ]
+    else:
+        frames = [_resize(aligned[i], cfg.size).astype(np.float32) / np.float32(255.0) for i in chosen]
     stacked = np.stack(frames)  # [F, size, size] or [F, size, size, 3]
     if stacked.ndim == 4:
         stacked = stacked.transpose(0, 3, 1, 2).reshape(-1, cfg.size, cfg.size)  # frame-major channels
-    return stacked.astype(np.float32) / np.float32(255.0)
+    return stacked
 
 
 def geometry_input(trajectory: np.ndarray) -> np.ndarray:
@@ -76,7 +97,7 @@ def input_problem(rec: SequenceRecord, cfg: ModelInputConfig) -> str:
     try:
         if rec.status != SequenceStatus.OK:
             return f"status {rec.status}"
-        appearance_input(rec.aligned, rec.success, cfg)
+        appearance_input(rec.aligned, rec.success, cfg, rec.aligned_landmarks)
         geometry_input(rec.trajectory)
     except StageError as exc:
         return str(exc)
@@ -94,7 +115,7 @@ def build_inputs(records: Sequence[SequenceRecord], cfg: ModelInputConfig) -> tu
     apps, trajs = [], []
     for rec in records:
         try:
-            apps.append(appearance_input(rec.aligned, rec.success, cfg))
+            apps.append(appearance_input(rec.aligned, rec.success, cfg, rec.aligned_landmarks))
             trajs.append(geometry_input(rec.trajectory))
         except StageError as exc:
             raise StageError(f"sequence {rec.sequence_id}: {exc}") from None

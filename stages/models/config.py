@@ -70,6 +70,12 @@ class ModelInputConfig(BaseModel):
     size: int = Field(
         64, ge=8, description="Model input side in pixels; aligned crops are resized from the cache's size."
     )
+    mask: Literal["none", "face"] = Field(
+        "none",
+        description="none: the whole aligned crop; face: only the face region (jaw line, brows and forehead, "
+        "from each frame's landmarks), the rest set to the face's mean grey, so that the background and "
+        "framing of a recording session are not learnt with its classes (stages.face_mask).",
+    )
 
 
 class AppearanceConfig(BaseModel):
