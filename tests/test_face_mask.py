@@ -71,26 +71,27 @@ def test_masking_keeps_the_face_and_fills_the_rest_with_its_mean(color: bool) ->
     np.testing.assert_allclose(out[outside], np.broadcast_to(mean, out[outside].shape), atol=1e-5)
 
 
-def _crops(background: int) -> np.ndarray:
-    """Three 96 px frames: a textured face inside the region on a flat ``background`` (grey uint8)."""
+def _crops(background: int, color: bool = False) -> np.ndarray:
+    """Three 96 px frames (grey, or RGB): a textured face inside the region on a flat ``background`` (uint8)."""
     rng = np.random.default_rng(1)
     face = face_region(POINTS, 96, feather=0.0) > 0.0
-    frames = np.full((3, 96, 96), background, np.uint8)
-    frames[:, face] = rng.integers(60, 200, size=(3, int(face.sum())), dtype=np.uint8)
+    frames = np.full((3, 96, 96, 3) if color else (3, 96, 96), background, np.uint8)
+    texture = (3, int(face.sum()), 3) if color else (3, int(face.sum()))
+    frames[:, face] = rng.integers(60, 200, size=texture, dtype=np.uint8)
     return frames
 
 
-def test_with_the_face_mask_the_background_does_not_reach_the_input() -> None:
+@pytest.mark.parametrize("color", [False, True])
+def test_with_the_face_mask_the_background_does_not_reach_the_input(color: bool) -> None:
     cfg = ModelInputConfig(appearance="frames", k=3, size=48, mask="face")
     success = np.ones(3, bool)
     landmarks = np.repeat(POINTS[None], 3, axis=0)
-    dark, white = (appearance_input(_crops(bg), success, cfg, landmarks) for bg in (20, 250))
-    assert dark.shape == (3, 48, 48)
+    dark, white = (appearance_input(_crops(bg, color), success, cfg, landmarks) for bg in (20, 250))
+    assert dark.shape == ((9 if color else 3), 48, 48)
     assert np.abs(dark - white).max() < 1e-5  # feathered inwards: no weight on any background pixel
     whole = ModelInputConfig(appearance="frames", k=3, size=48)  # without the mask the background is input
-    assert (
-        np.abs(appearance_input(_crops(20), success, whole) - appearance_input(_crops(250), success, whole)).max() > 0.8
-    )
+    unmasked = [appearance_input(_crops(bg, color), success, whole) for bg in (20, 250)]
+    assert np.abs(unmasked[0] - unmasked[1]).max() > 0.8
 
 
 def test_the_face_mask_needs_the_landmarks() -> None:
