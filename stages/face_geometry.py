@@ -135,6 +135,8 @@ INNER_LIPS = np.arange(60, 68)  # polygon order 60..67 bounds the mouth interior
 INNER_UPPER = np.array([61, 62, 63])
 INNER_LOWER = np.array([67, 66, 65])  # paired with INNER_UPPER column by column
 NOSE_TIP = 30
+NOSE_ROOT = 27  # top of the nose bridge, between the eyes
+CHIN = 8  # the jaw line's lowest point (menton)
 OUTER_EYE_CORNERS = (36, 45)
 
 # Points that fit a similarity transform, keyed by name (AlignConfig.anchors):

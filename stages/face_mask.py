@@ -3,9 +3,9 @@ crop's border) is replaced by the face's own mean grey, so that the appearance n
 studio behind the faces.
 
 Why: in CK+ the background and the framing differ between recording sessions, and some classes come from few
-sessions (CK+48's contempt: 9 subjects of the later sessions, none of them with a happy sequence). A network
+sessions (CK+48's contempt: 9 subjects, all of the later sessions, 6 of them with no other class). A network
 trained on the whole crop learns the session's look with the class, and a face from another camera in front
-of a white wall was called contempt whatever it did (BENCHMARKS.md, "Options tried against the camera gap").
+of a white wall was called contempt whatever it did (BENCHMARKS.md, "The face mask").
 
 The region is the convex hull of the jaw line (points 0-16) and of the brows (17-26) lifted by
 ``forehead`` outer-eye-corner distances along the face's vertical axis (chin -> nose root), so the forehead's
@@ -19,10 +19,7 @@ import cv2
 import numpy as np
 
 from stages.errors import StageError
-from stages.face_geometry import BROWS, JAW, N_POINTS, OUTER_EYE_CORNERS
-
-CHIN = 8
-NOSE_ROOT = 27
+from stages.face_geometry import BROWS, CHIN, JAW, N_POINTS, NOSE_ROOT, eye_distance
 
 
 def face_region(points: np.ndarray, size: int, forehead: float = 0.5, feather: float = 1.5) -> np.ndarray:
@@ -38,8 +35,7 @@ def face_region(points: np.ndarray, size: int, forehead: float = 0.5, feather: f
     norm = float(np.linalg.norm(up))
     if norm < 1e-6:
         raise StageError("a face region needs distinct chin and nose-root landmarks")
-    a, b = OUTER_EYE_CORNERS
-    lift = forehead * float(np.linalg.norm(pts[a] - pts[b])) * up / norm
+    lift = forehead * eye_distance(pts) * up / norm
     hull = cv2.convexHull(np.concatenate([pts[JAW], pts[BROWS] + lift]).astype(np.float32))
     scale = 4  # rasterise at 4x with sub-pixel vertices, then average down: an anti-aliased edge
     big = np.zeros((size * scale, size * scale), dtype=np.uint8)
