@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.cv import run_cv  # noqa: E402
-from pipeline.labelled_data import load_labelled_data  # noqa: E402
+from pipeline.cv.run import run_cv  # noqa: E402
+from pipeline.data.labelled import load_labelled_data  # noqa: E402
 
 CELLS: dict[str, list[str]] = {
     "default (skipnet + trajnet, fused)": [],

@@ -5,8 +5,10 @@
     python benchmarks/bench_cold_start.py [--runs 2]
 
 Each run is a child process with ``NUMBA_CACHE_DIR`` and ``SEQFER_CACHE_DIR`` pointed at new empty folders (fresh),
-then a second child with the same folders (warm). The steps are what ``stages.sequence.warm_up`` does, timed one by
-one: importing the compiled modules, the PNG kernel (``stages.png.warm_up``), the model file's integer decoder
+then a second child with the same folders (warm). The steps are what ``stages.preprocess.sequence.warm_up`` does, timed
+one by
+one: importing the compiled modules, the PNG kernel (``stages.preprocess.png.warm_up``), the model file's integer
+decoder
 (``trees.tokenize`` on two bytes), the predictor kernel (``trees.warm_up_kernel``), the HOG detector
 (``frontal_face_detector``) and the model (``load_tree_model``: parsed and converted when fresh, memory-mapped when
 warm). Without the warm-up, every preprocessing worker of a fresh install pays these steps itself, at once.
@@ -40,8 +42,8 @@ def child() -> None:
 
     import numpy as np
 
-    from stages import png
-    from stages.landmarks.dlib import models, trees
+    from stages.preprocess import png
+    from stages.preprocess.landmarks.dlib import models, trees
 
     step("import")
     png.warm_up()

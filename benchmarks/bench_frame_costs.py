@@ -1,5 +1,7 @@
-"""Per-frame costs that bound preprocessing: PNG decoding (OpenCV against :mod:`stages.png`), and the 68-point
-predictor (dlib's own against :mod:`stages.landmarks.dlib.trees`), each with and without glibc's huge-page malloc
+"""Per-frame costs that bound preprocessing: PNG decoding (OpenCV against :mod:`stages.preprocess.png`), and the
+68-point
+predictor (dlib's own against :mod:`stages.preprocess.landmarks.dlib.trees`), each with and without glibc's huge-page
+malloc
 (what ``ray.huge_pages`` gives the landmark workers).
 
     python benchmarks/bench_frame_costs.py --root /work/data_heldout118 [--sequences 30] [--pairs 3]
@@ -25,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.ray_runtime import HUGE_PAGES_TUNABLE  # noqa: E402
+from pipeline.runtime.ray_pool import HUGE_PAGES_TUNABLE  # noqa: E402
 
 
 def frame_lists(root: Path, n: int) -> list[list[str]]:
@@ -38,7 +40,7 @@ def predictor_child(root: Path, n: int, impl: str) -> None:
     import cv2
     import dlib
 
-    from stages.landmarks.dlib.models import DlibShapePredictor
+    from stages.preprocess.landmarks.dlib.models import DlibShapePredictor
 
     detector = dlib.get_frontal_face_detector()
     predictor = DlibShapePredictor(impl=impl)
@@ -66,7 +68,7 @@ def main(args: argparse.Namespace) -> None:
     import cv2
     import numpy as np
 
-    from stages.png import decode_png
+    from stages.preprocess.png import decode_png
 
     paths = [f for frames in frame_lists(args.root, args.sequences) for f in frames]
     for path in paths:  # page cache warm, so the figure is decoding, not the disk
@@ -75,10 +77,10 @@ def main(args: argparse.Namespace) -> None:
     print(f"{args.root}: {len(paths)} frames; load average {os.getloadavg()[0]:.2f}")
     readers = {
         "cv2.imread": lambda path: cv2.imread(path, cv2.IMREAD_GRAYSCALE),
-        "stages.png": lambda path: decode_png(Path(path).read_bytes(), "grey"),
+        "stages.preprocess.png": lambda path: decode_png(Path(path).read_bytes(), "grey"),
     }
     for path in paths[:20]:
-        assert np.array_equal(readers["cv2.imread"](path), readers["stages.png"](path)), path
+        assert np.array_equal(readers["cv2.imread"](path), readers["stages.preprocess.png"](path)), path
     for pair in range(args.pairs):
         for name, read in readers.items():
             start = time.perf_counter()

@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages.image import to_grey  # noqa: E402
-from stages.landmarks import LandmarkConfig, build_landmarker, nme  # noqa: E402
-from stages.landmarks.provided.readers import read_landmarks  # noqa: E402
-from stages.landmarks.tracker import TrackingLandmarker, choose_face  # noqa: E402
+from stages.preprocess.landmarks import LandmarkConfig, build_landmarker, nme  # noqa: E402
+from stages.preprocess.landmarks.provided.readers import read_landmarks  # noqa: E402
+from stages.preprocess.landmarks.tracker import TrackingLandmarker, choose_face  # noqa: E402
 
 
 def _summary(errors: Sequence[float], failures: int, total: int) -> str:

@@ -33,15 +33,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.model_folder import write_model_folder  # noqa: E402
-from pipeline.predictor import Predictor  # noqa: E402
+from pipeline.model_folder.folder import write_model_folder  # noqa: E402
+from pipeline.predict.predictor import Predictor  # noqa: E402
 
 
 def default_model(folder: Path) -> Path:
     """An untrained model with the default config (7 CK+ classes)."""
     import torch
 
-    from stages.models import build_model, in_channels_for
+    from stages.learning.models import build_model, in_channels_for
 
     cfg = load_config(None)
     torch.manual_seed(0)
@@ -84,8 +84,8 @@ def throughput(model: Path, data: Path, n_videos: int, workers: int, out_dir: Pa
 
     from data_manifests.demo import generate_demo
     from pipeline.config import RayConfig
-    from pipeline.predict import run_predict
-    from pipeline.ray_runtime import ensure_ray
+    from pipeline.predict.run import run_predict
+    from pipeline.runtime.ray_pool import ensure_ray
 
     t0 = time.perf_counter()
     generate_demo(

@@ -10,7 +10,8 @@ of their own; ``--root`` uses an existing CK+-layout set.
 The naive loop is what public CK+ code typically does, made as fair as possible: detector and predictor built
 ONCE, then for every frame: read it, run dlib's HOG detector with ``--naive-upsample`` passes (1 is dlib's and
 most tutorials' default), predict the 68 points on the largest face, align with the same
-``stages.align.align_face``; no cache, one process. It runs on the first ``--naive-sequences`` sequences (sorted
+``stages.preprocess.align.align_face``; no cache, one process. It runs on the first ``--naive-sequences`` sequences
+(sorted
 by id) and its frames/s is compared with the whole command's.
 
 The whole command is ``seqfer preprocess configs/ckplus.yaml`` in a fresh process with a fresh output folder,
@@ -36,8 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stages.align import AlignConfig, align_face  # noqa: E402
-from stages.landmarks.dlib.models import PREDICTOR_FILE, model_path  # noqa: E402
+from stages.preprocess.align import AlignConfig, align_face  # noqa: E402
+from stages.preprocess.landmarks.dlib.models import PREDICTOR_FILE, model_path  # noqa: E402
 
 
 def sequences(root: Path) -> list[list[str]]:

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.dataset import prepare_manifest  # noqa: E402
-from pipeline.reports import mean_class_accuracy  # noqa: E402
+from pipeline.cv.reports import mean_class_accuracy  # noqa: E402
+from pipeline.data.manifest import prepare_manifest  # noqa: E402
 
 
 def split_sets(manifest: pd.DataFrame, out: Path) -> tuple[Path, pd.DataFrame]:

@@ -23,10 +23,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.dataset import prepare_manifest  # noqa: E402
-from pipeline.predict_inputs import input_from_path  # noqa: E402
-from pipeline.preprocess import sequence_config  # noqa: E402
-from stages.sequence import SequenceProcessor  # noqa: E402
+from pipeline.data.manifest import prepare_manifest  # noqa: E402
+from pipeline.predict.inputs import input_from_path  # noqa: E402
+from pipeline.preprocess.run import sequence_config  # noqa: E402
+from stages.preprocess.sequence import SequenceProcessor  # noqa: E402
 
 SIDE = 6  # of 48 columns
 LATER_SESSIONS = 137  # subject number from which CK+'s later recordings start

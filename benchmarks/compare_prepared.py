@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.compare import CELL_FILE, compare_dir, run_compare  # noqa: E402
+from pipeline.compare.run import CELL_FILE, compare_dir, run_compare  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 
 

@@ -7,6 +7,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,10 @@ import click
 import typer
 
 from pipeline.errors import USER_ERRORS
-from pipeline.interrupt import Interrupted
+from pipeline.runtime.interrupt import Interrupted
+from pipeline.runtime.log import NORMAL, QUIET, VERBOSE, setup_logging
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="seqfer",
@@ -26,6 +30,28 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also print debug messages")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="warnings and errors only, no progress bars")] = False,
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="also append every message, debug included, to this file")
+    ] = None,
+) -> None:
+    """Facial expression recognition from face videos and image sequences."""
+    from pipeline.errors import ConfigError
+
+    if verbose and quiet:
+        raise ConfigError("-v and -q: choose one")
+    if log_file is not None and not log_file.parent.is_dir():
+        raise ConfigError(f"--log-file {log_file}: folder {log_file.parent} does not exist")
+    try:
+        setup_logging(VERBOSE if verbose else QUIET if quiet else NORMAL, log_file)
+    except OSError as exc:
+        raise ConfigError(f"--log-file {log_file}: cannot write there ({exc.strerror or exc})") from None
+
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config, e.g. configs/demo.yaml")]
 SetOpt = Annotated[
@@ -115,7 +141,7 @@ def demo_data(
     from pydantic import ValidationError
 
     from pipeline.config import DemoConfig, format_validation_error, load_config
-    from pipeline.dataset import ensure_demo_data
+    from pipeline.data.manifest import ensure_demo_data
     from pipeline.errors import ConfigError
 
     cfg = load_config(None)
@@ -135,7 +161,7 @@ def preprocess(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (overrides ray.address)")] = None,
 ) -> None:
     """Decode, find landmarks, align and compute trajectories for every sequence, on Ray, with a resumable cache."""
-    from pipeline.preprocess import run_preprocess
+    from pipeline.preprocess.run import run_preprocess
 
     cfg = _load(config, set_)
     if address is not None:
@@ -147,7 +173,7 @@ def preprocess(
 @app.command("cv")
 def cv(config: ConfigArg, set_: SetOpt = None) -> None:
     """10-fold subject-independent cross-validation; writes a run folder with reports and checkpoints."""
-    from pipeline.cv import run_cv
+    from pipeline.cv.run import run_cv
 
     run_cv(_load(config, set_))
 
@@ -171,7 +197,7 @@ def compare(
     ] = False,
 ) -> None:
     """Cross-validate several appearance networks x stream settings on the same folds; one table and plot."""
-    from pipeline.compare import run_compare
+    from pipeline.compare.run import run_compare
 
     run_compare(_load(config, set_), models, streams, use_ray=not no_ray, data_file=data, prepare_only=prepare_only)
 
@@ -183,7 +209,7 @@ def train(
     out: Annotated[Path | None, typer.Option("--out", help="model folder; default OUTPUT_DIR/model")] = None,
 ) -> None:
     """Train one deployable model on all labelled subjects and write a model folder."""
-    from pipeline.train import run_train
+    from pipeline.train.run import run_train
 
     run_train(_load(config, set_), out_dir=out)
 
@@ -201,7 +227,7 @@ def predict(
     set_: SetOpt = None,
 ) -> None:
     """Predict an expression label with class probabilities for each input (exit code 1 if any failed)."""
-    from pipeline.predict import run_predict
+    from pipeline.predict.run import run_predict
 
     n_failed = run_predict(
         model,
@@ -227,6 +253,7 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning user errors into one message and exit code 2."""
+    setup_logging(NORMAL)  # a previous call's -q / --log-file (tests call main repeatedly) does not carry over
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="seqfer", standalone_mode=False)
@@ -239,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except USER_ERRORS as exc:
-        typer.echo(f"error: {exc}", err=True)
+        log.error("%s", exc)
         return 2
     except Interrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)

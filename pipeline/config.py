@@ -1,6 +1,7 @@
 """The one config system every verb shares: YAML in ``configs/``, validated on load, ``--set`` overrides.
 
-Each stage owns its config model (``stages.decode.FrameSelectionConfig``, ``stages.landmarks.LandmarkConfig``,
+Each stage owns its config model (``stages.preprocess.decode.FrameSelectionConfig``,
+``stages.preprocess.landmarks.LandmarkConfig``,
 ...); this module composes them into :class:`Config`. Relative paths are taken relative to the current working
 directory (the README runs every command from the repository root).
 """
@@ -15,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data_manifests.imagefolder import CKPLUS_NAME_PATTERN
 from pipeline.errors import ConfigError
-from stages.models.config import ModelConfig, TrainConfig
-from stages.sequence import SequenceConfig
+from stages.learning.models.config import ModelConfig, TrainConfig
+from stages.preprocess.sequence import SequenceConfig
 
 
 class _Strict(BaseModel):
@@ -79,7 +80,7 @@ class RayConfig(_Strict):
 
 
 class PreprocessConfig(SequenceConfig):
-    """Every stage's settings (see :class:`stages.sequence.SequenceConfig`) plus where results go."""
+    """Every stage's settings (see :class:`stages.preprocess.sequence.SequenceConfig`) plus where results go."""
 
     export_csv: bool = Field(False, description="also write per-frame landmark tables as CSV")
     cache_dir: Path | None = Field(None, description="cache folder; default OUTPUT_DIR/cache")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pipeline.config import Config
-from pipeline.cv import run_cv
-from pipeline.labelled_data import load_labelled_data
+from pipeline.cv.run import run_cv
+from pipeline.data.labelled import load_labelled_data
 
 
 def run_all(cfg: Config) -> dict:

@@ -1,6 +1,6 @@
 """The per-sequence results of preprocessing: what the cache stores and what the models read.
 
-One code path builds them (:mod:`stages.sequence`), for training and for prediction alike:
+One code path builds them (:mod:`stages.preprocess.sequence`), for training and for prediction alike:
 :class:`LandmarkArrays` (the landmarks level, also what a failed sequence is described by) and
 :class:`SequenceRecord` (every level of a sequence that succeeded). :class:`SequenceStatus` says how a sequence
 (or a prediction input) ended.
@@ -24,7 +24,7 @@ class SequenceStatus(str, Enum):
     """
 
     OK = "ok"
-    # the sequence itself (stages.sequence)
+    # the sequence itself (stages.preprocess.sequence)
     UNREADABLE = "unreadable"  # a file is missing or cannot be decoded
     TOO_SHORT = "too_short"  # fewer readable frames than min_frames
     NO_FACE = "no_face"  # no face in any kept frame

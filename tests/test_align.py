@@ -1,4 +1,4 @@
-"""Template, similarity transform and face alignment (stages.face_geometry, stages.align)."""
+"""Template, similarity transform and face alignment (stages.face_geometry, stages.preprocess.align)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.align import (
+from stages.errors import StageError
+from stages.face_geometry import ANCHOR_INDICES, TEMPLATE, mirror_points
+from stages.preprocess.align import (
     AlignConfig,
     align_face,
     align_frames,
@@ -16,8 +18,6 @@ from stages.align import (
     similarity_transform,
     transform_points,
 )
-from stages.errors import StageError
-from stages.face_geometry import ANCHOR_INDICES, TEMPLATE, mirror_points
 
 
 def _similarity(angle_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The resumable array cache, its keys and record (de)serialisation (stages.cache)."""
+"""The resumable array cache, its keys and record (de)serialisation (stages.preprocess.cache)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.align import AlignConfig
-from stages.cache import (
+from stages.preprocess.align import AlignConfig
+from stages.preprocess.cache import (
     ArrayCache,
     _host,
     record_from_arrays,
@@ -26,10 +26,10 @@ from stages.cache import (
     stable_hash,
     stage_keys,
 )
-from stages.decode import SequenceSource
+from stages.preprocess.decode import SequenceSource
+from stages.preprocess.sequence import SequenceConfig, SequenceProcessor, sequence_keys
+from stages.preprocess.trajectory import TrajectoryConfig
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
-from stages.sequence import SequenceConfig, SequenceProcessor, sequence_keys
-from stages.trajectory import TrajectoryConfig
 
 
 def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ def test_stable_hash_is_canonical():
 
 
 def test_stable_hash_is_the_same_in_another_process():
-    code = "from stages.cache import stable_hash; print(stable_hash({'b': 1.5, 'a': 'x'}, [1, 2]))"
+    code = "from stages.preprocess.cache import stable_hash; print(stable_hash({'b': 1.5, 'a': 'x'}, [1, 2]))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

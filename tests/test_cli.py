@@ -155,9 +155,9 @@ def test_predict_without_a_model_folder_is_one_message(tmp_path: Path, capsys: p
 
 def test_a_command_exit_code_reaches_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """`seqfer predict` exits 1 when an input failed: main() must pass a command's exit code through."""
-    import pipeline.predict
+    import pipeline.predict.run
 
-    monkeypatch.setattr(pipeline.predict, "run_predict", lambda *args, **kwargs: 3)
+    monkeypatch.setattr(pipeline.predict.run, "run_predict", lambda *args, **kwargs: 3)
     assert main(["predict", "some_model", "some_input.mp4"]) == 1
-    monkeypatch.setattr(pipeline.predict, "run_predict", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(pipeline.predict.run, "run_predict", lambda *args, **kwargs: 0)
     assert main(["predict", "some_model", "some_input.mp4"]) == 0

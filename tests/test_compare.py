@@ -13,9 +13,9 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
-import pipeline.compare as compare
+import pipeline.compare.run as compare
 from pipeline.cli import main
-from pipeline.compare import (
+from pipeline.compare.run import (
     TABLE_COLUMNS,
     cell_config,
     count_macs,
@@ -24,10 +24,10 @@ from pipeline.compare import (
     run_compare,
 )
 from pipeline.config import load_config
+from pipeline.data.labelled import LabelledData, data_key, load_labelled_npz, save_labelled_data
 from pipeline.errors import ConfigError
-from pipeline.labelled_data import LabelledData, data_key, load_labelled_npz, save_labelled_data
-from stages.align import AlignConfig, crop_template
-from stages.models import ModelConfig, build_model
+from stages.learning.models import ModelConfig, build_model
+from stages.preprocess.align import AlignConfig, crop_template
 
 S = 16
 CLASSES = ["anger", "happy", "surprise"]

@@ -11,11 +11,11 @@ import pytest
 from fixtures_datasets import TINY_MODEL
 
 from pipeline.config import Config, load_config
-from pipeline.cv import cv_dir, run_cv
-from pipeline.labelled_data import load_labelled_data, split_fold
-from pipeline.model_folder import load_model_bundle, member_file
+from pipeline.cv.run import cv_dir, run_cv
+from pipeline.data.labelled import load_labelled_data, split_fold
+from pipeline.model_folder.folder import load_model_bundle, member_file
 from stages.errors import StageError
-from stages.training import load_checkpoint, predict_proba
+from stages.learning.training.fit import load_checkpoint, predict_proba
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -8,15 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from stages import decode
-from stages.decode import (
+from stages.errors import StageError
+from stages.preprocess import decode
+from stages.preprocess.decode import (
     FrameSelectionConfig,
     SequenceSource,
     iter_frames,
     probe,
     select_indices,
 )
-from stages.errors import StageError
 
 N_VIDEO_FRAMES = 50
 VIDEO_FPS = 25.0

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.align import AlignConfig, crop_template
 from stages.errors import StageError
-from stages.face_mask import face_region, mask_face
-from stages.model_input import appearance_input
-from stages.models import ModelInputConfig
+from stages.learning.inputs.face_mask import face_region, mask_face
+from stages.learning.inputs.streams import appearance_input
+from stages.learning.models import ModelInputConfig
+from stages.preprocess.align import AlignConfig, crop_template
 
 # a face exactly where alignment puts it: configs/ck48.yaml's framing (chin and forehead cut off), and a
 # smaller framing that holds the whole region

@@ -1,4 +1,4 @@
-"""OpenFace-compatible landmark tables (stages.landmark_table)."""
+"""OpenFace-compatible landmark tables (stages.preprocess.landmark_table)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from stages.errors import StageError
-from stages.landmark_table import (
+from stages.preprocess.landmark_table import (
     COLUMNS,
     landmark_table,
     read_landmark_table,

@@ -14,8 +14,8 @@ from skimage.data import astronaut
 
 from stages.errors import MissingWeightsError, StageError
 from stages.face_geometry import TEMPLATE
-from stages.landmarks import LANDMARKERS, FrameLandmarks, LandmarkConfig, build_landmarker, nme
-from stages.landmarks.provided.readers import read_landmarks  # 300-W .pts: 1-based, returned 0-based
+from stages.preprocess.landmarks import LANDMARKERS, FrameLandmarks, LandmarkConfig, build_landmarker, nme
+from stages.preprocess.landmarks.provided.readers import read_landmarks  # 300-W .pts: 1-based, returned 0-based
 
 FACES = ("100032540_1", "1004467229_1", "1018882799_1")  # three of ../shared/faces
 
@@ -378,7 +378,7 @@ def test_fan_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_fan_geometry_finds_a_bright_dot(tmp_path):
-    from stages.landmarks.fan.network import FanPredictor, load_fan_network
+    from stages.preprocess.landmarks.fan.network import FanPredictor, load_fan_network
 
     predictor = FanPredictor(load_fan_network(_script(_BrightestCell(), tmp_path / "dot.pt")))
     box = (100.0, 80.0, 220.0, 200.0)

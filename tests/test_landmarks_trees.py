@@ -1,4 +1,4 @@
-"""dlib's 68-point model evaluated from flat arrays (:mod:`stages.landmarks.dlib.trees`).
+"""dlib's 68-point model evaluated from flat arrays (:mod:`stages.preprocess.landmarks.dlib.trees`).
 
 Contracts: ``TreePredictor.predict(grey uint8 [H, W], box (left, top, right, bottom) pixels)`` -> [68, 2] float32
 source pixels (x, y): dlib's own integer points, or unrounded with ``subpixel``. The converted copy of the model
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from stages.errors import MissingWeightsError
-from stages.landmarks import LandmarkConfig, build_landmarker
-from stages.landmarks.dlib import trees
-from stages.landmarks.dlib.models import PREDICTOR_FILE, DlibShapePredictor, HogDetector, model_path
+from stages.preprocess.landmarks import LandmarkConfig, build_landmarker
+from stages.preprocess.landmarks.dlib import trees
+from stages.preprocess.landmarks.dlib.models import PREDICTOR_FILE, DlibShapePredictor, HogDetector, model_path
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_frontal_detector_copy_detects_as_dlibs_and_a_damaged_copy_is_replaced(f
     """The saved HOG detector (loaded in milliseconds instead of rebuilt) finds the same boxes and scores."""
     import dlib
 
-    from stages.landmarks.dlib.models import frontal_face_detector
+    from stages.preprocess.landmarks.dlib.models import frontal_face_detector
 
     built = frontal_face_detector(tmp_path)  # writes the copy
     (copy,) = (tmp_path / "dlib_hog").glob("frontal-*.svm")
@@ -229,7 +229,7 @@ def test_a_conversion_under_way_is_waited_for_not_repeated(model_file: Path, tmp
 
 
 def test_warm_up_fills_the_model_caches_and_never_raises(tmp_path: Path, monkeypatch) -> None:
-    from stages.sequence import SequenceConfig, warm_up
+    from stages.preprocess.sequence import SequenceConfig, warm_up
 
     monkeypatch.setenv("SEQFER_CACHE_DIR", str(tmp_path))
     warm_up(SequenceConfig())

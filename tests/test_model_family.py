@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.align import AlignConfig, align_face, crop_template
 from stages.errors import MissingWeightsError, StageError
-from stages.face_descriptor import DESCRIPTOR_DIM, FaceDescriber, descriptor_model_path, face_descriptors
 from stages.face_geometry import mirror_points
-from stages.model_extras import (
+from stages.learning.inputs.extras import (
     ModelNeeds,
     append_extras,
     build_landmarks,
@@ -22,8 +20,14 @@ from stages.model_extras import (
     needs_of,
     peak_landmarks,
 )
-from stages.model_input import appearance_input
-from stages.models import (
+from stages.learning.inputs.face_descriptor import (
+    DESCRIPTOR_DIM,
+    FaceDescriber,
+    descriptor_model_path,
+    face_descriptors,
+)
+from stages.learning.inputs.streams import appearance_input
+from stages.learning.models import (
     ModelConfig,
     ModelInputConfig,
     TrainConfig,
@@ -32,8 +36,8 @@ from stages.models import (
     register_model,
     unregister_model,
 )
-from stages.models.dba import DBANet
-from stages.models.face_regions import (
+from stages.learning.models.dba import DBANet
+from stages.learning.models.face_regions import (
     N_REGIONS,
     REGION_NAMES,
     boxes_from_masks,
@@ -41,11 +45,12 @@ from stages.models.face_regions import (
     region_boxes,
     region_masks,
 )
-from stages.models.fn2en import FN2EN
-from stages.models.pcnn import PCNN
-from stages.models.resmask import ResMaskNet
+from stages.learning.models.fn2en import FN2EN
+from stages.learning.models.pcnn import PCNN
+from stages.learning.models.resmask import ResMaskNet
+from stages.learning.training.fit import ArrayDataset, fit, predict_proba, pretrain
+from stages.preprocess.align import AlignConfig, align_face, crop_template
 from stages.record import SequenceRecord
-from stages.training import ArrayDataset, fit, predict_proba, pretrain
 
 APPEARANCE = list_models("appearance")  # every registered network: none escapes the contract tests
 GEOMETRY = list_models("geometry")
@@ -428,7 +433,7 @@ def test_face_descriptors_are_cached_per_sequence(tmp_path) -> None:
 
 
 def test_dlib_descriptor_of_real_faces(shared_dir) -> None:
-    from stages.landmarks.provided.readers import read_pts
+    from stages.preprocess.landmarks.provided.readers import read_pts
 
     try:
         describer = FaceDescriber()

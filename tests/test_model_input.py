@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 
 from stages.errors import StageError
-from stages.model_input import appearance_input, build_inputs, geometry_input, input_problem, select_frames
-from stages.models import ModelInputConfig, in_channels_for
-from stages.models.config import FRAME_MODES
+from stages.learning.inputs.streams import (
+    appearance_input,
+    build_stream_inputs,
+    geometry_input,
+    input_problem,
+    select_frames,
+)
+from stages.learning.models import ModelInputConfig, in_channels_for
+from stages.learning.models.config import FRAME_MODES
 from stages.record import SequenceRecord
 
 S = 8
@@ -127,13 +133,13 @@ def test_geometry_input_checks() -> None:
 def test_build_inputs_stacks_and_names_bad_sequence() -> None:
     cfg = ModelInputConfig(appearance="last_k", k=2, size=S)
     recs = [make_record(SUCCESS, seq_id="a"), make_record([True, True, True], seq_id="b")]
-    app, traj = build_inputs(recs, cfg)
+    app, traj = build_stream_inputs(recs, cfg)
     assert app.shape == (2, 2, S, S) and traj.shape == (2, 5, 68, 2)
     assert frame_values(app[1]) == [20, 30]
     np.testing.assert_array_equal(traj[0], recs[0].trajectory)
     with pytest.raises(StageError, match="sequence c"):
-        build_inputs([recs[0], make_record([False], seq_id="c")], cfg)
+        build_stream_inputs([recs[0], make_record([False], seq_id="c")], cfg)
     with pytest.raises(StageError, match="sequence d.*mixed"):
-        build_inputs([recs[0], make_record([True], length=7, seq_id="d")], cfg)
+        build_stream_inputs([recs[0], make_record([True], length=7, seq_id="d")], cfg)
     with pytest.raises(StageError, match="no sequences"):
-        build_inputs([], cfg)
+        build_stream_inputs([], cfg)

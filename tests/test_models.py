@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from stages.augment import augment_batch, hflip_appearance, hflip_landmarks, hflip_trajectory
 from stages.errors import StageError
 from stages.face_geometry import FLIP_PERMUTATION
-from stages.models import (
+from stages.learning.augment import augment_batch, hflip_appearance, hflip_landmarks, hflip_trajectory
+from stages.learning.models import (
     AppearanceConfig,
     AugmentConfig,
     BuildContext,
@@ -22,8 +22,8 @@ from stages.models import (
     register_model,
     unregister_model,
 )
-from stages.models.skipnet import RANK_STD, SkipNet, rank_normalise
-from stages.models.trajnet import TrajNet
+from stages.learning.models.skipnet import RANK_STD, SkipNet, rank_normalise
+from stages.learning.models.trajnet import TrajNet
 
 SMALL_APP = {"channels": [4, 8, 8], "skip_dim": 6}
 
@@ -478,7 +478,7 @@ def test_photometric_options_leave_the_default_random_stream_alone() -> None:
 
 
 def test_gaussian_blur_keeps_flat_images_and_smooths_edges() -> None:
-    from stages.augment import gaussian_blur
+    from stages.learning.augment import gaussian_blur
 
     flat = torch.full((2, 1, 12, 12), 0.4)
     torch.testing.assert_close(gaussian_blur(flat, torch.tensor([0.0, 2.0])), flat)

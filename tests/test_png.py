@@ -1,4 +1,5 @@
-"""The PNG fast path (:mod:`stages.png`): exactly OpenCV's pixels where it decodes, None (OpenCV's turn) elsewhere.
+"""The PNG fast path (:mod:`stages.preprocess.png`): exactly OpenCV's pixels where it decodes, None (OpenCV's turn)
+elsewhere.
 
 Contract checked: ``decode_png(raw, 'grey')`` -> uint8 [H, W]; ``decode_png(raw, 'rgb')`` -> uint8 [H, W, 3] in RGB
 order (OpenCV's BGR converted); files it does not handle come back as None, never as an exception.
@@ -14,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.decode import SequenceSource, iter_frames
 from stages.errors import StageError
-from stages.png import decode_png
+from stages.preprocess.decode import SequenceSource, iter_frames
+from stages.preprocess.png import decode_png
 
 FILTERS = {0: "none", 1: "sub", 2: "up", 3: "average", 4: "paeth"}
 
@@ -33,7 +34,8 @@ def _paeth(a: int, b: int, c: int) -> int:
 
 def encode_png(image: np.ndarray, filters: list[int], idat_parts: int = 2, interlace: int = 0) -> bytes:
     """A PNG of ``image`` (uint8 [H, W] grey or [H, W, 3] RGB) with row ``y`` filtered by ``filters[y % len]``,
-    its compressed data split over ``idat_parts`` IDAT chunks: a reference encoder independent of stages.png."""
+    its compressed data split over ``idat_parts`` IDAT chunks: a reference encoder independent of
+    stages.preprocess.png."""
     h, w = image.shape[:2]
     bpp = 1 if image.ndim == 2 else 3
     rows = image.reshape(h, w * bpp).astype(np.int32)

@@ -19,13 +19,13 @@ import torch
 from fixtures_datasets import TINY_MODEL
 
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.model_folder import load_model_bundle, write_model_folder
-from pipeline.predict import output_names, run_predict
-from pipeline.predict_inputs import resolve_inputs
-from pipeline.predictor import Predictor, window_bounds
+from pipeline.model_folder.folder import load_model_bundle, write_model_folder
+from pipeline.predict.inputs import resolve_inputs
+from pipeline.predict.predictor import Predictor, window_bounds
+from pipeline.predict.run import output_names, run_predict
 from stages.errors import StageError
-from stages.models import build_model, frames_for, in_channels_for
-from stages.training import predict_proba, save_checkpoint
+from stages.learning.models import build_model, frames_for, in_channels_for
+from stages.learning.training.fit import predict_proba, save_checkpoint
 
 CLASSES = ["happy", "sadness", "surprise"]
 TINY = ["preprocess.align.size=48", *TINY_MODEL, "ray.workers=2"]
@@ -342,7 +342,7 @@ def test_jsonl_output_uses_null_for_missing_values(model_dir: Path, media: dict,
 
 
 def test_picture_of_a_prediction(predictor: Predictor, media: dict, tmp_path: Path) -> None:
-    from pipeline.visualize import save_prediction_picture
+    from pipeline.predict.visualize import save_prediction_picture
 
     result = predictor.predict(media["video"], keep=True)
     path = save_prediction_picture(result, CLASSES, tmp_path / "p.png")

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Config, load_config
-from pipeline.preprocess import preprocess_dir, run_preprocess, sequence_config, source_from_row
-from stages.sequence import SequenceProcessor
+from pipeline.preprocess.run import preprocess_dir, run_preprocess, sequence_config, source_from_row
+from stages.preprocess.sequence import SequenceProcessor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def test_preprocess_workers_import_no_torch_or_sklearn() -> None:
     """A preprocessing worker imports only the stages it runs: the worker module pulls in neither torch (the
     models) nor sklearn (the fold splitter), and neither does the driver's preprocess module."""
     code = (
-        "import sys, pipeline.preprocess_worker, pipeline.preprocess; "
+        "import sys, pipeline.preprocess.worker, pipeline.preprocess.run; "
         "print(sorted(m for m in ('torch', 'sklearn', 'scipy.stats') if m in sys.modules))"
     )
     out = subprocess.run(

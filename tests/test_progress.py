@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import progress
+from pipeline.runtime import progress
 
 
 class _Log(io.StringIO):

@@ -11,7 +11,7 @@ import pytest
 def test_crashes_and_errors_become_results_and_the_batch_goes_on(ray_session, per_actor: int) -> None:
     import ray
 
-    from pipeline.ray_runtime import stream_to_actors
+    from pipeline.runtime.ray_pool import stream_to_actors
 
     class Doubler:  # defined here so Ray ships it by value (the test module is not importable in workers)
         """Doubles numbers; dies on -1 (like a segfault in a native library), raises on -2."""
@@ -41,7 +41,7 @@ def test_landmark_workers_get_huge_pages(ray_session, monkeypatch) -> None:
     import ray
 
     from pipeline.config import RayConfig
-    from pipeline.ray_runtime import HUGE_PAGES_TUNABLE, huge_pages_tunables, landmark_worker_options
+    from pipeline.runtime.ray_pool import HUGE_PAGES_TUNABLE, huge_pages_tunables, landmark_worker_options
 
     @ray.remote(num_cpus=0)
     def worker_tunables() -> str:

@@ -1,4 +1,4 @@
-"""CV report metrics (pipeline.reports): the pooled confusion matrix and the mean class accuracy."""
+"""CV report metrics (pipeline.cv.reports): the pooled confusion matrix and the mean class accuracy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from pipeline.reports import accuracy, confusion, mean_class_accuracy
+from pipeline.cv.reports import accuracy, confusion, mean_class_accuracy
 
 
 def test_confusion_keeps_every_class_even_when_absent() -> None:

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 
 from pipeline.config import load_config
-from stages.align import AlignConfig, align_face
-from stages.decode import SequenceSource
-from stages.sequence import SequenceProcessor
+from stages.preprocess.align import AlignConfig, align_face
+from stages.preprocess.decode import SequenceSource
+from stages.preprocess.sequence import SequenceProcessor
 
 SIDE = 48
 

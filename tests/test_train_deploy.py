@@ -19,14 +19,14 @@ from fixtures_datasets import TINY_MODEL
 
 from data_manifests.schema import CLASS_SETS, read_manifest
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.labelled_data import load_labelled_data
-from pipeline.model_folder import cv_accuracy, load_model_bundle
-from pipeline.predict import run_predict
-from pipeline.predict_inputs import input_from_path
-from pipeline.predictor import Predictor
-from pipeline.preprocess import source_from_row
-from pipeline.train import deployment_split, run_train
-from stages.training import load_checkpoint, predict_proba
+from pipeline.data.labelled import load_labelled_data
+from pipeline.model_folder.folder import cv_accuracy, load_model_bundle
+from pipeline.predict.inputs import input_from_path
+from pipeline.predict.predictor import Predictor
+from pipeline.predict.run import run_predict
+from pipeline.preprocess.run import source_from_row
+from pipeline.train.run import deployment_split, run_train
+from stages.learning.training.fit import load_checkpoint, predict_proba
 
 TINY = ["preprocess.align.size=48", *TINY_MODEL, "train.epochs=2", "train.batch_size=4", "ray.workers=2"]
 
@@ -142,8 +142,8 @@ def test_predicting_the_manifest_matches_the_trained_model(trained: tuple[Config
 
 def test_appearance_extras_are_built_as_in_training(trained: tuple[Config, Path], tmp_path: Path) -> None:
     """A network that reads extra appearance channels (pcnn: face-region masks) gets them at prediction too."""
-    from pipeline.model_folder import write_model_folder
-    from stages.models import build_model, frames_for
+    from pipeline.model_folder.folder import write_model_folder
+    from stages.learning.models import build_model, frames_for
 
     cfg, _ = trained
     cfg = cfg.model_copy(deep=True)

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from stages.errors import StageError
-from stages.models import ModelConfig, TrainConfig
-from stages.training import ArrayDataset, fit, load_checkpoint, predict_proba, resolve_precision, save_checkpoint
+from stages.learning.models import ModelConfig, TrainConfig
+from stages.learning.training.fit import (
+    ArrayDataset,
+    fit,
+    load_checkpoint,
+    predict_proba,
+    resolve_precision,
+    save_checkpoint,
+)
 
 K = 3
 S = 16
@@ -194,7 +201,7 @@ def test_fit_rejects_bad_inputs(data) -> None:
 
 def test_weight_average_warms_up_then_holds_its_decay() -> None:
     """The average's decay starts low (it follows the weights while they move fast) and reaches ema_decay."""
-    from stages.training import ema_decay_at, ema_warmup_avg_fn
+    from stages.learning.training.fit import ema_decay_at, ema_warmup_avg_fn
 
     assert ema_decay_at(0.99, 0) == pytest.approx(0.1) and ema_decay_at(0.99, 10) == pytest.approx(11 / 20)
     assert ema_decay_at(0.99, 10_000) == 0.99 and ema_decay_at(0.5, 100) == 0.5

@@ -1,14 +1,14 @@
-"""Landmark motion trajectories (stages.trajectory)."""
+"""Landmark motion trajectories (stages.preprocess.trajectory)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.align import transform_points
 from stages.errors import StageError
 from stages.face_geometry import TEMPLATE
-from stages.trajectory import TrajectoryConfig, compute_trajectory, fill_missing_frames, resample
+from stages.preprocess.align import transform_points
+from stages.preprocess.trajectory import TrajectoryConfig, compute_trajectory, fill_missing_frames, resample
 
 NORMALISERS = ["nose_std", "procrustes"]
 CORNERS = [48, 54]

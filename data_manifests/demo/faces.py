@@ -142,11 +142,11 @@ def score_face(pts: np.ndarray, image_size: tuple[int, int]) -> FaceScore:
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
     """dlib's HOG detector and 68-point predictor; the model file is found by the dlib landmark backend
-    (:func:`stages.landmarks.dlib.models.model_path`). ManifestError when it is missing."""
+    (:func:`stages.preprocess.landmarks.dlib.models.model_path`). ManifestError when it is missing."""
     import dlib
 
     from stages.errors import MissingWeightsError
-    from stages.landmarks.dlib.models import PREDICTOR_FILE, model_path
+    from stages.preprocess.landmarks.dlib.models import PREDICTOR_FILE, model_path
 
     try:
         path = model_path(PREDICTOR_FILE)

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.config import RayConfig  # noqa: E402
-from pipeline.ray_runtime import ensure_ray  # noqa: E402
+from pipeline.runtime.ray_pool import ensure_ray  # noqa: E402
 from stages.errors import StageError  # noqa: E402
 
 

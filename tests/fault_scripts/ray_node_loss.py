@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from pipeline.ray_runtime import stream_to_actors  # noqa: E402
+from pipeline.runtime.ray_pool import stream_to_actors  # noqa: E402
 
 
 class Slow:

@@ -1,0 +1,1 @@
+"""`seqfer cv`: subject-independent k-fold cross-validation on Ray actors, and its reports."""

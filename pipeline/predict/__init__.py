@@ -1,0 +1,1 @@
+"""`seqfer predict`: inputs, the Predictor API (load once, predict many), the batch driver and its pictures."""

@@ -1,0 +1,344 @@
+"""Load a model once, predict many: the Python API behind `seqfer predict` (no Ray in here).
+
+::
+
+    from pipeline.predict.predictor import Predictor
+    p = Predictor.load("runs/demo/model")        # a model folder, a CV run folder (fold ensemble) or OUTPUT_DIR
+    r = p.predict("clip.mp4")                    # PredictionResult: .status .label .confidence .probabilities
+    rows = [x.row(p.classes) for x in p.predict_many(["videos/*.mp4", "frames_dir/", "face.jpg"])]
+    r = p.predict("long.mp4", window=2.0)        # r.timeline: one row per 2 s window (stride 1 s)
+
+Prediction runs exactly the training preprocessing: the input becomes a ``SequenceSource``,
+``stages.preprocess.sequence.SequenceProcessor`` (with the model's stored SequenceConfig) makes its record and
+``stages.learning.inputs.extras.model_inputs`` its tensors; fold models' probabilities are averaged. A single image is a
+one-frame sequence: its trajectory is all zeros, so the geometry stream sees no motion and the appearance
+stream decides. Window mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per
+frame, ~1.3 GB per hour of 30 fps video). Bad inputs never raise: they come back with a status
+(``unreadable``, ``no_face``, ``low_face_ratio``, ``too_short``, ``failed``, ``error``) and a reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.model_folder.folder import ModelBundle, load_model_bundle
+from pipeline.predict.inputs import PredictInput, input_from_path, resolve_inputs
+from stages.errors import StageError
+from stages.learning.inputs.extras import model_inputs
+from stages.learning.training.fit import ensemble_proba
+from stages.preprocess.decode import SequenceSource, select_indices
+from stages.preprocess.sequence import (
+    SequenceConfig,
+    SequenceProcessor,
+    sequence_status,  # the processor's own ok / no_face / ... rule
+)
+from stages.preprocess.trajectory import compute_trajectory
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
+
+
+@dataclass
+class PredictionResult:
+    """One input's prediction. ``probabilities`` (class -> p, summing to 1) is None unless status is ok.
+
+    ``n_frames``: frames read (after frame selection); ``face_ratio``: fraction of them with a face.
+    ``timeline``: window mode only, one row per window (window_start, window_end in seconds, status,
+    n_frames, face_ratio, label, confidence, p_<class>). ``record`` / ``landmarks`` are kept on request
+    (``keep=True``) for pictures.
+    """
+
+    input: str
+    status: SequenceStatus
+    reason: str = ""
+    probabilities: dict[str, float] | None = None
+    n_frames: int = 0
+    face_ratio: float = 0.0
+    true_label: str | None = None
+    timeline: pd.DataFrame | None = None
+    seconds: float = 0.0
+    source: SequenceSource | None = None
+    record: SequenceRecord | None = None
+    landmarks: LandmarkArrays | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SequenceStatus.OK
+
+    @property
+    def label(self) -> str | None:
+        if not self.probabilities:
+            return None
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    @property
+    def confidence(self) -> float | None:
+        return None if not self.probabilities else float(max(self.probabilities.values()))
+
+    def row(self, classes: list[str]) -> dict:
+        """Flat result row: input, status, label, confidence, p_<class>..., n_frames, face_ratio, reason
+        (+ true_label when known). Missing values are NaN (probabilities) or '' (text)."""
+        probs = self.probabilities or {}
+        row = {
+            "input": self.input,
+            "status": self.status,
+            "label": self.label or "",
+            "confidence": self.confidence if self.confidence is not None else float("nan"),
+        }
+        row.update({f"p_{c}": float(probs[c]) if c in probs else float("nan") for c in classes})
+        row.update(
+            {"n_frames": int(self.n_frames), "face_ratio": round(float(self.face_ratio), 4), "reason": self.reason}
+        )
+        if self.true_label is not None:
+            row["true_label"] = self.true_label
+        return row
+
+
+@dataclass
+class _Windows:
+    starts: np.ndarray
+    ends: np.ndarray
+    members: list[np.ndarray] = field(default_factory=list)  # frame positions (into the record) per window
+
+
+def window_bounds(timestamps: np.ndarray, window: float, stride: float, frame_step: float) -> _Windows:
+    """Windows [start, start + window) seconds over frames at ``timestamps``: starts at 0, every ``stride``
+    seconds, the last one flush with the end (last timestamp + one frame step) so the tail is covered; one
+    window over everything when the input is shorter than ``window``."""
+    end = float(timestamps[-1]) + frame_step if len(timestamps) else 0.0
+    if end <= window:
+        starts, ends = np.array([0.0]), np.array([end])
+    else:
+        starts = np.arange(0.0, end - window + 1e-9, stride)
+        if starts[-1] + window < end - 1e-9:
+            starts = np.append(starts, end - window)
+        ends = starts + window
+    eps = 1e-9
+    members = [
+        np.flatnonzero((timestamps >= s - eps) & (timestamps < e - eps)) for s, e in zip(starts, ends, strict=True)
+    ]
+    return _Windows(starts, ends, members)
+
+
+class Predictor:
+    """A loaded model (or fold ensemble) plus one :class:`SequenceProcessor`: build once, call many times.
+
+    ``cache_dir``: where processed sequences are cached (None: nothing is written). Not thread-safe (the
+    landmarker is not); use one Predictor per process or Ray worker.
+    """
+
+    def __init__(self, bundle: ModelBundle, cache_dir: Path | str | None = None, device: str = "cpu") -> None:
+        self.bundle = bundle
+        self.device = device
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.processor = SequenceProcessor(bundle.sequence, self.cache_dir)
+        self._window_processor: SequenceProcessor | None = None
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        overrides: list[str] | None = None,
+        cache_dir: Path | str | None = None,
+        device: str = "cpu",
+    ) -> Predictor:
+        """Load a model folder, CV run folder (ensemble) or OUTPUT_DIR; ``overrides`` are ``--set`` strings."""
+        return cls(load_model_bundle(path, overrides), cache_dir=cache_dir, device=device)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.bundle.classes
+
+    @property
+    def sequence_config(self) -> SequenceConfig:
+        return self.bundle.sequence
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    def probabilities(self, appearance: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
+        """[N, K] float64 class probabilities, the mean over the bundle's models (a model folder's ensemble
+        members, or every member of every fold of a CV run folder)."""
+        return ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
+
+    def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
+        """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),
+        trajectory [1, L, 68, 2] -- what ``pipeline.data.labelled.load_labelled_data`` builds for training."""
+        appearance, trajectory, _ = model_inputs([record], self.bundle.model_input, self.bundle.extras)
+        return appearance, trajectory
+
+    def model_inputs(self, item: str | Path | SequenceSource | PredictInput) -> tuple[np.ndarray, np.ndarray]:
+        """The tensors the model would see for ``item``; :class:`StageError` when it cannot be processed."""
+        pin = self._as_input(item)
+        if pin.source is None:
+            raise StageError(f"{pin.name}: {pin.problem}")
+        outcome = self.processor.process(pin.source)
+        if outcome.record is None:
+            raise StageError(f"{pin.name}: {outcome.status}: {outcome.reason}")
+        return self.record_inputs(outcome.record)
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+    def predict(
+        self,
+        item: str | Path | SequenceSource | PredictInput,
+        *,
+        window: float | None = None,
+        stride: float | None = None,
+        keep: bool = False,
+    ) -> PredictionResult:
+        """Predict one input (a path to a video, image or frame folder, or a source). Never raises for a bad
+        input. ``window`` (seconds) switches to sliding windows with ``stride`` (default window / 2)."""
+        start = time.perf_counter()
+        for name, value in (("window", window), ("stride", stride)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise StageError(f"{name} {value}: must be a positive number of seconds")
+        pin = self._as_input(item)
+        try:
+            if pin.source is None:
+                result = PredictionResult(pin.name, SequenceStatus.UNREADABLE, pin.problem)
+            elif window is not None:
+                step = window / 2 if stride is None else stride
+                result = self._predict_windows(pin, float(window), float(step), keep)
+            else:
+                result = self._predict_whole(pin, keep)
+        except Exception as exc:  # a bug or a library crash on one input must not stop a batch
+            result = PredictionResult(pin.name, SequenceStatus.ERROR, f"{type(exc).__name__}: {exc}")
+        result.true_label = pin.true_label
+        result.source = pin.source
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def predict_many(
+        self,
+        items: Iterable[str | Path | SequenceSource | PredictInput],
+        *,
+        window: float | None = None,
+        stride: float | None = None,
+    ) -> list[PredictionResult]:
+        """Predict every input in order; strings are expanded like the CLI's (globs, folders, manifests)."""
+        inputs: list[PredictInput] = []
+        for item in items:
+            inputs += resolve_inputs([item]) if isinstance(item, (str, Path)) else [self._as_input(item)]
+        return [self.predict(pin, window=window, stride=stride) for pin in inputs]
+
+    # -- internals -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _as_input(item: str | Path | SequenceSource | PredictInput) -> PredictInput:
+        if isinstance(item, PredictInput):
+            return item
+        if isinstance(item, SequenceSource):
+            kind = "video" if item.video_path else "frames"
+            return PredictInput(item.sequence_id, kind, item)
+        return input_from_path(item)
+
+    def _as_dict(self, probs: np.ndarray) -> dict[str, float]:
+        return {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
+
+    def _predict_whole(self, pin: PredictInput, keep: bool) -> PredictionResult:
+        outcome = self.processor.process(pin.source)
+        result = PredictionResult(
+            pin.name, outcome.status, outcome.reason, n_frames=outcome.n_frames, face_ratio=outcome.face_ratio
+        )
+        if keep:
+            result.record, result.landmarks = outcome.record, outcome.landmark_arrays
+        if outcome.record is None:
+            return result
+        try:
+            appearance, trajectory = self.record_inputs(outcome.record)
+        except StageError as exc:
+            result.status, result.reason = SequenceStatus.FAILED, str(exc)
+            return result
+        result.probabilities = self._as_dict(self.probabilities(appearance, trajectory)[0])
+        return result
+
+    def _full_processor(self) -> SequenceProcessor:
+        """Processes every frame with no face-ratio gate (windows apply the gate each), same landmarker."""
+        if self._window_processor is None:
+            seq = self.bundle.sequence
+            full = seq.model_copy(
+                update={"frames": seq.frames.model_copy(update={"mode": "all"}), "min_face_ratio": 0.0, "min_frames": 1}
+            )
+            self._window_processor = SequenceProcessor(full, self.cache_dir, landmarker=self.processor.landmarker)
+        return self._window_processor
+
+    def _window_record(self, record: SequenceRecord, positions: np.ndarray) -> SequenceRecord:
+        """The window's frames after the training frame selection, with its own trajectory (what processing
+        the window as a sequence of its own gives, up to landmark tracking across its first frame)."""
+        seq = self.bundle.sequence
+        keep = positions[select_indices(len(positions), None, seq.frames)]
+        aligned_landmarks = record.aligned_landmarks[keep]
+        trajectory = compute_trajectory(aligned_landmarks, record.success[keep], seq.trajectory)
+        return SequenceRecord(
+            sequence_id=record.sequence_id,
+            frame_indices=record.frame_indices[keep],
+            timestamps=record.timestamps[keep],
+            landmarks=record.landmarks[keep],
+            success=record.success[keep],
+            confidence=record.confidence[keep],
+            aligned=record.aligned[keep],
+            aligned_landmarks=aligned_landmarks,
+            trajectory=trajectory,
+        )
+
+    def _predict_windows(self, pin: PredictInput, window: float, stride: float, keep: bool) -> PredictionResult:
+        if window <= 0 or stride <= 0:
+            raise StageError(f"window ({window} s) and stride ({stride} s) must be positive")
+        seq = self.bundle.sequence
+        outcome = self._full_processor().process(pin.source)
+        lm = outcome.landmark_arrays
+        if lm is None:  # unreadable: nothing decoded
+            return PredictionResult(pin.name, outcome.status, outcome.reason)
+        timestamps, success = lm.timestamps, lm.success
+        steps = np.diff(timestamps)
+        frame_step = float(np.median(steps)) if len(steps) else 1.0 / seq.frames.fps
+        bounds = window_bounds(timestamps, window, stride, frame_step)
+        rows, ok_probs = [], []
+        for start, end, positions in zip(bounds.starts, bounds.ends, bounds.members, strict=True):
+            sel = positions[select_indices(len(positions), None, seq.frames)] if len(positions) else positions
+            status, reason = sequence_status(success[sel], seq)
+            probs = None
+            if status == SequenceStatus.OK and outcome.record is not None:
+                try:
+                    app, traj = self.record_inputs(self._window_record(outcome.record, positions))
+                    probs = self.probabilities(app, traj)[0]
+                    ok_probs.append(probs)
+                except StageError as exc:
+                    status, reason = SequenceStatus.FAILED, str(exc)
+            row = {
+                "window_start": round(float(start), 4),
+                "window_end": round(float(end), 4),
+                "status": status,
+                "n_frames": int(len(sel)),
+                "face_ratio": round(float(success[sel].mean()) if len(sel) else 0.0, 4),
+                "label": self.classes[int(np.argmax(probs))] if probs is not None else "",
+                "confidence": float(np.max(probs)) if probs is not None else float("nan"),
+                **{
+                    f"p_{c}": float(probs[i]) if probs is not None else float("nan") for i, c in enumerate(self.classes)
+                },
+                "reason": reason,
+            }
+            rows.append(row)
+        result = PredictionResult(
+            pin.name,
+            SequenceStatus.OK,
+            "",
+            n_frames=len(success),
+            face_ratio=float(success.mean()) if len(success) else 0.0,
+            timeline=pd.DataFrame(rows),
+        )
+        if ok_probs:
+            result.probabilities = self._as_dict(np.mean(ok_probs, axis=0))
+        else:
+            status, reason = sequence_status(success, seq)
+            if status == SequenceStatus.OK:
+                status, reason = (
+                    SequenceStatus.LOW_FACE_RATIO,
+                    (f"no {window:g} s window has a face in at least {seq.min_face_ratio:g} of its frames"),
+                )
+            result.status, result.reason = status, reason
+        if keep:
+            result.record, result.landmarks = outcome.record, lm
+        return result

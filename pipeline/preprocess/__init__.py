@@ -1,0 +1,1 @@
+"""`seqfer preprocess`: every manifest sequence through the stages on Ray, into the cache and the run folder."""

@@ -1,0 +1,338 @@
+"""`seqfer preprocess`: every manifest sequence through the stages, on Ray, into the cache and the run folder.
+
+Outputs under ``OUTPUT_DIR/preprocess/``:
+- ``index.parquet``: one row per sequence (status, reason, frames, face ratio, cache keys) -- what training reads;
+- ``failures.csv``: every failed sequence and every frame without a face, with the reason;
+- ``landmarks/<sequence_id>.parquet`` (+ ``.csv`` with ``preprocess.export_csv``): per-frame landmark tables in
+  OpenFace's columns;
+- ``summary.json``: done / skipped / failed counts, timing, and where the time went: ``stage_seconds`` (decode,
+  detect, track, align, trajectory, cache_read, cache_write, table_write, other, and ``waiting_on_ray``: worker
+  time not spent on a sequence, i.e. actor start-up and idle gaps), summed over workers; ``driver_seconds``
+  (start-up before preprocessing began, manifest and cache lookup, Ray start, dispatch, ``first_result``:
+  process start to the first finished sequence, and the workers' summed busy wall and CPU seconds: CPU well
+  below busy means the workers waited for a core, i.e. the machine was shared);
+  ``peak_rss_mb`` of the driver and of each worker.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import Config
+from pipeline.data.manifest import prepare_manifest
+from pipeline.preprocess.worker import PreprocessWorker, outcome_row, peak_rss_mb, table_path
+from pipeline.runtime.interrupt import Interrupted, StopFlag, stop_on_signals
+from pipeline.runtime.output_folder import claim_folder
+from pipeline.runtime.progress import RunSummary, progress_bar
+from pipeline.runtime.ray_pool import ItemTimeout, ensure_ray, landmark_worker_options, stream_to_actors
+from stages.atomic_io import atomic_path, atomic_write_text
+from stages.preprocess.decode import SequenceSource
+from stages.preprocess.landmark_table import frames_without_face
+from stages.preprocess.sequence import SequenceConfig, SequenceProcessor, warm_up
+from stages.record import SequenceStatus
+from stages.timing import add_times
+
+INDEX_COLUMNS = [
+    "sequence_id",
+    "status",
+    "reason",
+    "n_frames",
+    "face_ratio",
+    "cached",
+    "landmarks_key",
+    "aligned_key",
+    "trajectory_key",
+]
+
+
+def preprocess_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / "preprocess"
+
+
+def sequence_config(cfg: Config) -> SequenceConfig:
+    """The stage settings alone (what the cache keys depend on), without output locations."""
+    return SequenceConfig.model_validate(cfg.preprocess.model_dump(include=set(SequenceConfig.model_fields)))
+
+
+def source_from_row(row: pd.Series | dict) -> SequenceSource:
+    """A manifest row -> the decode stage's source description."""
+    get = row.get
+    return SequenceSource(
+        sequence_id=str(get("sequence_id")),
+        frame_paths=tuple(get("frame_paths") or ()),
+        video_path=None if pd.isna(get("video_path")) else str(get("video_path")),
+        peak_index=None if pd.isna(get("peak_index")) else int(get("peak_index")),
+        landmark_paths=tuple(get("landmark_paths") or ()),
+    )
+
+
+def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | None = None) -> RunSummary:
+    """Preprocess every sequence of the manifest; skip what is cached (unless ``force``). Returns the summary."""
+    start = time.perf_counter()
+    driver = {"startup": _seconds_since_process_start()}
+    ray_started = False
+    if manifest is not None:
+        df = manifest
+    elif _expects_work(cfg, force):
+        # Scan the dataset while Ray starts: the scan (and sklearn's import for the folds) is over a second of
+        # a small job, and ray.init mostly waits for its own processes. A scan error still ends the run.
+        # In a forked helper, the models' on-disk caches are filled at the same time (once, not in every worker).
+        pool, forked = _scan_pool()
+        try:
+            scan = pool.submit(prepare_manifest, cfg)
+            if forked:
+                pool.submit(warm_up, sequence_config(cfg))
+            t0 = time.perf_counter()
+            ensure_ray(cfg.ray)
+            driver["ray_start"], ray_started = time.perf_counter() - t0, True
+            df = scan.result()[0]
+        finally:
+            pool.shutdown(wait=False)  # the warm-up may still run: the workers wait for what they need of it
+    else:
+        df = prepare_manifest(cfg)[0]
+    out_dir = claim_folder(preprocess_dir(cfg), "preprocess", legacy=("landmarks",))
+    tables_dir = out_dir / "landmarks"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    seq_cfg = sequence_config(cfg)
+    local = SequenceProcessor(seq_cfg, cfg.cache_dir)
+
+    rows: dict[str, dict] = {}
+    todo: list[SequenceSource] = []
+    for _, row in df.iterrows():
+        source = source_from_row(row)
+        cached = None if force else local.lookup(source)
+        table = table_path(tables_dir, source.sequence_id)
+        if cached is not None and table.is_file():
+            # its frames without a face are read back from its table, so failures.csv lists them on every run
+            rows[source.sequence_id] = {
+                **outcome_row(cached),
+                "seconds": 0.0,
+                "no_face_frames": frames_without_face(table),
+            }
+        else:
+            todo.append(source)
+    driver["manifest"] = time.perf_counter() - start
+
+    stages: dict[str, float] = {}
+    workers_rss: dict[str, float] = {}
+    if todo and not ray_started:
+        t0 = time.perf_counter()
+        ensure_ray(cfg.ray)  # first: ray.init installs signal handlers of its own, which ours must replace
+        driver["ray_start"] = time.perf_counter() - t0
+    with stop_on_signals() as stop_flag:  # SIGTERM / Ctrl-C: stop after the bookkeeping, exit 143 / 130
+        _process_todo(cfg, todo, rows, seq_cfg, tables_dir, force, stop_flag, stages, driver, workers_rss, start)
+    index = pd.DataFrame(  # rows of what is done: all of them unless a signal stopped the run
+        [rows[s] for s in df["sequence_id"] if s in rows], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
+    )
+    summary = _write_outputs(cfg, df, index, start, stages, driver, workers_rss)
+    if stop_flag.is_set():
+        left = len(df) - len(index)
+        summary.extra["interrupted"] = f"{left} sequence(s) not processed; run the same command again to resume"
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
+        print(summary.text(), file=sys.stderr)
+        raise Interrupted(
+            stop_flag.signum,
+            f"preprocess stopped by signal {stop_flag.signum}: {len(index)} of "
+            f"{len(df)} sequences done and indexed in {out_dir}; run the same command to resume",
+        )
+    print(summary.text(), file=sys.stderr)
+    return summary
+
+
+def _scan_pool() -> tuple[Executor, bool]:
+    """(executor, forked): where the manifest scan runs while Ray starts. Two forked processes on Linux when no
+    Ray runs in this process yet (so no Ray thread exists to be forked), else one thread. In a thread, the scan's
+    Python work and sklearn's import hold the GIL that ray.init's own Python needs: ray.init took 4.0-4.4 s instead
+    of 2.6 s beside a thread importing sklearn.model_selection. The second process is for the warm-up."""
+    ray = sys.modules.get("ray")
+    if sys.platform.startswith("linux") and not (ray is not None and ray.is_initialized()):
+        return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")), True
+    return ThreadPoolExecutor(1, thread_name_prefix="manifest"), False
+
+
+def _expects_work(cfg: Config, force: bool) -> bool:
+    """Whether this run will almost surely need workers: forced, or no index from an earlier run. Demo data is
+    excluded: generating it starts processes of its own, which should not fork while Ray starts."""
+    if cfg.data.format == "demo":
+        return False
+    return force or not (preprocess_dir(cfg) / "index.parquet").is_file()
+
+
+def _process_todo(
+    cfg: Config,
+    todo: list[SequenceSource],
+    rows: dict[str, dict],
+    seq_cfg: SequenceConfig,
+    tables_dir: Path,
+    force: bool,
+    stop_flag: StopFlag,
+    stages: dict[str, float],
+    driver: dict[str, float],
+    workers_rss: dict[str, float],
+    start: float,
+) -> None:
+    """Run ``todo`` on Ray workers, adding each result to ``rows`` and its timings to ``stages``, ``driver`` and
+    ``workers_rss``; returns early when ``stop_flag`` is set."""
+    if todo:
+        import ray
+
+        t0 = time.perf_counter()
+        cpu_seconds = 0.0
+        n_workers = min(cfg.ray.workers, len(todo))
+        worker_cls = ray.remote(**landmark_worker_options(cfg.ray))(PreprocessWorker)
+        worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
+        bar = progress_bar(len(todo), "preprocess")
+        try:
+            stream = stream_to_actors(
+                lambda: worker_cls.remote(*worker_args),
+                n_workers,
+                todo,
+                lambda a, s: a.process.remote(s, force),
+                item_timeout=cfg.ray.item_timeout,
+                start_timeout=cfg.ray.start_timeout,
+                stop=stop_flag.is_set,
+            )
+            for source, result in stream:
+                if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
+                    timed_out = isinstance(result, ItemTimeout)
+                    result = {
+                        "sequence_id": source.sequence_id,
+                        "status": SequenceStatus.TIMEOUT if timed_out else SequenceStatus.ERROR,
+                        "cached": False,
+                        "reason": str(result)
+                        if timed_out
+                        else f"worker failed: {type(result).__name__}: {str(result)[:300]}",
+                        "n_frames": 0,
+                        "face_ratio": 0.0,
+                        "seconds": 0.0,
+                        "no_face_frames": [],
+                        **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")},
+                    }
+                add_times(stages, result.pop("times", {}))
+                cpu_seconds += result.pop("cpu_seconds", 0.0)
+                if "pid" in result:
+                    pid = str(result.pop("pid"))
+                    workers_rss[pid] = max(workers_rss.get(pid, 0.0), result.pop("peak_rss_mb"))
+                rows[source.sequence_id] = result
+                if "first_result" not in driver:
+                    driver["first_result"] = driver["startup"] + time.perf_counter() - start
+                bar.update(1)
+                if result["status"] != SequenceStatus.OK:
+                    bar.set_postfix_str(
+                        f"failed {sum(r['status'] != SequenceStatus.OK for r in rows.values())}", refresh=False
+                    )
+        finally:
+            bar.close()
+        driver["dispatch"] = time.perf_counter() - t0
+        busy = sum(rows[s.sequence_id]["seconds"] for s in todo if s.sequence_id in rows)
+        stages["waiting_on_ray"] = max(0.0, n_workers * driver["dispatch"] - busy)
+        driver["worker_busy"], driver["worker_cpu"] = busy, cpu_seconds
+
+
+def _seconds_since_process_start() -> float:
+    """Seconds from this process's start to now (interpreter, imports, config, CLI parsing); 0 where the system
+    does not say (read from Linux's /proc)."""
+    try:
+        ticks = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+STAGE_ORDER = (
+    "decode",
+    "detect",
+    "track",
+    "align",
+    "trajectory",
+    "cache_read",
+    "cache_write",
+    "table_write",
+    "other",
+    "waiting_on_ray",
+)
+
+
+def _breakdown(stages: dict[str, float]) -> str:
+    total = sum(stages.values())
+    if total <= 0:
+        return ""
+    names = [n for n in STAGE_ORDER if n in stages] + sorted(set(stages) - set(STAGE_ORDER))
+    return ", ".join(f"{n.replace('_', ' ')} {stages[n]:.1f} s ({100 * stages[n] / total:.0f}%)" for n in names)
+
+
+def _write_outputs(
+    cfg: Config,
+    df: pd.DataFrame,
+    index: pd.DataFrame,
+    start: float,
+    stages: dict[str, float],
+    driver: dict[str, float],
+    workers_rss: dict[str, float],
+) -> RunSummary:
+    out_dir = preprocess_dir(cfg)
+    with atomic_path(out_dir / "index.parquet") as tmp:
+        index[INDEX_COLUMNS].to_parquet(tmp, index=False)
+
+    sources = dict(zip(df["sequence_id"], df["video_path"].fillna(""), strict=True))
+    failures = []
+    for row in index.itertuples():
+        if row.status != SequenceStatus.OK:
+            failures.append(
+                {
+                    "sequence_id": row.sequence_id,
+                    "frame": "",
+                    "source": sources[row.sequence_id],
+                    "status": row.status,
+                    "reason": row.reason,
+                }
+            )
+        for frame in row.no_face_frames or []:
+            failures.append(
+                {
+                    "sequence_id": row.sequence_id,
+                    "frame": frame,
+                    "source": sources[row.sequence_id],
+                    "status": SequenceStatus.NO_FACE_FRAME,
+                    "reason": "no face found in this frame",
+                }
+            )
+    pd.DataFrame(failures, columns=["sequence_id", "frame", "source", "status", "reason"]).to_csv(
+        out_dir / "failures.csv", index=False
+    )
+
+    failed = index[index["status"] != SequenceStatus.OK]
+    summary = RunSummary(
+        title="preprocess",
+        done=int(((index["status"] == SequenceStatus.OK) & ~index["cached"]).sum()),
+        skipped=int(((index["status"] == SequenceStatus.OK) & index["cached"]).sum()),
+        failed=[(r.sequence_id, f"{r.status}: {r.reason}") for r in failed.itertuples()],
+        seconds=time.perf_counter() - start,
+    )
+    computed = index[~index["cached"]]
+    frames = int(computed["n_frames"].sum())
+    summary.extra["frames processed"] = frames
+    if frames and summary.seconds > 0:
+        summary.extra["throughput"] = f"{frames / summary.seconds:.0f} frames/s (wall, including start-up)"
+    if stages:
+        summary.extra["time by stage (summed over workers)"] = _breakdown(stages)
+    summary.extra["driver"] = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in driver.items())
+    rss = [f"driver {peak_rss_mb():.0f}"] + [f"{v:.0f}" for v in workers_rss.values()]
+    summary.extra["peak RSS (MiB)"] = ", workers ".join([rss[0], " / ".join(rss[1:])]) if workers_rss else rss[0]
+    summary.extra["outputs"] = str(out_dir)
+    summary.details = {
+        "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "driver_seconds": {k: round(v, 3) for k, v in driver.items()},
+        "peak_rss_mb": {"driver": round(peak_rss_mb(), 1), "workers": {k: round(v, 1) for k, v in workers_rss.items()}},
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
+    return summary

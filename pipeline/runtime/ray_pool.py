@@ -1,0 +1,262 @@
+"""Ray start-up and the one streaming-dispatch loop every parallel verb uses.
+
+Local Ray is the embedded default (``ray.workers`` CPUs); ``ray.address`` joins an existing cluster with no code
+change (the cache and output folders must then be on storage every node sees).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RayConfig
+
+_REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def ensure_ray(cfg: RayConfig) -> None:
+    """Start a local Ray instance of our own (or connect to ``cfg.address``) unless a session is already up (tests
+    share one).
+
+    With no ``ray.address`` the instance is always a new local one (``address="local"``), whatever else runs on
+    this machine (a user's own ``ray start`` cluster, a stale address file, ``RAY_ADDRESS``). A cluster at
+    ``cfg.address`` that cannot be reached is a :class:`~stages.errors.StageError` naming the address.
+    """
+    import ray
+
+    from stages.errors import StageError
+
+    if ray.is_initialized():
+        return
+    # Workers of a local cluster inherit this environment: make the project importable from a plain checkout,
+    # and keep each worker to one BLAS/OpenCV thread (parallelism comes from the workers).
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if _REPO_ROOT not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([_REPO_ROOT, *paths])
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if cfg.huge_pages and not cfg.address:  # see landmark_worker_options
+        os.environ["GLIBC_TUNABLES"] = huge_pages_tunables()
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "ignore_reinit_error": True,
+        "log_to_driver": True,
+        "configure_logging": False,
+    }
+    if cfg.address:
+        _check_reachable(cfg.address)
+        try:
+            ray.init(address=cfg.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            raise StageError(
+                f"ray.address {cfg.address!r}: cannot connect to a Ray cluster there "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                "start it with `ray start --head`, or drop ray.address to run locally"
+            ) from None
+    else:
+        ray.init(address="local", num_cpus=cfg.workers, **kwargs)
+
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def huge_pages_tunables() -> str:
+    """``GLIBC_TUNABLES`` with glibc's malloc on transparent huge pages, keeping any tunables of the user's own."""
+    own = [
+        t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb=")
+    ]
+    return ":".join([*own, HUGE_PAGES_TUNABLE])
+
+
+def landmark_worker_options(cfg: RayConfig) -> dict[str, Any]:
+    """``ray.remote`` options for workers that run the landmark stages (preprocess, predict): one CPU each.
+
+    With ``ray.huge_pages`` their malloc uses transparent huge pages: dlib's 68-point model is ~100 MB of trees
+    read at random, and with 4 KiB pages most of those reads also miss the TLB. glibc reads the tunable when a
+    process starts, so it has to be in the worker's environment: a local instance's workers inherit it from
+    :func:`ensure_ray` (prestarted workers stay usable); on a cluster it travels as the actor's runtime_env
+    (a dedicated worker process, about a second more to start)."""
+    options: dict[str, Any] = {"num_cpus": 1}
+    if cfg.huge_pages and cfg.address:
+        options["runtime_env"] = {"env_vars": {"GLIBC_TUNABLES": huge_pages_tunables()}}
+    return options
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Raise :class:`StageError` unless something listens at the cluster ``address`` (``auto`` reads Ray's
+    address file): ``ray.init`` itself retries an unreachable address for minutes."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    from stages.errors import StageError
+
+    if "://" in address:  # Ray Client (ray://host:port): ray.init reports its own connection errors
+        return
+    try:
+        host_port = canonicalize_bootstrap_address(address)
+    except Exception as exc:  # Ray raises ConnectionError, ValueError... for a missing or malformed address
+        raise StageError(f"ray.address {address!r}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if host_port is None:
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise StageError(
+            f"ray.address {address!r}: no Ray cluster reachable at {host_port} ({exc}); start it with "
+            "`ray start --head`, or drop ray.address to run on a local Ray of our own"
+        ) from None
+
+
+class ItemTimeout(TimeoutError):
+    """An item ran past its time limit; its worker was stopped (the item becomes a ``timeout`` row)."""
+
+
+class NoWorkers(RuntimeError):
+    """No worker could be started or scheduled on the cluster for the items still to do."""
+
+
+def stream_to_actors(
+    make_actor: Callable[[], Any],
+    n_actors: int,
+    items: Iterable[Any],
+    submit: Callable[[Any, Any], Any],
+    per_actor: int = 2,
+    item_timeout: float | None = None,
+    max_tries: int = 3,
+    start_timeout: float = 120.0,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Feed ``items`` to up to ``n_actors`` actors built by ``make_actor()``, at most ``per_actor`` calls in
+    flight each; yield (item, result) as results arrive. Memory is bounded by the calls in flight, not by the
+    number of items. No item waits forever and one bad item never ends the batch:
+
+    - a call that raises yields (item, the exception);
+    - an actor that dies (segfault, out of memory, its node lost) is replaced and its in-flight items are retried
+      on the actors that remain, each item at most ``max_tries`` times in all, after which it yields the
+      ``RayActorError`` (with ``per_actor=1`` a crash is blamed on exactly one item);
+    - an actor is given work only once it has started; one that cannot start or be scheduled within
+      ``start_timeout`` seconds is dropped, so the pool shrinks to what the cluster can run; when no actor is
+      left, each remaining item yields :class:`NoWorkers`;
+    - an item running longer than ``item_timeout`` seconds (None: no limit) yields :class:`ItemTimeout`; its
+      actor is killed and replaced (that actor's other in-flight items are retried);
+    - when ``stop()`` turns true (checked at least twice a second) the stream ends at once: items in flight are
+      dropped, the rest never start.
+
+    The actors are killed at the end. ``submit(actor, item)`` returns an ObjectRef. Results come in completion
+    order; callers that need a fixed order sort by item.
+    """
+    import ray
+
+    n_actors = max(1, n_actors)
+    actors: dict[int, Any] = {}  # slot -> started actor
+    starting: dict[Any, tuple[int, Any, float]] = {}  # ready ref -> (slot, actor, started at)
+    free: list[int] = []
+    in_flight: dict[Any, tuple[int, Any, Any, int, float]] = {}  # ref -> (slot, actor, item, tries, submitted at)
+    retry: deque[tuple[Any, int]] = deque()
+    iterator = iter(items)
+    exhausted = False
+    failed_starts: list[str] = []
+
+    def start(slot: int) -> None:
+        actor = make_actor()
+        starting[actor.__ray_ready__.remote()] = (slot, actor, time.monotonic())
+
+    def lose(slot: int, actor: Any, replace: bool) -> None:
+        """Retire a dead or stopped actor: its slots leave ``free``; a replacement starts when ``replace``."""
+        if actors.get(slot) is not actor:
+            return
+        del actors[slot]
+        free[:] = [s for s in free if s != slot]
+        ray.kill(actor, no_restart=True)
+        if replace:
+            start(slot)
+
+    def next_item() -> tuple[Any, int] | None:
+        nonlocal exhausted
+        if retry:
+            return retry.popleft()
+        if exhausted:
+            return None
+        try:
+            return next(iterator), 0
+        except StopIteration:
+            exhausted = True
+            return None
+
+    for slot in range(n_actors):
+        start(slot)
+    try:
+        while True:
+            if stop is not None and stop():
+                return
+            while free:
+                got = next_item()
+                if got is None:
+                    break
+                slot = free.pop()
+                item, tries = got
+                in_flight[submit(actors[slot], item)] = (slot, actors[slot], item, tries + 1, time.monotonic())
+            if not in_flight and not retry and exhausted:
+                return
+            if not in_flight and not starting:  # nothing runs and nothing can: fail what is left, never wait
+                why = "; ".join(failed_starts[-3:]) or "the cluster has no free CPU for a worker"
+                while (got := next_item()) is not None:
+                    yield got[0], NoWorkers(f"no Ray worker could be started or scheduled: {why}")
+                return
+            now = time.monotonic()
+            deadlines = [t0 + start_timeout for (_, _, t0) in starting.values()]
+            if item_timeout is not None:
+                deadlines += [t0 + item_timeout for (*_, t0) in in_flight.values()]
+            wait_s = max(0.0, min(deadlines) - now) if deadlines else None
+            if stop is not None:
+                wait_s = 0.5 if wait_s is None else min(wait_s, 0.5)
+            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=wait_s)
+            for ref in ready:
+                if ref in starting:
+                    slot, actor, _t0 = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # its __init__ failed or its node went away
+                        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                        failed_starts.append(f"worker failed to start: {lines[-1][:300] if lines else repr(exc)}")
+                        ray.kill(actor, no_restart=True)
+                        continue
+                    actors[slot] = actor
+                    free.extend([slot] * per_actor)
+                    continue
+                slot, actor, item, tries, _t0 = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    lose(slot, actor, replace=True)  # replace a dead actor once, whatever it had in flight
+                    if tries < max_tries:
+                        retry.append((item, tries))
+                        continue
+                    result = exc
+                except ray.exceptions.RayError as exc:
+                    result = exc
+                else:
+                    if actors.get(slot) is actor:
+                        free.append(slot)
+                yield item, result
+            now = time.monotonic()
+            for ref, (_slot, actor, t0) in list(starting.items()):
+                if now - t0 >= start_timeout:  # cannot be scheduled (or hangs starting): the pool shrinks
+                    del starting[ref]
+                    failed_starts.append(f"a worker did not start within {start_timeout:.0f} s")
+                    ray.kill(actor, no_restart=True)
+            if item_timeout is not None:
+                for ref, (slot, actor, item, _tries, t0) in list(in_flight.items()):
+                    if now - t0 >= item_timeout:
+                        del in_flight[ref]
+                        lose(slot, actor, replace=True)
+                        yield item, ItemTimeout(f"took longer than the {item_timeout:g} s time limit")
+    finally:
+        for actor in [*actors.values(), *(a for _, a, _ in starting.values())]:
+            ray.kill(actor, no_restart=True)

@@ -1,0 +1,1 @@
+"""Learning: the networks (models/), their inputs from preprocessed records (inputs/), augmentation and training."""

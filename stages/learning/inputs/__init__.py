@@ -1,0 +1,1 @@
+"""From preprocessed records to model tensors: stream inputs, declared extras and targets, the face mask."""

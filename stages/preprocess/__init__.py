@@ -1,0 +1,1 @@
+"""Per-sequence preprocessing steps: decode, landmarks (backends), align, trajectory, landmark tables, the cache."""

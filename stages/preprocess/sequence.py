@@ -1,0 +1,358 @@
+"""One sequence through every stage: decode -> landmarks -> align -> trajectory, with the three-level cache.
+
+This is the single code path from frames to a :class:`~stages.record.SequenceRecord`; preprocessing, training and
+prediction all go through it. It streams: frames are decoded, landmarked and aligned one at a time, so memory is
+bounded by the aligned crops of one sequence, not by the length of the video.
+
+Cache levels (each keyed by everything that produced it, so a changed setting recomputes exactly what it
+affects): ``landmarks`` (source fingerprint + frame selection + landmark config), ``aligned`` (landmarks key + align
+config), ``trajectory`` (aligned key + trajectory config). A sequence whose faces are missing is cached as such at
+the landmarks level, so a re-run skips it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stages.errors import StageError
+from stages.face_geometry import N_POINTS
+from stages.preprocess.align import AlignConfig, align_face
+from stages.preprocess.cache import ArrayCache, source_fingerprint, stage_keys
+from stages.preprocess.decode import (
+    DecodedFrame,
+    FrameSelectionConfig,
+    SequenceSource,
+    iter_frames,
+    probe,
+    select_indices,
+)
+from stages.preprocess.landmarks import LandmarkConfig, Landmarker, build_landmarker, warm_up_landmarker
+from stages.preprocess.trajectory import TrajectoryConfig, compute_trajectory
+from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
+from stages.timing import StageTimes
+
+
+class SequenceConfig(BaseModel):
+    """The settings of every stage a sequence goes through."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    frames: FrameSelectionConfig = FrameSelectionConfig()
+    landmarks: LandmarkConfig = LandmarkConfig()
+    align: AlignConfig = AlignConfig()
+    trajectory: TrajectoryConfig = TrajectoryConfig()
+    min_face_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="a sequence with a face in fewer of its kept frames than this fails"
+    )
+    min_frames: int = Field(1, ge=1, description="a sequence with fewer readable frames fails as too_short")
+
+
+@dataclass
+class SequenceOutcome:
+    """What happened to one sequence. ``record`` is None when it failed."""
+
+    sequence_id: str
+    status: SequenceStatus
+    reason: str = ""
+    record: SequenceRecord | None = None
+    cached: bool = False
+    n_frames: int = 0
+    face_ratio: float = 0.0
+    keys: dict[str, str] = field(default_factory=dict)
+    landmark_arrays: LandmarkArrays | None = None  # None when nothing could be decoded (unreadable)
+
+
+def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
+    """Cache keys of the three levels for one source (stats its files; decodes nothing).
+
+    Frames are decoded in the align colour and landmarks found on them, so that colour is part of the
+    landmarks level."""
+    fingerprint = source_fingerprint(list(source.frame_paths), source.video_path)
+    return stage_keys(
+        fingerprint,
+        (cfg.frames, source.peak_index),
+        (cfg.landmarks, cfg.align.color),
+        cfg.align,
+        cfg.trajectory,
+    )
+
+
+def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[SequenceStatus, str]:
+    """(status, reason) of a sequence from its per-frame face success: ok, too_short, no_face, low_face_ratio."""
+    n = len(success)
+    if n < cfg.min_frames:
+        return SequenceStatus.TOO_SHORT, f"{n} readable frames, need {cfg.min_frames}"
+    found = int(success.sum())
+    if found == 0:
+        return SequenceStatus.NO_FACE, f"no face in any of {n} frames"
+    if found / n < cfg.min_face_ratio:
+        return SequenceStatus.LOW_FACE_RATIO, f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
+    return SequenceStatus.OK, ""
+
+
+def warm_up(cfg: SequenceConfig) -> None:
+    """Fill the on-disk caches that each fresh worker process would otherwise fill on its first sequence, all of
+    them at once: the compiled PNG and landmark kernels (numba's cache) and the converted landmark models. Run it
+    once, in one process, while the workers start. It never raises: it only saves time, and whatever fails here
+    fails again in the workers, which report it."""
+    from stages.preprocess.png import warm_up as warm_up_png
+
+    try:
+        warm_up_png()
+        warm_up_landmarker(cfg.landmarks)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: the workers report it
+        logging.getLogger(__name__).debug("warm-up failed: %s", exc)
+
+
+class SequenceProcessor:
+    """Processes sequences with one landmarker (built lazily, once) and an optional cache.
+
+    Build one per worker process: the landmarker holds dlib/torch models that are neither thread-safe nor
+    picklable.
+
+    ``times`` accumulates wall-clock seconds per stage over every call (take them with ``times.take()``):
+    ``decode``, ``detect`` (detector runs, when the landmarker reports them), ``track`` (the rest of the
+    landmark stage: per-frame prediction and its checks), ``align``, ``trajectory``, ``cache_read``,
+    ``cache_write``.
+    """
+
+    def __init__(
+        self, cfg: SequenceConfig, cache_root: Path | None = None, landmarker: Landmarker | None = None
+    ) -> None:
+        self.cfg = cfg
+        self._landmarker = landmarker
+        self.times = StageTimes()
+        self.caches: dict[str, ArrayCache] | None = None
+        if cache_root is not None:
+            self.caches = {name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned", "trajectory")}
+
+    @property
+    def landmarker(self) -> Landmarker:
+        if self._landmarker is None:
+            self._landmarker = build_landmarker(self.cfg.landmarks)
+        return self._landmarker
+
+    # -- cache helpers ---------------------------------------------------------------------------------------
+    def _get(self, level: str, key: str) -> dict[str, np.ndarray] | None:
+        if self.caches is None:
+            return None
+        with self.times.timed("cache_read"):
+            return self.caches[level].get(key)
+
+    def _get_landmarks(self, key: str) -> LandmarkArrays | None:
+        arrays = self._get("landmarks", key)
+        return None if arrays is None else LandmarkArrays.from_arrays(arrays)
+
+    def _put(self, level: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        if self.caches is not None:
+            with self.times.timed("cache_write"):
+                self.caches[level].put(key, arrays, meta)
+
+    def lookup(self, source: SequenceSource) -> SequenceOutcome | None:
+        """The cached outcome of a source when every level it needs is cached and intact, else None (so the
+        caller recomputes it). Decodes nothing; every level is read and verified (a damaged entry is deleted)."""
+        if self.caches is None:
+            return None
+        keys = sequence_keys(source, self.cfg)
+        if not self.caches["landmarks"].has(keys["landmarks"]):
+            return None
+        lm = self._get_landmarks(keys["landmarks"])
+        if lm is None:
+            return None
+        status, reason = sequence_status(lm.success, self.cfg)
+        outcome = SequenceOutcome(
+            source.sequence_id,
+            status,
+            reason,
+            cached=True,
+            n_frames=len(lm.success),
+            face_ratio=float(lm.success.mean()) if len(lm.success) else 0.0,
+            keys=keys,
+        )
+        if status != SequenceStatus.OK:
+            return outcome
+        if self._get("aligned", keys["aligned"]) is None or self._get("trajectory", keys["trajectory"]) is None:
+            return None
+        return outcome
+
+    def load(self, source: SequenceSource) -> SequenceRecord | None:
+        """The cached record of a source, or None when any level is missing or it failed."""
+        if self.caches is None:
+            return None
+        keys = sequence_keys(source, self.cfg)
+        lm = self._get_landmarks(keys["landmarks"])
+        al, tr = (self._get(level, keys[level]) for level in ("aligned", "trajectory"))
+        if lm is None or al is None or tr is None:
+            return None
+        return _record(source.sequence_id, lm, al, tr["trajectory"])
+
+    # -- processing ------------------------------------------------------------------------------------------
+    def process(self, source: SequenceSource, force: bool = False) -> SequenceOutcome:
+        """Run (or fetch from cache) every stage for one source. Never raises for a bad input: a source that
+        cannot be read, or has no face, comes back as a failed outcome with the reason."""
+        try:
+            return self._process(source, force)
+        except StageError as exc:
+            return SequenceOutcome(source.sequence_id, SequenceStatus.UNREADABLE, str(exc))
+
+    def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
+        keys = sequence_keys(source, self.cfg)
+        meta = {"sequence_id": source.sequence_id}
+        lm = None if force else self._get_landmarks(keys["landmarks"])
+        al = None if force or lm is None else self._get("aligned", keys["aligned"])
+        landmarks_cached = lm is not None
+        computed = lm is None or al is None
+        if lm is None:
+            lm, al = self._landmarks_and_aligned(source)
+            self._put("landmarks", keys["landmarks"], lm.to_arrays(), meta)
+        status, reason = sequence_status(lm.success, self.cfg)
+        n, ratio = len(lm.success), float(lm.success.mean()) if len(lm.success) else 0.0
+        if status != SequenceStatus.OK:  # a failed sequence is fully described by its landmarks level
+            return SequenceOutcome(
+                source.sequence_id,
+                status,
+                reason,
+                cached=landmarks_cached,
+                n_frames=n,
+                face_ratio=ratio,
+                keys=keys,
+                landmark_arrays=lm,
+            )
+        if al is None:
+            al = self._aligned_from_landmarks(source, lm)
+        if computed:
+            self._put("aligned", keys["aligned"], al, meta)
+        tr = None if force or computed else self._get("trajectory", keys["trajectory"])
+        if tr is None:
+            computed = True
+            aligned_ok = lm.success & ~np.isnan(al["aligned_landmarks"]).any(axis=(1, 2))
+            with self.times.timed("trajectory"):
+                trajectory = compute_trajectory(al["aligned_landmarks"], aligned_ok, self.cfg.trajectory)
+            tr = {"trajectory": np.asarray(trajectory, dtype=np.float32)}
+            self._put("trajectory", keys["trajectory"], tr, meta)
+        record = _record(source.sequence_id, lm, al, tr["trajectory"])
+        return SequenceOutcome(
+            source.sequence_id,
+            SequenceStatus.OK,
+            "",
+            record=record,
+            cached=not computed,
+            n_frames=n,
+            face_ratio=ratio,
+            keys=keys,
+            landmark_arrays=lm,
+        )
+
+    def _frames(self, source: SequenceSource) -> tuple[np.ndarray, Iterator[DecodedFrame]]:
+        n_frames, _fps = probe(source)
+        indices = select_indices(n_frames, source.peak_index, self.cfg.frames)
+        return indices, iter_frames(source, indices, color=self.cfg.align.color, fps=self.cfg.frames.fps)
+
+    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict]:
+        """Decode, track landmarks and align in one streaming pass."""
+        times = self.times
+        with times.timed("decode"):
+            indices, frames = self._frames(source)
+        pending: deque[DecodedFrame] = deque()
+        decode = [0.0]  # decode seconds spent inside the landmarker's pulls, subtracted from its time
+
+        def images() -> Iterator[np.ndarray]:
+            while True:
+                start = time.perf_counter()
+                frame = next(frames, None)
+                decode[0] += time.perf_counter() - start
+                if frame is None:
+                    return
+                pending.append(frame)
+                yield frame.image
+
+        provided = _provided_paths(source, indices)
+        landmarker = self.landmarker
+        lm_times = getattr(landmarker, "times", None)
+        detect_before = lm_times.get("detect") if isinstance(lm_times, StageTimes) else 0.0
+        idx, ts, pts, ok, conf, crops, crop_pts = [], [], [], [], [], [], []
+        results = landmarker.track_sequence(images(), provided=provided)
+        landmarks_seconds = 0.0
+        while True:
+            start = time.perf_counter()
+            result = next(results, None)
+            landmarks_seconds += time.perf_counter() - start
+            if result is None:
+                break
+            frame = pending.popleft()
+            idx.append(frame.index)
+            ts.append(frame.timestamp)
+            pts.append(result.points)
+            ok.append(result.success)
+            conf.append(result.confidence)
+            with times.timed("align"):
+                crop, cpts = self._align_one(frame.image, result.points, result.success)
+            crops.append(crop)
+            crop_pts.append(cpts)
+        detect = (lm_times.get("detect") - detect_before) if isinstance(lm_times, StageTimes) else 0.0
+        times.add("decode", decode[0])
+        times.add("detect", detect)
+        times.add("track", landmarks_seconds - decode[0] - detect)
+        lm = LandmarkArrays(
+            frame_indices=np.asarray(idx, dtype=np.int64),
+            timestamps=np.asarray(ts, dtype=np.float64),
+            landmarks=np.asarray(pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
+            success=np.asarray(ok, dtype=bool),
+            confidence=np.asarray(conf, dtype=np.float32),
+        )
+        return lm, self._stack_aligned(crops, crop_pts)
+
+    def _aligned_from_landmarks(self, source: SequenceSource, lm: LandmarkArrays) -> dict:
+        """Re-align from cached landmarks (the align config changed; landmarks did not)."""
+        _indices, frames = self._frames(source)
+        crops, crop_pts = [], []
+        for frame, points, ok in zip(frames, lm.landmarks, lm.success, strict=False):
+            with self.times.timed("align"):
+                crop, cpts = self._align_one(frame.image, points, bool(ok))
+            crops.append(crop)
+            crop_pts.append(cpts)
+        return self._stack_aligned(crops, crop_pts)
+
+    def _align_one(self, image: np.ndarray, points: np.ndarray, ok: bool) -> tuple[np.ndarray, np.ndarray]:
+        size = self.cfg.align.size
+        if not ok:
+            shape = (size, size) if self.cfg.align.color == "grey" else (size, size, 3)
+            return np.zeros(shape, np.uint8), np.full((N_POINTS, 2), np.nan, np.float32)
+        try:
+            face = align_face(image, points, self.cfg.align)
+        except StageError:  # degenerate anchor points: this frame has no usable face
+            return self._align_one(image, points, False)
+        return face.image, face.points.astype(np.float32)
+
+    def _stack_aligned(self, crops: list[np.ndarray], crop_pts: list[np.ndarray]) -> dict:
+        size = self.cfg.align.size
+        shape = (0, size, size) if self.cfg.align.color == "grey" else (0, size, size, 3)
+        return {
+            "aligned": np.stack(crops) if crops else np.zeros(shape, np.uint8),
+            "aligned_landmarks": np.asarray(crop_pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
+        }
+
+
+def _provided_paths(source: SequenceSource, indices: np.ndarray) -> list[str] | None:
+    paths = getattr(source, "landmark_paths", None)
+    if not paths:
+        return None
+    return [paths[i] if i < len(paths) else "" for i in indices]
+
+
+def _record(sequence_id: str, lm: LandmarkArrays, al: dict, trajectory: np.ndarray) -> SequenceRecord:
+    return SequenceRecord(
+        sequence_id=sequence_id,
+        **lm.to_arrays(),
+        aligned=al["aligned"],
+        aligned_landmarks=al["aligned_landmarks"],
+        trajectory=trajectory,
+    )
