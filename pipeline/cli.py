@@ -19,7 +19,7 @@ from pipeline.errors import USER_ERRORS
 from pipeline.runtime.interrupt import Interrupted
 from pipeline.runtime.log import NORMAL, QUIET, VERBOSE, setup_logging
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pipeline.cli")  # not __name__: `python -m pipeline.cli` runs as __main__
 
 app = typer.Typer(
     name="seqfer",
@@ -103,6 +103,10 @@ def manifest(
     from data_manifests.scan import build_manifest
     from data_manifests.schema import write_manifest
 
+    if seed < 0:
+        raise ManifestError(f"--seed {seed}: a fold seed is a whole number, 0 or more")
+    if folds < 2:
+        raise ManifestError(f"--folds {folds}: cross-validation needs at least 2 folds")
     if output.is_dir():
         raise ManifestError(f"-o {output}: is a folder; give the manifest's file name, e.g. {output}/manifest.parquet")
     if output.suffix.lower() != ".parquet":
@@ -251,6 +255,14 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
     run_all(_load(config, set_))
 
 
+def os_error_text(exc: OSError) -> str:
+    """One line for an operating-system error: the file(s) it names and the system's reason, never a traceback
+    (``[Errno 30] Read-only file system: 'out.csv'`` -> ``out.csv: Read-only file system``)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning user errors into one message and exit code 2."""
     setup_logging(NORMAL)  # a previous call's -q / --log-file (tests call main repeatedly) does not carry over
@@ -267,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except USER_ERRORS as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:  # the environment refused a read or write: read-only folder, full disk, ulimit -f
+        log.error("%s", os_error_text(exc))
+        return 2
+    except UnicodeError as exc:
+        log.error("a file or folder name or a text file is not valid UTF-8 (%s); rename or re-encode it", exc.reason)
         return 2
     except Interrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)

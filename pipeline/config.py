@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 
 from data_manifests.imagefolder import CKPLUS_NAME_PATTERN
 from pipeline.errors import ConfigError
@@ -29,7 +29,7 @@ class DemoConfig(_Strict):
 
     layout: Literal["ckplus", "oulu", "videos"] = "ckplus"
     subjects: int = Field(118, ge=1, description="number of subjects (118 = CK+-sized: 327 labelled sequences)")
-    seed: int = 0
+    seed: NonNegativeInt = 0
     faces: Path | None = Field(
         None, description="folder of face photos with 68-point .pts files; null = the packaged fallback face"
     )
@@ -52,7 +52,7 @@ class DataConfig(_Strict):
         "(required), sequence and frame (optional); the default fits CK+ names (S010_004_00000017)",
     )
     folds: int = Field(10, ge=2)
-    fold_seed: int | None = Field(None, description="seed of the fold assignment; default: the top-level seed")
+    fold_seed: NonNegativeInt | None = Field(None, description="seed of the fold assignment; default: the top-level seed")
     fold_file: Path | None = Field(None, description="CSV subject,fold (0-based) to use instead of computed folds")
     demo: DemoConfig = DemoConfig()
 
@@ -87,13 +87,13 @@ class PreprocessConfig(SequenceConfig):
 
 
 class CVConfig(_Strict):
-    run_folds: list[int] | None = Field(None, description="0-based folds to run; null = all")
+    run_folds: list[NonNegativeInt] | None = Field(None, min_length=1, description="0-based folds to run; null = all")
     parallel: int | None = Field(None, description="folds trained at once; default = ray.workers")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class Config(_Strict):
-    seed: int = 0
+    seed: NonNegativeInt = 0
     output_dir: Path = Path("runs/demo")
     data: DataConfig = DataConfig()
     ray: RayConfig = RayConfig()
@@ -101,6 +101,18 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     cv: CVConfig = CVConfig()
+
+    @model_validator(mode="after")
+    def _run_folds_exist(self) -> Config:
+        """``cv.run_folds`` names folds of ``data.folds`` (a fold file's own numbers are checked when it is read)."""
+        folds = self.cv.run_folds or []
+        missing = sorted({f for f in folds if f >= self.data.folds})
+        if missing and self.data.fold_file is None:
+            raise ValueError(
+                f"cv.run_folds: fold(s) {missing} do not exist with data.folds={self.data.folds} "
+                f"(0-based: 0..{self.data.folds - 1})"
+            )
+        return self
 
     @property
     def manifest_path(self) -> Path:
@@ -146,8 +158,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {loc}: {msg}" + ("" if err["type"] == "extra_forbidden" else f" (got {err['input']!r})"))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        got = (
+            "" if err["type"] == "extra_forbidden" or isinstance(err["input"], dict) else f" (got {err['input']!r:.80})"
+        )
+        lines.append(f"  {loc}: {msg}{got}" if loc else f"  {msg}{got}")
     return "\n".join(lines)
 
 
@@ -160,16 +175,21 @@ def _check_size(data: Any, source: str) -> None:
 
     YAML aliases let a few lines stand for an exponentially large tree (a "billion laughs" bomb); safe_load
     shares the repeated objects, but validating or printing the config would walk every copy. The walk stops as
-    soon as the limit is passed, so the check itself is cheap."""
-    count, stack = 0, [data]
+    soon as the limit is passed, so the check itself is cheap. The message blames aliases only when the tree
+    does repeat a shared mapping or list; a config that is simply large is called large."""
+    count, stack, seen, shared = 0, [data], set(), False
     while stack:
         node = stack.pop()
         count += 1
         if count > MAX_CONFIG_NODES:
+            why = "YAML aliases repeat parts of it" if shared else "it is simply too large"
             raise ConfigError(
-                f"{source}: the config expands to more than {MAX_CONFIG_NODES} values (YAML aliases "
-                "repeated too often?); a seqfer config is a few hundred"
+                f"{source}: the config expands to more than {MAX_CONFIG_NODES} values ({why}); "
+                "a seqfer config holds a few hundred"
             )
+        if isinstance(node, dict | list):
+            shared = shared or id(node) in seen
+            seen.add(id(node))
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())

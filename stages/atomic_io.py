@@ -28,6 +28,8 @@ except ImportError:  # not POSIX: no locks, every process does its own work
     fcntl = None
 
 TEMP_SUFFIX = ".tmp"
+NAME_MAX = 255
+"""Bytes in one file name on the file systems seqfer writes to (ext4, xfs, btrfs, APFS, NTFS)."""
 
 
 def host_tag() -> str:
@@ -36,8 +38,24 @@ def host_tag() -> str:
 
 
 def temp_name(path: Path) -> Path:
-    """A unique temp file next to ``path``: ``.NAME.HOST.PID.TOKEN.tmp``."""
-    return path.parent / f".{path.name}.{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    """A unique temp file next to ``path``: ``.NAME.HOST.PID.TOKEN.tmp``, NAME cut short so that the whole name
+    stays within :data:`NAME_MAX` bytes (a legal 250-byte ``path`` must not fail at its temp file)."""
+    tail = f".{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    room = NAME_MAX - 1 - len(tail.encode())
+    name = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return path.parent / f".{name}{tail}"
+
+
+def name_problem(path: Path | str) -> str | None:
+    """Why ``path`` cannot be written as a file, judged from its name alone before any work is done (a name
+    over :data:`NAME_MAX` bytes, an empty name); None when the name is fine."""
+    name = Path(path).name
+    if not name:
+        return f"{path}: no file name"
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        return f"{path}: the file name is {size} bytes long; file systems allow at most {NAME_MAX}"
+    return None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -67,6 +85,8 @@ def atomic_path(path: Path | str, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path to write ``path``'s new content to; on a clean exit it is fsynced and renamed to
     ``path`` (parents are created), on an exception it is removed and ``path`` is untouched.
 
+    An :class:`OSError` that names no file (a library's failed write) is re-raised naming ``path``.
+
     ``durable=False`` skips both fsyncs (the file's and its folder's, ~1 ms together): the rename is still atomic,
     and no process, killed or not, ever sees half a file; only an operating-system crash or power cut can lose
     or truncate the file. That is for files verified on every read and remade when damaged (cache entries).
@@ -82,6 +102,11 @@ def atomic_path(path: Path | str, durable: bool = True) -> Iterator[Path]:
         if durable:
             _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a library's write error (pyarrow, OpenCV) that names no file: name ours
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class AppearanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("skipnet", description="Registered appearance network (see stages.learning.models.list_models).")
-    channels: list[int] = Field(
+    channels: list[PositiveInt] = Field(
         default_factory=lambda: [32, 64, 96, 128],
         min_length=1,
         description="Output channels of each conv block; each block halves the spatial size.",

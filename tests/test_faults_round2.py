@@ -1,0 +1,192 @@
+"""Issue "Never wrong, never silent", second adversarial pass: the cases whose fix lives in the CLI, the config
+system and the atomic writer. Each user mistake or environment refusal gives ONE ``error:`` line and exit code 2,
+never a traceback; a legal long output name never fails at its temp file.
+
+The cases whose fix lives in a stage, a scanner or a verb are tested beside that code (see the issue's note).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures_datasets import make_ckplus_tree
+
+from pipeline.cli import main
+from pipeline.config import MAX_CONFIG_NODES
+from stages.atomic_io import NAME_MAX, atomic_write_text, name_problem, temp_name
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_YAML = str(REPO / "configs" / "demo.yaml")
+
+
+def _one_error_line(err: str) -> str:
+    """stderr holds exactly one ``error:`` message and no traceback; returns it."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error: "), err
+    assert err.count("error: ") == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# --- 12. long output names --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1, 200, 232, NAME_MAX])
+def test_temp_names_stay_within_the_name_limit(tmp_path: Path, length: int) -> None:
+    """A legal name of any length (up to 255 bytes) is written: its temp file's name is cut, not the write."""
+    target = tmp_path / ("p" * (length - 4) + ".csv" if length > 4 else "p")
+    assert len(temp_name(target).name.encode()) <= NAME_MAX
+    atomic_write_text(target, "a,b\n")
+    assert target.read_text() == "a,b\n"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temp file left behind
+
+
+def test_name_problem_is_found_before_any_work() -> None:
+    assert name_problem(Path("out") / ("x" * 255)) is None
+    assert "256 bytes" in name_problem(Path("out") / ("x" * 256))
+    assert "bytes" in name_problem("é" * 128)  # 256 bytes in UTF-8, 128 characters
+
+
+# --- 11. one error line for mistakes that raised tracebacks -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["cv.run_folds=[7,9]", "data.folds=2"], "cv.run_folds: fold(s) [7, 9] do not exist with data.folds=2"),
+        (["cv.run_folds=[-1]"], "cv.run_folds.0"),
+        (["model.appearance.channels=[0]"], "model.appearance.channels.0"),
+        (["model.appearance.channels=[16, -3]"], "model.appearance.channels.1"),
+        (["seed=-1"], "seed"),
+    ],
+)
+def test_impossible_settings_are_config_errors(
+    overrides: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a for o in overrides for a in ("--set", o)]
+    assert main(["config", "show", DEMO_YAML, *args]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert expected in err, err
+
+
+@pytest.mark.parametrize("option, value", [("--seed", "-1"), ("--folds", "1")])
+def test_manifest_rejects_impossible_numbers(
+    tmp_path: Path, option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_ckplus_tree(tmp_path / "ck")
+    code = main(
+        ["manifest", str(root), "--format", "ckplus", "--folds", "2", option, value, "-o", str(tmp_path / "m.parquet")]
+    )
+    assert code == 2
+    assert option in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_large_config_is_called_large_not_an_alias_bomb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that is merely large is not blamed on YAML aliases; an alias bomb is."""
+    big = tmp_path / "big.yaml"
+    big.write_text("data:\n  extra: [" + ", ".join(str(i) for i in range(MAX_CONFIG_NODES + 5)) + "]\n")
+    assert main(["config", "show", str(big)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "too large" in line and "alias" not in line
+    bomb = tmp_path / "bomb.yaml"
+    rows = ["a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    rows += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(5)]
+    bomb.write_text("\n".join(rows) + "\n")
+    assert main(["config", "show", str(bomb)]) == 2
+    assert "aliases" in _one_error_line(capsys.readouterr().err)
+
+
+# --- 11. the environment refusing a write: one error line, exit 2 --------------------------------------------------
+
+
+@pytest.mark.parametrize("code, reason", [(errno.EROFS, "Read-only file system"), (errno.ENOSPC, "No space left")])
+def test_os_errors_become_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], code: int, reason: str
+) -> None:
+    """Whatever write the environment refuses (read-only folder, full disk), the user reads the file and the
+    system's reason; patched at the one writer every output goes through."""
+    import stages.atomic_io as aio
+
+    def refuse(path: Path) -> Path:
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(aio, "temp_name", refuse)
+    root = make_ckplus_tree(tmp_path / "ck")
+    out = tmp_path / "m.parquet"
+    assert main(["manifest", str(root), "--format", "ckplus", "--folds", "2", "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert reason in line and "m.parquet" in line, line
+
+
+def test_file_size_limit_reached_while_writing_is_one_error_line(tmp_path: Path) -> None:
+    """``ulimit -f`` reached while writing the manifest: Python ignores SIGXFSZ, the write fails with EFBIG and
+    the user reads one line (a real limit in a child process, not a patched error)."""
+    resource = pytest.importorskip("resource")
+    root = make_ckplus_tree(tmp_path / "ck")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "manifest",
+            str(root),
+            "--format",
+            "ckplus",
+            "--folds",
+            "2",
+            "-o",
+            "m.parquet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "File too large" in _one_error_line(proc.stderr)
+    assert not (tmp_path / "m.parquet").exists()
+
+
+# --- logging: -q, -v, --log-file (issue "The house as a map") ---------------------------------------------------
+
+
+def test_quiet_keeps_errors_and_log_file_keeps_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_ckplus_tree(tmp_path / "ck")
+    log_file = tmp_path / "seqfer.log"
+    out = tmp_path / "m.parquet"
+    args = ["manifest", str(root), "--format", "ckplus", "--folds", "2", "-o", str(out)]
+    assert main(["-q", "--log-file", str(log_file), *args]) == 0
+    assert out.exists()
+    assert main(["-q", "--log-file", str(log_file), "config", "show", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err)
+    assert "missing.yaml" in log_file.read_text() and " ERROR " in log_file.read_text()
+    assert main(["-v", "-q", "config", "show", DEMO_YAML]) == 2
+    assert "choose one" in _one_error_line(capsys.readouterr().err)
+
+
+def test_python_warnings_read_as_one_plain_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+    import warnings
+
+    from pipeline.runtime.log import setup_logging
+
+    setup_logging()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit("a folder holds no images", UserWarning, "pipeline/x.py", 36)
+    err = capsys.readouterr().err
+    assert err == "warning: a folder holds no images\n", err
+    logging.getLogger("pipeline.test").info("plain message")
+    assert capsys.readouterr().err == "plain message\n"
