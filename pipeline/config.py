@@ -21,7 +21,7 @@ from stages.preprocess.sequence import SequenceConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DemoConfig(_Strict):
@@ -52,7 +52,9 @@ class DataConfig(_Strict):
         "(required), sequence and frame (optional); the default fits CK+ names (S010_004_00000017)",
     )
     folds: int = Field(10, ge=2)
-    fold_seed: NonNegativeInt | None = Field(None, description="seed of the fold assignment; default: the top-level seed")
+    fold_seed: NonNegativeInt | None = Field(
+        None, description="seed of the fold assignment; default: the top-level seed"
+    )
     fold_file: Path | None = Field(None, description="CSV subject,fold (0-based) to use instead of computed folds")
     demo: DemoConfig = DemoConfig()
 

@@ -62,6 +62,8 @@ def test_name_problem_is_found_before_any_work() -> None:
         (["model.appearance.channels=[0]"], "model.appearance.channels.0"),
         (["model.appearance.channels=[16, -3]"], "model.appearance.channels.1"),
         (["seed=-1"], "seed"),
+        (["train.lr=.inf"], "train.lr: Input should be a finite number"),
+        (["train.weight_decay=.nan"], "train.weight_decay"),
     ],
 )
 def test_impossible_settings_are_config_errors(

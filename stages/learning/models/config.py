@@ -50,7 +50,7 @@ AppearanceMode = Literal[tuple(FRAME_MODES)]  # type: ignore[valid-type]
 class ModelInputConfig(BaseModel):
     """How a :class:`~stages.record.SequenceRecord` becomes the appearance tensor ``[C, size, size]``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     appearance: AppearanceMode = Field(
         "peak_neutral",
@@ -82,7 +82,7 @@ class ModelInputConfig(BaseModel):
 class AppearanceConfig(BaseModel):
     """The appearance network (a name in the registry) and its common hyper-parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field("skipnet", description="Registered appearance network (see stages.learning.models.list_models).")
     channels: list[PositiveInt] = Field(
@@ -108,7 +108,7 @@ class AppearanceConfig(BaseModel):
 class GeometryConfig(BaseModel):
     """The geometry (landmark-trajectory) network."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field("trajnet", description="Registered geometry network: trajnet (shared per step) or flat.")
     hidden: int = Field(128, ge=1, description="Width of trajnet's per-step MLP.")
@@ -119,7 +119,7 @@ class GeometryConfig(BaseModel):
         description="Kernel over time of trajnet's layers: 1 = the same MLP on every step independently; "
         "odd k > 1 = 1-D convs over time (still shared over steps, any length).",
     )
-    flat_hidden: list[int] = Field(
+    flat_hidden: list[PositiveInt] = Field(
         default_factory=lambda: [100, 600],
         min_length=1,
         description="FC widths of the DTAGN-style 'flat' network on the flattened fixed-length trajectory.",
@@ -133,7 +133,7 @@ class GeometryConfig(BaseModel):
 class ModelConfig(BaseModel):
     """Which streams exist and how they are fused (DTAGN / Verma et al. ICIP 2019)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     streams: Literal["appearance", "geometry", "fused"] = Field(
         "fused", description="appearance only, geometry only, or both fused."
@@ -164,7 +164,7 @@ class ModelConfig(BaseModel):
 class AugmentConfig(BaseModel):
     """Training-time augmentation on batches (never applied at validation, test or prediction time)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     flip: bool = Field(True, description="Random horizontal flip of crops and trajectories (p = 0.5).")
     rotate_deg: float = Field(10.0, ge=0.0, description="Max random rotation of crops, degrees.")
@@ -195,7 +195,7 @@ class AugmentConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Optimisation, early stopping and augmentation for :func:`stages.learning.training.fit.fit`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(40, ge=1, description="Maximum epochs.")
     batch_size: int = Field(32, ge=2, description="Training batch size (sequences).")

@@ -23,7 +23,7 @@ sum) from scratch in one run, which gives each network its own supervised signal
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from stages.errors import StageError
@@ -33,9 +33,9 @@ from stages.learning.models.skipnet import InputNorm
 
 
 class DtanOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    channels: list[int] = Field(default_factory=lambda: [64, 64], min_length=1, description="Filters per conv.")
+    channels: list[PositiveInt] = Field(default_factory=lambda: [64, 64], min_length=1, description="Filters per conv.")
     kernel: int = Field(5, ge=1, description="Conv kernel side (valid convolution).")
     fc: int = Field(500, ge=1, description="Width of the hidden FC layer.")
 

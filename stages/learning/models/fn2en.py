@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from stages.errors import StageError
@@ -36,9 +36,9 @@ TARGET = "face_descriptor"
 
 
 class Fn2enOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    channels: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
+    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
     convs_per_block: int = Field(1, ge=1)
     fc: int = Field(256, ge=1, description="Width of the stage-2 hidden FC layer.")
     descriptor_dim: int = Field(128, ge=1, description="Length of the face-recognition descriptor regressed.")

@@ -18,7 +18,7 @@ fusion_dim.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from stages.errors import StageError
@@ -29,10 +29,10 @@ from stages.learning.models.skipnet import ConvBlock, InputNorm
 
 
 class PcnnOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    global_channels: list[int] = Field(default_factory=lambda: [32, 64, 96], min_length=1)
-    local_channels: list[int] = Field(default_factory=lambda: [16, 32, 48], min_length=1)
+    global_channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64, 96], min_length=1)
+    local_channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 48], min_length=1)
     patch_size: int | None = Field(None, ge=4, description="Side of each region patch, px; None = 3/8 of S.")
     fusion_dim: int = Field(128, ge=1, description="Width of the FC layer that fuses all branches.")
 

@@ -6,7 +6,7 @@ decorated by :func:`register_model`::
     from stages.learning.models.registry import BuildContext, parse_options, register_model
 
     class DtanOptions(BaseModel):                       # only if the network has its own settings
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
         fc: int = 500
 
     @register_model("appearance", name="dtan")

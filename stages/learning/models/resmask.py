@@ -19,7 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from stages.errors import StageError
@@ -30,7 +30,7 @@ from stages.learning.models.skipnet import InputNorm
 
 
 class ResmaskOptions(ResNetOptions):
-    mask_depths: list[int] = Field(
+    mask_depths: list[PositiveInt] = Field(
         default_factory=lambda: [3, 2, 1, 1],
         description="U-Net depth of each stage's masking block (shallowest first; 0 = mask from 1x1 convs "
         "only); must have one entry per stage.",

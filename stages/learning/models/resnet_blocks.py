@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from stages.errors import StageError
@@ -21,9 +21,9 @@ from stages.errors import StageError
 class ResNetOptions(BaseModel):
     """Backbone settings shared by ``dba`` and ``resmask`` (``model.appearance.options``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    widths: list[int] = Field(
+    widths: list[PositiveInt] = Field(
         default_factory=lambda: [24, 48, 96, 192],
         min_length=1,
         description="Channels of each stage; each stage halves the spatial size.",
