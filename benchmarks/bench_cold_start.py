@@ -9,7 +9,7 @@ then a second child with the same folders (warm). The steps are what ``stages.pr
 one by
 one: importing the compiled modules, the PNG kernel (``stages.preprocess.png.warm_up``), the model file's integer
 decoder
-(``trees.tokenize`` on two bytes), the predictor kernel (``trees.warm_up_kernel``), the HOG detector
+(``model_format.tokenize`` on two bytes), the predictor kernel (``trees.warm_up_kernel``), the HOG detector
 (``frontal_face_detector``) and the model (``load_tree_model``: parsed and converted when fresh, memory-mapped when
 warm). Without the warm-up, every preprocessing worker of a fresh install pays these steps itself, at once.
 """
@@ -43,18 +43,18 @@ def child() -> None:
     import numpy as np
 
     from stages.preprocess import png
-    from stages.preprocess.landmarks.dlib import models, trees
+    from stages.preprocess.landmarks.dlib import converted, model_format, models, trees
 
     step("import")
     png.warm_up()
     step("png kernel")
-    trees.tokenize(np.array([1, 0], np.uint8), np.zeros(2, np.int32))
+    model_format.tokenize(np.array([1, 0], np.uint8), np.zeros(2, np.int32))
     step("decoder")
     trees.warm_up_kernel()
     step("predictor kernel")
     models.frontal_face_detector()
     step("hog detector")
-    trees.load_tree_model(models.model_path(models.PREDICTOR_FILE))
+    converted.load_tree_model(models.model_path(models.PREDICTOR_FILE))
     step("model")
     print(json.dumps(seconds))
 

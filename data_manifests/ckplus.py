@@ -23,11 +23,11 @@ from data_manifests.scan_common import (
     ScanReport,
     class_set_name,
     format_gaps,
-    frame_gaps,
     is_ignored_dir,
     is_system_file,
     label_in_set,
     list_dir,
+    note_missing_frames,
     order_frames,
     require_root,
     resolve_classes,
@@ -190,9 +190,7 @@ def _scan_sequence(
         dups = sorted({n for n in numbers if numbers.count(n) > 1})
         if dups:
             report.note(seq_dir, f"duplicate frame numbers: {format_gaps([(d, d) for d in dups])}")
-        gaps = frame_gaps(numbers, first_expected=1)
-        if gaps:
-            report.note(seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)")
+        note_missing_frames(seq_dir, numbers, report, first_expected=1)
     code, peak_no, note = _emotion_for(emotion / subject / seq, report)
     label = None
     if code is not None:

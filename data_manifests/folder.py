@@ -32,8 +32,6 @@ from data_manifests.scan_common import (
     ScanReport,
     canonical_class,
     class_set_name,
-    format_gaps,
-    frame_gaps,
     is_ignored_dir,
     is_image,
     is_system_file,
@@ -41,7 +39,9 @@ from data_manifests.scan_common import (
     label_in_set,
     list_dir,
     natural_key,
+    note_missing_frames,
     order_frames,
+    read_small_csv,
     require_root,
     resolve_classes,
     sequence_row,
@@ -83,9 +83,7 @@ def _frames_of(folder: Path, report: ScanReport) -> list[str]:
     names = [e.name for e in list_dir(folder) if e.is_file() and is_image(e.name)]
     names, numbers = order_frames(names)
     if numbers is not None:
-        gaps = frame_gaps(numbers)
-        if gaps:
-            report.note(folder, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)")
+        note_missing_frames(folder, numbers, report)
     return [str(folder / n) for n in names]
 
 
@@ -115,37 +113,17 @@ def _row(
     report: ScanReport,
 ) -> dict:
     sid = _sequence_id(path, kind, root, csv_dir)
+    common = dict(sequence_id=sid, dataset="folder", subject=subject, label=label, label_note=note)
     if kind == "video":
-        return sequence_row(
-            sequence_id=sid,
-            dataset="folder",
-            subject=subject,
-            label=label,
-            label_note=note,
-            video_path=str(path),
-        )
+        return sequence_row(**common, video_path=str(path))
     frames = [str(path)] if path.is_file() else _frames_of(path, report)
-    return sequence_row(
-        sequence_id=sid,
-        dataset="folder",
-        subject=subject,
-        label=label,
-        label_note=note,
-        frame_paths=frames,
-        peak_index=len(frames) - 1,
-    )
+    return sequence_row(**common, frame_paths=frames, peak_index=len(frames) - 1)
 
 
 def read_labels_csv(path: Path) -> pd.DataFrame:
     """The labels CSV with stripped, lower-case headers and stripped string values; columns path, subject,
     label (subject and label default to empty). Raises :class:`ManifestError` naming the file."""
-    if not path.is_file():
-        raise ManifestError(f"{path}: labels CSV not found")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable labels CSV ({exc})") from exc
-    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = read_small_csv(path, "labels CSV")
     if "path" not in table.columns:
         raise ManifestError(
             f"{path}: labels CSV needs a 'path' column (and 'subject', 'label'); found: {', '.join(table.columns)}"

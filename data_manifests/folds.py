@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from data_manifests.errors import ManifestError
+from data_manifests.scan_common import read_small_csv
 
 
 def _labelled(df: pd.DataFrame) -> pd.Series:
@@ -94,13 +95,7 @@ def load_fold_file(path: Path, df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
     ignored.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: fold file not found")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not a readable fold file ({exc})") from exc
-    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = read_small_csv(path, "fold file")
     if not {"subject", "fold"} <= set(table.columns):
         raise ManifestError(f"{path}: fold file needs columns 'subject,fold'; found: {', '.join(table.columns)}")
     table = table[["subject", "fold"]].apply(lambda s: s.str.strip())

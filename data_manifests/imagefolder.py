@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -98,12 +99,7 @@ def scan_imagefolder(
     class_list = resolve_classes(classes)
     set_name = class_set_name(classes)
     report = ScanReport(classes=class_list, dataset=DATASET, root=str(root))
-    has_sequence = "sequence" in rx.groupindex
-
-    # (sequence id, class folder) -> [(sort key, path)]; subject and label per key
-    groups: dict[tuple[str, str], list[tuple[tuple, str]]] = defaultdict(list)
-    info: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
-    class_dirs = 0
+    found = _Found()
     for entry in list_dir(root):
         if entry.is_file():
             reason = "system file" if is_system_file(entry.name) else "file outside a class folder"
@@ -117,43 +113,73 @@ def scan_imagefolder(
         if canon is None:
             report.skip(entry.path, f"not a class folder: {entry.name!r} names no known class")
             continue
+        found.class_dirs += 1
         label, note = label_in_set(canon, class_list, set_name)
-        class_dirs += 1
-        for item in list_dir(Path(entry.path)):
-            path = Path(item.path)
-            if is_system_file(item.name):
-                report.skip(path, "system file")
-                continue
-            if item.is_dir():
-                report.skip(path, "folder inside a class folder")
-                continue
-            if not is_image(item.name):
-                report.skip(path, "not an image file")
-                continue
-            m = rx.search(path.stem)
-            if m is None:
-                report.skip(path, f"name does not match the pattern: {name_pattern}")
-                continue
-            subject = m.group("subject")
-            seq = f"{subject}_{m.group('sequence')}" if has_sequence else path.stem
-            key = (seq, canon)
-            groups[key].append((_frame_key(m, item.name), str(path)))
-            info[key] = (subject, label, note)
-    if not groups:
-        where = "no class folder" if class_dirs == 0 else "no image whose name matches the pattern"
+        _scan_class_folder(Path(entry.path), canon, label, note, rx, name_pattern, found, report)
+    if not found.groups:
+        where = "no class folder" if found.class_dirs == 0 else "no image whose name matches the pattern"
         raise ManifestError(f"{root}: not a class-folder dataset ({where}; pattern {name_pattern})")
+    return pd.DataFrame(_rows(found, report)), report
 
+
+@dataclass
+class _Found:
+    """What the scan found: images per (sequence, class folder) with their sort keys, and each such key's
+    subject, label and label note; how many class folders it read."""
+
+    groups: dict[tuple[str, str], list[tuple[tuple, str]]] = field(default_factory=lambda: defaultdict(list))
+    info: dict[tuple[str, str], tuple[str, str | None, str | None]] = field(default_factory=dict)
+    class_dirs: int = 0
+
+
+def _scan_class_folder(
+    folder: Path,
+    canon: str,
+    label: str | None,
+    note: str | None,
+    rx: re.Pattern[str],
+    name_pattern: str,
+    found: _Found,
+    report: ScanReport,
+) -> None:
+    """Add the images of one class folder to ``found``; report what is not an image matching the pattern."""
+    has_sequence = "sequence" in rx.groupindex
+    for item in list_dir(folder):
+        path = Path(item.path)
+        if is_system_file(item.name):
+            report.skip(path, "system file")
+            continue
+        if item.is_dir():
+            report.skip(path, "folder inside a class folder")
+            continue
+        if not is_image(item.name):
+            report.skip(path, "not an image file")
+            continue
+        m = rx.search(path.stem)
+        if m is None:
+            report.skip(path, f"name does not match the pattern: {name_pattern}")
+            continue
+        subject = m.group("subject")
+        seq = f"{subject}_{m.group('sequence')}" if has_sequence else path.stem
+        key = (seq, canon)
+        found.groups[key].append((_frame_key(m, item.name), str(path)))
+        found.info[key] = (subject, label, note)
+
+
+def _rows(found: _Found, report: ScanReport) -> list[dict]:
+    """One manifest row per (sequence, class folder) in natural order; an id found in several class folders gets
+    the class appended (noted in the report)."""
     per_id = defaultdict(list)
-    for seq, canon in groups:
+    for seq, canon in found.groups:
         per_id[seq].append(canon)
     rows = []
-    for (seq, canon), items in sorted(groups.items(), key=lambda kv: natural_key(f"{kv[0][0]}/{kv[0][1]}")):
+    for (seq, canon), items in sorted(found.groups.items(), key=lambda kv: natural_key(f"{kv[0][0]}/{kv[0][1]}")):
         seq_id = seq
         if len(per_id[seq]) > 1:
             seq_id = f"{seq}_{canon}"
             folders = ", ".join(sorted(per_id[seq]))
             report.note(seq_id, f"sequence {seq} lies in class folders {folders}: id made unique")
-        subject, label, note = info[(seq, canon)]
+        subject, label, note = found.info[(seq, canon)]
         frames = [p for _, p in sorted(items)]
         rows.append(
             sequence_row(
@@ -166,4 +192,4 @@ def scan_imagefolder(
                 peak_index=len(frames) - 1,
             )
         )
-    return pd.DataFrame(rows), report
+    return rows

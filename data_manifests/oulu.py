@@ -22,13 +22,12 @@ from data_manifests.errors import ManifestError
 from data_manifests.scan_common import (
     ScanReport,
     class_set_name,
-    format_gaps,
-    frame_gaps,
     is_ignored_dir,
     is_system_file,
     is_video,
     label_in_set,
     list_dir,
+    note_missing_frames,
     order_frames,
     require_root,
     resolve_classes,
@@ -222,7 +221,5 @@ def _frame_names(seq_dir: Path, report: ScanReport) -> list[str]:
     names = sequence_frame_names(seq_dir, report)
     names, numbers = order_frames(names)
     if numbers is not None:
-        gaps = frame_gaps(numbers)
-        if gaps:
-            report.note(seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)")
+        note_missing_frames(seq_dir, numbers, report)
     return names

@@ -218,6 +218,29 @@ def format_gaps(gaps: list[tuple[int, int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in gaps)
 
 
+def note_missing_frames(
+    seq_dir: Path, numbers: list[int], report: ScanReport, first_expected: int | None = None
+) -> None:
+    """Note the gaps in a sequence's frame numbers (see :func:`frame_gaps`); the sequence is kept as it is."""
+    gaps = frame_gaps(numbers, first_expected=first_expected)
+    if gaps:
+        report.note(seq_dir, f"missing frames: {format_gaps(gaps)} (sequence kept with the frames it has)")
+
+
+def read_small_csv(path: Path, what: str) -> pd.DataFrame:
+    """A small user-written CSV as strings (no NA parsing, spaces after the commas dropped) with stripped,
+    lower-case headers. :class:`ManifestError` naming ``what`` (e.g. "labels CSV") when the file is missing or
+    not a readable CSV."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: {what} not found")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not a readable {what} ({exc})") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    return table
+
+
 def list_dir(path: Path) -> list[os.DirEntry]:
     """Entries of a folder sorted naturally by name."""
     with os.scandir(path) as it:

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from data_manifests.demo.plan import CKPLUS_COUNTS  # CK+'s labelled sequences per class
+
 # The smallest two-stream model the CLI tests train: config overrides (`--set` strings) shared by every module that
 # runs cv / train / predict end to end, each adding what it needs (epochs, folds, workers, align size).
 TINY_MODEL = [
@@ -22,16 +24,6 @@ TINY_MODEL = [
     "model.geometry.hidden=16",
     "model.input.size=32",
 ]
-
-CKPLUS_COUNTS: dict[str, int] = {
-    "anger": 45,
-    "contempt": 18,
-    "disgust": 59,
-    "fear": 25,
-    "happy": 69,
-    "sadness": 28,
-    "surprise": 83,
-}
 
 
 @functools.cache

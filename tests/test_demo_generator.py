@@ -25,6 +25,7 @@ from data_manifests.demo import warp as wp
 from data_manifests.demo.writers import LAYOUTS
 from data_manifests.errors import ManifestError
 from data_manifests.schema import CKPLUS_CODES, CLASS_SETS
+from pipeline.runtime.log import setup_logging
 from stages.face_geometry import mirror_points, nme
 
 FRAMES = (5, 8)
@@ -332,20 +333,22 @@ def test_dlib_finds_the_written_landmarks_real_faces(shared_dir, tmp_path):
 
 
 @pytest.mark.shared
-def test_too_few_photos_are_reused_as_variants(shared_dir, tmp_path):
+def test_too_few_photos_are_reused_as_variants(shared_dir, tmp_path, capsys):
     faces = tmp_path / "faces"
     faces.mkdir()
     ranked, _ = fc.rank_faces(shared_dir / "faces")
     for cand in ranked[:2]:
         for p in (cand.image_path, cand.pts_path):
             (faces / p.name).write_bytes(p.read_bytes())
-    with pytest.warns(UserWarning, match="reusing"):
-        subjects = fc.choose_faces(faces, 3)
+    setup_logging()  # as the CLI does: the warning is a "warning: ..." line on stderr
+    subjects = fc.choose_faces(faces, 3)
+    assert re.search(r"^warning: .*reusing them as mirrored/morphed variants$", capsys.readouterr().err, re.M)
     assert [s.variant for s in subjects] == [0, 0, 1] and subjects[2].face is subjects[0].face
 
 
-def test_fallback_faces_are_announced(tmp_path):
-    with pytest.warns(UserWarning, match="astronaut"):
-        s = gen.generate_demo(tmp_path, layout="oulu", n_subjects=1, frame_range=(3, 3))
+def test_fallback_faces_are_announced(tmp_path, capsys):
+    setup_logging()
+    s = gen.generate_demo(tmp_path, layout="oulu", n_subjects=1, frame_range=(3, 3))
+    assert re.search(r"^warning: no faces folder given: .*astronaut", capsys.readouterr().err, re.M)
     assert s.faces_source == fc.FALLBACK_SOURCE
     assert fc.FALLBACK_SOURCE in (tmp_path / "README.txt").read_text()

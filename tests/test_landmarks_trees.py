@@ -14,7 +14,7 @@ import pytest
 
 from stages.errors import MissingWeightsError
 from stages.preprocess.landmarks import LandmarkConfig, build_landmarker
-from stages.preprocess.landmarks.dlib import trees
+from stages.preprocess.landmarks.dlib import converted, model_format, trees
 from stages.preprocess.landmarks.dlib.models import PREDICTOR_FILE, DlibShapePredictor, HogDetector, model_path
 
 
@@ -49,7 +49,7 @@ def astro_grey_frames() -> list[np.ndarray]:
 
 
 def test_model_arrays_have_dlibs_layout(model_file: Path, tmp_path: Path) -> None:
-    model = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    model = converted.load_tree_model(model_file, cache_dir=tmp_path)
     levels, n_trees, n_splits = model.split_a.shape
     assert (levels, n_trees, n_splits) == (15, 500, 15)  # dlib's published 68-point model
     assert model.leaves.shape == (15, 500, 16, 136) and model.mean_shape.shape == (136,)
@@ -92,26 +92,28 @@ def test_dlib_implementation_still_selectable(faces) -> None:
 
 
 def test_converted_copy_is_reused_and_a_damaged_one_recomputed(model_file: Path, tmp_path: Path, monkeypatch) -> None:
-    first = trees.load_tree_model(model_file, cache_dir=tmp_path)
-    entry = trees.converted_path(model_file, tmp_path)
+    first = converted.load_tree_model(model_file, cache_dir=tmp_path)
+    entry = converted.converted_path(model_file, tmp_path)
     assert entry.is_file()
-    first = trees.TreeModel(**{f: np.array(getattr(first, f)) for f in trees._FIELDS})  # memory-mapped: copy
+    first = model_format.TreeModel(
+        **{f: np.array(getattr(first, f)) for f in model_format.TREE_FIELDS}
+    )  # memory-mapped: copy
 
     calls = []
-    real_parse = trees.parse_model_file
-    monkeypatch.setattr(trees, "parse_model_file", lambda path: calls.append(path) or real_parse(path))
-    again = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    real_parse = model_format.parse_model_file
+    monkeypatch.setattr(converted, "parse_model_file", lambda path: calls.append(path) or real_parse(path))
+    again = converted.load_tree_model(model_file, cache_dir=tmp_path)
     assert calls == [] and np.array_equal(again.leaves, first.leaves)  # read back, not parsed
 
     with open(entry, "r+b") as fh:  # flip bytes inside the leaf data
         fh.seek(entry.stat().st_size // 2)
         fh.write(b"\x13\x37\x13\x37")
-    repaired = trees.load_tree_model(model_file, cache_dir=tmp_path)
+    repaired = converted.load_tree_model(model_file, cache_dir=tmp_path)
     assert len(calls) == 1 and np.array_equal(repaired.leaves, first.leaves)
-    assert trees._read_converted(entry) is not None  # rewritten whole
+    assert converted._read_converted(entry) is not None  # rewritten whole
 
     entry.write_bytes(b"not a converted model")  # garbage header
-    assert np.array_equal(trees.load_tree_model(model_file, cache_dir=tmp_path).split_a, first.split_a)
+    assert np.array_equal(converted.load_tree_model(model_file, cache_dir=tmp_path).split_a, first.split_a)
     assert len(calls) == 2
 
 
@@ -120,20 +122,20 @@ def test_a_copy_whose_arrays_do_not_fit_together_is_not_used(model_file: Path, t
     not the header): a split that names a feature the level does not have makes it unusable."""
     import dataclasses
 
-    model = trees.load_tree_model(model_file, cache_dir=tmp_path)
-    entry = trees.converted_path(model_file, tmp_path)
+    model = converted.load_tree_model(model_file, cache_dir=tmp_path)
+    entry = converted.converted_path(model_file, tmp_path)
     bad_splits = np.array(model.split_a)
     bad_splits[3, 7, 0] = model.anchors.shape[1]  # one past the last feature
-    trees._write_converted(entry, dataclasses.replace(model, split_a=bad_splits))  # a sound CRC
-    assert trees._read_converted(entry) is None
-    reloaded = trees.load_tree_model(model_file, cache_dir=tmp_path)  # re-parsed and rewritten
-    assert np.array_equal(reloaded.split_a, model.split_a) and trees._read_converted(entry) is not None
+    converted._write_converted(entry, dataclasses.replace(model, split_a=bad_splits))  # a sound CRC
+    assert converted._read_converted(entry) is None
+    reloaded = converted.load_tree_model(model_file, cache_dir=tmp_path)  # re-parsed and rewritten
+    assert np.array_equal(reloaded.split_a, model.split_a) and converted._read_converted(entry) is not None
 
 
 def test_unwritable_cache_folder_still_loads(model_file: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file_not_folder"
     blocker.write_text("x")
-    model = trees.load_tree_model(model_file, cache_dir=blocker)  # cannot create blocker/dlib_trees: parsed
+    model = converted.load_tree_model(model_file, cache_dir=blocker)  # cannot create blocker/dlib_trees: parsed
     assert model.leaves.shape[0] == 15
 
 
@@ -157,9 +159,9 @@ def test_files_that_are_not_a_shape_predictor_are_refused(model_file: Path, tmp_
         }[content]
     )
     with pytest.raises(MissingWeightsError, match="not a dlib shape predictor"):
-        trees.load_tree_model(bad, use_cache=False)
+        converted.load_tree_model(bad, use_cache=False)
     with pytest.raises(MissingWeightsError, match="not found"):
-        trees.load_tree_model(tmp_path / "missing.dat")
+        converted.load_tree_model(tmp_path / "missing.dat")
 
 
 def test_frontal_detector_copy_detects_as_dlibs_and_a_damaged_copy_is_replaced(faces, tmp_path: Path) -> None:
@@ -185,7 +187,7 @@ def test_floats_decode_dlibs_special_values() -> None:
     """dlib stores a float as (mantissa, exponent), value mantissa * 2**exponent, with exponents 32000-32002 for
     inf, -inf and nan."""
     pairs = np.array([[3, -1], [-5, 2], [0, 0], [1, 32000], [1, 32001], [1, 32002]], np.int32)
-    values = trees._floats(pairs)
+    values = model_format._floats(pairs)
     assert values[:3].tolist() == [1.5, -20.0, 0.0]
     assert values[3] == np.inf and values[4] == -np.inf and np.isnan(values[5])
 
@@ -195,10 +197,10 @@ def test_warm_up_kernel_compiles_what_a_real_model_calls(model_file: Path, faces
     then find that compiled version (no second signature), or the workers would compile again."""
     trees.warm_up_kernel()
     signatures = list(trees.predict_kernel.signatures)
-    predictor = trees.TreePredictor(trees.load_tree_model(model_file, cache_dir=tmp_path))
+    predictor = trees.TreePredictor(converted.load_tree_model(model_file, cache_dir=tmp_path))
     predictor.predict(*faces[0])
     assert list(trees.predict_kernel.signatures) == signatures
-    parsed = trees.TreePredictor(trees.load_tree_model(model_file, use_cache=False))  # read-only arrays too
+    parsed = trees.TreePredictor(converted.load_tree_model(model_file, use_cache=False))  # read-only arrays too
     parsed.predict(*faces[0])
     assert list(trees.predict_kernel.signatures) == signatures
 
@@ -210,20 +212,22 @@ def test_a_conversion_under_way_is_waited_for_not_repeated(model_file: Path, tmp
 
     from stages.atomic_io import file_lock
 
-    model = trees.load_tree_model(model_file, cache_dir=tmp_path)
-    entry = trees.converted_path(model_file, tmp_path)
+    model = converted.load_tree_model(model_file, cache_dir=tmp_path)
+    entry = converted.converted_path(model_file, tmp_path)
     entry.unlink()
     parsed = []
-    real_parse = trees.parse_model_file
-    monkeypatch.setattr(trees, "parse_model_file", lambda path: parsed.append(path) or real_parse(path))
+    real_parse = model_format.parse_model_file
+    monkeypatch.setattr(converted, "parse_model_file", lambda path: parsed.append(path) or real_parse(path))
     loaded = []
     with file_lock(entry.with_name(entry.name + ".lock"), timeout=5) as held:  # "another worker" converting
         assert held
-        waiter = threading.Thread(target=lambda: loaded.append(trees.load_tree_model(model_file, cache_dir=tmp_path)))
+        waiter = threading.Thread(
+            target=lambda: loaded.append(converted.load_tree_model(model_file, cache_dir=tmp_path))
+        )
         waiter.start()
         waiter.join(0.3)
         assert waiter.is_alive() and not loaded  # it waits for the lock
-        trees._write_converted(entry, model)
+        converted._write_converted(entry, model)
     waiter.join(30)
     assert parsed == [] and np.array_equal(loaded[0].leaves, model.leaves)
 

@@ -14,7 +14,7 @@ agrees with the ground truth; the generator checks the finished neutral frame in
 from __future__ import annotations
 
 import functools
-import warnings
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ import numpy as np
 from data_manifests.demo import geometry as g
 from data_manifests.errors import ManifestError
 from stages import face_geometry as fg
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 FALLBACK_SOURCE = "scikit-image astronaut (fallback)"
@@ -271,19 +273,21 @@ def choose_faces(
     if not chosen:
         raise ManifestError(f"{faces_dir}: no usable face photo with a .pts file ({len(rejects)} rejected)")
     if len(chosen) < n:
-        warnings.warn(
-            f"{faces_dir}: only {len(chosen)} usable faces for {n} subjects; reusing them as mirrored/morphed variants",
-            stacklevel=3,
+        log.warning(
+            "%s: only %d usable faces for %d subjects; reusing them as mirrored/morphed variants",
+            faces_dir,
+            len(chosen),
+            n,
         )
     return [SubjectFace(face=chosen[i % len(chosen)], variant=i // len(chosen)) for i in range(n)]
 
 
 def fallback_faces(n: int) -> list[SubjectFace]:
     """``n`` subjects made from scikit-image's astronaut photo (landmarks by dlib), with a warning."""
-    warnings.warn(
+    log.warning(
         "no faces folder given: demo subjects are variants (mirror, morph, lighting) of one photo, "
-        f"the {FALLBACK_SOURCE}; pass faces_dir for distinct subjects",
-        stacklevel=3,
+        "the %s; pass faces_dir for distinct subjects",
+        FALLBACK_SOURCE,
     )
     face = astronaut_face()
     return [SubjectFace(face=face, variant=i) for i in range(n)]
@@ -305,6 +309,6 @@ def _dlib_available() -> bool:
     try:
         _dlib_models()
     except (ImportError, ManifestError) as exc:
-        warnings.warn(f"dlib check of source faces skipped: {exc}", stacklevel=3)
+        log.warning("dlib check of source faces skipped: %s", exc)
         return False
     return True

@@ -24,7 +24,7 @@ from data_manifests.demo import faces as fc
 from data_manifests.demo import plan as pl
 from data_manifests.demo import prototypes as proto
 from data_manifests.demo import sequences as sq
-from data_manifests.demo.writers import LAYOUTS, Layout
+from data_manifests.demo.writers import LAYOUTS, Layout, write_demo_file
 from data_manifests.errors import ManifestError
 from stages import face_geometry as fg
 from stages.atomic_io import atomic_write_text
@@ -128,8 +128,7 @@ def _run_one(spec: pl.SequenceSpec) -> tuple[int, int]:
     seq = render_spec(spec, _JOB["seed"], _subject(spec.subject_index), _JOB["frame_range"])
     root: Path = _JOB["root"]
     n = _JOB["layout"].write(root, spec, seq)
-    marker = root / PROGRESS_DIR / f"{spec.index:06d}"
-    marker.write_text(str(n))
+    write_demo_file(root / PROGRESS_DIR / f"{spec.index:06d}", str(n).encode())
     return spec.index, n
 
 
@@ -242,13 +241,7 @@ def generate_demo(
     range of frames per sequence. Raises :class:`ManifestError` for a bad layout, folder or faces folder.
     """
     t0 = time.perf_counter()
-    if layout not in LAYOUTS:
-        raise ManifestError(f"unknown demo layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if n_subjects < 1:
-        raise ManifestError(f"n_subjects must be >= 1, not {n_subjects}")
-    lo, hi = int(frame_range[0]), int(frame_range[1])
-    if not 2 <= lo <= hi:
-        raise ManifestError(f"frame_range must be 2 <= low <= high, not {frame_range}")
+    lo, hi = _check_arguments(layout, n_subjects, frame_range)
     lay = LAYOUTS[layout]
     out = Path(out_dir)
     faces_source = str(Path(faces_dir).resolve()) if faces_dir is not None else fc.FALLBACK_SOURCE
@@ -271,45 +264,76 @@ def generate_demo(
         if faces_dir is not None
         else fc.fallback_faces(n_subjects)
     )
-    progress_dir = out / PROGRESS_DIR
-    frames: dict[int, int] = {}
-    for p in progress_dir.iterdir():
-        if p.name.isdigit():
-            frames[int(p.name)] = int(p.read_text() or 0)
+    frames = _finished_sequences(out / PROGRESS_DIR)
     resumed = len(frames)
     todo = [s for s in specs if s.index not in frames]
-    total = len(specs)
     if progress and resumed:
-        progress(resumed, total)
+        progress(resumed, len(specs))
     job = (subjects, layout, seed, (lo, hi), str(out), faces_dir is None)
     for index, n in _execute(todo, job, workers):
         frames[index] = n
         if progress:
-            progress(len(frames), total)
+            progress(len(frames), len(specs))
 
-    labelled = [s for s in specs if s.label is not None]
-    classes = sorted({s.label for s in labelled}, key=lambda c: list(pl.CKPLUS_COUNTS).index(c))
-    counts = Counter(s.label for s in labelled)
-    summary = DemoSummary(
-        out_dir=out,
-        layout=layout,
-        n_subjects=n_subjects,
-        n_sequences=total,
-        n_labelled=len(labelled),
-        counts={c: counts[c] for c in classes},
-        faces_source=faces_source,
-        seconds=0.0,
-        n_frames=sum(frames.values()),
-        seed=seed,
-        resumed=resumed,
-        classes=classes,
-    )
+    summary = _summarise(out, layout, n_subjects, specs, faces_source, sum(frames.values()), seed, resumed)
     lay.finish(out, specs)
     atomic_write_text(out / "README.txt", _readme(lay, params, summary))
     summary.seconds = time.perf_counter() - t0
     atomic_write_text(out / COMPLETE_FILE, json.dumps({"params": params, "summary": summary.to_json()}, indent=1))
-    shutil.rmtree(progress_dir, ignore_errors=True)
+    shutil.rmtree(out / PROGRESS_DIR, ignore_errors=True)
     return summary
+
+
+def _check_arguments(layout: str, n_subjects: int, frame_range: tuple[int, int]) -> tuple[int, int]:
+    """The frame range as ints (low, high); :class:`ManifestError` for an unknown layout, no subjects or a frame
+    range that is not ``2 <= low <= high``."""
+    if layout not in LAYOUTS:
+        raise ManifestError(f"unknown demo layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if n_subjects < 1:
+        raise ManifestError(f"n_subjects must be >= 1, not {n_subjects}")
+    lo, hi = int(frame_range[0]), int(frame_range[1])
+    if not 2 <= lo <= hi:
+        raise ManifestError(f"frame_range must be 2 <= low <= high, not {frame_range}")
+    return lo, hi
+
+
+def _finished_sequences(progress_dir: Path) -> dict[int, int]:
+    """Sequence index -> frames written, from the markers of an earlier, interrupted run."""
+    frames: dict[int, int] = {}
+    for p in progress_dir.iterdir():
+        if p.name.isdigit():
+            frames[int(p.name)] = int(p.read_text() or 0)
+    return frames
+
+
+def _summarise(
+    out: Path,
+    layout: str,
+    n_subjects: int,
+    specs: list[pl.SequenceSpec],
+    faces_source: str,
+    n_frames: int,
+    seed: int,
+    resumed: int,
+) -> DemoSummary:
+    """The summary of a finished set (``seconds`` still 0): labelled counts per class in CK+ class order."""
+    labelled = [s for s in specs if s.label is not None]
+    classes = sorted({s.label for s in labelled}, key=lambda c: list(pl.CKPLUS_COUNTS).index(c))
+    counts = Counter(s.label for s in labelled)
+    return DemoSummary(
+        out_dir=out,
+        layout=layout,
+        n_subjects=n_subjects,
+        n_sequences=len(specs),
+        n_labelled=len(labelled),
+        counts={c: counts[c] for c in classes},
+        faces_source=faces_source,
+        seconds=0.0,
+        n_frames=n_frames,
+        seed=seed,
+        resumed=resumed,
+        classes=classes,
+    )
 
 
 def _execute(todo: list[pl.SequenceSpec], job: tuple, workers: int) -> Iterable[tuple[int, int]]:

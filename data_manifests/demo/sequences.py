@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from data_manifests.demo import action_units as au
 from data_manifests.demo import geometry as g
 from data_manifests.demo import prototypes as proto
 from data_manifests.demo import shading
@@ -249,7 +250,7 @@ def build_subject(face: SubjectFace, canvas: Canvas, style: SubjectStyle) -> Sub
     head = wp.head_anchors(lm, size, margin)
     border = wp.border_anchors(size)
     mesh = wp.triangulate(lm, head, border)
-    shape_change = _morph_displacement(lm, m, style.morph) + proto.neutralise(lm, m)
+    shape_change = _morph_displacement(lm, m, style.morph) + au.neutralise(lm, m)
     if np.abs(shape_change).max() > 0.05:
         verts = np.vstack([lm, head, border])
         shape_change = pull_back(verts, shape_change, mesh, fractions=(1.0,))
@@ -311,7 +312,7 @@ def render_sequence(
     """Frames from the neutral base (frame 0 unwarped) to ``expr``'s apex (last frame), see module doc."""
     lm0, m = base.landmarks, base.measures
     verts = base.vertices
-    disp = proto.constrain(lm0, expr.displacement(m), m)
+    disp = au.constrain(lm0, expr.displacement(m), m)
     disp = pull_back(verts, disp, base.mesh)
     weights = easing(n_frames, rng, style.speed)
     poses = head_motion(n_frames, rng, style.motion)

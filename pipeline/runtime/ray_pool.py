@@ -6,16 +6,26 @@ change (the cache and output folders must then be on storage every node sees).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import RayConfig
 
+log = logging.getLogger(__name__)
+
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+# Ray (2.5x) logs this notice, a WARNING of the logger below, at every ray.init that starts a local instance now that
+# token authentication is its default; it asks nothing of the user. RAY_AUTH_MODE=token would also silence it, but
+# Ray caches its config when imported: set later (as ensure_ray would), the local instance fails to start.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -50,7 +60,8 @@ def ensure_ray(cfg: RayConfig) -> None:
     if cfg.address:
         _check_reachable(cfg.address)
         try:
-            ray.init(address=cfg.address, **kwargs)
+            with _ray_auth_notice_to_debug():
+                ray.init(address=cfg.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             raise StageError(
                 f"ray.address {cfg.address!r}: cannot connect to a Ray cluster there "
@@ -58,7 +69,31 @@ def ensure_ray(cfg: RayConfig) -> None:
                 "start it with `ray start --head`, or drop ray.address to run locally"
             ) from None
     else:
-        ray.init(address="local", num_cpus=cfg.workers, **kwargs)
+        with _ray_auth_notice_to_debug():
+            ray.init(address="local", num_cpus=cfg.workers, **kwargs)
+
+
+class _AuthNoticeFilter(logging.Filter):
+    """Drops Ray's "token authentication is enabled" notice from its logger, passing it on to ours at DEBUG
+    (``seqfer -v`` shows it); every other record of that logger goes through unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().startswith(_RAY_AUTH_NOTICE):
+            log.debug("ray: %s", record.getMessage())
+            return False
+        return True
+
+
+@contextmanager
+def _ray_auth_notice_to_debug() -> Iterator[None]:
+    """For the duration of a ``ray.init``: Ray's token-authentication notice goes to DEBUG, not the terminal."""
+    ray_logger = logging.getLogger(_RAY_AUTH_LOGGER)
+    notice_filter = _AuthNoticeFilter()
+    ray_logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        ray_logger.removeFilter(notice_filter)
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -121,6 +156,152 @@ class NoWorkers(RuntimeError):
     """No worker could be started or scheduled on the cluster for the items still to do."""
 
 
+class _ActorStream:
+    """The state of one :func:`stream_to_actors` call: actor slots (started, starting, free), the calls in flight,
+    the items waiting for a retry. Its methods are the loop's steps; each yields the (item, result) pairs its step
+    settles."""
+
+    def __init__(
+        self,
+        make_actor: Callable[[], Any],
+        items: Iterable[Any],
+        submit: Callable[[Any, Any], Any],
+        per_actor: int,
+        item_timeout: float | None,
+        max_tries: int,
+        start_timeout: float,
+    ) -> None:
+        import ray
+
+        self.ray = ray
+        self.make_actor, self.submit, self.per_actor = make_actor, submit, per_actor
+        self.item_timeout, self.max_tries, self.start_timeout = item_timeout, max_tries, start_timeout
+        self.actors: dict[int, Any] = {}  # slot -> started actor
+        self.starting: dict[Any, tuple[int, Any, float]] = {}  # ready ref -> (slot, actor, started at)
+        self.free: list[int] = []  # a slot once per call it may take
+        self.in_flight: dict[Any, tuple[int, Any, Any, int, float]] = {}  # ref -> (slot, actor, item, tries, at)
+        self.retry: deque[tuple[Any, int]] = deque()
+        self.iterator = iter(items)
+        self.exhausted = False
+        self.failed_starts: list[str] = []
+
+    def start(self, slot: int) -> None:
+        """Start an actor for ``slot``; it gets work once its ``__ray_ready__`` call returns."""
+        actor = self.make_actor()
+        self.starting[actor.__ray_ready__.remote()] = (slot, actor, time.monotonic())
+
+    def lose(self, slot: int, actor: Any, replace: bool) -> None:
+        """Retire a dead or stopped actor: its slots leave ``free``; a replacement starts when ``replace``."""
+        if self.actors.get(slot) is not actor:
+            return
+        del self.actors[slot]
+        self.free[:] = [s for s in self.free if s != slot]
+        self.ray.kill(actor, no_restart=True)
+        if replace:
+            self.start(slot)
+
+    def next_item(self) -> tuple[Any, int] | None:
+        """(item, tries so far): a retry first, else the next new item; None when there is none."""
+        if self.retry:
+            return self.retry.popleft()
+        if self.exhausted:
+            return None
+        try:
+            return next(self.iterator), 0
+        except StopIteration:
+            self.exhausted = True
+            return None
+
+    def fill(self) -> None:
+        """Submit an item to every free slot while there are items."""
+        while self.free:
+            got = self.next_item()
+            if got is None:
+                break
+            slot = self.free.pop()
+            item, tries = got
+            actor = self.actors[slot]
+            self.in_flight[self.submit(actor, item)] = (slot, actor, item, tries + 1, time.monotonic())
+
+    def finished(self) -> bool:
+        """Every item has had its result."""
+        return not self.in_flight and not self.retry and self.exhausted
+
+    def stuck(self) -> bool:
+        """Nothing runs and nothing can: no call in flight and no actor starting."""
+        return not self.in_flight and not self.starting
+
+    def fail_remaining(self) -> Iterator[tuple[Any, Any]]:
+        """Each item still to do, with :class:`NoWorkers` naming why workers failed."""
+        why = "; ".join(self.failed_starts[-3:]) or "the cluster has no free CPU for a worker"
+        while (got := self.next_item()) is not None:
+            yield got[0], NoWorkers(f"no Ray worker could be started or scheduled: {why}")
+
+    def wait_seconds(self, polling: bool) -> float | None:
+        """How long to wait for a result: until the next start or item deadline (None: none), at most 0.5 s
+        when ``polling`` (a stop flag is watched)."""
+        deadlines = [t0 + self.start_timeout for (_, _, t0) in self.starting.values()]
+        if self.item_timeout is not None:
+            deadlines += [t0 + self.item_timeout for (*_, t0) in self.in_flight.values()]
+        wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        if polling:
+            wait_s = 0.5 if wait_s is None else min(wait_s, 0.5)
+        return wait_s
+
+    def collect(self, ref: Any) -> Iterator[tuple[Any, Any]]:
+        """Settle a ready ref: an actor that started (or failed to), or a call's result (a dead actor's item is
+        retried while it has tries left)."""
+        ray = self.ray
+        if ref in self.starting:
+            slot, actor, _t0 = self.starting.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as exc:  # its __init__ failed or its node went away
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                self.failed_starts.append(f"worker failed to start: {lines[-1][:300] if lines else repr(exc)}")
+                ray.kill(actor, no_restart=True)
+                return
+            self.actors[slot] = actor
+            self.free.extend([slot] * self.per_actor)
+            return
+        slot, actor, item, tries, _t0 = self.in_flight.pop(ref)
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self.lose(slot, actor, replace=True)  # replace a dead actor once, whatever it had in flight
+            if tries < self.max_tries:
+                self.retry.append((item, tries))
+                return
+            result = exc
+        except ray.exceptions.RayError as exc:
+            result = exc
+        else:
+            if self.actors.get(slot) is actor:
+                self.free.append(slot)
+        yield item, result
+
+    def expire(self) -> Iterator[tuple[Any, Any]]:
+        """Drop actors that did not start within ``start_timeout`` (the pool shrinks); stop the actor of each call
+        running past ``item_timeout`` (replaced) and yield the item with :class:`ItemTimeout`."""
+        now = time.monotonic()
+        for ref, (_slot, actor, t0) in list(self.starting.items()):
+            if now - t0 >= self.start_timeout:  # cannot be scheduled (or hangs starting)
+                del self.starting[ref]
+                self.failed_starts.append(f"a worker did not start within {self.start_timeout:.0f} s")
+                self.ray.kill(actor, no_restart=True)
+        if self.item_timeout is not None:
+            for ref, (slot, actor, item, _tries, t0) in list(self.in_flight.items()):
+                if now - t0 >= self.item_timeout:
+                    del self.in_flight[ref]
+                    self.lose(slot, actor, replace=True)
+                    yield item, ItemTimeout(f"took longer than the {self.item_timeout:g} s time limit")
+
+    def kill_all(self) -> None:
+        """Stop every actor, started or starting."""
+        for actor in [*self.actors.values(), *(a for _, a, _ in self.starting.values())]:
+            self.ray.kill(actor, no_restart=True)
+
+
 def stream_to_actors(
     make_actor: Callable[[], Any],
     n_actors: int,
@@ -153,110 +334,23 @@ def stream_to_actors(
     """
     import ray
 
-    n_actors = max(1, n_actors)
-    actors: dict[int, Any] = {}  # slot -> started actor
-    starting: dict[Any, tuple[int, Any, float]] = {}  # ready ref -> (slot, actor, started at)
-    free: list[int] = []
-    in_flight: dict[Any, tuple[int, Any, Any, int, float]] = {}  # ref -> (slot, actor, item, tries, submitted at)
-    retry: deque[tuple[Any, int]] = deque()
-    iterator = iter(items)
-    exhausted = False
-    failed_starts: list[str] = []
-
-    def start(slot: int) -> None:
-        actor = make_actor()
-        starting[actor.__ray_ready__.remote()] = (slot, actor, time.monotonic())
-
-    def lose(slot: int, actor: Any, replace: bool) -> None:
-        """Retire a dead or stopped actor: its slots leave ``free``; a replacement starts when ``replace``."""
-        if actors.get(slot) is not actor:
-            return
-        del actors[slot]
-        free[:] = [s for s in free if s != slot]
-        ray.kill(actor, no_restart=True)
-        if replace:
-            start(slot)
-
-    def next_item() -> tuple[Any, int] | None:
-        nonlocal exhausted
-        if retry:
-            return retry.popleft()
-        if exhausted:
-            return None
-        try:
-            return next(iterator), 0
-        except StopIteration:
-            exhausted = True
-            return None
-
-    for slot in range(n_actors):
-        start(slot)
+    stream = _ActorStream(make_actor, items, submit, per_actor, item_timeout, max_tries, start_timeout)
+    for slot in range(max(1, n_actors)):
+        stream.start(slot)
     try:
         while True:
             if stop is not None and stop():
                 return
-            while free:
-                got = next_item()
-                if got is None:
-                    break
-                slot = free.pop()
-                item, tries = got
-                in_flight[submit(actors[slot], item)] = (slot, actors[slot], item, tries + 1, time.monotonic())
-            if not in_flight and not retry and exhausted:
+            stream.fill()
+            if stream.finished():
                 return
-            if not in_flight and not starting:  # nothing runs and nothing can: fail what is left, never wait
-                why = "; ".join(failed_starts[-3:]) or "the cluster has no free CPU for a worker"
-                while (got := next_item()) is not None:
-                    yield got[0], NoWorkers(f"no Ray worker could be started or scheduled: {why}")
+            if stream.stuck():  # fail what is left, never wait
+                yield from stream.fail_remaining()
                 return
-            now = time.monotonic()
-            deadlines = [t0 + start_timeout for (_, _, t0) in starting.values()]
-            if item_timeout is not None:
-                deadlines += [t0 + item_timeout for (*_, t0) in in_flight.values()]
-            wait_s = max(0.0, min(deadlines) - now) if deadlines else None
-            if stop is not None:
-                wait_s = 0.5 if wait_s is None else min(wait_s, 0.5)
-            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=wait_s)
+            wait_s = stream.wait_seconds(polling=stop is not None)
+            ready, _ = ray.wait([*stream.in_flight, *stream.starting], num_returns=1, timeout=wait_s)
             for ref in ready:
-                if ref in starting:
-                    slot, actor, _t0 = starting.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # its __init__ failed or its node went away
-                        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-                        failed_starts.append(f"worker failed to start: {lines[-1][:300] if lines else repr(exc)}")
-                        ray.kill(actor, no_restart=True)
-                        continue
-                    actors[slot] = actor
-                    free.extend([slot] * per_actor)
-                    continue
-                slot, actor, item, tries, _t0 = in_flight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:
-                    lose(slot, actor, replace=True)  # replace a dead actor once, whatever it had in flight
-                    if tries < max_tries:
-                        retry.append((item, tries))
-                        continue
-                    result = exc
-                except ray.exceptions.RayError as exc:
-                    result = exc
-                else:
-                    if actors.get(slot) is actor:
-                        free.append(slot)
-                yield item, result
-            now = time.monotonic()
-            for ref, (_slot, actor, t0) in list(starting.items()):
-                if now - t0 >= start_timeout:  # cannot be scheduled (or hangs starting): the pool shrinks
-                    del starting[ref]
-                    failed_starts.append(f"a worker did not start within {start_timeout:.0f} s")
-                    ray.kill(actor, no_restart=True)
-            if item_timeout is not None:
-                for ref, (slot, actor, item, _tries, t0) in list(in_flight.items()):
-                    if now - t0 >= item_timeout:
-                        del in_flight[ref]
-                        lose(slot, actor, replace=True)
-                        yield item, ItemTimeout(f"took longer than the {item_timeout:g} s time limit")
+                yield from stream.collect(ref)
+            yield from stream.expire()
     finally:
-        for actor in [*actors.values(), *(a for _, a, _ in starting.values())]:
-            ray.kill(actor, no_restart=True)
+        stream.kill_all()

@@ -38,7 +38,8 @@ def warm_up(cfg: LandmarkConfig) -> None:
     HOG detector, the converted shape predictor and its compiled kernel.
     Raises what :func:`build` would (a missing model file)."""
     if cfg.predictor_impl == "trees":  # workers wait for the converted model, then call the kernel: kernel first
-        from stages.preprocess.landmarks.dlib.trees import load_tree_model, warm_up_kernel
+        from stages.preprocess.landmarks.dlib.converted import load_tree_model
+        from stages.preprocess.landmarks.dlib.trees import warm_up_kernel
 
         warm_up_kernel()
         warm_up_detector(cfg)

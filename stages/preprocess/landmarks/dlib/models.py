@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import tempfile
 import zlib
 from pathlib import Path
@@ -20,6 +19,7 @@ from stages.atomic_io import atomic_write_bytes
 from stages.errors import MissingWeightsError
 from stages.image import to_grey
 from stages.preprocess.landmarks.base import Box, Detection
+from stages.preprocess.landmarks.dlib.cache_dir import default_cache_dir
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 MMOD_FILE = "mmod_human_face_detector.dat"
@@ -66,15 +66,6 @@ def _rect(box: Box):
 
     left, top, right, bottom = (int(round(v)) for v in box)
     return dlib.rectangle(left, top, max(right, left + 1), max(bottom, top + 1))
-
-
-def default_cache_dir() -> Path:
-    """Where converted copies of the dlib models are kept: ``$SEQFER_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/seqfer``, else ``~/.cache/seqfer``."""
-    if os.environ.get("SEQFER_CACHE_DIR"):
-        return Path(os.environ["SEQFER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "seqfer"
 
 
 def frontal_face_detector(cache_dir: Path | None = None):
@@ -149,16 +140,16 @@ DETECTORS = {"hog": HogDetector, "mmod": MmodDetector}
 class DlibShapePredictor:
     """dlib's 68-point regression-tree shape predictor; reads grey frames.
 
-    ``impl='trees'`` (default) evaluates the model file with :mod:`stages.preprocess.landmarks.dlib.trees` (same model
-    and
-    arithmetic, ~2x faster; integer-pixel points like dlib's, or unrounded with ``subpixel``); ``impl='dlib'``
+    ``impl='trees'`` (default) evaluates the model file with :mod:`stages.preprocess.landmarks.dlib.trees` (same
+    model and arithmetic, ~2x faster; integer-pixel points like dlib's, or unrounded with ``subpixel``); ``impl='dlib'``
     calls dlib's own predictor (integer-pixel points)."""
 
     def __init__(self, path: str | None = None, impl: str = "trees", subpixel: bool = False) -> None:
         self.path = model_path(PREDICTOR_FILE, path)
         self.impl = impl
         if impl == "trees":
-            from stages.preprocess.landmarks.dlib.trees import TreePredictor, load_tree_model
+            from stages.preprocess.landmarks.dlib.converted import load_tree_model
+            from stages.preprocess.landmarks.dlib.trees import TreePredictor
 
             self._trees = TreePredictor(load_tree_model(self.path), subpixel=subpixel)
         elif impl == "dlib":
