@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.cv.folds import train_fold  # noqa: E402
 from pipeline.cv.reports import accuracy, mean_class_accuracy  # noqa: E402
-from pipeline.cv.run import train_fold  # noqa: E402
 from pipeline.data.labelled import LabelledData, load_labelled_data  # noqa: E402
 
 _CFG: Config | None = None
@@ -34,7 +34,7 @@ _DATA: LabelledData | None = None
 
 
 def _run_fold(fold: int) -> dict:
-    """One fold by :func:`pipeline.cv.run.train_fold` (as `seqfer cv` runs it) in a throw-away folder."""
+    """One fold by :func:`pipeline.cv.folds.train_fold` (as `seqfer cv` runs it) in a throw-away folder."""
     import torch
 
     torch.set_num_threads(1)

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.compare.run import count_macs, count_parameters  # noqa: E402
+from pipeline.compare.cost import count_macs, count_parameters  # noqa: E402
 from stages.learning.inputs.extras import extra_channels, needs_of  # noqa: E402
 from stages.learning.models import ModelConfig, build_model, list_models  # noqa: E402
 

@@ -15,14 +15,9 @@ from torch.nn import functional as F
 
 import pipeline.compare.run as compare
 from pipeline.cli import main
-from pipeline.compare.run import (
-    TABLE_COLUMNS,
-    cell_config,
-    count_macs,
-    count_parameters,
-    parse_list,
-    run_compare,
-)
+from pipeline.compare.cost import count_macs, count_parameters
+from pipeline.compare.report import TABLE_COLUMNS
+from pipeline.compare.run import cell_config, parse_list, run_compare
 from pipeline.config import load_config
 from pipeline.data.labelled import LabelledData, data_key, load_labelled_npz, save_labelled_data
 from pipeline.errors import ConfigError

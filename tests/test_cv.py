@@ -13,9 +13,11 @@ from fixtures_datasets import TINY_MODEL
 from pipeline.config import Config, load_config
 from pipeline.cv.run import cv_dir, run_cv
 from pipeline.data.labelled import load_labelled_data, split_fold
-from pipeline.model_folder.folder import load_model_bundle, member_file
+from pipeline.model_folder.format import member_file
+from pipeline.model_folder.load import load_model_bundle
 from stages.errors import StageError
-from stages.learning.training.fit import load_checkpoint, predict_proba
+from stages.learning.training.checkpoint import load_checkpoint
+from stages.learning.training.predict import predict_proba
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -48,7 +48,10 @@ from stages.learning.models.face_regions import (
 from stages.learning.models.fn2en import FN2EN
 from stages.learning.models.pcnn import PCNN
 from stages.learning.models.resmask import ResMaskNet
-from stages.learning.training.fit import ArrayDataset, fit, predict_proba, pretrain
+from stages.learning.training.dataset import ArrayDataset
+from stages.learning.training.fit import fit
+from stages.learning.training.predict import predict_proba
+from stages.learning.training.pretrain import pretrain
 from stages.preprocess.align import AlignConfig, align_face, crop_template
 from stages.record import SequenceRecord
 

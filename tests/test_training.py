@@ -10,14 +10,11 @@ import torch
 
 from stages.errors import StageError
 from stages.learning.models import ModelConfig, TrainConfig
-from stages.learning.training.fit import (
-    ArrayDataset,
-    fit,
-    load_checkpoint,
-    predict_proba,
-    resolve_precision,
-    save_checkpoint,
-)
+from stages.learning.training.checkpoint import load_checkpoint, save_checkpoint
+from stages.learning.training.dataset import ArrayDataset
+from stages.learning.training.fit import fit
+from stages.learning.training.precision import resolve_precision
+from stages.learning.training.predict import predict_proba
 
 K = 3
 S = 16
@@ -201,7 +198,7 @@ def test_fit_rejects_bad_inputs(data) -> None:
 
 def test_weight_average_warms_up_then_holds_its_decay() -> None:
     """The average's decay starts low (it follows the weights while they move fast) and reaches ema_decay."""
-    from stages.learning.training.fit import ema_decay_at, ema_warmup_avg_fn
+    from stages.learning.training.averaging import ema_decay_at, ema_warmup_avg_fn
 
     assert ema_decay_at(0.99, 0) == pytest.approx(0.1) and ema_decay_at(0.99, 10) == pytest.approx(11 / 20)
     assert ema_decay_at(0.99, 10_000) == 0.99 and ema_decay_at(0.5, 100) == 0.5

@@ -11,17 +11,17 @@ box) can run the cells.
 
 Table columns: accuracy mean and std over folds, mean class accuracy (unweighted recall, pooled confusion),
 parameters, multiply-accumulates per sequence (convolutions, matrix products and resampling, as
-:func:`count_macs` says; one sequence at the configured input size; both times ``train.ensemble``),
+:func:`pipeline.compare.cost.count_macs` says; one sequence at the configured input size; both times
+``train.ensemble``),
 training seconds per fold (fit + test prediction, mean over folds), prediction milliseconds per sequence
 (one sequence at a time, ``predict_proba(exact=True)``, on the CV device, ``train.threads`` CPU threads).
-Written to ``OUTPUT_DIR/compare/comparison.{md,csv,png}``.
+Written to ``OUTPUT_DIR/compare/comparison.{md,csv,png}`` (:mod:`pipeline.compare.report`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sys
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
+from pipeline.compare.cost import count_macs, count_parameters
+from pipeline.compare.report import TABLE_COLUMNS, write_comparison
 from pipeline.config import Config
 from pipeline.cv.run import config_hash_of, resolve_device, run_cv
 from pipeline.data.labelled import (
@@ -42,13 +43,16 @@ from pipeline.data.labelled import (
     save_labelled_data,
 )
 from pipeline.errors import ConfigError
-from pipeline.model_folder.folder import member_files
+from pipeline.model_folder.format import member_files
 from pipeline.runtime.output_folder import check_replaceable, claim_folder
 from pipeline.runtime.run_key import data_identity, run_key
 from stages.atomic_io import atomic_write_text
 from stages.learning.inputs.extras import ModelNeeds, append_extras, needs_of
 from stages.learning.models import build_model, list_models
-from stages.learning.training.fit import ensemble_proba, load_checkpoint
+from stages.learning.training.checkpoint import load_checkpoint
+from stages.learning.training.predict import ensemble_proba
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODELS: tuple[str, ...] = ("skipnet", "dtan", "dba", "resmask", "pcnn", "fn2en")
 DEFAULT_STREAMS: tuple[str, ...] = ("appearance", "fused")
@@ -56,75 +60,6 @@ COMPARE_STREAMS: tuple[str, ...] = ("appearance", "fused")
 DATA_FILE = "data.npz"
 CELL_FILE = "cell.json"
 PREDICT_TIMING_SEQUENCES = 64
-TABLE_COLUMNS = [
-    "model",
-    "streams",
-    "accuracy_mean",
-    "accuracy_std",
-    "mean_class_accuracy",
-    "parameters",
-    "macs_per_sequence",
-    "train_seconds_per_fold",
-    "predict_ms_per_sequence",
-    "n_folds",
-    "n_sequences",
-    "device",
-]
-
-
-# --- model size -------------------------------------------------------------------------------------------------
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (trainable or not), buffers excluded."""
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-def _grid_sample_flops(x_shape, grid_shape, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of ``aten.grid_sampler_2d`` (``F.grid_sample``), which torch's table leaves out: bilinear
-    interpolation weighs 4 source pixels per output value (4 multiply-accumulates = 8 FLOPs); nearest and
-    bicubic are counted the same way, an approximation."""
-    return 8 * math.prod(out_shape)
-
-
-def _affine_grid_flops(theta_shape, size, *args, out_shape=None, **kwargs) -> int:
-    """FLOPs of ``aten.affine_grid_generator`` (``F.affine_grid``): each (x, y) of the [N, H, W, 2] grid is a
-    row of a [2, 3] matrix times (x, y, 1), 3 multiply-accumulates."""
-    return 6 * math.prod(out_shape)
-
-
-MAC_FORMULAS = {
-    torch.ops.aten.grid_sampler_2d: _grid_sample_flops,
-    torch.ops.aten.affine_grid_generator: _affine_grid_flops,
-}
-"""FLOP formulas added to torch's own table (:mod:`torch.utils.flop_counter`) for ops our networks use."""
-
-
-def count_macs(model: nn.Module, app: torch.Tensor | None, traj: torch.Tensor | None = None) -> int:
-    """Multiply-accumulates of one forward pass of ``model`` on the given batch: FLOPs counted by
-    :class:`torch.utils.flop_counter.FlopCounterMode`, halved (one MAC = 2 FLOPs).
-
-    Counted: every convolution (output elements x in_channels / groups x kernel size), matrix product (Linear:
-    output elements x in_features; ``matmul``/``bmm``), attention, and resampling (``F.affine_grid``: 3 MACs per
-    grid coordinate; ``F.grid_sample``: 4 per output value), which is pcnn's region crops (see
-    :data:`MAC_FORMULAS`). The hook counter this replaced saw only Conv and Linear layers; the figures differ
-    for pcnn alone (+0.1%). Not counted: biases, normalisation,
-    pooling, activations, nearest-neighbour upsampling and other element-wise arithmetic. A
-    :class:`~stages.learning.models.TwoStream` gets ``model(app, traj)``, anything else ``model(app)``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False, custom_mapping=MAC_FORMULAS)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), counter:
-            if hasattr(model, "prediction_key"):
-                model(app, traj)
-            else:
-                model(app)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops() // 2)
 
 
 # --- cells ------------------------------------------------------------------------------------------------------
@@ -217,7 +152,7 @@ def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
         except (OSError, ValueError):
             previous = None  # damaged: the cell is re-run (its folds resume)
         if isinstance(previous, dict) and previous.get("key") == key and isinstance(previous.get("row"), dict):
-            print(f"compare: {folder.name} already finished, not re-run", file=sys.stderr)
+            log.info(f"compare: {folder.name} already finished, not re-run")
             return previous["row"]
     summary = run_cv(cfg, data, use_ray=use_ray)
     device = resolve_device(cfg.cv.device)
@@ -239,98 +174,6 @@ def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
     }
     atomic_write_text(done, json.dumps({"key": key, "row": row}, indent=2))
     return row
-
-
-# --- report -----------------------------------------------------------------------------------------------------
-
-
-def comparison_markdown(table: pd.DataFrame, header: list[str]) -> str:
-    """The comparison table as Markdown, preceded by ``header`` lines."""
-    lines = [
-        *header,
-        "",
-        "| model | streams | accuracy % (mean +/- std) | mean class acc. % | parameters | MMAC / seq | "
-        "train s / fold | predict ms / seq |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in table.itertuples():
-        lines.append(
-            f"| {r.model} | {r.streams} | {100 * r.accuracy_mean:.2f} +/- {100 * r.accuracy_std:.2f} | "
-            f"{100 * r.mean_class_accuracy:.2f} | {int(r.parameters):,} | {r.macs_per_sequence / 1e6:.1f} | "
-            f"{r.train_seconds_per_fold:.1f} | {r.predict_ms_per_sequence:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def save_comparison_png(table: pd.DataFrame, path: Path, title: str) -> None:
-    """Left: accuracy (mean +/- std over folds) per network, one bar per streams setting. Right: accuracy
-    against multiply-accumulates per sequence (log scale), one marker per cell."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(table["model"]))
-    streams = list(dict.fromkeys(table["streams"]))
-    fig, (ax_bar, ax_cost) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
-    width = 0.8 / len(streams)
-    for j, s in enumerate(streams):
-        sub = table[table["streams"] == s].set_index("model").reindex(models)
-        x = np.arange(len(models)) + (j - (len(streams) - 1) / 2) * width
-        ax_bar.bar(x, 100 * sub["accuracy_mean"], width, yerr=100 * sub["accuracy_std"], capsize=3, label=s)
-        ax_cost.scatter(sub["macs_per_sequence"] / 1e6, 100 * sub["accuracy_mean"], label=s)
-        for m, r in sub.dropna(subset=["accuracy_mean"]).iterrows():
-            ax_cost.annotate(
-                m,
-                (r["macs_per_sequence"] / 1e6, 100 * r["accuracy_mean"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-    ax_bar.set_xticks(range(len(models)), models)
-    ax_bar.set_ylabel("accuracy % (mean +/- std over folds)")
-    ax_bar.set_ylim(0, 105)
-    ax_cost.set_xscale("log")
-    ax_cost.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax_cost.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax_cost.tick_params(axis="x", which="minor", labelsize=7)
-    ax_cost.set_xlabel("MMAC per sequence (log scale)")
-    ax_cost.set_ylabel("accuracy % (mean over folds)")
-    for ax in (ax_bar, ax_cost):
-        ax.legend(
-            title="streams",
-            fontsize=8,
-            title_fontsize=8,
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.13),
-            ncol=len(streams),
-        )
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def write_comparison(cfg: Config, table: pd.DataFrame, out: Path, seconds: float, data: LabelledData) -> None:
-    """``comparison.csv``, ``comparison.md`` and ``comparison.png`` in ``out``."""
-    table = table[TABLE_COLUMNS]
-    table.to_csv(out / "comparison.csv", index=False)
-    folds = sorted(set(data.folds.tolist())) if cfg.cv.run_folds is None else cfg.cv.run_folds
-    header = [
-        "# Model comparison",
-        "",
-        f"- dataset: {cfg.data.root} ({cfg.data.format}), {len(data.labels)} labelled sequences, "
-        f"{len(set(data.subjects))} subjects, classes {', '.join(data.classes)}",
-        f"- folds: {len(folds)} subject-independent (same folds for every cell); epoch chosen on held-out "
-        "training subjects",
-        f"- input: {cfg.model.input.appearance} (k={cfg.model.input.k}), {cfg.model.input.size} px; geometry "
-        f"{cfg.model.geometry.name}; training {cfg.train.epochs} epochs max, batch {cfg.train.batch_size}",
-        f"- device: {', '.join(sorted(set(table['device'])))}; wall time of this command: {seconds:.0f} s "
-        f"(cells run earlier and reused are not included)",
-    ]
-    (out / "comparison.md").write_text(comparison_markdown(table, header))
-    save_comparison_png(table, out / "comparison.png", f"{cfg.data.root}: {len(folds)} folds, {len(data.labels)} seq.")
 
 
 # --- the verb ---------------------------------------------------------------------------------------------------
@@ -375,13 +218,13 @@ def run_compare(
     claim_folder(out, "compare")
     if prepare_only:
         path = save_labelled_data(out / DATA_FILE, data, key)
-        print(f"compare: prepared data for {len(data.labels)} sequences written to {path}", file=sys.stderr)
+        log.info(f"compare: prepared data for {len(data.labels)} sequences written to {path}")
         return pd.DataFrame(columns=TABLE_COLUMNS)
     rows = []
     for cell, cneeds in zip(cells, cell_needs, strict=True):
-        print(f"compare: {Path(cell.output_dir).name}", file=sys.stderr)
+        log.info(f"compare: {Path(cell.output_dir).name}")
         rows.append(run_cell(cell, cell_data(data, cneeds), use_ray=use_ray))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     write_comparison(cfg, table, out, time.perf_counter() - start, data)
-    print((out / "comparison.md").read_text(), file=sys.stderr)
+    log.info((out / "comparison.md").read_text())
     return table

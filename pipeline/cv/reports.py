@@ -1,13 +1,21 @@
-"""Cross-validation reports: metrics, confusion matrix, training curves, summary.md. Pure functions of tables."""
+"""Cross-validation reports: metrics, confusion matrix, training curves, summary.md; the run folder's report files."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+
+from stages.atomic_io import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.data.labelled import LabelledData
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -60,7 +68,8 @@ def save_confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: st
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
@@ -85,7 +94,8 @@ def save_curves_png(curves: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("epoch")
     axes[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
@@ -128,3 +138,86 @@ def summary_markdown(summary: dict, classes: list[str], cm: np.ndarray) -> str:
     for i, c in enumerate(classes):
         lines.append(f"| {c} | " + " | ".join(str(v) for v in cm[i]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_cv_report(
+    cfg: Config, data: LabelledData, results: list[dict], out: Path, seconds: float, device: str
+) -> dict:
+    """Aggregate fold results into the run folder's tables, plots and summaries; returns summary.json's content."""
+    classes = data.classes
+    predictions = _predictions(data, results)
+    _write_csv(predictions, out / "predictions.csv", index=False)
+    y = np.array([classes.index(c) for c in predictions["label"]], dtype=np.int64)
+    yhat = np.array([classes.index(c) for c in predictions["pred"]], dtype=np.int64)
+    cm = confusion(y, yhat, len(classes))
+    _write_csv(pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes), out / "confusion.csv")
+    accs = np.array([r["accuracy"] for r in results])
+    summary = {
+        "model": cfg.model.streams
+        + (f" ({cfg.model.appearance.name} + {cfg.model.geometry.name})" if cfg.model.streams == "fused" else ""),
+        "dataset": str(cfg.data.root),
+        "classes": classes,
+        "accuracy_mean": float(accs.mean()) if len(accs) else float("nan"),
+        "accuracy_std": float(accs.std(ddof=0)) if len(accs) else float("nan"),
+        "accuracy_pooled": float((y == yhat).mean()) if len(y) else float("nan"),
+        "mean_class_accuracy": mean_class_accuracy(y, yhat),
+        "n_sequences": int(len(predictions)),
+        "n_subjects": int(len(set(data.subjects))),
+        "n_excluded": int(len(data.excluded)),
+        "seconds": seconds,
+        "device": device,
+        "ensemble": cfg.train.ensemble,
+        "member_accuracy_mean": float(np.mean([m["accuracy"] for r in results for m in r.get("members", [r])]))
+        if results
+        else float("nan"),
+        "folds": [
+            {k: r[k] for k in ("fold", "accuracy", "n_test", "n_train", "n_val", "best_epoch", "seconds")}
+            for r in results
+        ],
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.md", summary_markdown(summary, classes, cm))
+    save_confusion_png(
+        cm,
+        classes,
+        out / "confusion.png",
+        f"pooled confusion, accuracy {100 * summary['accuracy_mean']:.1f}% (mean over folds)",
+    )
+    curves = pd.concat([pd.read_csv(out / f"fold_{r['fold']}" / "history.csv") for r in results], ignore_index=True)
+    _write_csv(curves, out / "curves.csv", index=False)
+    save_curves_png(curves, out / "curves.png")
+    splits = [
+        {"fold": r["fold"], "part": part, "subject": s}
+        for r in results
+        for part in ("train", "val", "test")
+        for s in r[f"{part}_subjects"]
+    ]
+    _write_csv(pd.DataFrame(splits), out / "splits.csv", index=False)
+    _write_csv(data.excluded, out / "excluded.csv", index=False)
+    return summary
+
+
+def _predictions(data: LabelledData, results: list[dict]) -> pd.DataFrame:
+    """One row per test prediction of every fold: sequence_id, subject, fold, label, pred, p_<class>..."""
+    classes = data.classes
+    row_of = {sid: i for i, sid in enumerate(data.sequence_ids.tolist())}
+    rows = []
+    for r in results:
+        for sid, p in zip(r["test_ids"], r["proba"], strict=True):
+            row = row_of[sid]
+            rows.append(
+                {
+                    "sequence_id": data.sequence_ids[row],
+                    "subject": data.subjects[row],
+                    "fold": r["fold"],
+                    "label": classes[data.labels[row]],
+                    "pred": classes[int(np.argmax(p))],
+                    **{f"p_{c}": float(v) for c, v in zip(classes, p, strict=True)},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=index)

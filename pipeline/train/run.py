@@ -1,16 +1,23 @@
 """`seqfer train CONFIG`: one deployable model trained on every labelled subject, written as a model folder.
 
 The same pieces as cross-validation (:mod:`pipeline.cv.run`): the manifest, preprocessing (resumable; cached work is
-reused), :func:`~pipeline.data.labelled.load_labelled_data` and :func:`~pipeline.data.labelled.split_fold`. Here
-there is no test fold: every labelled subject trains except a seeded ``train.val_fraction`` of whole subjects,
-which choose the epoch (early stopping and best epoch on validation, as in each CV fold). Output:
+reused), :func:`~pipeline.data.labelled.load_labelled_data`, :func:`~pipeline.data.labelled.split_fold` and the one
+training path of an ensemble member (:func:`~stages.learning.training.member.train_member`, with its seeding rule).
+Here there is no test fold: every labelled subject trains except a seeded ``train.val_fraction`` of whole
+subjects, which choose the epoch (early stopping and best epoch on validation, as in each CV fold). Output:
 ``OUTPUT_DIR/model/`` (see :mod:`pipeline.model_folder.folder`), whose model card quotes the CV accuracy from
 ``OUTPUT_DIR/cv/summary.json`` when `seqfer cv` ran.
+
+Resumable like a CV fold: each member's training state is kept in ``<model folder>.partial/`` (written at most
+every :data:`~stages.learning.training.state.TRAIN_STATE_EVERY_S` seconds, keyed by the config and the data), so
+a killed `seqfer train` continues where it stopped with the weights an uninterrupted run gives; that folder is
+removed once the model folder is written.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
+import shutil
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -21,13 +28,22 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.cv.reports import accuracy
-from pipeline.cv.run import cv_dir, resolve_device
+from pipeline.cv.run import config_hash_of, cv_dir, resolve_device
 from pipeline.data.labelled import LabelledData, load_labelled_data, split_fold
 from pipeline.model_folder.folder import check_model_folder_target, cv_accuracy, write_model_folder
+from pipeline.runtime.output_folder import check_replaceable, claim_folder
 from pipeline.runtime.progress import progress_bar
+from pipeline.runtime.run_key import data_identity, run_key
 from stages.errors import StageError
 from stages.learning.models import TwoStream
-from stages.learning.training.fit import fit, member_seeds, predict_proba
+from stages.learning.training.member import member_seed, train_member
+from stages.learning.training.predict import predict_proba
+from stages.learning.training.state import TRAIN_STATE_EVERY_S, Resume, train_state_file
+
+log = logging.getLogger(__name__)
+
+STATE_KIND = "train-state"
+"""Marker kind of the ``<model folder>.partial/`` folder that holds an unfinished run's training states."""
 
 
 def model_dir(cfg: Config) -> Path:
@@ -35,20 +51,33 @@ def model_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / "model"
 
 
+def state_dir(out: Path) -> Path:
+    """Where `seqfer train` keeps the training states of an unfinished model folder ``out``: ``<out>.partial``."""
+    return out.parent / f"{out.name}.partial"
+
+
+def deployment_fold(data: LabelledData) -> int:
+    """The fold number no row has (the largest + 1, 0 without rows): `seqfer train`'s "fold" without test rows."""
+    return int(data.folds.max()) + 1 if len(data.folds) else 0
+
+
 def deployment_split(data: LabelledData, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) row indices over ALL labelled subjects: :func:`split_fold` with a fold number no row
-    has, so its test part is empty and its seeded draw of whole validation subjects is the CV one's."""
-    no_fold = int(data.folds.max()) + 1 if len(data.folds) else 0
-    train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, no_fold, val_fraction, seed)
+    has (:func:`deployment_fold`), so its test part is empty and its seeded draw of whole validation subjects is
+    the CV one's."""
+    train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, deployment_fold(data), val_fraction, seed)
     assert len(test_idx) == 0
     return train_idx, val_idx
 
 
 def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | None = None) -> Path:
-    """Preprocess (skipping cached work), train on all labelled subjects, write the model folder; returns it."""
+    """Preprocess (skipping cached work), train on all labelled subjects, write the model folder; returns it.
+
+    Resumes the members' training from ``<out>.partial/`` (see the module doc), which is removed at the end."""
     start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else model_dir(cfg)
     check_model_folder_target(out)  # refuse a folder that is not a model folder before any work is done
+    check_replaceable(state_dir(out), STATE_KIND)
     data = data if data is not None else load_labelled_data(cfg, preprocess=True)
     if len(data.labels) < 3:
         raise StageError(
@@ -56,28 +85,39 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
             f"({len(data.excluded)} excluded by preprocessing)"
         )
     device = resolve_device(cfg.cv.device)
-    n_subjects = len(set(data.subjects))
-    seeds = member_seeds(cfg.seed, cfg.train.ensemble)
-    bar = progress_bar(cfg.train.epochs * len(seeds), "train", unit="epoch")
+    states = claim_folder(state_dir(out), STATE_KIND)
+    key = run_key("train-member", config_hash_of(cfg), data_identity(data))
+    n = cfg.train.ensemble
+    bar = progress_bar(cfg.train.epochs * n, "train", unit="epoch")
     members, models, history = [], [], []
     try:
-        for k, seed in enumerate(seeds):
-            member, model, rows = _train_member(cfg, data, seed, device, bar, k, len(seeds))
+        for k in range(n):
+            resume = Resume(states / train_state_file(k), f"{key}:{k}", TRAIN_STATE_EVERY_S)
+            member, model, rows = _train_member(cfg, data, device, bar, k, resume)
             members.append(member)
             models.append(model)
-            history += [{"member": k, **row} if len(seeds) > 1 else row for row in rows]
+            history += [{"member": k, **row} if n > 1 else row for row in rows]
     finally:
         bar.close()
+    write_model_folder(out, models, cfg, data.classes, _model_info(cfg, data, members, device), history=history)
+    shutil.rmtree(states, ignore_errors=True)  # the model folder is whole: its training states are spent
+    what = f"{len(models)} networks" if len(models) > 1 else "1 network"
+    log.info(f"train: {what}; model folder {out} ({time.perf_counter() - start:.1f} s)")
+    return out
+
+
+def _model_info(cfg: Config, data: LabelledData, members: list[dict], device: str) -> dict:
+    """The training facts of model.json and the model card (member 0's split and epochs, every member's facts)."""
     first = members[0]
     counts = Counter(data.classes[i] for i in data.labels)
-    info = {
+    return {
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": {
             "format": cfg.data.format,
             "root": str(cfg.data.root),
             "manifest": str(cfg.manifest_path),
             "n_sequences": int(len(data.labels)),
-            "n_subjects": n_subjects,
+            "n_subjects": len(set(data.subjects)),
             "n_excluded": int(len(data.excluded)),
             "class_counts": {c: int(counts.get(c, 0)) for c in data.classes},
         },
@@ -90,24 +130,21 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
         "device": device,
         "cv": cv_accuracy(cv_dir(cfg), cfg),
     }
-    write_model_folder(out, models, cfg, data.classes, info, history=history)
-    what = f"{len(models)} networks" if len(models) > 1 else "1 network"
-    print(f"train: {what}; model folder {out} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-    return out
 
 
 def _train_member(
-    cfg: Config, data: LabelledData, seed: int, device: str, bar: tqdm, k: int, n: int
+    cfg: Config, data: LabelledData, device: str, bar: tqdm, k: int, resume: Resume
 ) -> tuple[dict, TwoStream, list[dict]]:
-    """Train ensemble member ``k`` of ``n`` (the whole single-network run at ``seed``: its own validation
-    subjects, initialisation and augmentation). Returns (its facts for model.json, the network, its history);
-    ``bar`` advances by ``cfg.train.epochs`` whether or not it stopped early."""
-    train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, seed)
+    """Train ensemble member ``k`` (the whole single-network run of :func:`member_seed`: its own validation
+    subjects, initialisation and augmentation), resuming from ``resume``. Returns (its facts for model.json, the
+    network, its history); ``bar`` advances by ``cfg.train.epochs`` whether or not it stopped early."""
+    n, fold = cfg.train.ensemble, deployment_fold(data)
+    seeds = member_seed(cfg.seed, k, fold)
+    train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, seeds.split)
     who = f"member {k + 1}/{n}: " if n > 1 else ""
-    print(
+    log.info(
         f"train: {who}{len(train_idx)} training and {len(val_idx)} validation sequences from "
-        f"{len(set(data.subjects))} subjects on {device}",
-        file=sys.stderr,
+        f"{len(set(data.subjects))} subjects on {device}"
     )
     done = bar.n
 
@@ -115,32 +152,36 @@ def _train_member(
         bar.update(1)
         bar.set_postfix_str(f"{who}val acc {row['val_acc']:.3f} loss {row['val_loss']:.3f}")
 
-    result = fit(
+    val = data.subset(val_idx)
+    result = train_member(
         cfg.model,
         len(data.classes),
         data.subset(train_idx),
-        data.subset(val_idx),
+        val,
         cfg.train,
-        seed=seed,
-        device=device,
-        on_epoch=on_epoch,
+        cfg.seed,
+        k,
+        fold,
+        device,
+        on_epoch,
+        resume,
     )
     bar.update(done + cfg.train.epochs - bar.n)  # early stopping: the unused epochs count as done for the ETA
-    val_acc = accuracy(predict_proba(result.model, data.subset(val_idx), device=device), data.labels[val_idx])
-    print(
+    val_acc = accuracy(predict_proba(result.model, val, device=device), data.labels[val_idx])
+    log.info(
         f"train: {who}best epoch {result.best_epoch}/{len(result.history)}, validation accuracy "
-        f"{100 * val_acc:.1f}% ({len(val_idx)} sequences)",
-        file=sys.stderr,
+        f"{100 * val_acc:.1f}% ({len(val_idx)} sequences)"
     )
     member = {
-        "seed": seed,
+        "seed": seeds.split,
+        "fit_seed": seeds.fit,
         "split": {
             "n_train": int(len(train_idx)),
             "n_val": int(len(val_idx)),
             "n_train_subjects": len(set(data.subjects[train_idx])),
             "n_val_subjects": len(set(data.subjects[val_idx])),
             "val_subjects": sorted(set(data.subjects[val_idx].tolist())),
-            "seed": seed,
+            "seed": seeds.split,
         },
         "best_epoch": int(result.best_epoch),
         "epochs_run": len(result.history),

@@ -27,8 +27,6 @@ Reads verify everything (zip CRC, the format, the checksum, that every array is 
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import hashlib
 import json
 import logging
@@ -37,13 +35,13 @@ import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
 
 from stages.atomic_io import atomic_open, clean_stale_temps, host_tag
 from stages.errors import StageError
+from stages.jsonable import json_default
 from stages.record import SequenceRecord, SequenceStatus
 
 log = logging.getLogger(__name__)
@@ -60,30 +58,10 @@ HASH_LENGTH = 20
 # --- keys -------------------------------------------------------------------------------------------------
 
 
-def _json_default(obj: object) -> object:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=lambda v: json.dumps(v, sort_keys=True, default=_json_default))
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, bytes):
-        return obj.hex()
-    raise TypeError(f"stable_hash cannot encode {type(obj).__name__}")
-
-
 def canonical_json(obj: object) -> str:
     """Canonical JSON: sorted keys, no whitespace; pydantic models via ``model_dump(mode="json")``, paths as
     str, numpy values as Python values, tuples as lists."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def stable_hash(*parts: object) -> str:

@@ -1,0 +1,63 @@
+"""One ensemble member's training, the one path `seqfer cv`, `train` and `compare` share, and its seeding rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from stages.learning.models import ModelConfig, TrainConfig
+from stages.learning.training.dataset import ArrayDataset
+from stages.learning.training.fit import FitResult, fit
+from stages.learning.training.state import Resume
+
+
+class MemberSeeds(NamedTuple):
+    """The seeds of one ensemble member on one fold: ``split`` draws its validation subjects, ``fit`` fixes its
+    weight initialisation, shuffling, dropout and augmentation (:func:`~stages.learning.training.fit.fit`)."""
+
+    split: int
+    fit: int
+
+
+def member_seed(seed: int, member: int, fold: int) -> MemberSeeds:
+    """THE seeding rule of ensemble members (``TrainConfig.ensemble``): member k of a run at ``seed`` draws its
+    validation subjects with seed + k and trains with fit seed (seed + k) * 1000 + fold. So member 0 is the
+    single-network run, an ensemble of n extends the one of n - 1, and every fold trains differently.
+    `seqfer train` has no test fold: its ``fold`` is the fold number no sequence has
+    (:func:`pipeline.train.run.deployment_split`)."""
+    split = seed + member
+    return MemberSeeds(split=split, fit=split * 1000 + fold)
+
+
+def train_member(
+    model_cfg: ModelConfig,
+    n_classes: int,
+    train: ArrayDataset,
+    val: ArrayDataset | None,
+    train_cfg: TrainConfig,
+    seed: int,
+    member: int,
+    fold: int,
+    device: str = "cpu",
+    on_epoch: Callable[[dict], None] | None = None,
+    resume: Resume | None = None,
+) -> FitResult:
+    """Train ensemble ``member`` of a run at ``seed`` on ``fold``: :func:`~stages.learning.training.fit.fit` with
+    the fit seed of :func:`member_seed` (the caller draws ``train`` / ``val`` with its ``split`` seed).
+
+    ``resume``: where its training state is kept, so a killed run continues after its last saved epoch with the
+    result an uninterrupted one gives (None: no state is written). Returns the best validation epoch's network
+    (eval mode) and its facts: best epoch, history, seconds, precision, first-stage history."""
+    return fit(
+        model_cfg,
+        n_classes,
+        train,
+        val,
+        train_cfg,
+        seed=member_seed(seed, member, fold).fit,
+        device=device,
+        on_epoch=on_epoch,
+        resume_path=None if resume is None else resume.path,
+        resume_key="" if resume is None else resume.key,
+        save_every_s=0.0 if resume is None else resume.every_s,
+    )
