@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data.manifest import prepare_manifest  # noqa: E402
 from pipeline.predict.inputs import input_from_path  # noqa: E402
-from pipeline.preprocess.run import sequence_config  # noqa: E402
+from pipeline.preprocess.to_stages import sequence_config  # noqa: E402
 from stages.preprocess.sequence import SequenceProcessor  # noqa: E402
 
 SIDE = 6  # of 48 columns

@@ -19,13 +19,16 @@ import torch
 from fixtures_datasets import TINY_MODEL
 
 from pipeline.config import Config, load_config, to_yaml
-from pipeline.model_folder.folder import load_model_bundle, write_model_folder
+from pipeline.model_folder.folder import write_model_folder
+from pipeline.model_folder.load import load_model_bundle
 from pipeline.predict.inputs import resolve_inputs
 from pipeline.predict.predictor import Predictor, window_bounds
-from pipeline.predict.run import output_names, run_predict
+from pipeline.predict.rows import output_names
+from pipeline.predict.run import run_predict
 from stages.errors import StageError
 from stages.learning.models import build_model, frames_for, in_channels_for
-from stages.learning.training.fit import predict_proba, save_checkpoint
+from stages.learning.training.checkpoint import save_checkpoint
+from stages.learning.training.predict import predict_proba
 
 CLASSES = ["happy", "sadness", "surprise"]
 TINY = ["preprocess.align.size=48", *TINY_MODEL, "ray.workers=2"]

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Config, load_config
-from pipeline.preprocess.run import preprocess_dir, run_preprocess, sequence_config, source_from_row
+from pipeline.preprocess.run import preprocess_dir, run_preprocess
+from pipeline.preprocess.to_stages import sequence_config, source_from_row
 from stages.preprocess.sequence import SequenceProcessor
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,13 +20,15 @@ from fixtures_datasets import TINY_MODEL
 from data_manifests.schema import CLASS_SETS, read_manifest
 from pipeline.config import Config, load_config, to_yaml
 from pipeline.data.labelled import load_labelled_data
-from pipeline.model_folder.folder import cv_accuracy, load_model_bundle
+from pipeline.model_folder.folder import cv_accuracy
+from pipeline.model_folder.load import load_model_bundle
 from pipeline.predict.inputs import input_from_path
 from pipeline.predict.predictor import Predictor
 from pipeline.predict.run import run_predict
-from pipeline.preprocess.run import source_from_row
+from pipeline.preprocess.to_stages import source_from_row
 from pipeline.train.run import deployment_split, run_train
-from stages.learning.training.fit import load_checkpoint, predict_proba
+from stages.learning.training.checkpoint import load_checkpoint
+from stages.learning.training.predict import predict_proba
 
 TINY = ["preprocess.align.size=48", *TINY_MODEL, "train.epochs=2", "train.batch_size=4", "ray.workers=2"]
 

@@ -13,7 +13,7 @@ and the prepared-data file that carries them to another machine.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from io import StringIO
@@ -25,13 +25,16 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.data.manifest import prepare_manifest
 from pipeline.errors import ConfigError
-from pipeline.preprocess.run import preprocess_dir, run_preprocess, sequence_config, source_from_row
+from pipeline.preprocess.run import preprocess_dir, run_preprocess
+from pipeline.preprocess.to_stages import sequence_config, source_from_row
 from stages.atomic_io import atomic_open
-from stages.preprocess.cache import stable_hash
 from stages.learning.inputs.extras import ModelNeeds, build_targets, model_inputs, needs_of
-from stages.record import SequenceStatus
+from stages.learning.training.dataset import ArrayDataset
+from stages.preprocess.cache import stable_hash
 from stages.preprocess.sequence import SequenceProcessor
-from stages.learning.training.fit import ArrayDataset
+from stages.record import SequenceStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,17 +96,16 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         records.append(record)
     kept = pd.DataFrame(keep)
     if recomputed:
-        print(
-            f"data: {recomputed} sequence(s) had a damaged or missing cache entry and were recomputed", file=sys.stderr
-        )
+        log.info("data: %d sequence(s) had a damaged or missing cache entry and were recomputed", recomputed)
     if excluded:
         n_labelled = len(keep) + len(excluded)
         reasons = Counter(f"{e['status']}: {e['reason']}" if e["reason"] else e["status"] for e in excluded)
-        print(
-            f"WARNING: using {len(keep)} of {n_labelled} labelled sequences; {len(excluded)} excluded ("
-            + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5))
-            + ")",
-            file=sys.stderr,
+        log.warning(
+            "using %d of %d labelled sequences; %d excluded (%s)",
+            len(keep),
+            n_labelled,
+            len(excluded),
+            "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)),
         )
     appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
     return LabelledData(

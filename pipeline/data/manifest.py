@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +11,8 @@ from data_manifests.scan import build_manifest
 from data_manifests.schema import ManifestMeta, read_manifest, write_manifest
 from pipeline.config import Config
 from pipeline.runtime.progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 # How each demo layout is scanned: (scanner format, labels CSV relative to the root or None).
 DEMO_LAYOUT_SCAN: dict[str, tuple[str, str | None]] = {
@@ -44,7 +46,7 @@ def ensure_demo_data(cfg: Config) -> None:
     )
     if bar is not None:
         bar.close()
-    print(summary.text(), file=sys.stderr)
+    log.info(summary.text())
 
 
 def prepare_manifest(cfg: Config, quiet: bool = False) -> tuple[pd.DataFrame, ManifestMeta]:
@@ -78,6 +80,6 @@ def prepare_manifest(cfg: Config, quiet: bool = False) -> tuple[pd.DataFrame, Ma
     )
     write_manifest(df, cfg.manifest_path, meta)
     if not quiet:
-        print(report.summary(df), file=sys.stderr)
-        print(f"manifest: {cfg.manifest_path}", file=sys.stderr)
+        log.info(report.summary(df))
+        log.info("manifest: %s", cfg.manifest_path)
     return df, meta

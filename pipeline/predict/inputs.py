@@ -86,7 +86,7 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
 
 def _manifest_inputs(path: Path) -> list[PredictInput]:
     from data_manifests.schema import read_manifest
-    from pipeline.preprocess.run import source_from_row
+    from pipeline.preprocess.to_stages import source_from_row
 
     try:
         df, _meta = read_manifest(path)

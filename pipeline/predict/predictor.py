@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.model_folder.folder import ModelBundle, load_model_bundle
+from pipeline.model_folder.load import ModelBundle, load_model_bundle
 from pipeline.predict.inputs import PredictInput, input_from_path, resolve_inputs
 from stages.errors import StageError
 from stages.learning.inputs.extras import model_inputs
-from stages.learning.training.fit import ensemble_proba
+from stages.learning.training.predict import ensemble_proba
 from stages.preprocess.decode import SequenceSource, select_indices
 from stages.preprocess.sequence import (
     SequenceConfig,

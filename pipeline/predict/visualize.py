@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stages.atomic_io import atomic_path
 from stages.preprocess.decode import iter_frames
 from stages.record import SequenceStatus
 
@@ -28,6 +29,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save_png(fig, path: Path, **kwargs: object) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically (the temp file's suffix says nothing: the format is named)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **kwargs)
 
 
 def key_positions(n_frames: int, n_key: int) -> np.ndarray:
@@ -78,13 +85,12 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
     ``keep=True``) as a PNG at ``path``. ``fps``: frame rate assumed for frame folders. Returns ``path``."""
     plt = _pyplot()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lm = result.landmarks
     if lm is None or result.source is None or not len(lm.frame_indices):
         fig, ax = plt.subplots(figsize=(7, 1.6), dpi=100)
         ax.axis("off")
         ax.text(0.01, 0.5, _title(result, classes), va="center", ha="left", fontsize=9, wrap=True)
-        fig.savefig(path)
+        _save_png(fig, path)
         plt.close(fig)
         return path
 
@@ -135,7 +141,7 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
     else:
         ax.text(0.5, (len(classes) - 1) / 2, "no prediction", ha="center", va="center", fontsize=9, color=BAD_COLOR)
     fig.suptitle(_title(result, classes), fontsize=9)
-    fig.savefig(path, bbox_inches="tight")
+    _save_png(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -145,7 +151,6 @@ def save_timeline_png(timeline: pd.DataFrame, classes: list[str], path: Path | s
     shaded. Returns ``path``."""
     plt = _pyplot()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     centres = (timeline["window_start"] + timeline["window_end"]) / 2
     fig, ax = plt.subplots(figsize=(9, 3.4), dpi=100)
     cmap = plt.get_cmap("tab10")
@@ -159,6 +164,6 @@ def save_timeline_png(timeline: pd.DataFrame, classes: list[str], path: Path | s
     ax.set_ylabel("probability")
     ax.set_title(title or "class probabilities per window (grey: no usable face)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.savefig(path, bbox_inches="tight")
+    _save_png(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -1,1 +1,7 @@
-"""`seqfer preprocess`: every manifest sequence through the stages on Ray, into the cache and the run folder."""
+"""`seqfer preprocess`: every manifest sequence through the stages on Ray, into the cache and the run folder.
+
+- :mod:`~pipeline.preprocess.to_stages`: a config's SequenceConfig and a manifest row's SequenceSource (the one
+  place each is made; training, CV, prediction and the model folder use them too);
+- :mod:`~pipeline.preprocess.run`: the driver (manifest, cache lookup, Ray dispatch, index, failures, summary);
+- :mod:`~pipeline.preprocess.worker`: what runs inside each Ray actor.
+"""

@@ -17,6 +17,7 @@ Outputs under ``OUTPUT_DIR/preprocess/``:
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -28,6 +29,7 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.data.manifest import prepare_manifest
+from pipeline.preprocess.to_stages import sequence_config, source_from_row
 from pipeline.preprocess.worker import PreprocessWorker, outcome_row, peak_rss_mb, table_path
 from pipeline.runtime.interrupt import Interrupted, StopFlag, stop_on_signals
 from pipeline.runtime.output_folder import claim_folder
@@ -39,6 +41,8 @@ from stages.preprocess.landmark_table import frames_without_face
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor, warm_up
 from stages.record import SequenceStatus
 from stages.timing import add_times
+
+log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = [
     "sequence_id",
@@ -55,23 +59,6 @@ INDEX_COLUMNS = [
 
 def preprocess_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / "preprocess"
-
-
-def sequence_config(cfg: Config) -> SequenceConfig:
-    """The stage settings alone (what the cache keys depend on), without output locations."""
-    return SequenceConfig.model_validate(cfg.preprocess.model_dump(include=set(SequenceConfig.model_fields)))
-
-
-def source_from_row(row: pd.Series | dict) -> SequenceSource:
-    """A manifest row -> the decode stage's source description."""
-    get = row.get
-    return SequenceSource(
-        sequence_id=str(get("sequence_id")),
-        frame_paths=tuple(get("frame_paths") or ()),
-        video_path=None if pd.isna(get("video_path")) else str(get("video_path")),
-        peak_index=None if pd.isna(get("peak_index")) else int(get("peak_index")),
-        landmark_paths=tuple(get("landmark_paths") or ()),
-    )
 
 
 def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | None = None) -> RunSummary:
@@ -137,13 +124,13 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         left = len(df) - len(index)
         summary.extra["interrupted"] = f"{left} sequence(s) not processed; run the same command again to resume"
         atomic_write_text(out_dir / "summary.json", json.dumps(summary.as_dict(), indent=2))
-        print(summary.text(), file=sys.stderr)
+        log.info(summary.text())
         raise Interrupted(
             stop_flag.signum,
             f"preprocess stopped by signal {stop_flag.signum}: {len(index)} of "
             f"{len(df)} sequences done and indexed in {out_dir}; run the same command to resume",
         )
-    print(summary.text(), file=sys.stderr)
+    log.info(summary.text())
     return summary
 
 
@@ -306,9 +293,8 @@ def _write_outputs(
                     "reason": "no face found in this frame",
                 }
             )
-    pd.DataFrame(failures, columns=["sequence_id", "frame", "source", "status", "reason"]).to_csv(
-        out_dir / "failures.csv", index=False
-    )
+    with atomic_path(out_dir / "failures.csv") as tmp:
+        pd.DataFrame(failures, columns=["sequence_id", "frame", "source", "status", "reason"]).to_csv(tmp, index=False)
 
     failed = index[index["status"] != SequenceStatus.OK]
     summary = RunSummary(

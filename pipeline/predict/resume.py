@@ -1,0 +1,76 @@
+"""The resume journal of a batch: one line per finished input, keyed by model, input and options, reused on a re-run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.predict.inputs import PredictInput
+from pipeline.predict.rows import PredictOptions
+from pipeline.runtime.run_key import run_key
+from stages.preprocess.cache import source_fingerprint
+from stages.record import SequenceStatus
+
+RETRY_STATUSES = frozenset({SequenceStatus.ERROR, SequenceStatus.TIMEOUT})
+"""Rows with these statuses are recomputed on a re-run, not reused."""
+
+
+def journal_path(output: Path) -> Path:
+    """The journal beside the results file: ``<OUT>.resume.jsonl``."""
+    return output.with_name(output.name + ".resume.jsonl")
+
+
+def input_key(bundle_id: str, pin: PredictInput, opts: PredictOptions) -> str:
+    """What an input's row depends on: the model's fingerprint, the input's name, its files (paths, sizes,
+    mtimes) or problem, its true label and the per-input options."""
+    identity = (
+        source_fingerprint(list(pin.source.frame_paths), pin.source.video_path)
+        if pin.source is not None
+        else pin.problem
+    )
+    return run_key(
+        "predict",
+        bundle_id,
+        pin.name,
+        identity,
+        pin.true_label,
+        opts.window,
+        opts.stride,
+        opts.visualize_dir is not None,
+    )
+
+
+def load_resume(path: Path) -> dict[str, dict]:
+    """key -> row of every reusable line in the journal at ``path`` (none when it is missing). Lines cut short
+    by a kill, lines this code did not write and rows with a :data:`RETRY_STATUSES` status are skipped."""
+    done: dict[str, dict] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill: that input is simply recomputed
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("row"), dict)):
+            continue  # not a line this code wrote: ignored, that input is recomputed
+        if entry["row"].get("status") not in RETRY_STATUSES:
+            done[entry["key"]] = entry["row"]
+    return done
+
+
+@contextmanager
+def resume_journal(path: Path) -> Iterator[Callable[[str, dict], None]]:
+    """Yield ``record(key, row)``, which appends one line to the journal at ``path`` and flushes it at once.
+
+    An append-only journal, not an :mod:`stages.atomic_io` whole-file write: it grows by one line per finished
+    input so that a killed batch keeps its work, and :func:`load_resume` skips a last line cut short."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+
+        def record(key: str, row: dict) -> None:
+            fh.write(json.dumps({"key": key, "row": row}) + "\n")
+            fh.flush()
+
+        yield record

@@ -1,0 +1,79 @@
+"""One input predicted into its result row, with its side files (timeline CSV and PNG, key-frame picture)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.predict.inputs import PredictInput
+from pipeline.predict.predictor import Predictor
+from stages.atomic_io import atomic_path
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Per-input options of a batch: window/stride (s), where timelines and pictures go (None = not wanted)."""
+
+    window: float | None = None
+    stride: float | None = None
+    timeline_dir: str | None = None
+    visualize_dir: str | None = None
+
+
+def output_names(names: list[str]) -> list[str]:
+    """File-name-safe stems for side files, unique per batch: the input's base name, with a short hash of the
+    full name added when two inputs share a base name."""
+    bases = []
+    for name in names:
+        base = Path(name.rstrip("/\\")).name or name
+        bases.append(re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:80] or "input")
+    counts = Counter(bases)
+    return [
+        b if counts[b] == 1 else f"{b}-{hashlib.sha256(n.encode()).hexdigest()[:8]}"
+        for b, n in zip(bases, names, strict=True)
+    ]
+
+
+def predict_row(predictor: Predictor, pin: PredictInput, out_name: str, opts: PredictOptions) -> dict:
+    """Predict one input and write its side files (timeline CSV/PNG, picture); returns its result row.
+
+    Never raises for a bad input: a failure to draw is noted in ``reason`` and the prediction is kept.
+    """
+    from pipeline.predict.visualize import save_prediction_picture, save_timeline_png
+
+    result = predictor.predict(pin, window=opts.window, stride=opts.stride, keep=opts.visualize_dir is not None)
+    row = result.row(predictor.classes)
+    notes = []
+    if opts.window is not None:
+        row["windows"] = 0 if result.timeline is None else len(result.timeline)
+        row["timeline"] = ""
+        if result.timeline is not None and len(result.timeline):
+            csv_path = Path(opts.timeline_dir) / f"{out_name}.csv"
+            with atomic_path(csv_path) as tmp:
+                result.timeline.to_csv(tmp, index=False)
+            row["timeline"] = str(csv_path)
+            try:
+                save_timeline_png(
+                    result.timeline,
+                    predictor.classes,
+                    csv_path.with_suffix(".png"),
+                    title=f"{pin.name}: probabilities per {opts.window:g} s window",
+                )
+            except Exception as exc:  # a picture must never cost the prediction
+                notes.append(f"timeline plot failed: {type(exc).__name__}: {exc}")
+    if opts.visualize_dir is not None:
+        try:
+            save_prediction_picture(
+                result,
+                predictor.classes,
+                Path(opts.visualize_dir) / f"{out_name}.png",
+                fps=predictor.sequence_config.frames.fps,
+            )
+        except Exception as exc:
+            notes.append(f"picture failed: {type(exc).__name__}: {exc}")
+    if notes:
+        row["reason"] = "; ".join([row["reason"], *notes]) if row["reason"] else "; ".join(notes)
+    return row
