@@ -12,6 +12,7 @@ it takes a file object (``np.savez``); :func:`atomic_write_text` / :func:`atomic
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -44,6 +45,18 @@ def temp_name(path: Path) -> Path:
     room = NAME_MAX - 1 - len(tail.encode())
     name = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
     return path.parent / f".{name}{tail}"
+
+
+def sibling_name(name: str, suffix: str) -> str:
+    """``name + suffix``, or when that passes :data:`NAME_MAX` bytes, ``name`` cut short with a hash of the whole
+    of it before ``suffix``: a side file (a journal, a folder of timelines) of a legal long output name is always
+    a legal name, still unique to that output."""
+    whole = name + suffix
+    if len(whole.encode("utf-8", "surrogateescape")) <= NAME_MAX:
+        return whole
+    tag = "-" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    room = NAME_MAX - len((tag + suffix).encode("utf-8", "surrogateescape"))
+    return name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") + tag + suffix
 
 
 def name_problem(path: Path | str) -> str | None:

@@ -394,3 +394,57 @@ def test_real_media(predictor: Predictor, shared_dir: Path, tmp_path: Path) -> N
     whole = predictor.predict(media / "face_noface.mov")  # the same landmarks, from the cache
     assert whole.status == "low_face_ratio" and "below min_face_ratio" in whole.reason
     assert 0.3 < whole.face_ratio < 0.6
+
+
+# ------------------------------------------------------------------------------------------ faults (issue 27)
+
+
+@pytest.mark.parametrize("length", [232, 250])
+def test_a_legal_long_output_name_is_written(model_dir: Path, media: dict, tmp_path: Path, length: int) -> None:
+    """Case 12: a legal -o name near the 255-byte limit runs and is written (its journal and timeline folder are
+    cut short with a hash, not refused at the end)."""
+    out = tmp_path / ("p" * (length - 4) + ".csv")
+    assert run_predict(model_dir, [str(media["image"])], output=out, window=1.0) == 0
+    assert pd.read_csv(out)["status"].tolist() == ["ok"]
+    assert all(len(p.name.encode()) <= 255 for p in tmp_path.iterdir())
+
+
+def test_an_illegal_output_name_is_refused_before_any_work(model_dir: Path, media: dict, tmp_path: Path) -> None:
+    out = tmp_path / ("p" * 300 + ".csv")
+    with pytest.raises(StageError, match="300|304 bytes"):
+        run_predict(model_dir, [str(media["image"])], output=out)
+    assert list(tmp_path.iterdir()) == []  # nothing predicted, nothing written
+
+
+def test_non_finite_weights_are_refused_when_the_model_loads(model_dir: Path, tmp_path: Path) -> None:
+    """Case 2: a model folder whose weights hold NaN (a diverged training) is refused at load with the file, never
+    used to predict."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    with safe_open(str(weights), "pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    name = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, str(weights), metadata=metadata)
+    with pytest.raises(StageError, match="NaN or infinite"):
+        load_model_bundle(broken)
+
+
+def test_non_finite_probabilities_are_a_failed_row_never_ok(
+    predictor: Predictor, media: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 2: whatever makes the network's output non-finite, the row is not ok and says why."""
+    import pipeline.predict.predictor as module
+
+    monkeypatch.setattr(module, "ensemble_proba", lambda *a, **k: np.full((1, len(CLASSES)), np.nan))
+    for kind, window in (("image", None), ("video", 0.5)):
+        result = predictor.predict(media[kind], window=window)
+        assert result.status != "ok" and "non-finite" in (result.reason or str(result.timeline)), kind
+        assert result.probabilities is None

@@ -161,8 +161,11 @@ class Predictor:
     # -- model ---------------------------------------------------------------------------------------------------
     def probabilities(self, appearance: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
         """[N, K] float64 class probabilities, the mean over the bundle's models (a model folder's ensemble
-        members, or every member of every fold of a CV run folder)."""
-        return ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
+        members, or every member of every fold of a CV run folder). :class:`StageError` when any is not finite."""
+        probs = ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
+        if not np.isfinite(probs).all():  # never an ok row without probabilities
+            raise StageError("the model gave non-finite probabilities for this input (damaged or diverged weights)")
+        return probs
 
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
         """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),
@@ -248,10 +251,9 @@ class Predictor:
             return result
         try:
             appearance, trajectory = self.record_inputs(outcome.record)
+            result.probabilities = self._as_dict(self.probabilities(appearance, trajectory)[0])
         except StageError as exc:
             result.status, result.reason = SequenceStatus.FAILED, str(exc)
-            return result
-        result.probabilities = self._as_dict(self.probabilities(appearance, trajectory)[0])
         return result
 
     def _full_processor(self) -> SequenceProcessor:
@@ -333,7 +335,10 @@ class Predictor:
             result.probabilities = self._as_dict(np.mean(ok_probs, axis=0))
         else:
             status, reason = sequence_status(success, seq)
-            if status == SequenceStatus.OK:
+            failed = [r["reason"] for r in rows if r["status"] == SequenceStatus.FAILED]
+            if status == SequenceStatus.OK and failed:  # windows had faces but no usable model output
+                status, reason = SequenceStatus.FAILED, failed[0]
+            elif status == SequenceStatus.OK:
                 status, reason = (
                     SequenceStatus.LOW_FACE_RATIO,
                     (f"no {window:g} s window has a face in at least {seq.min_face_ratio:g} of its frames"),

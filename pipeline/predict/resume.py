@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.predict.inputs import PredictInput
 from pipeline.predict.rows import PredictOptions
 from pipeline.runtime.run_key import run_key
+from stages.atomic_io import sibling_name
 from stages.preprocess.cache import source_fingerprint
 from stages.record import SequenceStatus
 
@@ -18,8 +19,9 @@ RETRY_STATUSES = frozenset({SequenceStatus.ERROR, SequenceStatus.TIMEOUT})
 
 
 def journal_path(output: Path) -> Path:
-    """The journal beside the results file: ``<OUT>.resume.jsonl``."""
-    return output.with_name(output.name + ".resume.jsonl")
+    """The journal beside the results file: ``<OUT>.resume.jsonl`` (cut short with a hash when that name would
+    be too long for the file system)."""
+    return output.with_name(sibling_name(output.name, ".resume.jsonl"))
 
 
 def input_key(bundle_id: str, pin: PredictInput, opts: PredictOptions) -> str:

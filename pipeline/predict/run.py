@@ -39,6 +39,7 @@ from pipeline.predict.resume import input_key, journal_path, load_resume, resume
 from pipeline.predict.rows import PredictOptions, output_names, predict_row
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import RunSummary, progress_bar
+from stages.atomic_io import name_problem, sibling_name
 from stages.errors import StageError
 from stages.record import SequenceStatus
 
@@ -71,10 +72,11 @@ def _resolve(inputs: list[str]) -> list[PredictInput]:
 
 def _options(output: Path, window: float | None, stride: float | None, visualize: Path | None) -> PredictOptions:
     """The per-input options (stride defaults to window / 2); claims the timeline and picture folders."""
+    timelines = output.absolute().with_name(sibling_name(output.stem, "_timelines"))
     opts = PredictOptions(
         window=window,
         stride=None if window is None else (stride if stride is not None else window / 2),
-        timeline_dir=None if window is None else str(output.absolute().with_name(output.stem + "_timelines")),
+        timeline_dir=None if window is None else str(timelines),
         visualize_dir=None if visualize is None else str(Path(visualize).absolute()),
     )
     for folder, kind in ((opts.timeline_dir, "timelines"), (opts.visualize_dir, "pictures")):
@@ -147,6 +149,8 @@ def run_predict(
     overrides = list(overrides or [])
     bundle = load_model_bundle(model, overrides)
     output, fmt = pick_format(output, fmt)
+    if name_problem(output):  # before any work: a name the file system refuses would fail only at the end
+        raise StageError(f"-o {name_problem(output)}")
     if output.is_dir():
         raise StageError(f"-o {output}: is a folder; give a file name for the results, e.g. {output}/predictions.{fmt}")
     _check_seconds(window, stride)
