@@ -247,6 +247,48 @@ def predict(
     raise typer.Exit(1 if n_failed else 0)
 
 
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="model folder (from train), CV run folder, or OUTPUT_DIR")],
+    root: Annotated[Path, typer.Argument(help="labelled dataset root")],
+    format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="output folder (metrics.json, predictions.csv...)")],
+    split: Annotated[str | None, typer.Option(help="score only this split of a dataset with its own split")] = None,
+    labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="class set read from the data: ckplus7 | basic6 | ckplus8 [every class]")
+    ] = None,
+    include_neutral: Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")] = False,
+    oulu_system: Annotated[str, typer.Option(help="Oulu: VL | NI | all")] = "VL",
+    oulu_illumination: Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")] = "Strong",
+    pattern: Annotated[
+        str | None, typer.Option(help="imagefolder: regex on file stems with named groups subject, sequence, frame")
+    ] = None,
+    cache: Annotated[Path | None, typer.Option(help="cache processed sequences here (none by default)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score a model on a labelled dataset: accuracy, mean class accuracy (also restricted to the classes the
+    data shares with the model), predictions and confusion matrix (exit code 1 if every sequence failed)."""
+    from pipeline.evaluate.run import run_evaluate
+
+    metrics = run_evaluate(
+        model,
+        root,
+        format,
+        output,
+        split=split,
+        overrides=set_ or [],
+        cache_dir=cache,
+        labels_csv=labels,
+        classes=classes,
+        include_neutral=include_neutral,
+        oulu_system=oulu_system,
+        oulu_illumination=oulu_illumination,
+        name_pattern=pattern,
+    )
+    raise typer.Exit(0 if metrics["n_scored"] else 1)
+
+
 @app.command("run")
 def run(config: ConfigArg, set_: SetOpt = None) -> None:
     """The whole pipeline: (demo data), manifest, preprocess, cross-validation and its report."""
