@@ -9,7 +9,9 @@ the report notes which folder it used. Choices, for the record:
 - a sequence with gaps in its frame numbering is kept with the frames it has; the gap goes to
   ``ScanReport.notes`` as "missing frames N..M" (CK+ numbers frames from 1);
 - ``peak_index`` is the index of the frame whose number the emotion file names (normally the last); without
-  one, the last frame (CK+ sequences end at the peak).
+  one, the last frame (CK+ sequences end at the peak);
+- a subject, sequence folder or frame reached twice (a link or alias) counts once, and broken links, link loops
+  and names that are not valid UTF-8 are reported (see :func:`data_manifests.scan_common.entries`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import pandas as pd
 
 from data_manifests.errors import ManifestError
 from data_manifests.scan_common import (
+    Entry,
     ScanReport,
     class_set_name,
+    entries,
     format_gaps,
     is_ignored_dir,
     is_system_file,
     label_in_set,
-    list_dir,
     note_missing_frames,
     order_frames,
     require_root,
@@ -36,6 +39,7 @@ from data_manifests.scan_common import (
     trailing_number,
 )
 from data_manifests.schema import CKPLUS_CODES
+from data_manifests.walk import list_dir
 
 IMAGES_TREE = "cohn-kanade-images"
 EMOTION_TREE = "Emotion"
@@ -137,36 +141,37 @@ def scan_ckplus(
     landmarks = find_tree(root, LANDMARKS_TREE, report)
     rows: list[dict] = []
     seen: set[tuple[str, str]] = set()
-    for subj in list_dir(images):
-        if not subj.is_dir():
-            report.skip(subj.path, "system file" if is_system_file(subj.name) else "stray file in image tree")
-            continue
-        if is_ignored_dir(subj.name):
-            continue
-        for seq in list_dir(Path(subj.path)):
-            if not seq.is_dir():
-                report.skip(seq.path, "system file" if is_system_file(seq.name) else "stray file in image tree")
-                continue
-            if is_ignored_dir(seq.name):
-                continue
-            seen.add((subj.name, seq.name))
-            row = _scan_sequence(
-                Path(seq.path),
-                subj.name,
-                seq.name,
-                emotion,
-                landmarks,
-                class_list,
-                class_set_name(classes),
-                report,
-            )
-            if row is not None:
-                rows.append(row)
+    for subj, seq in _sequence_folders(images, report):
+        seen.add((subj.name, seq.name))
+        row = _scan_sequence(
+            Path(seq.path), subj.name, seq.name, emotion, landmarks, class_list, class_set_name(classes), report
+        )
+        if row is not None:
+            rows.append(row)
     _report_orphan_labels(emotion, seen, report)
     df = pd.DataFrame(rows) if rows else None
     if df is None:
         raise ManifestError(f"{images}: no sequence folders with frames found (expected Sxxx/nnn/*.png)")
     return df.sort_values("sequence_id", kind="stable").reset_index(drop=True), report
+
+
+def _sequence_folders(images: Path, report: ScanReport) -> list[tuple[Entry, Entry]]:
+    """(subject folder, sequence folder) pairs of the image tree in natural order, each real folder once; stray
+    files are reported."""
+    pairs = []
+    for subj in entries(images, report):
+        if not subj.is_dir():
+            report.skip(subj.path, "system file" if is_system_file(subj.name) else "stray file in image tree")
+            continue
+        if is_ignored_dir(subj.name) or not report.claim(subj):
+            continue
+        for seq in entries(Path(subj.path), report):
+            if not seq.is_dir():
+                report.skip(seq.path, "system file" if is_system_file(seq.name) else "stray file in image tree")
+                continue
+            if not is_ignored_dir(seq.name) and report.claim(seq):
+                pairs.append((subj, seq))
+    return pairs
 
 
 def _scan_sequence(

@@ -1,5 +1,5 @@
 """Folder scanner: a directory (searched recursively) of videos (.mp4 .avi .mov .mkv .webm) and frame folders
-(a folder holding .png/.jpg/.jpeg/.bmp files), optionally with a labels CSV ``path, subject, label``.
+(a folder holding .png/.jpg/.jpeg/.bmp/.tif/.tiff files), optionally with a labels CSV ``path, subject, label``.
 
 Choices, for the record:
 
@@ -16,6 +16,9 @@ Choices, for the record:
 - ``sequence_id`` = path relative to the root without extension, ``/`` -> ``__`` (relative to the CSV's folder
   for a CSV path outside the root; the root's own name when the root itself is the frame folder).
 - Videos have ``n_frames`` 0 and ``peak_index`` null until decoded; frame folders peak at their last frame.
+- Links are followed; each real folder, video or image counts once (the first path in natural order wins), and
+  broken links, link loops and names that are not valid UTF-8 are reported (see
+  :func:`data_manifests.scan_common.entries`).
 """
 
 from __future__ import annotations
@@ -32,13 +35,12 @@ from data_manifests.scan_common import (
     ScanReport,
     canonical_class,
     class_set_name,
+    entries,
     is_ignored_dir,
     is_image,
     is_system_file,
     is_video,
     label_in_set,
-    list_dir,
-    natural_key,
     note_missing_frames,
     order_frames,
     read_small_csv,
@@ -46,41 +48,51 @@ from data_manifests.scan_common import (
     resolve_classes,
     sequence_row,
 )
+from data_manifests.walk import list_dir
 
 
 def discover(root: Path, report: ScanReport, ignore: frozenset[Path] | set[Path] = frozenset()) -> dict[Path, str]:
-    """Videos and frame folders under ``root`` -> 'video' | 'frames', in natural path order.
+    """Videos and frame folders under ``root`` -> 'video' | 'frames', in natural path order (folders first
+    listed, then descended into, as ``os.walk`` does). Links are followed; each real folder and video counts once
+    (see :func:`data_manifests.scan_common.entries`). ``ignore``: real paths to leave out (the labels CSV).
 
     A folder whose images sit beside videos is not a frame folder: each of its images becomes a one-frame
     sequence (keyed by the image's path), and the report notes it."""
     found: dict[Path, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted((d for d in dirnames if not is_ignored_dir(d)), key=natural_key)
-        here = Path(dirpath)
-        images = [f for f in filenames if is_image(f)]
-        mixed = bool(images) and any(is_video(f) for f in filenames)
-        if images and not mixed:
-            found[here] = "frames"
-        if mixed:
-            report.note(here, f"images beside videos: {len(images)} images taken as one-frame sequences")
-        for f in sorted(filenames, key=natural_key):
-            path = here / f
-            if path in ignore:
-                continue
-            if is_system_file(f):
-                report.skip(path, "system file")
-            elif is_video(f):
-                found[path] = "video"
-            elif is_image(f):
-                if mixed:
-                    found[path] = "frames"
-            else:
-                report.skip(path, "ignored file (not a video or image)")
+    _discover_in(root, report, {Path(p) for p in ignore}, found)
     return found
 
 
+def _discover_in(here: Path, report: ScanReport, ignore: set[Path], found: dict[Path, str]) -> None:
+    items = entries(here, report)
+    files = [e for e in items if e.is_file()]
+    images = [f for f in files if is_image(f.name)]
+    mixed = bool(images) and any(is_video(f.name) for f in files)
+    if images and not mixed:
+        found[here] = "frames"
+    if mixed:
+        report.note(here, f"images beside videos: {len(images)} images taken as one-frame sequences")
+    for f in files:
+        path = here / f.name
+        if Path(f.real) in ignore:
+            continue
+        if is_system_file(f.name):
+            report.skip(path, "system file")
+        elif is_video(f.name) or (mixed and is_image(f.name)):
+            if report.claim(f):
+                found[path] = "video" if is_video(f.name) else "frames"
+        elif not is_image(f.name):
+            report.skip(path, "ignored file (not a video or image)")
+    for e in items:
+        if not e.is_dir() and not e.is_file():
+            report.skip(e.path, "neither a file nor a folder")
+        elif e.is_dir() and not is_ignored_dir(e.name) and report.claim(e):
+            _discover_in(here / e.name, report, ignore, found)
+
+
 def _frames_of(folder: Path, report: ScanReport) -> list[str]:
-    names = [e.name for e in list_dir(folder) if e.is_file() and is_image(e.name)]
+    """The frame files of a frame folder in temporal order, each real file once per scan."""
+    names = [e.name for e in entries(folder, report) if e.is_file() and is_image(e.name) and report.claim(e)]
     names, numbers = order_frames(names)
     if numbers is not None:
         note_missing_frames(folder, numbers, report)
@@ -111,12 +123,16 @@ def _row(
     root: Path,
     csv_dir: Path | None,
     report: ScanReport,
-) -> dict:
+) -> dict | None:
+    """One manifest row, or None (reported) for a frame folder whose every image was already taken."""
     sid = _sequence_id(path, kind, root, csv_dir)
     common = dict(sequence_id=sid, dataset="folder", subject=subject, label=label, label_note=note)
     if kind == "video":
         return sequence_row(**common, video_path=str(path))
     frames = [str(path)] if path.is_file() else _frames_of(path, report)
+    if not frames:
+        report.skip(path, "no frames left: its images are duplicates of files already taken")
+        return None
     return sequence_row(**common, frame_paths=frames, peak_index=len(frames) - 1)
 
 
@@ -175,14 +191,18 @@ def scan_folder(
             subject = rec.subject or _stem(target)
             if not rec.subject:
                 report.note(where, "empty subject: file stem used")
-            rows.append(_row(target, kind, subject, label, note, root, csv_dir, report))
+            row = _row(target, kind, subject, label, note, root, csv_dir, report)
+            if row is not None:
+                rows.append(row)
     for path, kind in on_disk.items():
-        if path in covered:
+        if path in covered or Path(os.path.realpath(path)) in covered:
             continue
         note = "not in labels CSV" if table is not None else "no labels CSV"
         if table is not None:
             report.note(path, "not in labels CSV: included unlabelled")
-        rows.append(_row(path, kind, _stem(path), None, note, root, csv_path.parent if csv_path else None, report))
+        row = _row(path, kind, _stem(path), None, note, root, csv_path.parent if csv_path else None, report)
+        if row is not None:
+            rows.append(row)
     if not rows:
         raise ManifestError(
             f"{root}: no videos ({', '.join(sorted(e[1:] for e in VIDEO_EXTS))}) or frame folders found"

@@ -6,6 +6,7 @@ subject lands in the same fold (``_neutral`` rows included, since they carry the
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -15,9 +16,36 @@ import pandas as pd
 from data_manifests.errors import ManifestError
 from data_manifests.scan_common import read_small_csv
 
+log = logging.getLogger(__name__)
+
 
 def _labelled(df: pd.DataFrame) -> pd.Series:
     return df["labelled"].astype(bool) & df["label"].notna()
+
+
+def require_classes(df: pd.DataFrame) -> None:
+    """Refuse labelled sequences of fewer than 2 classes with :class:`ManifestError`: a classifier of one class is
+    always right, so its accuracy means nothing."""
+    counts = df.loc[_labelled(df), "label"].astype(str).value_counts()
+    if len(counts) < 2:
+        found = f"only class {counts.index[0]!r} ({int(counts.iloc[0])} sequences)" if len(counts) else "no class"
+        raise ManifestError(
+            f"the labelled sequences hold {found}: classification needs at least 2 classes, so cross-validation "
+            "and training are refused; label sequences of another class (or scan a folder holding several)"
+        )
+
+
+def warn_small_classes(df: pd.DataFrame, n_folds: int) -> None:
+    """Warn (log) about the classes with fewer labelled sequences than ``n_folds``: some folds test none of them."""
+    counts = df.loc[_labelled(df), "label"].astype(str).value_counts()
+    small = counts[counts < n_folds].sort_index()
+    if len(small):
+        listed = ", ".join(f"{label} {int(n)}" for label, n in small.items())
+        log.warning(
+            "classes with fewer labelled sequences than the %d folds (some folds test none of them): %s",
+            n_folds,
+            listed,
+        )
 
 
 def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataFrame:
@@ -27,10 +55,12 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataF
     ``sequence_id``, so the result depends on the seed and the rows' content, not their order. When sklearn
     refuses (every class smaller than ``n_folds``) subjects are dealt round-robin in a seeded order; a fold
     left empty receives the smallest subject of the fold with the most subjects. Raises
-    :class:`ManifestError` when there are fewer labelled subjects than folds.
+    :class:`ManifestError` when there are fewer labelled subjects than folds or fewer than 2 classes (see
+    :func:`require_classes`); warns about classes smaller than ``n_folds`` (:func:`warn_small_classes`).
     """
     if n_folds < 2:
         raise ManifestError(f"need at least 2 folds, got {n_folds}")
+    require_classes(df)
     out = df.copy()
     lab = out[_labelled(out)].sort_values("sequence_id", kind="stable")
     subjects = sorted(lab["subject"].astype(str).unique())
@@ -44,6 +74,7 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 10, seed: int = 0) -> pd.DataF
             f"only {len(subjects)} labelled subjects for {n_folds} folds: folds split by subject, so {advice}"
         )
     groups = lab["subject"].astype(str).to_numpy()
+    warn_small_classes(df, n_folds)
     y = lab["label"].astype(str).to_numpy()
     fold_of = _stratified_group_folds(y, groups, n_folds, seed)
     fold_of = _fill_empty_folds(fold_of, lab["subject"].astype(str).value_counts().to_dict(), n_folds)
@@ -91,9 +122,11 @@ def load_fold_file(path: Path, df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
     Checks, each failing with :class:`ManifestError` naming the file and the offending rows (line numbers
     count the header as line 1): the two columns exist; folds are integers in ``0..n_folds-1`` (a file using
     exactly ``1..n_folds`` gets a message saying folds are 0-based and how to fix it); no subject twice; every
-    labelled subject present; every fold holds at least one labelled subject. Subjects absent from ``df`` are
-    ignored.
+    labelled subject present; every fold holds at least one labelled subject; at least 2 classes (see
+    :func:`require_classes`). Subjects absent from ``df`` are ignored. Warns about classes smaller than
+    ``n_folds`` (:func:`warn_small_classes`).
     """
+    require_classes(df)
     path = Path(path)
     table = read_small_csv(path, "fold file")
     if not {"subject", "fold"} <= set(table.columns):
@@ -147,6 +180,7 @@ def load_fold_file(path: Path, df: pd.DataFrame, n_folds: int) -> pd.DataFrame:
             f"{path}: folds {', '.join(map(str, empty))} hold no labelled subject of this manifest; every "
             f"fold 0..{n_folds - 1} needs at least one"
         )
+    warn_small_classes(df, n_folds)
     out = df.copy()
     out["fold"] = pd.array([pd.NA] * len(out), dtype="Int64")
     out.loc[mask, "fold"] = out.loc[mask, "subject"].astype(str).map(fold_of).astype("Int64")

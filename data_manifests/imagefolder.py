@@ -20,12 +20,14 @@ or ``angry`` accepted); a class folder outside the configured class set keeps it
 note; a folder that names no known class is reported and skipped. A file whose stem does not match the
 pattern is reported and skipped, like a stray file. Images directly in ROOT, nested folders, system files and
 non-image files are reported and skipped. The peak is a sequence's last frame (CK+48 holds the last three
-frames up to the apex).
+frames up to the apex). A class folder or image reached twice (a link or alias such as ``Disgusted -> disgust``)
+counts once, and broken links, link loops and names that are not valid UTF-8 are reported (see
+:func:`data_manifests.scan_common.entries`). A pattern that takes too long to match is refused
+(:class:`data_manifests.name_pattern.NamePattern`).
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,50 +35,27 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests.errors import ManifestError
+from data_manifests.name_pattern import CKPLUS_NAME_PATTERN, NamePattern
 from data_manifests.scan_common import (
     ScanReport,
     canonical_class,
     class_set_name,
+    entries,
     is_ignored_dir,
     is_image,
     is_system_file,
     label_in_set,
-    list_dir,
     natural_key,
     require_root,
     resolve_classes,
     sequence_row,
 )
 
-CKPLUS_NAME_PATTERN = r"^(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)$"
-"""CK+ file stems: ``S010_004_00000017`` -> subject S010, sequence 004, frame 17."""
-
 DATASET = "imagefolder"
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a file-name pattern; :class:`ManifestError` when it is invalid or has no ``subject`` group, or
-    has groups other than subject / sequence / frame."""
-    try:
-        rx = re.compile(pattern)
-    except re.error as exc:
-        raise ManifestError(f"imagefolder name pattern {pattern!r} is not a valid regular expression: {exc}") from None
-    groups = set(rx.groupindex)
-    if "subject" not in groups:
-        raise ManifestError(
-            f"imagefolder name pattern {pattern!r} needs a named group (?P<subject>...) (subjects keep folds honest)"
-        )
-    unknown = groups - {"subject", "sequence", "frame"}
-    if unknown:
-        raise ManifestError(
-            f"imagefolder name pattern {pattern!r}: unknown named groups {sorted(unknown)} "
-            "(known: subject, sequence, frame)"
-        )
-    return rx
-
-
-def _frame_key(match: re.Match[str], name: str) -> tuple:
-    frame = match.groupdict().get("frame")
+def _frame_key(groups: dict[str, str | None], name: str) -> tuple:
+    frame = groups.get("frame")
     if frame is not None and frame.isdigit():
         return (0, int(frame), natural_key(name))
     return (1, 0, natural_key(name))
@@ -91,31 +70,35 @@ def scan_imagefolder(
 ) -> tuple[pd.DataFrame, ScanReport]:
     """Scan ``ROOT/<class>/<image>`` into manifest rows (folds null) and a report (see the module docstring).
 
-    Raises :class:`ManifestError` for a missing root, an invalid pattern, or a root with no class folder
-    holding a matching image.
+    Raises :class:`ManifestError` for a missing root, an invalid pattern or one that takes too long to match (see
+    :class:`~data_manifests.name_pattern.NamePattern`), or a root with no class folder holding a matching image.
     """
     root = require_root(root)
-    rx = compile_pattern(name_pattern)
+    rx = NamePattern(name_pattern)
     class_list = resolve_classes(classes)
     set_name = class_set_name(classes)
     report = ScanReport(classes=class_list, dataset=DATASET, root=str(root))
     found = _Found()
-    for entry in list_dir(root):
+    for entry in entries(root, report):
         if entry.is_file():
             reason = "system file" if is_system_file(entry.name) else "file outside a class folder"
             report.skip(entry.path, reason)
             continue
-        if not entry.is_dir() or is_ignored_dir(entry.name):
-            if entry.is_dir():
-                report.skip(entry.path, "hidden or system folder")
+        if not entry.is_dir():
+            report.skip(entry.path, "neither a file nor a folder")
+            continue
+        if is_ignored_dir(entry.name):
+            report.skip(entry.path, "hidden or system folder")
             continue
         canon = canonical_class(entry.name)
         if canon is None:
             report.skip(entry.path, f"not a class folder: {entry.name!r} names no known class")
             continue
+        if not report.claim(entry):
+            continue
         found.class_dirs += 1
         label, note = label_in_set(canon, class_list, set_name)
-        _scan_class_folder(Path(entry.path), canon, label, note, rx, name_pattern, found, report)
+        _scan_class_folder(Path(entry.path), canon, label, note, rx, found, report)
     if not found.groups:
         where = "no class folder" if found.class_dirs == 0 else "no image whose name matches the pattern"
         raise ManifestError(f"{root}: not a class-folder dataset ({where}; pattern {name_pattern})")
@@ -137,14 +120,13 @@ def _scan_class_folder(
     canon: str,
     label: str | None,
     note: str | None,
-    rx: re.Pattern[str],
-    name_pattern: str,
+    rx: NamePattern,
     found: _Found,
     report: ScanReport,
 ) -> None:
-    """Add the images of one class folder to ``found``; report what is not an image matching the pattern."""
-    has_sequence = "sequence" in rx.groupindex
-    for item in list_dir(folder):
+    """Add the images of one class folder to ``found``; report what is not an image matching the pattern, and
+    images already taken through another path (a link or alias)."""
+    for item in entries(folder, report):
         path = Path(item.path)
         if is_system_file(item.name):
             report.skip(path, "system file")
@@ -152,17 +134,19 @@ def _scan_class_folder(
         if item.is_dir():
             report.skip(path, "folder inside a class folder")
             continue
-        if not is_image(item.name):
+        if not item.is_file() or not is_image(item.name):
             report.skip(path, "not an image file")
             continue
-        m = rx.search(path.stem)
-        if m is None:
-            report.skip(path, f"name does not match the pattern: {name_pattern}")
+        groups, why = rx.fields(path.stem)
+        if groups is None:
+            report.skip(path, why or "name does not match the pattern")
             continue
-        subject = m.group("subject")
-        seq = f"{subject}_{m.group('sequence')}" if has_sequence else path.stem
+        if not report.claim(item):
+            continue
+        subject = str(groups["subject"])
+        seq = f"{subject}_{groups['sequence']}" if rx.has_sequence else path.stem
         key = (seq, canon)
-        found.groups[key].append((_frame_key(m, item.name), str(path)))
+        found.groups[key].append((_frame_key(groups, item.name), str(path)))
         found.info[key] = (subject, label, note)
 
 

@@ -9,7 +9,9 @@ else the only frame tree, else :class:`ManifestError` asking for a narrower root
   to anger, disgust, fear, happy, sadness, surprise; any other class folder or file is reported and skipped;
 - a video row has ``n_frames`` 0 and ``peak_index`` null: unknown until decoded (the decode stage fills them);
   a frame row's ``peak_index`` is the last frame (sequences run neutral -> peak);
-- a class with both a frame folder and a video keeps the frames; the video is reported.
+- a class with both a frame folder and a video keeps the frames; the video is reported;
+- a subject, class folder, video or frame reached twice (a link or alias) counts once, and broken links, link
+  loops and names that are not valid UTF-8 are reported (see :func:`data_manifests.scan_common.entries`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import pandas as pd
 
 from data_manifests.errors import ManifestError
 from data_manifests.scan_common import (
+    Entry,
     ScanReport,
     class_set_name,
+    entries,
     is_ignored_dir,
     is_system_file,
     is_video,
     label_in_set,
-    list_dir,
     note_missing_frames,
     order_frames,
     require_root,
@@ -34,6 +37,7 @@ from data_manifests.scan_common import (
     sequence_frame_names,
     sequence_row,
 )
+from data_manifests.walk import list_dir
 
 SYSTEMS: tuple[str, ...] = ("VL", "NI")
 ILLUMINATIONS: tuple[str, ...] = ("Strong", "Weak", "Dark")
@@ -142,11 +146,11 @@ def scan_oulu(
             if ill_dir is None:
                 continue
             available.append(f"{system}/{illum}")
-            for subj in list_dir(ill_dir):
+            for subj in entries(ill_dir, report):
                 if not subj.is_dir():
                     report.skip(subj.path, "system file" if is_system_file(subj.name) else "stray file")
                     continue
-                if not is_ignored_dir(subj.name):
+                if not is_ignored_dir(subj.name) and report.claim(subj):
                     rows += _scan_subject(Path(subj.path), subj.name, system, illum, class_list, set_name, report)
     if not available:
         present = [f"{s.name}/{i.name}" for s in _subdirs(tree).values() for i in _subdirs(s).values()]
@@ -170,26 +174,15 @@ def _scan_subject(
 ) -> list[dict]:
     frames: dict[str, Path] = {}
     videos: dict[str, Path] = {}
-    for e in list_dir(subj_dir):
+    for e in entries(subj_dir, report):
         if is_system_file(e.name):
             report.skip(e.path, "system file")
             continue
         if e.is_dir():
-            if is_ignored_dir(e.name):
-                continue
-            key = _CLASS_BY_LOWER.get(e.name.lower())
-            if key is None:
-                report.skip(e.path, "unknown class folder")
-            else:
-                frames[key] = Path(e.path)
-        elif is_video(e.name):
-            key = _CLASS_BY_LOWER.get(Path(e.name).stem.lower())
-            if key is None:
-                report.skip(e.path, "unknown class video")
-            elif key in videos:
-                report.skip(e.path, f"second video for one class: {key}")
-            else:
-                videos[key] = Path(e.path)
+            if not is_ignored_dir(e.name):
+                _take(e, _CLASS_BY_LOWER.get(e.name.lower()), frames, "folder", report)
+        elif e.is_file() and is_video(e.name):
+            _take(e, _CLASS_BY_LOWER.get(Path(e.name).stem.lower()), videos, "video", report)
         else:
             report.skip(e.path, "stray file")
     rows = []
@@ -215,6 +208,18 @@ def _scan_subject(
         elif key in videos:
             rows.append(sequence_row(**common, video_path=str(videos[key])))
     return rows
+
+
+def _take(e: Entry, key: str | None, taken: dict[str, Path], what: str, report: ScanReport) -> None:
+    """Put a class folder or video (``what``) into ``taken`` under its class ``key``; report an unknown class, a
+    second path to a file already taken (see :meth:`ScanReport.claim`) and a second one for one class."""
+    if key is None:
+        report.skip(e.path, f"unknown class {what}")
+    elif report.claim(e):
+        if key in taken:
+            report.skip(e.path, f"second {what} for one class: {key}")
+        else:
+            taken[key] = Path(e.path)
 
 
 def _frame_names(seq_dir: Path, report: ScanReport) -> list[str]:

@@ -1,6 +1,10 @@
 """What every scanner shares: the scan report, class-set resolution, file kinds, frame ordering, row building.
 
-Scanners list files and read small text label files; nothing here opens an image or a video.
+Scanners list files and read small text label files; nothing here opens an image or a video. Folders are listed
+through :func:`~data_manifests.walk.entries` and files taken through :meth:`ScanReport.claim`, so that every
+scanner follows one rule: each real file or folder counts once (the first path in sorted order wins; a link or
+alias to it is reported as a duplicate), and names that are not valid UTF-8, broken links and link loops are
+reported, never dropped silently.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import pandas as pd
 
 from data_manifests.errors import ManifestError
 from data_manifests.schema import CKPLUS_CODES, CLASS_SETS
+from data_manifests.walk import Entry, entries, is_valid_name, natural_key, shown
 
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 SYSTEM_DIRS = frozenset({"__macosx"})
@@ -44,7 +49,9 @@ class ScanReport:
     ``skipped``: (path, reason) for files or folders that did not make it into the manifest as they are (stray
     files, empty folders, unreadable label files). ``notes``: (path, message) for things kept but worth a look
     (gaps in frame numbering, the layout folder a scan chose, files absent from a labels CSV). A reason's text
-    before its first ``':'`` is its group in :meth:`summary`.
+    before its first ``':'`` is its group in :meth:`summary`. Paths are stored as :func:`shown` writes them.
+    ``claimed``: real path -> the path that first took it in this scan (see :meth:`claim`); the root is taken
+    from the start, so a link back to it is a duplicate.
     """
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -52,12 +59,27 @@ class ScanReport:
     classes: list[str] = field(default_factory=list)
     dataset: str = ""
     root: str = ""
+    claimed: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.root:
+            self.claimed[os.path.realpath(self.root)] = self.root
 
     def skip(self, path: str | os.PathLike, reason: str) -> None:
-        self.skipped.append((str(path), reason))
+        self.skipped.append((shown(path), reason))
 
     def note(self, path: str | os.PathLike, message: str) -> None:
-        self.notes.append((str(path), message))
+        self.notes.append((shown(path), message))
+
+    def claim(self, entry: Entry) -> bool:
+        """True when this scan takes ``entry``'s real file or folder for the first time. Otherwise the entry is
+        reported as skipped (a duplicate, naming the path that took it first) and False is returned."""
+        first = self.claimed.setdefault(entry.real, entry.path)
+        if first == entry.path:
+            return True
+        what = "folder" if entry.is_dir() else "file"
+        self.skip(entry.path, f"duplicate: the same {what} as {shown(first)} (a link or alias); counted once")
+        return False
 
     def summary(self, df: pd.DataFrame, max_examples: int = 3) -> str:
         """A terminal-readable account: sequences, subjects, labelled counts per class (and per fold when the
@@ -174,18 +196,12 @@ def is_video(name: str) -> bool:
 
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
-_DIGITS = re.compile(r"(\d+)")
 
 
 def trailing_number(stem: str) -> int | None:
     """The number a file stem ends with (``S005_001_00000011`` -> 11, ``012`` -> 12), or None."""
     m = _TRAILING_NUMBER.search(stem)
     return int(m.group(1)) if m else None
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders embedded numbers numerically (``f2`` before ``f10``)."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in _DIGITS.split(name) if p)
 
 
 def order_frames(names: list[str]) -> tuple[list[str], list[int] | None]:
@@ -241,19 +257,18 @@ def read_small_csv(path: Path, what: str) -> pd.DataFrame:
     return table
 
 
-def list_dir(path: Path) -> list[os.DirEntry]:
-    """Entries of a folder sorted naturally by name."""
-    with os.scandir(path) as it:
-        return sorted(it, key=lambda e: natural_key(e.name))
-
-
 def require_root(root: Path) -> Path:
-    """The absolute, resolved root; :class:`ManifestError` when it is missing or not a folder."""
+    """The absolute, resolved root; :class:`ManifestError` when it is missing, not a folder, not readable or its
+    path is not valid UTF-8."""
     root = Path(root).expanduser()
+    if not is_valid_name(str(root)):
+        raise ManifestError(f"{shown(root)}: dataset root path is not valid UTF-8; rename it")
     if not root.exists():
         raise ManifestError(f"{root}: dataset root not found")
     if not root.is_dir():
         raise ManifestError(f"{root}: dataset root is not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ManifestError(f"{root}: dataset root cannot be read (permission denied)")
     return root.resolve()
 
 
@@ -303,16 +318,16 @@ def class_set_name(classes: str | list[str]) -> str:
 
 
 def sequence_frame_names(seq_dir: Path, report: ScanReport) -> list[str]:
-    """Image file names in a sequence folder, unordered; system files, sub-folders and non-images are reported
-    as skipped."""
+    """Image file names in a sequence folder, unordered, each real file once per scan (see :func:`entries`);
+    system files, sub-folders and non-images are reported as skipped."""
     names: list[str] = []
-    for e in list_dir(seq_dir):
+    for e in entries(seq_dir, report):
         if is_system_file(e.name):
             report.skip(e.path, "system file")
         elif e.is_dir():
             report.skip(e.path, "folder inside a sequence folder")
-        elif not is_image(e.name):
+        elif not e.is_file() or not is_image(e.name):
             report.skip(e.path, "not an image file")
-        else:
+        elif report.claim(e):
             names.append(e.name)
     return names

@@ -54,6 +54,10 @@ def assert_subject_independent(df: pd.DataFrame, n_folds: int) -> None:
 def test_no_subject_crosses_folds(data, n_folds, seed):
     df = toy_manifest([(f"P{s:02d}", lab) for s, lab in data])
     n_subjects = df.loc[df["labelled"], "subject"].nunique()
+    if df.loc[df["labelled"], "label"].nunique() < 2:
+        with pytest.raises(ManifestError, match="needs at least 2 classes"):
+            assign_folds(df, n_folds, seed)
+        return
     if n_subjects < n_folds:
         with pytest.raises(ManifestError, match=f"only {n_subjects} labelled subjects for {n_folds} folds"):
             assign_folds(df, n_folds, seed)
@@ -119,7 +123,7 @@ def test_neutral_rows_follow_their_subject():
 
 
 def test_fewer_subjects_than_folds():
-    df = toy_manifest([(f"P{i}", "happy") for i in range(4)] + [("P9", None)])
+    df = toy_manifest([(f"P{i}", ["happy", "fear"][i % 2]) for i in range(4)] + [("P9", None)])
     with pytest.raises(ManifestError, match="only 4 labelled subjects for 10 folds"):
         assign_folds(df, 10)
 
