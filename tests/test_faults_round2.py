@@ -25,8 +25,8 @@ DEMO_YAML = str(REPO / "configs" / "demo.yaml")
 
 
 def _one_error_line(err: str) -> str:
-    """stderr holds exactly one ``error:`` message and no traceback; returns it."""
-    lines = [line for line in err.splitlines() if line.strip()]
+    """stderr holds exactly one ``error:`` message (warnings may come before it) and no traceback; returns it."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
     assert lines and lines[0].startswith("error: "), err
     assert err.count("error: ") == 1 and "Traceback" not in err, err
     return lines[0]
@@ -192,3 +192,32 @@ def test_python_warnings_read_as_one_plain_line(capsys: pytest.CaptureFixture[st
     assert err == "warning: a folder holds no images\n", err
     logging.getLogger("pipeline.test").info("plain message")
     assert capsys.readouterr().err == "plain message\n"
+
+
+# --- 13. one class: refused wherever labelled data enters -------------------------------------------------------
+
+
+def test_a_hand_made_one_class_manifest_is_refused(tmp_path: Path) -> None:
+    """A manifest given as data.manifest skips fold assignment (which refuses one class): it is checked too."""
+    from data_manifests.errors import ManifestError
+    from data_manifests.scan import build_manifest
+    from data_manifests.schema import write_manifest
+    from pipeline.config import load_config
+    from pipeline.data.manifest import prepare_manifest
+
+    root = make_ckplus_tree(tmp_path / "ck")
+    df, meta, _ = build_manifest(root, "ckplus", n_folds=2)
+    df.loc[df["labelled"], "label"] = "happy"
+    path = write_manifest(df, tmp_path / "one.parquet", meta)
+    cfg = load_config(DEMO_YAML, [f"data.manifest={path}", f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ManifestError, match="only class 'happy'"):
+        prepare_manifest(cfg)
+
+
+def test_one_class_left_after_preprocessing_is_refused() -> None:
+    from pipeline.data.labelled import _require_usable_classes
+    from stages.errors import StageError
+
+    _require_usable_classes(["happy", "anger", "happy"], 0)
+    with pytest.raises(StageError, match=r"after preprocessing \(5 labelled sequence\(s\) excluded\).*'happy'"):
+        _require_usable_classes(["happy", "happy"], 5)

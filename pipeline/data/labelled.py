@@ -22,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_manifests.errors import ManifestError
+from data_manifests.folds import require_classes
 from pipeline.config import Config
 from pipeline.data.manifest import prepare_manifest
 from pipeline.errors import ConfigError
 from pipeline.preprocess.run import preprocess_dir, run_preprocess
 from pipeline.preprocess.to_stages import sequence_config, source_from_row
 from stages.atomic_io import atomic_open
+from stages.errors import StageError
 from stages.learning.inputs.extras import ModelNeeds, build_targets, model_inputs, needs_of
 from stages.learning.training.dataset import ArrayDataset
 from stages.preprocess.cache import stable_hash
@@ -107,6 +110,7 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
             len(excluded),
             "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)),
         )
+    _require_usable_classes([str(c) for c in kept.get("label", [])], len(excluded))
     appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
     return LabelledData(
         sequence_ids=kept["sequence_id"].to_numpy(str),
@@ -120,6 +124,15 @@ def load_labelled_data(cfg: Config, preprocess: bool = True, needs: ModelNeeds |
         landmarks=landmarks,
         targets=build_targets(records, needs.targets, cfg.cache_dir),
     )
+
+
+def _require_usable_classes(labels: list[str], n_excluded: int) -> None:
+    """At least 2 classes must survive preprocessing (:func:`data_manifests.folds.require_classes`); else one
+    ``error:`` line saying how many sequences preprocessing excluded."""
+    try:
+        require_classes(pd.DataFrame({"label": labels, "labelled": True}))
+    except ManifestError as exc:
+        raise StageError(f"after preprocessing ({n_excluded} labelled sequence(s) excluded): {exc}") from None
 
 
 def split_fold(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_manifests.folds import require_classes
 from data_manifests.scan import build_manifest
 from data_manifests.schema import ManifestMeta, read_manifest, write_manifest
 from pipeline.config import Config
@@ -55,7 +56,9 @@ def prepare_manifest(cfg: Config, quiet: bool = False) -> tuple[pd.DataFrame, Ma
     For ``data.format: demo`` the dataset is generated first when missing.
     """
     if cfg.data.manifest is not None and Path(cfg.data.manifest).is_file():
-        return read_manifest(cfg.data.manifest)
+        df, meta = read_manifest(cfg.data.manifest)
+        require_classes(df)  # a hand-made manifest is not built by assign_folds, which checks this
+        return df, meta
     fmt, dataset_name, labels_csv = cfg.data.format, None, cfg.data.labels_csv
     if fmt == "demo":
         ensure_demo_data(cfg)

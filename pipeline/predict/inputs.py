@@ -3,7 +3,7 @@
 An INPUT string is, checked in this order:
 
 - an existing **video** file (.mp4 .avi .mov .mkv .webm) -> one sequence;
-- an existing **image** file (.png .jpg .jpeg .bmp) -> a one-frame sequence;
+- an existing **image** file (.png .jpg .jpeg .bmp .tif .tiff) -> a one-frame sequence;
 - an existing **folder** of image frames -> one sequence, frames in numeric order of their names;
 - a **manifest** (.parquet from `seqfer manifest`) -> one input per row (its label is kept as ``true_label``);
 - a **list file** (.txt) -> one INPUT per non-empty line (relative paths from the list's folder; '#' comments);
