@@ -46,8 +46,8 @@ class LandmarkArrays:
     frame selection (0 when none could be read).
 
     - ``frame_indices`` [T] int64: 0-based indices into the source (frame list or video).
-    - ``timestamps`` [T] float64: seconds from the start of the source (index / fps; frame folders use the
-      configured fps).
+    - ``timestamps`` [T] float64: seconds; a video's from each frame's presentation time stamp, counted from its
+      first displayed frame (true for variable frame rates); frame folders' index / the configured fps.
     - ``landmarks`` [T, 68, 2] float32: (x, y) in source pixels, 0-based, iBUG-68 order; NaN where no face.
     - ``success`` [T] bool: a face and its landmarks were found in that frame.
     - ``confidence`` [T] float32 in [0, 1].

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stages.errors import StageError
-from stages.preprocess import decode
+from stages.preprocess import video
 from stages.preprocess.decode import (
     FrameSelectionConfig,
     SequenceSource,
@@ -149,10 +149,10 @@ def test_auto_falls_back_to_pyav_when_decord_fails_mid_read(index_video, monkeyp
 
     def broken_decord(path, idx, color, chunk):
         calls.append(idx.tolist())
-        yield from decode._read_decord(path, idx[:2], color, chunk)
+        yield from video._read_decord(path, idx[:2], color, chunk)
         raise RuntimeError("decord lost its way")
 
-    monkeypatch.setitem(decode.VIDEO_READERS, "decord", broken_decord)
+    monkeypatch.setitem(video.VIDEO_READERS, "decord", broken_decord)
     indices = [2, 9, 23, 24, 41]
     frames = list(iter_frames(SequenceSource("v", video_path=index_video), indices, reader="auto"))
     assert calls == [indices], "decord was tried first"
@@ -165,7 +165,7 @@ def test_auto_falls_back_when_decord_cannot_open(index_video, monkeypatch):
         raise RuntimeError("cannot open")
         yield  # pragma: no cover
 
-    monkeypatch.setitem(decode.VIDEO_READERS, "decord", unopenable)
+    monkeypatch.setitem(video.VIDEO_READERS, "decord", unopenable)
     frames = list(iter_frames(SequenceSource("v", video_path=index_video), [0, 30], reader="auto"))
     assert [_read_index(f.image) for f in frames] == [0, 30]
 

@@ -34,11 +34,8 @@ from stages.errors import StageError
 from stages.learning.inputs.extras import model_inputs
 from stages.learning.training.predict import ensemble_proba
 from stages.preprocess.decode import SequenceSource, select_indices
-from stages.preprocess.sequence import (
-    SequenceConfig,
-    SequenceProcessor,
-    sequence_status,  # the processor's own ok / no_face / ... rule
-)
+from stages.preprocess.sequence import SequenceConfig, SequenceProcessor
+from stages.preprocess.sequence_status import sequence_status  # the processor's own ok / no_face / ... rule
 from stages.preprocess.trajectory import compute_trajectory
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 

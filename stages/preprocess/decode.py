@@ -1,32 +1,31 @@
-"""Decode stage: which frames of a sequence to keep, and reading exactly those frames.
+"""Decode stage: which frames of a sequence to keep, when each frame is shown, and reading exactly those frames.
 
 A sequence is either a folder of frames (``SequenceSource.frame_paths``, in manifest order) or a video file
 (``SequenceSource.video_path``). Frame indices are 0-based positions in that list or in the video's displayed
-frames; timestamps are ``index / fps`` seconds (frame folders use the configured fps).
+frames. Timestamps (:func:`timeline`) are seconds: a video's come from each frame's presentation time stamp
+(:mod:`stages.preprocess.video`), so variable frame rates and containers without a frame duration keep their
+true timeline; frame folders have none and use ``index / fps`` with the configured ``fps``.
 
-Videos are read with decord (random access, in chunks, so memory is bounded by ``chunk`` frames, not by
-the video's length); when decord cannot open or read a file the reader falls back to PyAV (sequential
-decoding that keeps the selected indices). ``reader="decord"`` or ``"pyav"`` forces one of them.
-
-Frame counts come from PyAV's demuxer: decord pads files whose MP4 edit list trims leading frames with copies
-of the last frame (``no_face.mp4`` in the test media: decord says 98 frames, 95 are displayed), so its count
-is used only when PyAV cannot open the file.
+Images are read by :mod:`stages.preprocess.image_file` (upright, EXIF orientation applied); images and video
+frames larger than ``FrameSelectionConfig.max_pixels`` are refused from their headers, before any decoding.
+Videos are read with decord or PyAV (:mod:`stages.preprocess.video`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from stages.errors import StageError
-from stages.image import Color, to_color
+from stages.image import Color
+from stages.preprocess.image_file import DEFAULT_MAX_PIXELS, check_pixels, read_image
+from stages.preprocess.video import probe_video, read_video
 
 ReaderName = Literal["auto", "decord", "pyav"]
 
@@ -44,6 +43,21 @@ class FrameSelectionConfig(BaseModel):
     last_k: int = Field(3, ge=1, description="Frames ending at the peak kept by 'first_last' (frames).")
     n: int = Field(16, ge=1, description="Frames sampled by 'uniform' (frames).")
     fps: float = Field(30.0, gt=0, description="Frame rate assumed for frame folders' timestamps (frames/s).")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS,
+        ge=1,
+        description="Largest image or video frame read (width x height, pixels); larger ones fail from their "
+        "header, before decoding (a small compressed file can declare gigabytes of pixels).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_limit(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """``max_pixels`` is left out of dumps at its default, so configs, cache keys and fingerprints made
+        before it existed stay the same."""
+        data = handler(self)
+        if data.get("max_pixels") == DEFAULT_MAX_PIXELS:
+            del data["max_pixels"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -135,72 +149,55 @@ def _as_index_array(indices: Sequence[int] | np.ndarray) -> np.ndarray:
     return idx
 
 
-# ------------------------------------------------------------------------------------------ probing
+# ------------------------------------------------------------------------------------------ timeline
 
 
-def _pyav_probe(path: str) -> tuple[int, float]:
-    """(displayed frames, fps) from PyAV's demuxer, without decoding.
+@dataclass(frozen=True)
+class Timeline:
+    """When each frame of a sequence is shown: ``times`` [n_frames] float64 seconds (ascending; a video's from
+    its presentation time stamps, from its first displayed frame; a frame folder's ``index / fps``) and ``fps``
+    (a video's average rate, informative only; the configured rate for frame folders)."""
 
-    Packets whose timestamp precedes the stream's start are trimmed by the MP4 edit list and never displayed.
-    """
-    import av
+    times: np.ndarray
+    fps: float
 
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-        start = stream.start_time if stream.start_time is not None else None
-        shown = total = 0
-        for packet in container.demux(stream):
-            if packet.size == 0:  # flush packet
-                continue
-            total += 1
-            if packet.pts is None or start is None or packet.pts >= start:
-                shown += 1
-    return (shown or total), fps
+    @property
+    def n_frames(self) -> int:
+        return int(len(self.times))
 
 
-def _decord_probe(path: str) -> tuple[int, float]:
-    import decord
-
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    return len(vr), float(vr.get_avg_fps())
+def timeline(source: SequenceSource, *, fps: float = 30.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> Timeline:
+    """The :class:`Timeline` of a sequence. Frame folders: one frame per path at the assumed ``fps`` (no file
+    is read). Videos: demuxed (nothing decoded); raises ``StageError("PATH: unreadable video: ...")`` when the file
+    cannot be read, and a ``StageError`` naming the file when its frames have more than ``max_pixels`` pixels."""
+    _check_source(source)
+    if source.video_path is None:
+        return Timeline(np.arange(len(source.frame_paths), dtype=np.float64) / float(fps), float(fps))
+    path = source.video_path
+    require_regular_file(path, "video")
+    info = probe_video(path)
+    check_pixels(path, (info.width, info.height) if info.width else None, max_pixels, "a video frame")
+    return Timeline(info.times, info.fps if info.fps > 0 else float(fps))
 
 
 def probe(source: SequenceSource, *, fps: float = 30.0) -> tuple[int, float]:
-    """(n_frames, fps) of a sequence. Frame folders: (number of paths, the assumed ``fps``).
-
-    Videos: displayed frames counted by PyAV's demuxer (decord when PyAV cannot open the file).
-    Raises ``StageError("PATH: unreadable video: ...")`` when neither can read it.
-    """
-    _check_source(source)
-    if source.video_path is None:
-        return len(source.frame_paths), float(fps)
-    path = source.video_path
-    require_regular_file(path, "video")
-    errors = []
-    for name, fn in (("pyav", _pyav_probe), ("decord", _decord_probe)):
-        try:
-            n, video_fps = fn(path)
-        except Exception as err:  # any reader failure means "try the next reader"
-            errors.append(f"{name}: {type(err).__name__}: {err}")
-            continue
-        if n > 0:
-            return n, (video_fps if video_fps > 0 else float(fps))
-        errors.append(f"{name}: no video frames")
-    raise StageError(f"{path}: unreadable video: {'; '.join(errors)}")
+    """(n_frames, fps) of a sequence (see :func:`timeline`): frame folders give (number of paths, ``fps``)."""
+    line = timeline(source, fps=fps, max_pixels=np.iinfo(np.int64).max)
+    return line.n_frames, line.fps
 
 
 # ------------------------------------------------------------------------------------------ readers
 
 
-def _iter_folder(paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: float) -> Iterator[DecodedFrame]:
-    flag = cv2.IMREAD_GRAYSCALE if color == "grey" else cv2.IMREAD_COLOR
+def _iter_folder(
+    paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: float, max_pixels: int
+) -> Iterator[DecodedFrame]:
     for i in idx:
         if i >= len(paths):
             raise StageError(f"frame index {i} beyond the sequence's {len(paths)} frame files")
         path = paths[i]
         require_regular_file(path, "frame file")
-        image = _read_image(path, color, flag)
+        image = read_image(path, color, max_pixels)
         if image is None:
             raise StageError(f"{path}: unreadable image frame (empty or not an image)")
         if min(image.shape[:2]) < MIN_IMAGE_SIDE:
@@ -211,88 +208,6 @@ def _iter_folder(paths: tuple[str, ...], idx: np.ndarray, color: Color, fps: flo
         yield DecodedFrame(int(i), float(i) / fps, image)
 
 
-def _read_image(path: str, color: Color, flag: int) -> np.ndarray | None:
-    """One image file in ``color`` (grey [H, W] or RGB [H, W, 3] uint8); None when unreadable. Common PNGs take
-    :func:`stages.preprocess.png.decode_png` (same pixels, ~2.4x faster); everything else OpenCV."""
-    if path.lower().endswith(".png"):
-        from stages.preprocess.png import (
-            decode_png,
-        )  # numba: imported by the processes that decode, not by every driver
-
-        try:
-            with open(path, "rb") as fh:
-                image = decode_png(fh.read(), color)
-        except OSError:
-            image = None
-        if image is not None:
-            return image
-    image = cv2.imread(path, flag)
-    if image is not None and color == "rgb":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
-
-
-def _read_decord(path: str, idx: np.ndarray, color: Color, chunk: int) -> Iterator[DecodedFrame]:
-    """Random access through decord, ``chunk`` frames per ``get_batch`` call. decord returns RGB."""
-    import decord
-
-    vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    n, fps = len(vr), float(vr.get_avg_fps())
-    if len(idx) and idx[-1] >= n:
-        raise StageError(f"{path}: frame index {idx[-1]} beyond decord's {n} frames")
-    for start in range(0, len(idx), chunk):
-        part = idx[start : start + chunk]
-        batch = vr.get_batch(part.tolist()).asnumpy()
-        for i, image in zip(part, batch, strict=True):
-            yield DecodedFrame(int(i), float(i) / fps, to_color(np.ascontiguousarray(image), color))
-        del batch
-
-
-def _read_pyav(path: str, idx: np.ndarray, color: Color, chunk: int) -> Iterator[DecodedFrame]:
-    """Sequential decoding through PyAV, keeping the selected indices; stops after the last one."""
-    import av
-
-    del chunk  # sequential: one frame in memory at a time
-    if not len(idx):
-        return
-    wanted = iter(idx.tolist())
-    target = next(wanted)
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0) or 30.0
-        position = -1
-        for position, frame in enumerate(container.decode(stream)):
-            if position < target:
-                continue
-            image = frame.to_ndarray(format="rgb24")
-            yield DecodedFrame(position, position / fps, to_color(image, color))
-            target = next(wanted, None)
-            if target is None:
-                return
-    raise StageError(f"{path}: frame index {target} beyond the video's {position + 1} decoded frames")
-
-
-VideoReaderFn = Callable[[str, np.ndarray, Color, int], Iterator[DecodedFrame]]
-
-VIDEO_READERS: dict[str, VideoReaderFn] = {"decord": _read_decord, "pyav": _read_pyav}
-"""Video readers by name; ``"auto"`` tries them in this order and moves on when one fails."""
-
-
-def _read_auto(path: str, idx: np.ndarray, color: Color, chunk: int) -> Iterator[DecodedFrame]:
-    """decord first; on any failure continue with PyAV from the first frame not yet yielded."""
-    remaining = idx
-    errors = []
-    for name, reader in VIDEO_READERS.items():
-        try:
-            for frame in reader(path, remaining, color, chunk):
-                yield frame
-                remaining = remaining[1:]
-            return
-        except Exception as err:  # any reader failure means "try the next reader"
-            errors.append(f"{name}: {type(err).__name__}: {err}")
-    raise StageError(f"{path}: unreadable video: {'; '.join(errors)}")
-
-
 def iter_frames(
     source: SequenceSource,
     indices: Sequence[int] | np.ndarray,
@@ -301,28 +216,26 @@ def iter_frames(
     *,
     reader: ReaderName = "auto",
     fps: float = 30.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    frame_times: Timeline | None = None,
 ) -> Iterator[DecodedFrame]:
-    """Yield the frames at ``indices`` (sorted ascending, unique, 0-based), in that order.
+    """Yield the frames at ``indices`` (sorted ascending, unique, 0-based), in that order, each with its
+    timestamp from the sequence's :func:`timeline` (pass ``frame_times`` when already probed; videos are probed
+    otherwise).
 
     ``color``: "grey" -> uint8 [H, W]; "rgb" -> uint8 [H, W, 3] (grey sources give 3 identical channels).
     Videos are read ``chunk`` frames at a time; ``reader`` picks decord, PyAV, or "auto" (decord, falling back
-    to PyAV). ``fps`` is assumed for frame folders' timestamps (videos use their own). Raises ``StageError``
-    naming the file when a frame file or the video cannot be read, or an index lies beyond the sequence.
+    to PyAV). ``fps`` is assumed for frame folders' timestamps. Raises ``StageError`` naming the file when a frame
+    file or the video cannot be read, has more than ``max_pixels`` pixels, or an index lies beyond the sequence.
     """
     _check_source(source)
     idx = _as_index_array(indices)
     if source.video_path is None:
-        yield from _iter_folder(source.frame_paths, idx, color, float(fps))
+        yield from _iter_folder(source.frame_paths, idx, color, float(fps), max_pixels)
         return
     path = source.video_path
-    if reader == "auto":
-        yield from _read_auto(path, idx, color, max(1, chunk))
-        return
-    if reader not in VIDEO_READERS:
-        raise StageError(f"unknown video reader {reader!r}; known: auto, {', '.join(VIDEO_READERS)}")
-    try:
-        yield from VIDEO_READERS[reader](path, idx, color, max(1, chunk))
-    except StageError:
-        raise
-    except Exception as err:  # library errors become the stage's error naming the file
-        raise StageError(f"{path}: unreadable video ({reader}): {type(err).__name__}: {err}") from err
+    line = frame_times if frame_times is not None else timeline(source, fps=fps, max_pixels=max_pixels)
+    if len(idx) and idx[-1] >= line.n_frames:
+        raise StageError(f"{path}: frame index {idx[-1]} beyond the video's {line.n_frames} displayed frames")
+    for i, image in read_video(path, idx, color, chunk, reader):
+        yield DecodedFrame(i, float(line.times[i]), image)

@@ -9,8 +9,13 @@ OpenCV's time.
 Only this case is handled: 8-bit, non-interlaced, grey (colour type 0) or RGB (colour type 2), the only chunk
 types read being IHDR, IDAT and IEND. :func:`decode_png` returns None for anything else (palette, alpha,
 16-bit, interlaced, not a PNG, a damaged stream), and the caller falls back to OpenCV, which also produces the
-error message for a file that really is broken. The pixels are exactly OpenCV's (``tests/test_png.py`` checks all
-five filter types against ``cv2.imdecode``).
+error message for a file that really is broken. The pixels are exactly OpenCV's as stored (``tests/test_png.py``
+checks all five filter types against ``cv2.imdecode``); the EXIF orientation of an ``eXIf`` chunk
+(:func:`png_orientation`) is the caller's to apply, as :mod:`stages.preprocess.image_file` does.
+
+Memory: :func:`decode_png` never inflates more than the header's ``height * (1 + width * channels)`` bytes, so a
+stream that inflates beyond what its header declares costs nothing; a header that declares a huge image is the
+caller's to refuse first (:func:`png_size`; ``image_file`` checks it against the pixel limit).
 
 Contract: ``color='grey'`` -> uint8 [H, W]; ``color='rgb'`` -> uint8 [H, W, 3] in RGB order. Only grey-from-grey,
 RGB-from-RGB and RGB-from-grey (the grey value in all three channels, as OpenCV does) are decoded here;
@@ -21,11 +26,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Literal
 
 import numba as nb
 import numpy as np
 from isal import isal_zlib as _inflate  # ISA-L's inflate is ~2.5x zlib's
+
+from stages.image import exif_orientation
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3}  # colour type -> samples per pixel (8-bit only)
@@ -81,37 +89,71 @@ def unfilter_rows(data: np.ndarray, out: np.ndarray, bpp: int) -> bool:
     return True
 
 
-def decode_png(raw: bytes, color: Literal["grey", "rgb"]) -> np.ndarray | None:
-    """The image in ``raw`` (a whole PNG file), or None when it is not one this fast path handles (see module
-    doc); never raises for bad data."""
-    if not raw.startswith(SIGNATURE) or len(raw) < 33 or raw[12:16] != b"IHDR":
+def png_chunks(raw: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk's data in ``raw`` (a whole PNG file, signature included), in file order,
+    up to and including IEND. Stops early at a chunk that runs past the end; never raises."""
+    pos, end = 8, len(raw)
+    while pos + 8 <= end:
+        (length,) = struct.unpack(">I", raw[pos : pos + 4])
+        kind = raw[pos + 4 : pos + 8]
+        if pos + 12 + length > end:
+            return  # truncated chunk
+        yield kind, pos + 8, pos + 8 + length
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+
+
+def png_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's IHDR (the first 24 bytes suffice), or None when ``raw`` does not
+    start like a PNG."""
+    if not raw.startswith(SIGNATURE) or len(raw) < 24 or raw[12:16] != b"IHDR":
         return None
-    width, height, depth, ctype, _compression, _filter, interlace = struct.unpack(">IIBBBBB", raw[16:29])
+    width, height = struct.unpack(">II", raw[16:24])
+    return int(width), int(height)
+
+
+def png_orientation(raw: bytes) -> int:
+    """The EXIF orientation (1..8, see :func:`stages.image.apply_orientation`) of a PNG's ``eXIf`` chunk; 1
+    when there is none or it cannot be read."""
+    for kind, start, end in png_chunks(raw):
+        if kind == b"eXIf":
+            return exif_orientation(raw[start:end])
+        if kind == b"IDAT":  # eXIf comes before the image data (PNG 1.5); later ones are not looked for
+            break
+    return 1
+
+
+def decode_png(raw: bytes, color: Literal["grey", "rgb"]) -> np.ndarray | None:
+    """The image in ``raw`` (a whole PNG file) as stored (EXIF orientation not applied), or None when it is not
+    one this fast path handles (see module doc); never raises for bad data. Check :func:`png_size` against a
+    pixel limit first: a small file can declare, and inflate to, gigabytes."""
+    size = png_size(raw)
+    if size is None or len(raw) < 33:
+        return None
+    width, height = size
+    depth, ctype, _compression, _filter, interlace = struct.unpack(">BBBBB", raw[24:29])
     channels = _CHANNELS.get(ctype)
     if depth != 8 or interlace != 0 or channels is None or width == 0 or height == 0:
         return None
     if color == "grey" and channels != 1:
         return None
     parts = []
-    pos, end = 8, len(raw)
-    while pos + 8 <= end:
-        (length,) = struct.unpack(">I", raw[pos : pos + 4])
-        kind = raw[pos + 4 : pos + 8]
-        if pos + 12 + length > end:
-            return None  # truncated chunk
+    for kind, start, end in png_chunks(raw):
         if kind == b"IDAT":
-            parts.append(raw[pos + 8 : pos + 8 + length])
+            parts.append(raw[start:end])
         elif kind == b"IEND":
             break
-        pos += 12 + length
     else:
         return None  # no IEND: truncated file
     stride = width * channels
+    expected = height * (stride + 1)
     try:
-        data = _inflate.decompress(b"".join(parts))
-    except (_inflate.error, ValueError):  # a damaged or incomplete stream
+        inflater = _inflate.decompressobj()
+        data = inflater.decompress(b"".join(parts), expected + 1)  # never more than the header declares
+    except (_inflate.error, ValueError, MemoryError):  # a damaged stream
         return None
-    if len(data) != height * (stride + 1):
+    if len(data) != expected or not inflater.eof:  # too short, too long, or an incomplete stream
         return None
     pixels = np.empty((height, stride), np.uint8)
     if not unfilter_rows(np.frombuffer(data, np.uint8), pixels, channels):

@@ -31,13 +31,18 @@ from stages.preprocess.decode import (
     FrameSelectionConfig,
     SequenceSource,
     iter_frames,
-    probe,
     select_indices,
+    timeline,
 )
 from stages.preprocess.landmarks import LandmarkConfig, Landmarker, build_landmarker, warm_up_landmarker
+from stages.preprocess.landmarks.base import checked
+from stages.preprocess.sequence_status import landmark_problems, sequence_status
 from stages.preprocess.trajectory import TrajectoryConfig, compute_trajectory
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
 from stages.timing import StageTimes
+
+PROBLEMS = "landmark_problems"
+"""Metadata key of a landmarks entry: the failed frames' :func:`landmark_problems`, when there are any."""
 
 
 class SequenceConfig(BaseModel):
@@ -70,32 +75,28 @@ class SequenceOutcome:
     landmark_arrays: LandmarkArrays | None = None  # None when nothing could be decoded (unreadable)
 
 
+VIDEO_TIMES = "pts-times"
+"""Part of a video's landmarks key: its timestamps come from the frames' presentation times (entries made when
+they were index / average fps are not reused)."""
+CHECKED_PROVIDED = "checked-landmarks"
+"""Part of the provided backend's landmarks key: its points pass the landmark checks (entries from before those
+checks may hold degenerate points marked as faces, and are not reused)."""
+
+
 def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
     """Cache keys of the three levels for one source (stats its files; decodes nothing).
 
     Frames are decoded in the align colour and landmarks found on them, so that colour is part of the
-    landmarks level."""
+    landmarks level. The pixel limit is not part of any key: it decides only whether a source fails, and a
+    failure to read is never cached."""
     fingerprint = source_fingerprint(list(source.frame_paths), source.video_path)
-    return stage_keys(
-        fingerprint,
-        (cfg.frames, source.peak_index),
-        (cfg.landmarks, cfg.align.color),
-        cfg.align,
-        cfg.trajectory,
-    )
-
-
-def sequence_status(success: np.ndarray, cfg: SequenceConfig) -> tuple[SequenceStatus, str]:
-    """(status, reason) of a sequence from its per-frame face success: ok, too_short, no_face, low_face_ratio."""
-    n = len(success)
-    if n < cfg.min_frames:
-        return SequenceStatus.TOO_SHORT, f"{n} readable frames, need {cfg.min_frames}"
-    found = int(success.sum())
-    if found == 0:
-        return SequenceStatus.NO_FACE, f"no face in any of {n} frames"
-    if found / n < cfg.min_face_ratio:
-        return SequenceStatus.LOW_FACE_RATIO, f"face in {found}/{n} frames, below min_face_ratio {cfg.min_face_ratio}"
-    return SequenceStatus.OK, ""
+    frames: tuple = (cfg.frames.model_dump(mode="json", exclude={"max_pixels"}), source.peak_index)
+    landmarks: tuple = (cfg.landmarks, cfg.align.color)
+    if source.video_path is not None:
+        frames += (VIDEO_TIMES,)
+    if cfg.landmarks.backend == "provided":
+        landmarks += (CHECKED_PROVIDED,)
+    return stage_keys(fingerprint, frames, landmarks, cfg.align, cfg.trajectory)
 
 
 def warm_up(cfg: SequenceConfig) -> None:
@@ -147,9 +148,18 @@ class SequenceProcessor:
         with self.times.timed("cache_read"):
             return self.caches[level].get(key)
 
-    def _get_landmarks(self, key: str) -> LandmarkArrays | None:
-        arrays = self._get("landmarks", key)
-        return None if arrays is None else LandmarkArrays.from_arrays(arrays)
+    def _get_landmarks(self, key: str) -> tuple[LandmarkArrays, str] | None:
+        """The landmarks level and its :func:`landmark_problems` (kept in the entry's metadata; '' when none)."""
+        if self.caches is None:
+            return None
+        with self.times.timed("cache_read"):
+            entry = self.caches["landmarks"].load(key)
+        if entry is None:
+            return None
+        return LandmarkArrays.from_arrays(entry.arrays), str(entry.meta.get(PROBLEMS, ""))
+
+    def _put_landmarks(self, key: str, lm: LandmarkArrays, problems: str, meta: dict) -> None:
+        self._put("landmarks", key, lm.to_arrays(), {**meta, PROBLEMS: problems} if problems else meta)
 
     def _put(self, level: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
         if self.caches is not None:
@@ -164,10 +174,11 @@ class SequenceProcessor:
         keys = sequence_keys(source, self.cfg)
         if not self.caches["landmarks"].has(keys["landmarks"]):
             return None
-        lm = self._get_landmarks(keys["landmarks"])
-        if lm is None:
+        cached = self._get_landmarks(keys["landmarks"])
+        if cached is None:
             return None
-        status, reason = sequence_status(lm.success, self.cfg)
+        lm, problems = cached
+        status, reason = sequence_status(lm.success, self.cfg, problems)
         outcome = SequenceOutcome(
             source.sequence_id,
             status,
@@ -188,11 +199,11 @@ class SequenceProcessor:
         if self.caches is None:
             return None
         keys = sequence_keys(source, self.cfg)
-        lm = self._get_landmarks(keys["landmarks"])
+        cached = self._get_landmarks(keys["landmarks"])
         al, tr = (self._get(level, keys[level]) for level in ("aligned", "trajectory"))
-        if lm is None or al is None or tr is None:
+        if cached is None or al is None or tr is None:
             return None
-        return _record(source.sequence_id, lm, al, tr["trajectory"])
+        return _record(source.sequence_id, cached[0], al, tr["trajectory"])
 
     # -- processing ------------------------------------------------------------------------------------------
     def process(self, source: SequenceSource, force: bool = False) -> SequenceOutcome:
@@ -206,14 +217,15 @@ class SequenceProcessor:
     def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
         keys = sequence_keys(source, self.cfg)
         meta = {"sequence_id": source.sequence_id}
-        lm = None if force else self._get_landmarks(keys["landmarks"])
+        cached = None if force else self._get_landmarks(keys["landmarks"])
+        lm, problems = cached if cached is not None else (None, "")
         al = None if force or lm is None else self._get("aligned", keys["aligned"])
         landmarks_cached = lm is not None
         computed = lm is None or al is None
         if lm is None:
-            lm, al = self._landmarks_and_aligned(source)
-            self._put("landmarks", keys["landmarks"], lm.to_arrays(), meta)
-        status, reason = sequence_status(lm.success, self.cfg)
+            lm, al, problems = self._landmarks_and_aligned(source)
+            self._put_landmarks(keys["landmarks"], lm, problems, meta)
+        status, reason = sequence_status(lm.success, self.cfg, problems)
         n, ratio = len(lm.success), float(lm.success.mean()) if len(lm.success) else 0.0
         if status != SequenceStatus.OK:  # a failed sequence is fully described by its landmarks level
             return SequenceOutcome(
@@ -252,12 +264,16 @@ class SequenceProcessor:
         )
 
     def _frames(self, source: SequenceSource) -> tuple[np.ndarray, Iterator[DecodedFrame]]:
-        n_frames, _fps = probe(source)
-        indices = select_indices(n_frames, source.peak_index, self.cfg.frames)
-        return indices, iter_frames(source, indices, color=self.cfg.align.color, fps=self.cfg.frames.fps)
+        frames = self.cfg.frames
+        line = timeline(source, fps=frames.fps, max_pixels=frames.max_pixels)
+        indices = select_indices(line.n_frames, source.peak_index, frames)
+        color = self.cfg.align.color
+        return indices, iter_frames(source, indices, color, max_pixels=frames.max_pixels, frame_times=line)
 
-    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict]:
-        """Decode, track landmarks and align in one streaming pass."""
+    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict, str]:
+        """Decode, track landmarks and align in one streaming pass. Every result passes the landmark checks
+        (:func:`~stages.preprocess.landmarks.base.checked`), whatever the backend. Returns the landmarks level,
+        the aligned level and the :func:`landmark_problems` of the failed frames."""
         times = self.times
         with times.timed("decode"):
             indices, frames = self._frames(source)
@@ -278,7 +294,7 @@ class SequenceProcessor:
         landmarker = self.landmarker
         lm_times = getattr(landmarker, "times", None)
         detect_before = lm_times.get("detect") if isinstance(lm_times, StageTimes) else 0.0
-        idx, ts, pts, ok, conf, crops, crop_pts = [], [], [], [], [], [], []
+        idx, ts, pts, ok, conf, crops, crop_pts, notes = [], [], [], [], [], [], [], []
         results = landmarker.track_sequence(images(), provided=provided)
         landmarks_seconds = 0.0
         while True:
@@ -288,6 +304,9 @@ class SequenceProcessor:
             if result is None:
                 break
             frame = pending.popleft()
+            result = checked(result, frame.image.shape)
+            if not result.success:
+                notes.append(result.note)
             idx.append(frame.index)
             ts.append(frame.timestamp)
             pts.append(result.points)
@@ -308,7 +327,7 @@ class SequenceProcessor:
             success=np.asarray(ok, dtype=bool),
             confidence=np.asarray(conf, dtype=np.float32),
         )
-        return lm, self._stack_aligned(crops, crop_pts)
+        return lm, self._stack_aligned(crops, crop_pts), landmark_problems(notes)
 
     def _aligned_from_landmarks(self, source: SequenceSource, lm: LandmarkArrays) -> dict:
         """Re-align from cached landmarks (the align config changed; landmarks did not)."""

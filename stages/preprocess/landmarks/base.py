@@ -3,6 +3,11 @@
 Conventions: 68 points in iBUG order, ``(x, y)`` in source-image pixels, 0-based (pixel centres at integers);
 boxes are ``(left, top, right, bottom)`` in the same pixels; confidences lie in [0, 1].
 
+Every landmark result, whatever its backend (a detector's prediction or a dataset's own file), must pass
+:func:`landmark_problem` before it counts as a face: finite, spread over at least ``MIN_LANDMARK_SPREAD`` pixels,
+within ``FRAME_MARGIN`` frame sizes of the frame, and centred inside it. :func:`checked` turns a result that fails
+into a failed one whose note (``"landmarks: ..."``, :data:`LANDMARK_NOTE`) says what is wrong.
+
 The detect-then-track logic every detector-based backend shares lives in :mod:`stages.preprocess.landmarks.tracker`.
 """
 
@@ -190,3 +195,54 @@ def similarity_residual(points: np.ndarray, reference: np.ndarray) -> float:
     except StageError:
         return float("inf")
     return float(np.linalg.norm(fitted - reference, axis=1).mean() / max(eye_distance(reference), 1e-6))
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+LANDMARK_NOTE = "landmarks: "
+"""Prefix of the notes of frames whose landmarks exist but are unusable (or whose landmark file is missing or
+malformed); sequences that fail report these notes in their reason."""
+MIN_LANDMARK_SPREAD = 4.0
+"""Pixels: landmarks whose bounding box is smaller than this on both sides are one point, not a face."""
+FRAME_MARGIN = 0.5
+"""Landmarks may lie outside the frame (a face cut by its edge) by at most this fraction of the frame's longer side."""
+
+
+def landmark_problem(points: np.ndarray, frame_shape: tuple[int, ...]) -> str:
+    """Why ``points`` (68, 2) cannot be a face in a frame of ``frame_shape`` ([H, W, ...]), '' when they can.
+    The reason starts with :data:`LANDMARK_NOTE`, e.g. ``"landmarks: all 68 points within 0.0 px"``."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (N_POINTS, 2):
+        return f"{LANDMARK_NOTE}expected {N_POINTS} (x, y) points, got shape {pts.shape}"
+    if not np.isfinite(pts).all():
+        return f"{LANDMARK_NOTE}non-finite values"
+    spread = float(np.ptp(pts, axis=0).max())
+    if spread < MIN_LANDMARK_SPREAD:
+        return f"{LANDMARK_NOTE}all {N_POINTS} points within {spread:.1f} px"
+    h, w = frame_shape[:2]
+    margin = FRAME_MARGIN * max(h, w)
+    outside = (
+        (pts[:, 0] < -margin) | (pts[:, 0] > w - 1 + margin) | (pts[:, 1] < -margin) | (pts[:, 1] > h - 1 + margin)
+    )
+    if outside.any():
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        return (
+            f"{LANDMARK_NOTE}{int(outside.sum())} of {N_POINTS} points far outside the {w}x{h} frame "
+            f"(x {lo[0]:.4g}..{hi[0]:.4g}, y {lo[1]:.4g}..{hi[1]:.4g})"
+        )
+    cx, cy = pts.mean(axis=0)
+    if not (0 <= cx <= w - 1 and 0 <= cy <= h - 1):
+        return f"{LANDMARK_NOTE}centre ({cx:.1f}, {cy:.1f}) outside the {w}x{h} frame"
+    return ""
+
+
+def checked(result: FrameLandmarks, frame_shape: tuple[int, ...], source: str = "") -> FrameLandmarks:
+    """``result`` when it failed already or its points pass :func:`landmark_problem`; otherwise a failed result
+    whose note says what is wrong (followed by `` (source)`` when given, e.g. the landmark file's name)."""
+    if not result.success:
+        return result
+    problem = landmark_problem(result.points, frame_shape)
+    if not problem:
+        return result
+    note = f"{problem} ({source})" if source else problem
+    return FrameLandmarks.failed(note, detected=result.detected, n_faces=result.n_faces)

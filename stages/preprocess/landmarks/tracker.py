@@ -20,8 +20,9 @@ re-detected instead when
   below ``min_track_similarity``): a cut, an occluder, or the face leaving,
 - or ``redetect_every`` frames have passed since the last detection.
 
-Such frames carry ``note='tracking lost (why); ...'``. A detection that finds no face gives ``success=False``
-and the next frame detects again.
+Such frames carry ``note='tracking lost (why); ...'``. A detection that finds no face, or points that cannot be a
+face (:func:`~stages.preprocess.landmarks.base.landmark_problem`), gives ``success=False`` and the next frame
+detects again.
 
 Confidence: detected frames map the detector's score to [0, 1] (a monotone squashing defined by each detector;
 not a calibrated probability). Tracked frames report the last detection's confidence times the patch
@@ -63,6 +64,7 @@ from stages.preprocess.landmarks.base import (
     PointPredictor,
     box_area,
     box_centre_size,
+    landmark_problem,
     points_box,
     similarity_residual,
     unscale_points,
@@ -280,6 +282,9 @@ class TrackingLandmarker:
             problem = shape_problem(points, TEMPLATE, grey.shape)
             if problem:
                 return FrameLandmarks.failed(f"no face detected (whole-frame box: {problem})"), None
+        problem = landmark_problem(points, grey.shape)
+        if problem:  # never track from points that cannot be a face
+            return FrameLandmarks.failed(problem, n_faces=len(detections)), None
         state = _TrackState(
             points, points.copy(), BoxCalibration.fit(points, box), confidence, face_patch(grey, points), grey.shape
         )
