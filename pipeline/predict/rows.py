@@ -71,6 +71,7 @@ def predict_row(predictor: Predictor, pin: PredictInput, out_name: str, opts: Pr
                 predictor.classes,
                 Path(opts.visualize_dir) / f"{out_name}.png",
                 fps=predictor.sequence_config.frames.fps,
+                max_pixels=predictor.sequence_config.frames.max_pixels,
             )
         except Exception as exc:
             notes.append(f"picture failed: {type(exc).__name__}: {exc}")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from stages.atomic_io import atomic_path
 from stages.preprocess.decode import iter_frames
+from stages.preprocess.image_file import DEFAULT_MAX_PIXELS
 from stages.record import SequenceStatus
 
 OK_COLOR, BAD_COLOR, BAR_COLOR = "#2ca02c", "#d62728", "#9ecae1"
@@ -80,9 +81,17 @@ def _title(result, classes: list[str]) -> str:
     return head
 
 
-def save_prediction_picture(result, classes: list[str], path: Path | str, n_key: int = 6, fps: float = 30.0) -> Path:
+def save_prediction_picture(
+    result,
+    classes: list[str],
+    path: Path | str,
+    n_key: int = 6,
+    fps: float = 30.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Path:
     """Write the key-frame strip of one :class:`~pipeline.predict.predictor.PredictionResult` (predicted with
-    ``keep=True``) as a PNG at ``path``. ``fps``: frame rate assumed for frame folders. Returns ``path``."""
+    ``keep=True``) as a PNG at ``path``. ``fps``: frame rate assumed for frame folders; ``max_pixels``: the
+    preprocessing's pixel limit (preprocess.frames.max_pixels). Returns ``path``."""
     plt = _pyplot()
     path = Path(path)
     lm = result.landmarks
@@ -96,7 +105,9 @@ def save_prediction_picture(result, classes: list[str], path: Path | str, n_key:
 
     positions = key_positions(len(lm.frame_indices), n_key)
     indices = lm.frame_indices[positions]
-    frames = {f.index: f.image for f in iter_frames(result.source, indices, color="rgb", fps=fps)}
+    frames = {
+        f.index: f.image for f in iter_frames(result.source, indices, color="rgb", fps=fps, max_pixels=max_pixels)
+    }
     record = result.record
     n = len(positions)
     first = frames[int(indices[0])]
