@@ -2,6 +2,7 @@
 
 Folds are 0-based. Only labelled rows get a fold (unlabelled rows keep ``fold`` null); every sequence of a
 subject lands in the same fold (``_neutral`` rows included, since they carry their sequence's subject).
+A dataset with its own split (FER2013) gets no folds (:func:`has_own_split`; ``fold`` null).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ log = logging.getLogger(__name__)
 
 def _labelled(df: pd.DataFrame) -> pd.Series:
     return df["labelled"].astype(bool) & df["label"].notna()
+
+
+def has_own_split(df: pd.DataFrame) -> bool:
+    """True when the manifest carries the dataset's own split (a non-null ``split``): it gets no CV folds, its
+    ``fold`` stays null (see :mod:`data_manifests.schema`)."""
+    return "split" in df.columns and bool(df["split"].notna().any())
 
 
 def require_classes(df: pd.DataFrame) -> None:

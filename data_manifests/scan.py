@@ -2,7 +2,13 @@
 
 ``SCANNERS`` maps a format name to a scanner ``(root, *, classes, **options) -> (DataFrame, ScanReport)``;
 each scanner takes the options it knows (``labels_csv`` for folder, ``oulu_system`` and
-``oulu_illumination`` for oulu, ``name_pattern`` for imagefolder) and ignores the rest.
+``oulu_illumination`` for oulu, ``name_pattern`` for imagefolder, ``fer2013_images`` for fer2013, ``kdef_angles``
+for kdef) and ignores the rest.
+
+A dataset with its own split (FER2013: the ``split`` column holds train / val / test) gets no CV folds:
+:func:`build_manifest` leaves ``fold`` null and records ``fold_source`` ``split`` (``n_folds`` 0). It is trained on
+``train``, its epoch chosen on ``val`` and ``test`` scored once; cross-validation stays the protocol of the
+datasets without a split (CK+, Oulu, CK+48, JAFFE, KDEF).
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import pandas as pd
 
 from data_manifests.ckplus import scan_ckplus
 from data_manifests.errors import ManifestError
+from data_manifests.fer2013 import scan_fer2013
 from data_manifests.folder import scan_folder
-from data_manifests.folds import assign_folds, load_fold_file
+from data_manifests.folds import assign_folds, has_own_split, load_fold_file, require_classes
 from data_manifests.imagefolder import CKPLUS_NAME_PATTERN, scan_imagefolder
+from data_manifests.jaffe import scan_jaffe
+from data_manifests.kdef import DEFAULT_ANGLES, scan_kdef
 from data_manifests.oulu import scan_oulu
 from data_manifests.scan_common import ScanReport, fold_class_table, resolve_classes
 from data_manifests.schema import ManifestMeta, normalise
@@ -28,9 +37,15 @@ SCANNERS: dict[str, Callable[..., tuple[pd.DataFrame, ScanReport]]] = {
     "oulu": scan_oulu,
     "folder": scan_folder,
     "imagefolder": scan_imagefolder,
+    "fer2013": scan_fer2013,
+    "jaffe": scan_jaffe,
+    "kdef": scan_kdef,
 }
 
 NEUTRAL_SUFFIX = "_neutral"
+
+NATIVE_CLASS_SET: dict[str, str] = {"fer2013": "basic7", "jaffe": "basic7", "kdef": "basic7"}
+"""The class set that holds every class a format labels (its images of other classes stay unlabelled)."""
 
 
 def scan(
@@ -44,6 +59,8 @@ def scan(
     oulu_system: str = "VL",
     oulu_illumination: str = "Strong",
     name_pattern: str = CKPLUS_NAME_PATTERN,
+    fer2013_images: Path | None = None,
+    kdef_angles: str | list[str] = DEFAULT_ANGLES,
     dataset_name: str | None = None,
 ) -> tuple[pd.DataFrame, ScanReport]:
     """Scan ``root`` with the ``fmt`` scanner into a normalised manifest (folds null) and a report.
@@ -72,7 +89,17 @@ def scan(
         oulu_system=oulu_system,
         oulu_illumination=oulu_illumination,
         name_pattern=name_pattern,
+        fer2013_images=fer2013_images,
+        kdef_angles=kdef_angles,
     )
+    native = NATIVE_CLASS_SET.get(fmt)
+    left_out = [c for c in resolve_classes(native) if c not in class_list] if native else []
+    if native and left_out:
+        report.note(
+            report.root or root,
+            f"class set leaves out {', '.join(left_out)}: {fmt}'s images of it stay unlabelled "
+            f"(--classes {native} / data.classes: {native} takes all of {fmt}'s classes)",
+        )
     if include_neutral:
         df = add_neutral_rows(df, neutral_frames, report)
     if dataset_name is not None:
@@ -127,12 +154,20 @@ def build_manifest(
     **scan_kwargs,
 ) -> tuple[pd.DataFrame, ManifestMeta, ScanReport]:
     """Scan, then set folds (stratified-group with ``seed``, or from ``fold_file``); returns the manifest, its
-    metadata and the scan report. A manifest with no labelled sequence gets no folds (prediction only)."""
+    metadata and the scan report. A manifest with no labelled sequence gets no folds (prediction only); nor does
+    a dataset with its own split (``fold_source`` ``split``, ``n_folds`` 0; a ``fold_file`` is then refused)."""
     df, report = scan(Path(root), fmt, **scan_kwargs)
     classes = resolve_classes(scan_kwargs.get("classes", "ckplus7"))
     if not df["labelled"].any():
         report.note(report.root or root, "no labelled sequences: folds not assigned (a prediction-only manifest)")
         source = "none"
+    elif has_own_split(df):
+        if fold_file is not None:
+            raise ManifestError(
+                f"fold file {fold_file}: {fmt} carries its own split (train / val / test), so it gets no CV folds"
+            )
+        require_classes(df)
+        source, n_folds = "split", 0
     elif fold_file is not None:
         df = load_fold_file(Path(fold_file), df, n_folds)
         source = str(Path(fold_file).resolve())

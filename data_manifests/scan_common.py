@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests.errors import ManifestError
-from data_manifests.schema import CKPLUS_CODES, CLASS_SETS
+from data_manifests.schema import CKPLUS_CODES, CLASS_SETS, SPLITS
 from data_manifests.walk import Entry, entries, is_valid_name, natural_key, shown
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -106,7 +106,8 @@ class ScanReport:
         if n_lab:
             classes = self.classes or sorted(lab["label"].unique())
             table = fold_class_table(df, classes)
-            lines.append("  labelled sequences per class" + (" and fold:" if "fold 0" in table.index else ":"))
+            by = " and fold:" if "fold 0" in table.index else " and split:" if len(table) > 1 else ":"
+            lines.append("  labelled sequences per class" + by)
             lines.extend("    " + row for row in table.to_string().splitlines())
         for title, items in (("skipped", self.skipped), ("notes", self.notes)):
             if not items:
@@ -125,16 +126,21 @@ class ScanReport:
 
 
 def fold_class_table(df: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """Labelled sequences per class: one row per fold (``fold 0`` ...) when folds are set, plus ``total``."""
+    """Labelled sequences per class: one row per fold (``fold 0`` ...) when folds are set, else one per split
+    (``train``, ``val``, ``test``) when the dataset has its own, plus ``total``."""
     lab = df[df["labelled"]]
     cols = list(classes) + [c for c in sorted(lab["label"].unique()) if c not in classes]
     rows: dict[str, pd.Series] = {}
+    parts: list[tuple[str, pd.Series]] = []
     if "fold" in lab and lab["fold"].notna().any():
-        for f in sorted(int(v) for v in lab["fold"].dropna().unique()):
-            part = lab[lab["fold"] == f]
-            counts = part["label"].value_counts().reindex(cols, fill_value=0)
-            counts["subjects"] = part["subject"].nunique()
-            rows[f"fold {f}"] = counts
+        parts = [(f"fold {f}", lab["fold"] == f) for f in sorted(int(v) for v in lab["fold"].dropna().unique())]
+    elif "split" in lab and lab["split"].notna().any():
+        parts = [(s, lab["split"] == s) for s in SPLITS if (lab["split"] == s).any()]
+    for name, mask in parts:
+        part = lab[mask.fillna(False).astype(bool)]
+        counts = part["label"].value_counts().reindex(cols, fill_value=0)
+        counts["subjects"] = part["subject"].nunique()
+        rows[name] = counts
     total = lab["label"].value_counts().reindex(cols, fill_value=0)
     total["subjects"] = lab["subject"].nunique()
     rows["total"] = total
@@ -188,11 +194,11 @@ def is_ignored_dir(name: str) -> bool:
 
 
 def is_image(name: str) -> bool:
-    return not name.startswith("._") and Path(name).suffix.lower() in IMAGE_EXTS
+    return not name.startswith("._") and os.path.splitext(name)[1].lower() in IMAGE_EXTS
 
 
 def is_video(name: str) -> bool:
-    return not name.startswith("._") and Path(name).suffix.lower() in VIDEO_EXTS
+    return not name.startswith("._") and os.path.splitext(name)[1].lower() in VIDEO_EXTS
 
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
@@ -284,9 +290,10 @@ def sequence_row(
     landmark_paths: list[str] | None = None,
     peak_index: int | None = None,
     condition: str | None = None,
+    split: str | None = None,
 ) -> dict:
     """One manifest row (see :mod:`data_manifests.schema`); a video row has no frames and ``n_frames`` 0
-    (unknown until decoded)."""
+    (unknown until decoded). ``split``: the dataset's own split (``train`` / ``val`` / ``test``), if any."""
     frames = list(frame_paths or [])
     return {
         "sequence_id": sequence_id,
@@ -303,6 +310,7 @@ def sequence_row(
         "landmark_paths": landmark_paths,
         "peak_index": peak_index,
         "condition": condition,
+        "split": split,
     }
 
 
@@ -331,3 +339,44 @@ def sequence_frame_names(seq_dir: Path, report: ScanReport) -> list[str]:
         elif report.claim(e):
             names.append(e.name)
     return names
+
+
+def image_row(
+    *,
+    sequence_id: str,
+    dataset: str,
+    subject: str,
+    canon: str | None,
+    classes: list[str],
+    set_name: str,
+    path: str,
+    note: str | None = None,
+    condition: str | None = None,
+    split: str | None = None,
+) -> dict:
+    """A still image as a one-frame sequence (peak 0): labelled ``canon`` when it is in the class set, else
+    unlabelled with a note (``note`` when ``canon`` is None: why the image has no label)."""
+    label, why = label_in_set(canon, classes, set_name) if canon is not None else (None, note)
+    return sequence_row(
+        sequence_id=sequence_id,
+        dataset=dataset,
+        subject=subject,
+        label=label,
+        label_note=why,
+        frame_paths=[path],
+        peak_index=0,
+        condition=condition,
+        split=split,
+    )
+
+
+def stray_reason(entry: Entry, where: str) -> str | None:
+    """Why a folder entry is not an image file to take (a system file, a folder, a non-image), naming ``where``
+    it lies (e.g. "the JAFFE folder"); None for an image file."""
+    if is_system_file(entry.name):
+        return "system file"
+    if entry.is_dir():
+        return f"folder inside {where}"
+    if not entry.is_file() or not is_image(entry.name):
+        return "not an image file"
+    return None

@@ -79,13 +79,17 @@ def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
 @app.command("manifest")
 def manifest(
     root: Annotated[Path, typer.Argument(help="dataset root")],
-    format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder | fer2013 | jaffe | kdef")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="manifest file (.parquet)")],
     labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
     folds: Annotated[int, typer.Option(help="number of subject-independent folds")] = 10,
     seed: Annotated[int, typer.Option(help="fold seed")] = 0,
     fold_file: Annotated[Path | None, typer.Option(help="CSV subject,fold (0-based) to use as folds")] = None,
-    classes: Annotated[str, typer.Option(help="class set: ckplus7 | basic6 | ckplus8")] = "ckplus7",
+    classes: Annotated[
+        str, typer.Option(help="class set: ckplus7 | basic6 | basic7 (FER2013, JAFFE, KDEF) | ckplus8")
+    ] = "ckplus7",
     include_neutral: Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")] = False,
     oulu_system: Annotated[str, typer.Option(help="Oulu: VL | NI | all")] = "VL",
     oulu_illumination: Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")] = "Strong",
@@ -95,10 +99,17 @@ def manifest(
             help="imagefolder: regex on file stems with named groups subject, sequence, frame (default: CK+ names)"
         ),
     ] = None,
+    fer2013_images: Annotated[
+        Path | None,
+        typer.Option(help="fer2013 CSV: folder its rows are written to as PNGs, once [<CSV folder>/<CSV name>_images]"),
+    ] = None,
+    kdef_angles: Annotated[
+        str | None, typer.Option(help="kdef: views to take, comma-separated of FL,HL,S,HR,FR [S]")
+    ] = None,
     csv: Annotated[bool, typer.Option("--csv", help="also write a CSV copy")] = False,
 ) -> None:
-    """Scan a CK+ / Oulu-CASIA tree, a class-folder image set or a folder of videos into a manifest with
-    subject-independent folds."""
+    """Scan a CK+ / Oulu-CASIA tree, a class-folder image set, FER2013 (CSV or folder export), JAFFE, KDEF or a
+    folder of videos into a manifest with subject-independent folds (none for FER2013, which has its own split)."""
     from data_manifests.errors import ManifestError
     from data_manifests.scan import build_manifest
     from data_manifests.schema import write_manifest
@@ -126,6 +137,8 @@ def manifest(
         oulu_system=oulu_system,
         oulu_illumination=oulu_illumination,
         **({"name_pattern": pattern} if pattern is not None else {}),
+        **({"fer2013_images": fer2013_images} if fer2013_images is not None else {}),
+        **({"kdef_angles": kdef_angles} if kdef_angles is not None else {}),
     )
     write_manifest(df, output, meta, csv=csv)
     typer.echo(report.summary(df))

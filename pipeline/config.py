@@ -37,11 +37,11 @@ class DemoConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["ckplus", "oulu", "folder", "imagefolder", "demo"] = "demo"
+    format: Literal["ckplus", "oulu", "folder", "imagefolder", "fer2013", "jaffe", "kdef", "demo"] = "demo"
     root: Path = Path("data/demo")
     labels_csv: Path | None = Field(None, description="labels CSV (path, subject, label) for format=folder")
     manifest: Path | None = Field(None, description="manifest file; default OUTPUT_DIR/manifest.parquet")
-    classes: str | list[str] = Field("ckplus7", description="class set name (ckplus7, basic6, ckplus8) or list")
+    classes: str | list[str] = Field("ckplus7", description="class set name (ckplus7, basic6, basic7, ckplus8) or list")
     include_neutral: bool = False
     neutral_frames: int = Field(1, ge=1)
     oulu_system: str = "VL"
@@ -50,6 +50,14 @@ class DataConfig(_Strict):
         CKPLUS_NAME_PATTERN,
         description="format=imagefolder: regular expression on each file stem with named groups subject "
         "(required), sequence and frame (optional); the default fits CK+ names (S010_004_00000017)",
+    )
+    fer2013_images: Path | None = Field(
+        None,
+        description="format=fer2013 read from the CSV: folder its rows are written to as PNG files, once "
+        "(default: <CSV folder>/<CSV name>_images)",
+    )
+    kdef_angles: str | list[str] = Field(
+        "S", description="format=kdef: views taken, of FL, HL, S, HR, FR (a list or comma-separated; default S)"
     )
     folds: int = Field(10, ge=2)
     fold_seed: NonNegativeInt | None = Field(

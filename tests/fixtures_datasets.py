@@ -202,3 +202,89 @@ def ckplus_like_manifest(seed: int = 0, n_subjects: int = 118, n_unlabelled: int
             "peak_index": 2,
         }
     )
+
+
+# ---------------------------------------------------------------------------------------- FER2013, JAFFE, KDEF
+
+FER_CLASS_FOLDERS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+"""The class folders of FER2013's folder export; their canonical names are anger ... sadness, surprise."""
+
+
+def fer_pixels(seed: int) -> str:
+    """A 48x48 grey image as FER2013's CSV writes it: 2304 space-separated values 0-255."""
+    return " ".join(map(str, np.random.default_rng(seed).integers(0, 256, 48 * 48)))
+
+
+# (emotion code, Usage) of the rows of make_fer_csv: two rows of each usage, then the awkward rows.
+FER_CSV_ROWS: list[tuple[str, str]] = [
+    ("0", "Training"),
+    ("3", "Training"),
+    ("6", "Training"),
+    ("4", "PublicTest"),
+    ("5", "PublicTest"),
+    ("1", "PrivateTest"),
+    ("2", "PrivateTest"),
+]
+
+
+def make_fer_csv(path: Path, *, bad_rows: bool = False) -> Path:
+    """A tiny ``fer2013.csv`` (header ``emotion,pixels,Usage``) of :data:`FER_CSV_ROWS`; with ``bad_rows`` also
+    rows 7-10: too few pixels, an unknown Usage, an unknown emotion code (a valid image), a non-numeric pixel."""
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{code},{fer_pixels(i)},{usage}" for i, (code, usage) in enumerate(FER_CSV_ROWS)]
+    if bad_rows:
+        lines += [
+            "0,1 2 3,Training",
+            f"0,{fer_pixels(8)},Holdout",
+            f"9,{fer_pixels(9)},Training",
+            f"0,{fer_pixels(10).replace(' 1', ' x', 1)},Training",
+        ]
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+def make_fer_folders(root: Path, *, splits: tuple[str, ...] = ("train", "validation", "test")) -> dict[str, int]:
+    """FER2013's folder export: ``ROOT/<split>/<class>/<Usage>_<n>.jpg``, two images per class in the train folder
+    and one in the others; returns the number of images per split folder."""
+    usage = {"train": "Training", "training": "Training", "validation": "PublicTest", "val": "PublicTest"}
+    counts: dict[str, int] = {}
+    n = 0
+    for split in splits:
+        per_class = 2 if split.lower() in ("train", "training") else 1
+        prefix = usage.get(split.lower(), "PrivateTest")
+        for cls in FER_CLASS_FOLDERS:
+            for _ in range(per_class):
+                n += 1
+                write_image(root / split / cls / f"{prefix}_{1000 + n}.jpg")
+        counts[split] = per_class * len(FER_CLASS_FOLDERS)
+    return counts
+
+
+JAFFE_SUBJECTS = ["KA", "KL", "KM", "NA"]
+JAFFE_CODES = ["AN", "DI", "FE", "HA", "NE", "SA", "SU"]
+
+
+def make_jaffe_folder(root: Path) -> list[str]:
+    """A flat JAFFE folder of ``KA.AN1.39.tiff`` files written by cv2 (each subject, each code once); returns the
+    stems."""
+    stems = []
+    root.mkdir(parents=True, exist_ok=True)
+    for s, subject in enumerate(JAFFE_SUBJECTS):
+        for c, code in enumerate(JAFFE_CODES):
+            stem = f"{subject}.{code}{1 + c % 3}.{10 * s + c}"
+            assert cv2.imwrite(str(root / f"{stem}.tiff"), np.full((16, 16), 30 * c, np.uint8))
+            stems.append(stem)
+    return stems
+
+
+KDEF_PERSONS = ["AF01", "BF01", "AM02", "BM02", "AF03", "AM04"]
+KDEF_CODES = ["AF", "AN", "DI", "HA", "NE", "SA", "SU"]
+KDEF_ANGLES = ["FL", "HL", "S", "HR", "FR"]
+
+
+def make_kdef_tree(root: Path) -> Path:
+    """KDEF as it ships: ``ROOT/<person>/<person><code><angle>.JPG`` for every code and angle."""
+    for person in KDEF_PERSONS:
+        for code in KDEF_CODES:
+            for angle in KDEF_ANGLES:
+                write_image(root / person / f"{person}{code}{angle}.JPG")
+    return root

@@ -317,7 +317,7 @@ def test_folder_bad_csv(media_root):
 
 
 def test_registry_and_unknown_format(tmp_path):
-    assert set(SCANNERS) == {"ckplus", "oulu", "folder", "imagefolder"}
+    assert set(SCANNERS) == {"ckplus", "oulu", "folder", "imagefolder", "fer2013", "jaffe", "kdef"}
     with pytest.raises(ManifestError, match="unknown dataset format 'affectnet'.*ckplus, oulu, folder, imagefolder"):
         scan(tmp_path, "affectnet")
 
