@@ -60,6 +60,33 @@ SetOpt = Annotated[
 ]
 
 
+# Scanner options shared by `manifest` and `evaluate` (both read a dataset as it ships).
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder | fer2013 | jaffe | kdef")
+]
+LabelsOpt = Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")]
+NeutralOpt = Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")]
+OuluSystemOpt = Annotated[str, typer.Option(help="Oulu: VL | NI | all")]
+OuluLightOpt = Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")]
+PatternOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="imagefolder: regex on file stems with named groups subject, sequence, frame (default: CK+ names)"
+    ),
+]
+FerImagesOpt = Annotated[
+    Path | None,
+    typer.Option(help="fer2013 CSV: folder its rows are written to as PNGs, once [<CSV folder>/<CSV name>_images]"),
+]
+KdefAnglesOpt = Annotated[str | None, typer.Option(help="kdef: views to take, comma-separated of FL,HL,S,HR,FR [S]")]
+
+
+def _scan_options(pattern: str | None, fer2013_images: Path | None, kdef_angles: str | None) -> dict:
+    """The format-specific scanner options that were given (the scanners' own defaults stand for the rest)."""
+    given = {"name_pattern": pattern, "fer2013_images": fer2013_images, "kdef_angles": kdef_angles}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _load(config: Path, overrides: list[str] | None):
     from pipeline.config import check_paths, load_config
 
@@ -79,33 +106,21 @@ def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
 @app.command("manifest")
 def manifest(
     root: Annotated[Path, typer.Argument(help="dataset root")],
-    format: Annotated[
-        str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder | fer2013 | jaffe | kdef")
-    ],
+    format: FormatOpt,
     output: Annotated[Path, typer.Option("-o", "--output", help="manifest file (.parquet)")],
-    labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
+    labels: LabelsOpt = None,
     folds: Annotated[int, typer.Option(help="number of subject-independent folds")] = 10,
     seed: Annotated[int, typer.Option(help="fold seed")] = 0,
     fold_file: Annotated[Path | None, typer.Option(help="CSV subject,fold (0-based) to use as folds")] = None,
     classes: Annotated[
         str, typer.Option(help="class set: ckplus7 | basic6 | basic7 (FER2013, JAFFE, KDEF) | ckplus8")
     ] = "ckplus7",
-    include_neutral: Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")] = False,
-    oulu_system: Annotated[str, typer.Option(help="Oulu: VL | NI | all")] = "VL",
-    oulu_illumination: Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")] = "Strong",
-    pattern: Annotated[
-        str | None,
-        typer.Option(
-            help="imagefolder: regex on file stems with named groups subject, sequence, frame (default: CK+ names)"
-        ),
-    ] = None,
-    fer2013_images: Annotated[
-        Path | None,
-        typer.Option(help="fer2013 CSV: folder its rows are written to as PNGs, once [<CSV folder>/<CSV name>_images]"),
-    ] = None,
-    kdef_angles: Annotated[
-        str | None, typer.Option(help="kdef: views to take, comma-separated of FL,HL,S,HR,FR [S]")
-    ] = None,
+    include_neutral: NeutralOpt = False,
+    oulu_system: OuluSystemOpt = "VL",
+    oulu_illumination: OuluLightOpt = "Strong",
+    pattern: PatternOpt = None,
+    fer2013_images: FerImagesOpt = None,
+    kdef_angles: KdefAnglesOpt = None,
     csv: Annotated[bool, typer.Option("--csv", help="also write a CSV copy")] = False,
 ) -> None:
     """Scan a CK+ / Oulu-CASIA tree, a class-folder image set, FER2013 (CSV or folder export), JAFFE, KDEF or a
@@ -136,9 +151,7 @@ def manifest(
         include_neutral=include_neutral,
         oulu_system=oulu_system,
         oulu_illumination=oulu_illumination,
-        **({"name_pattern": pattern} if pattern is not None else {}),
-        **({"fer2013_images": fer2013_images} if fer2013_images is not None else {}),
-        **({"kdef_angles": kdef_angles} if kdef_angles is not None else {}),
+        **_scan_options(pattern, fer2013_images, kdef_angles),
     )
     write_manifest(df, output, meta, csv=csv)
     typer.echo(report.summary(df))
@@ -264,19 +277,22 @@ def predict(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="model folder (from train), CV run folder, or OUTPUT_DIR")],
     root: Annotated[Path, typer.Argument(help="labelled dataset root")],
-    format: Annotated[str, typer.Option("--format", "-f", help="ckplus | oulu | folder | imagefolder")],
+    format: FormatOpt,
     output: Annotated[Path, typer.Option("-o", "--output", help="output folder (metrics.json, predictions.csv...)")],
-    split: Annotated[str | None, typer.Option(help="score only this split of a dataset with its own split")] = None,
-    labels: Annotated[Path | None, typer.Option(help="labels CSV (path, subject, label) for --format folder")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="score only this split (train | val | test) of a dataset with its own split")
+    ] = None,
+    labels: LabelsOpt = None,
     classes: Annotated[
-        str | None, typer.Option(help="class set read from the data: ckplus7 | basic6 | ckplus8 [every class]")
+        str | None,
+        typer.Option(help="class set read from the data: ckplus7 | basic6 | basic7 | ckplus8 [every class]"),
     ] = None,
-    include_neutral: Annotated[bool, typer.Option(help="add first frames as a 'neutral' class")] = False,
-    oulu_system: Annotated[str, typer.Option(help="Oulu: VL | NI | all")] = "VL",
-    oulu_illumination: Annotated[str, typer.Option(help="Oulu: Strong | Weak | Dark | all")] = "Strong",
-    pattern: Annotated[
-        str | None, typer.Option(help="imagefolder: regex on file stems with named groups subject, sequence, frame")
-    ] = None,
+    include_neutral: NeutralOpt = False,
+    oulu_system: OuluSystemOpt = "VL",
+    oulu_illumination: OuluLightOpt = "Strong",
+    pattern: PatternOpt = None,
+    fer2013_images: FerImagesOpt = None,
+    kdef_angles: KdefAnglesOpt = None,
     cache: Annotated[Path | None, typer.Option(help="cache processed sequences here (none by default)")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -297,7 +313,7 @@ def evaluate(
         include_neutral=include_neutral,
         oulu_system=oulu_system,
         oulu_illumination=oulu_illumination,
-        name_pattern=pattern,
+        **_scan_options(pattern, fer2013_images, kdef_angles),
     )
     raise typer.Exit(0 if metrics["n_scored"] else 1)
 

@@ -79,6 +79,8 @@ def prepare_manifest(cfg: Config, quiet: bool = False) -> tuple[pd.DataFrame, Ma
         oulu_system=cfg.data.oulu_system,
         oulu_illumination=cfg.data.oulu_illumination,
         **({"name_pattern": cfg.data.name_pattern} if fmt == "imagefolder" else {}),
+        **({"kdef_angles": cfg.data.kdef_angles} if fmt == "kdef" else {}),
+        **({"fer2013_images": cfg.data.fer2013_images} if fmt == "fer2013" and cfg.data.fer2013_images else {}),
         dataset_name=dataset_name,
     )
     write_manifest(df, cfg.manifest_path, meta)
