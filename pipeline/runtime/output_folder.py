@@ -9,6 +9,10 @@ one ``error:`` line with exit code 2, before any work is done.
 
 Folders written by seqfer before the marker existed are recognised by their own files (``legacy``: names that
 must all be present, with nothing outside ``allowed`` when that is given) and adopted.
+
+A claimed folder is also held by this process until it ends (:func:`pipeline.runtime.folder_lock.lock_folder`):
+a second run writing into it gets an ``error:`` line at once, naming the other run's pid, instead of mixing its
+files with the first run's; a killed run leaves no lock behind. Claiming again in the same process succeeds.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 from collections.abc import Collection
 from pathlib import Path
 
+from pipeline.runtime.folder_lock import folder_in_use, lock_folder
 from stages.atomic_io import atomic_write_text
 from stages.errors import StageError
 
@@ -72,24 +77,43 @@ def check_replaceable(
     folder: Path | str, kind: str, legacy: Collection[str] = (), allowed: Collection[str] | None = None
 ) -> None:
     """Raise :class:`StageError` unless ``folder`` is absent, empty, or a ``kind`` folder seqfer wrote (so a
-    verb may delete and replace it). Call it before the work starts, so a refusal costs nothing."""
+    verb may delete and replace it) that no other run holds. Call it before the work starts, so a refusal costs
+    nothing."""
     folder = Path(folder)
     if folder.exists() and not _ours(folder, kind, legacy, allowed):
         raise _refuse(folder, kind)
+    busy = folder_in_use(folder) if folder.is_dir() else None
+    if busy is not None:
+        raise busy
+
+
+def _make(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StageError(f"{folder}: cannot create folder: {exc.strerror or exc}") from None
 
 
 def claim_folder(
     folder: Path | str, kind: str, legacy: Collection[str] = (), allowed: Collection[str] | None = None
 ) -> Path:
-    """Create ``folder`` (or accept one seqfer wrote as ``kind``), mark it, and return it; :class:`StageError`
-    for anything else at that path (see the module doc)."""
+    """Create ``folder`` (or accept one seqfer wrote as ``kind``), hold it for this process, mark it, and return
+    it; :class:`StageError` for anything else at that path, or when another run holds it (see the module doc)."""
     folder = Path(folder)
     if folder.exists() and not _ours(folder, kind, legacy, allowed):
         raise _refuse(folder, kind)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StageError(f"{folder}: cannot create folder: {exc.strerror or exc}") from None
+    _make(folder)
+    lock_folder(folder)
     if marker_kind(folder) != kind:
         write_marker(folder, kind)
+    return folder
+
+
+def hold_folder(folder: Path | str) -> Path:
+    """Create ``folder`` when missing and hold it for this process (:func:`~pipeline.runtime.folder_lock.
+    lock_folder`), without a marker or any check of its files: a run's OUTPUT_DIR, which holds the user's cache
+    and manifest beside the verbs' folders. :class:`StageError` at once when another run holds it."""
+    folder = Path(folder)
+    _make(folder)
+    lock_folder(folder)
     return folder

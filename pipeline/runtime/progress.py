@@ -13,6 +13,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from pipeline.runtime.failures import DATA, ENVIRONMENT
 from pipeline.runtime.log import is_quiet
 
 LOG_INTERVAL = 5.0  # seconds between progress lines when stderr is not a terminal
@@ -67,7 +68,9 @@ def progress_bar(total: int, desc: str, unit: str = "seq") -> tqdm:
 @dataclass
 class RunSummary:
     """Counts of what a batch did; failures keep (item, reason). ``extra`` is printed and saved; ``details``
-    (structured figures such as per-stage seconds) is saved with :meth:`as_dict` only."""
+    (structured figures such as per-stage seconds) is saved with :meth:`as_dict` only. ``environment_failed``
+    names the failed items whose failure was the environment's (a full disk, memory, a lost worker: see
+    :mod:`pipeline.runtime.failures`); each of them is in ``failed`` too."""
 
     title: str
     done: int = 0
@@ -76,10 +79,18 @@ class RunSummary:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    environment_failed: list[str] = field(default_factory=list)
 
     @property
     def n_failed(self) -> int:
         return len(self.failed)
+
+    def add_failure(self, item: str, reason: str, kind: str = DATA) -> None:
+        """Record a failed ``item``; ``kind`` :data:`~pipeline.runtime.failures.ENVIRONMENT` also lists it in
+        ``environment_failed``."""
+        self.failed.append((item, reason))
+        if kind == ENVIRONMENT:
+            self.environment_failed.append(item)
 
     def text(self, max_reasons: int = 8) -> str:
         total = self.done + self.skipped + self.n_failed
@@ -96,6 +107,11 @@ class RunSummary:
                 lines.append(f"    {item}: {reason}")
             if self.n_failed > max_reasons:
                 lines.append(f"    ... and {self.n_failed - max_reasons} more (see the failures table)")
+        if self.environment_failed:
+            lines.append(
+                f"  {len(self.environment_failed)} of the failures came from the environment, not the data "
+                "(disk, memory or workers: see the reasons); fix it and run the same command again"
+            )
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -105,6 +121,25 @@ class RunSummary:
             "failed": self.n_failed,
             "seconds": round(self.seconds, 3),
             "failures": [{"item": i, "reason": r} for i, r in self.failed],
+            **({"environment_failures": list(self.environment_failed)} if self.environment_failed else {}),
             **self.extra,
             **self.details,
         }
+
+
+ENVIRONMENT_EXIT_CODE = 3
+"""Exit code of a batch verb when items failed because of the environment (a full disk, a read-only folder,
+memory, lost workers): its results are incomplete for reasons that are not the data's."""
+
+
+def has_environment_failures(summary: RunSummary) -> bool:
+    """Whether any item of ``summary`` failed because of the environment rather than its data."""
+    return bool(summary.environment_failed)
+
+
+def exit_code(summary: RunSummary) -> int:
+    """A batch verb's exit code: :data:`ENVIRONMENT_EXIT_CODE` when an item failed because of the environment;
+    else 1 when every item failed, 0 otherwise (failed data rows such as ``no_face`` are results, not errors)."""
+    if has_environment_failures(summary):
+        return ENVIRONMENT_EXIT_CODE
+    return 0 if summary.done + summary.skipped > 0 or summary.n_failed == 0 else 1

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RayConfig
+from pipeline.runtime.failures import ItemTimeout, NoWorkers, failure_reason
+from pipeline.runtime.workers import worker_count
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +64,41 @@ def ensure_ray(cfg: RayConfig) -> None:
         try:
             with _ray_auth_notice_to_debug():
                 ray.init(address=cfg.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, a plain Exception...
             raise StageError(
                 f"ray.address {cfg.address!r}: cannot connect to a Ray cluster there "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                f"({failure_reason(exc)}); "
                 "start it with `ray start --head`, or drop ray.address to run locally"
             ) from None
     else:
+        _start_local(ray, worker_count(cfg), kwargs)
+
+
+def _start_local(ray: Any, num_cpus: int, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` of a new local instance with ``num_cpus`` CPUs; a failure to start (too little memory under a
+    ``ulimit -v`` or a container limit, no room in the temp folder, its raylet or GCS dying) is a
+    :class:`~stages.errors.StageError` saying what to check, not a traceback."""
+    from stages.errors import StageError
+
+    try:
         with _ray_auth_notice_to_debug():
-            ray.init(address="local", num_cpus=cfg.workers, **kwargs)
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - RuntimeError, ConnectionError, OSError, MemoryError, and a plain
+        # Exception("The current node timed out during startup...") when its raylet dies (as under ulimit -v)
+        if ray.is_initialized():  # half started: stop what did start
+            ray.shutdown()
+        raise StageError(
+            f"Ray could not start its local instance ({failure_reason(exc)}); it needs about 1 GB of memory and "
+            f"free space in its temp folder ({_ray_temp_dir()}): check the memory limits (ulimit -v, a container "
+            "or batch-job limit) and the free disk space, or lower ray.workers"
+        ) from None
+
+
+def _ray_temp_dir() -> str:
+    """Where a local Ray keeps its session files: ``RAY_TMPDIR``, else the system's temp folder."""
+    import tempfile
+
+    return os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
 
 
 class _AuthNoticeFilter(logging.Filter):
@@ -146,14 +174,6 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
             f"ray.address {address!r}: no Ray cluster reachable at {host_port} ({exc}); start it with "
             "`ray start --head`, or drop ray.address to run on a local Ray of our own"
         ) from None
-
-
-class ItemTimeout(TimeoutError):
-    """An item ran past its time limit; its worker was stopped (the item becomes a ``timeout`` row)."""
-
-
-class NoWorkers(RuntimeError):
-    """No worker could be started or scheduled on the cluster for the items still to do."""
 
 
 class _ActorStream:
@@ -257,8 +277,8 @@ class _ActorStream:
             try:
                 ray.get(ref)
             except ray.exceptions.RayError as exc:  # its __init__ failed or its node went away
-                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-                self.failed_starts.append(f"worker failed to start: {lines[-1][:300] if lines else repr(exc)}")
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # the last is the cause
+                self.failed_starts.append(f"worker failed to start: {lines[-1] if lines else repr(exc)}")
                 ray.kill(actor, no_restart=True)
                 return
             self.actors[slot] = actor
@@ -273,12 +293,16 @@ class _ActorStream:
                 self.retry.append((item, tries))
                 return
             result = exc
-        except ray.exceptions.RayError as exc:
+        except Exception as exc:  # noqa: BLE001 - the call raised (RayTaskError) or its result cannot be read
             result = exc
-        else:
-            if self.actors.get(slot) is actor:
-                self.free.append(slot)
+        finally:
+            self.give_back(slot, actor)  # whatever the call did, unless its actor is gone
         yield item, result
+
+    def give_back(self, slot: int, actor: Any) -> None:
+        """Return a finished call's place on ``actor`` to ``free`` (nothing when the actor was lost or replaced)."""
+        if self.actors.get(slot) is actor:
+            self.free.append(slot)
 
     def expire(self) -> Iterator[tuple[Any, Any]]:
         """Drop actors that did not start within ``start_timeout`` (the pool shrinks); stop the actor of each call
@@ -317,7 +341,9 @@ def stream_to_actors(
     flight each; yield (item, result) as results arrive. Memory is bounded by the calls in flight, not by the
     number of items. No item waits forever and one bad item never ends the batch:
 
-    - a call that raises yields (item, the exception);
+    - a call that raises yields (item, the exception) and its place on the actor goes to the next item;
+      :func:`~pipeline.runtime.failures.describe_failure` of the exception gives the item's one-line reason and
+      whether the data or the environment (disk, memory, a lost worker: the run must exit non-zero) failed;
     - an actor that dies (segfault, out of memory, its node lost) is replaced and its in-flight items are retried
       on the actors that remain, each item at most ``max_tries`` times in all, after which it yields the
       ``RayActorError`` (with ``per_actor=1`` a crash is blamed on exactly one item);
