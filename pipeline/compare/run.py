@@ -50,6 +50,7 @@ from stages.atomic_io import atomic_write_text
 from stages.learning.inputs.extras import ModelNeeds, append_extras, needs_of
 from stages.learning.models import build_model, list_models
 from stages.learning.training.checkpoint import load_checkpoint
+from stages.learning.training.divergence import TrainingDiverged
 from stages.learning.training.predict import ensemble_proba
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ def _predict_ms(cfg: Config, data: LabelledData, fold_dir: Path, device: str) ->
 
 
 def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
-    """One CV run (resumed) plus its size and speed figures; returns the cell's table row (also ``cell.json``)."""
+    """One CV run (resumed) plus its size and speed figures; returns the cell's table row (also ``cell.json``).
+    A network that diverges ends the comparison with a :class:`TrainingDiverged` naming the cell, fold and epoch."""
     folder = Path(cfg.output_dir)
     folds = sorted(set(data.folds.tolist()))
     folds = folds if cfg.cv.run_folds is None else [f for f in cfg.cv.run_folds if f in folds]
@@ -154,7 +156,10 @@ def run_cell(cfg: Config, data: LabelledData, use_ray: bool = True) -> dict:
         if isinstance(previous, dict) and previous.get("key") == key and isinstance(previous.get("row"), dict):
             log.info(f"compare: {folder.name} already finished, not re-run")
             return previous["row"]
-    summary = run_cv(cfg, data, use_ray=use_ray)
+    try:
+        summary = run_cv(cfg, data, use_ray=use_ray)
+    except TrainingDiverged as exc:  # one error line that also names the cell
+        raise TrainingDiverged(f"compare {folder.name}: {exc}") from None
     device = resolve_device(cfg.cv.device)
     model = build_model(cfg.model, len(data.classes), int(data.appearance.shape[1]), int(data.trajectory.shape[1]))
     one = torch.as_tensor(data.appearance[:1], dtype=torch.float32), torch.as_tensor(data.trajectory[:1])

@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.cv.reports import accuracy
 from pipeline.data.labelled import LabelledData, split_fold
+from pipeline.errors import USER_ERRORS
 from pipeline.model_folder.format import member_file, member_files
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.learning.models.config import ModelConfig, TrainConfig
@@ -148,6 +149,10 @@ def train_fold_member(
     return FoldMember((train_idx, val_idx, test_idx), result, proba, history, facts)
 
 
+FOLD_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, OSError, UnicodeError)
+"""The errors a fold returns as its result (:meth:`FoldWorker.train`): those the CLI turns into one line."""
+
+
 class FoldWorker:
     """Trains folds of one CV run: in this process, or as a Ray actor (the data shipped to it once).
 
@@ -157,8 +162,14 @@ class FoldWorker:
     def __init__(self, data: LabelledData, args: tuple, out: str, config_hash: str) -> None:
         self.data, self.args, self.out, self.config_hash = data, args, out, config_hash
 
-    def train(self, fold: int) -> dict:
-        return train_fold(fold, self.data, *self.args, str(Path(self.out) / f"fold_{fold}"), self.config_hash)
+    def train(self, fold: int) -> dict | Exception:
+        """:func:`train_fold` of ``fold``: its result, or the user error it raised (a diverged network, a full
+        disk) RETURNED, so the caller gets it as itself, not as Ray's wrapper of a remote traceback (and Ray logs
+        no "unhandled error" for a fold whose result is dropped when the run stops). A bug still raises."""
+        try:
+            return train_fold(fold, self.data, *self.args, str(Path(self.out) / f"fold_{fold}"), self.config_hash)
+        except FOLD_ERRORS as exc:
+            return exc
 
 
 def read_fold_result(path: Path) -> dict | None:

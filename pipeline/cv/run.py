@@ -20,13 +20,13 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Config, to_yaml
-from pipeline.cv.folds import FoldWorker, read_fold_result
+from pipeline.cv.folds import FOLD_ERRORS, FoldWorker, read_fold_result
 from pipeline.cv.reports import write_cv_report
 from pipeline.data.labelled import LabelledData, load_labelled_data
 from pipeline.preprocess.to_stages import sequence_config
@@ -69,12 +69,12 @@ def config_hash_of(cfg: Config) -> str:
 
 def _fold_stream(
     cfg: Config, data: LabelledData, todo: list[int], device: str, out: str, config_hash: str, use_ray: bool
-) -> Iterator[tuple[int, dict | BaseException]]:
+) -> Generator[tuple[int, dict | BaseException], None, None]:
     """THE fold executor: (fold, result of :func:`train_fold`) as folds finish. ``use_ray=False``: one after
     another in this process; otherwise on ``cv.parallel`` (default ``ray.workers``) Ray actors through
     :func:`~pipeline.runtime.ray_pool.stream_to_actors`, so folds get its fault handling (a dead worker's fold is
     retried, a worker that cannot be scheduled within ``ray.start_timeout`` is dropped; no time limit per fold).
-    A fold that raised comes back as its exception."""
+    A fold that raised comes back as its exception (from Ray wrapped: :func:`fold_error` unwraps it)."""
     args = (
         cfg.model.model_dump(mode="json"),
         cfg.train.model_dump(mode="json"),
@@ -134,19 +134,34 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
         bar = progress_bar(len(todo), "cv folds", unit="fold")
         try:
             for fold, result in stream:
-                if isinstance(result, NoWorkers):
-                    raise StageError(f"cv fold {fold}: {result}") from None
                 if isinstance(result, BaseException):  # a fold that failed fails the run, as it would in-process
-                    raise result
+                    raise fold_error(fold, result) from None
                 results[fold] = result
                 bar.update(1)
                 bar.set_postfix_str(f"fold {fold} acc {result['accuracy']:.3f}")
         finally:
+            stream.close()  # stops the folds still running (finished folds are on disk and resume)
             bar.close()
 
     summary = write_cv_report(cfg, data, [results[f] for f in folds], out, time.perf_counter() - start, device)
     log.info((out / "summary.md").read_text())
     return summary
+
+
+def fold_error(fold: int, error: BaseException) -> BaseException:
+    """What a failed fold raises in the caller: the user error it raised (e.g. a
+    :class:`~stages.learning.training.divergence.TrainingDiverged` naming the fold and epoch, an ``OSError``) as
+    itself, so the CLI prints its one ``error:`` line (also when it comes wrapped in Ray's error, whose text is
+    the remote traceback); :class:`NoWorkers` as a :class:`StageError` naming the fold; anything else (a bug, a
+    lost worker) unchanged."""
+    import ray
+
+    if isinstance(error, NoWorkers):
+        return StageError(f"cv fold {fold}: {error}")
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else None
+    if isinstance(cause, FOLD_ERRORS):
+        return cause
+    return error
 
 
 def _write_environment(path: Path, device: str) -> None:

@@ -36,7 +36,8 @@ from pipeline.runtime.progress import progress_bar
 from pipeline.runtime.run_key import data_identity, run_key
 from stages.errors import StageError
 from stages.learning.models import TwoStream
-from stages.learning.training.member import member_seed, train_member
+from stages.learning.training.divergence import require_finite_weights
+from stages.learning.training.member import member_seed, network_name, train_member
 from stages.learning.training.predict import predict_proba
 from stages.learning.training.state import TRAIN_STATE_EVERY_S, Resume, train_state_file
 
@@ -99,6 +100,9 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
             history += [{"member": k, **row} if n > 1 else row for row in rows]
     finally:
         bar.close()
+    for k, model in enumerate(models):  # never a model folder from a diverged network
+        name = network_name(None, k, n)
+        require_finite_weights(model, f"training diverged{': ' + name if name else ''}; model folder {out} not written")
     write_model_folder(out, models, cfg, data.classes, _model_info(cfg, data, members, device), history=history)
     shutil.rmtree(states, ignore_errors=True)  # the model folder is whole: its training states are spent
     what = f"{len(models)} networks" if len(models) > 1 else "1 network"
@@ -165,6 +169,7 @@ def _train_member(
         device,
         on_epoch,
         resume,
+        where=network_name(None, k, n),
     )
     bar.update(done + cfg.train.epochs - bar.n)  # early stopping: the unused epochs count as done for the ETA
     val_acc = accuracy(predict_proba(result.model, val, device=device), data.labels[val_idx])

@@ -12,6 +12,7 @@ from stages.atomic_io import atomic_path
 from stages.errors import StageError
 from stages.jsonable import json_default
 from stages.learning.models import ModelConfig, TwoStream, build_model
+from stages.learning.training.divergence import TrainingDiverged, nonfinite_note
 
 CHECKPOINT_FORMAT = "seqfer-checkpoint"
 CHECKPOINT_VERSION = "1"
@@ -22,11 +23,16 @@ def save_checkpoint(
 ) -> Path:
     """Write weights to ``path`` (safetensors) with the model config, class names, build shapes and
     ``extra`` (JSON-serialisable) in its metadata. Written to a temporary file and renamed, so a crash
-    leaves no half-written checkpoint."""
+    leaves no half-written checkpoint. Weights or buffers holding NaN or infinity (a diverged training) are
+    refused with a :class:`~stages.learning.training.divergence.TrainingDiverged` (a :class:`StageError`) naming
+    the file and nothing is written."""
     path = Path(path)
     if len(classes) != model.build_args.get("n_classes", len(classes)):
         raise StageError(f"{len(classes)} class names for a model with {model.build_args['n_classes']} outputs")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    note = nonfinite_note(tensors)
+    if note:
+        raise TrainingDiverged(f"checkpoint {path} not written: its weights are not finite ({note}); training diverged")
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -46,7 +52,8 @@ _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archive; raw pickle 
 def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str], dict]:
     """Read a :func:`save_checkpoint` file -> (model in eval mode on CPU, config, classes, extra).
 
-    Refuses pickled files (``torch.save`` output) without unpickling them; :class:`StageError` names the file.
+    Refuses pickled files (``torch.save`` output) without unpickling them, and weights holding NaN or infinity (a
+    diverged training); :class:`StageError` names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -78,6 +85,12 @@ def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str]
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
         raise StageError(f"checkpoint {path} does not match its model config: {exc}") from None
+    note = nonfinite_note(model.state_dict())
+    if note:  # written before seqfer refused diverged weights: such a network predicts nothing
+        raise StageError(
+            f"checkpoint {path}: its weights are not finite ({note}); the training that wrote it diverged: "
+            "train again with a lower train.lr"
+        )
     model.eval()
     return model, cfg, classes, extra
 

@@ -18,6 +18,13 @@ from stages.learning.augment import augment_batch
 from stages.learning.models import ModelConfig, TrainConfig, TwoStream, build_model
 from stages.learning.training.averaging import ema_warmup_avg_fn
 from stages.learning.training.dataset import ArrayDataset, check_data, stream_inputs, to_tensors
+from stages.learning.training.divergence import (
+    EXPLODED_LOSS,
+    LossDiverged,
+    diverged,
+    loss_diverged,
+    require_finite_weights,
+)
 from stages.learning.training.loop import class_weight, evaluate, train_epoch
 from stages.learning.training.precision import resolve_precision
 from stages.learning.training.pretrain import pretrain_streams
@@ -59,6 +66,7 @@ def fit(
     resume_path: Path | None = None,
     resume_key: str = "",
     save_every_s: float = 0.0,
+    where: str = "",
 ) -> FitResult:
     """Train a model from scratch and return the weights of the best VALIDATION epoch.
 
@@ -78,6 +86,11 @@ def fit(
     ``save_every_s`` > 0 writes the state only once that many seconds have passed since the last write (and after
     the final epoch): a killed run then repeats at most that much work, and short epochs do not pay ~30 ms each
     for the write.
+    A training batch loss or a validation loss that is NaN, infinite or above
+    :data:`~stages.learning.training.divergence.EXPLODED_LOSS` stops the training at once with a
+    :class:`~stages.learning.training.divergence.TrainingDiverged` (a :class:`StageError`) naming ``where`` (the
+    network: "fold 3", "fold 3, member 2/3"; "" for the only one), the epoch and the value; so do non-finite final
+    weights. The checks read only values the loop computes anyway: finite training is unchanged.
     """
     if len(train) < 2:
         raise StageError(f"training needs at least 2 sequences; got {len(train)}")
@@ -89,7 +102,7 @@ def fit(
     with _torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
         start = time.perf_counter()
         seeded = _seeded_model(model_cfg, n_classes, train, seed)
-        trainer = _Trainer.build(seeded, train, val if has_val else None, cfg, seed, device)
+        trainer = _Trainer.build(seeded, train, val if has_val else None, cfg, seed, device, where)
         saver = StateSaver(resume, since=start)
         run = trainer.run
         for epoch in range(saver.restore(run, cfg.epochs), cfg.epochs + 1):
@@ -142,16 +155,24 @@ class _Trainer:
     train: Tensors
     val: Tensors | None
     pretrain_history: list[dict[str, float]]
+    where: str = ""
 
     @classmethod
     def build(
-        cls, seeded: Seeded, train: ArrayDataset, val: ArrayDataset | None, cfg: TrainConfig, seed: int, device: str
+        cls,
+        seeded: Seeded,
+        train: ArrayDataset,
+        val: ArrayDataset | None,
+        cfg: TrainConfig,
+        seed: int,
+        device: str,
+        where: str = "",
     ) -> _Trainer:
         """Run the seeded network's first training stage, set up AdamW, the schedule and the average."""
         model, aug_gen, rng = seeded
         model.to(device)
         tensors = _split_tensors(train, device)
-        pretrain_history = pretrain_streams(model, *tensors[:2], train.targets, cfg, seed, device)
+        pretrain_history = pretrain_streams(model, *tensors[:2], train.targets, cfg, seed, device, where)
         precision = resolve_precision(cfg.precision, device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = None
@@ -164,10 +185,11 @@ class _Trainer:
             ema = AveragedModel(model, multi_avg_fn=ema_warmup_avg_fn(cfg.ema_decay), use_buffers=True)
         run = TrainingRun(model, ema, opt, sched, aug_gen, rng)
         val_tensors = None if val is None else _split_tensors(val, device)
-        return cls(run, cfg, device, precision, weight, tensors, val_tensors, pretrain_history)
+        return cls(run, cfg, device, precision, weight, tensors, val_tensors, pretrain_history, where)
 
     def epoch(self, epoch: int) -> dict[str, float]:
-        """Train one epoch (augmented shuffled batches), step the schedule, validate; returns its history row."""
+        """Train one epoch (augmented shuffled batches), step the schedule, validate; returns its history row.
+        :class:`~stages.learning.training.divergence.TrainingDiverged` when a loss is not finite."""
         t0 = time.perf_counter()
         run, cfg = self.run, self.cfg
         model, (app, traj, y) = run.model, self.train
@@ -181,15 +203,28 @@ class _Trainer:
             return loss, int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
 
         average = None if run.ema is None else lambda: run.ema.update_parameters(model)
-        total_loss, correct, seen = train_epoch(
-            run.opt, run.rng, len(y), cfg.batch_size, self.device, batch_loss, average, self.precision
-        )
+        try:
+            total_loss, correct, seen = train_epoch(
+                run.opt,
+                run.rng,
+                len(y),
+                cfg.batch_size,
+                self.device,
+                batch_loss,
+                average,
+                self.precision,
+                EXPLODED_LOSS,
+            )
+        except LossDiverged as exc:
+            raise self._diverged(epoch, "the training loss of a batch", exc.value) from None
         if run.sched is not None:
             run.sched.step()
         val_loss, val_acc = math.nan, math.nan
         if self.val is not None:
             batch = max(cfg.batch_size, 128)
             val_loss, val_acc = evaluate(run.kept, *self.val, self.weight, batch, self.precision)
+            if loss_diverged(val_loss, EXPLODED_LOSS):
+                raise self._diverged(epoch, "the validation loss", val_loss)
         row = {
             "epoch": epoch,
             "train_loss": total_loss / seen,
@@ -203,6 +238,9 @@ class _Trainer:
         row["seconds"] = time.perf_counter() - t0
         return row
 
+    def _diverged(self, epoch: int, what: str, value: float) -> Exception:
+        return diverged(self.where, epoch, what, value, f"lower train.lr, now {self.cfg.lr:g}")
+
     def selection_key(self, row: dict[str, float]) -> tuple[float, float]:
         """Higher is better: (validation accuracy, -validation loss); without validation the latest epoch."""
         return (row["val_acc"], -row["val_loss"]) if self.val is not None else (row["epoch"], 0.0)
@@ -212,6 +250,8 @@ class _Trainer:
         model = self.run.model
         model.load_state_dict(self.run.best.state)
         model.eval()
+        where = ", ".join(p for p in (self.where, f"epoch {self.run.best.epoch}") if p)
+        require_finite_weights(model, f"training diverged: {where}")
         return FitResult(
             model=model,
             history=self.run.history,

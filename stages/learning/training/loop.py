@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from stages.learning.models import TwoStream
 from stages.learning.training.dataset import stream_inputs
+from stages.learning.training.divergence import check_batch_loss
 from stages.learning.training.precision import autocast
 
 
@@ -37,10 +39,13 @@ def train_epoch(
     batch_loss: Callable[[torch.Tensor], tuple[torch.Tensor, int]],
     after_step: Callable[[], None] | None = None,
     precision: str = "float32",
+    max_loss: float = math.inf,
 ) -> tuple[float, int, int]:
     """One epoch of optimisation over shuffled batches of ``n`` training rows (the one batch loop of both training
     stages): ``batch_loss(row indices on device) -> (loss, correct predictions)``, then a step of ``opt`` and
-    ``after_step()``. ``precision`` ``bfloat16`` (resolved: never ``auto``) runs ``batch_loss`` under bfloat16 autocast;
+    ``after_step()``. A batch loss that is NaN, infinite or above ``max_loss`` raises
+    :class:`~stages.learning.training.divergence.LossDiverged` before its backward pass, so no step is taken from it.
+    ``precision`` ``bfloat16`` (resolved: never ``auto``) runs ``batch_loss`` under bfloat16 autocast;
     the backward pass and the step follow the dtypes autocast recorded. Returns (summed loss x batch size, correct,
     rows seen)."""
     total_loss, correct, seen = 0.0, 0, 0
@@ -48,12 +53,14 @@ def train_epoch(
         b_idx = torch.as_tensor(idx, device=device)
         with autocast(precision, device):
             loss, n_correct = batch_loss(b_idx)
+        value = float(loss.detach())  # the loop's one read of the loss per batch: checked before any step
+        check_batch_loss(value, max_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if after_step is not None:
             after_step()
-        total_loss += float(loss.detach()) * len(idx)
+        total_loss += value * len(idx)
         correct += n_correct
         seen += len(idx)
     return total_loss, correct, seen

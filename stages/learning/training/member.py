@@ -29,6 +29,15 @@ def member_seed(seed: int, member: int, fold: int) -> MemberSeeds:
     return MemberSeeds(split=split, fit=split * 1000 + fold)
 
 
+def network_name(fold: int | None, member: int, ensemble: int) -> str:
+    """How errors name one network of a run: "fold 3", "fold 3, member 2/3" (``member`` is 0-based, named only
+    when ``ensemble`` > 1), "member 2/3" with no ``fold`` (`seqfer train`), "" for the only network."""
+    parts = [] if fold is None else [f"fold {fold}"]
+    if ensemble > 1:
+        parts.append(f"member {member + 1}/{ensemble}")
+    return ", ".join(parts)
+
+
 def train_member(
     model_cfg: ModelConfig,
     n_classes: int,
@@ -41,12 +50,16 @@ def train_member(
     device: str = "cpu",
     on_epoch: Callable[[dict], None] | None = None,
     resume: Resume | None = None,
+    where: str | None = None,
 ) -> FitResult:
     """Train ensemble ``member`` of a run at ``seed`` on ``fold``: :func:`~stages.learning.training.fit.fit` with
     the fit seed of :func:`member_seed` (the caller draws ``train`` / ``val`` with its ``split`` seed).
 
     ``resume``: where its training state is kept, so a killed run continues after its last saved epoch with the
-    result an uninterrupted one gives (None: no state is written). Returns the best validation epoch's network
+    result an uninterrupted one gives (None: no state is written). ``where``: how errors name this network (None:
+    :func:`network_name` of ``fold`` and ``member``, the ensemble size taken from ``train_cfg``); a loss that turns
+    NaN or infinite raises :class:`~stages.learning.training.divergence.TrainingDiverged` naming it and the epoch.
+    Returns the best validation epoch's network
     (eval mode) and its facts: best epoch, history, seconds, precision, first-stage history."""
     return fit(
         model_cfg,
@@ -60,4 +73,5 @@ def train_member(
         resume_path=None if resume is None else resume.path,
         resume_key="" if resume is None else resume.key,
         save_every_s=0.0 if resume is None else resume.every_s,
+        where=network_name(fold, member, train_cfg.ensemble) if where is None else where,
     )

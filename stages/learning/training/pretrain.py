@@ -11,6 +11,7 @@ import torch
 from stages.learning.augment import augment_batch
 from stages.learning.models import TrainConfig, TwoStream
 from stages.learning.models.registry import Pretrainable
+from stages.learning.training.divergence import LossDiverged, diverged
 from stages.learning.training.loop import train_epoch
 from stages.learning.training.precision import resolve_precision
 
@@ -24,6 +25,7 @@ def pretrain(
     cfg: TrainConfig,
     seed: int,
     device: str = "cpu",
+    where: str = "",
 ) -> list[dict[str, float]]:
     """Run the first training stage of ``net`` (the ``stream`` network, ``appearance`` or ``geometry``) when it
     is :class:`~stages.learning.models.registry.Pretrainable` and configured to have one; [] otherwise.
@@ -32,7 +34,9 @@ def pretrain(
     is required), ``targets`` its per-sequence arrays. The stage's own AdamW and cosine schedule, ``cfg``'s
     batch size, weight decay and augmentation (its own generator); ``seed`` fixes shuffling and augmentation.
     Returns one row per epoch: stream, epoch, loss (mean over the epoch's batches, per sequence), seconds.
-    Leaves ``net`` in train mode."""
+    Leaves ``net`` in train mode. A non-finite batch loss stops it with a
+    :class:`~stages.learning.training.divergence.TrainingDiverged` naming ``where`` (the network), the stage and
+    the epoch."""
     if not isinstance(net, Pretrainable):
         return []
     ref = app if stream == "appearance" else traj
@@ -57,7 +61,11 @@ def pretrain(
     net.train()
     for epoch in range(1, plan.epochs + 1):
         t0 = time.perf_counter()
-        total, _, seen = train_epoch(opt, rng, len(ref), cfg.batch_size, device, batch_loss, precision=precision)
+        try:
+            total, _, seen = train_epoch(opt, rng, len(ref), cfg.batch_size, device, batch_loss, precision=precision)
+        except LossDiverged as exc:
+            what = f"the first-stage loss of the {stream} network"
+            raise diverged(where, epoch, what, exc.value, f"lower its learning rate, now {plan.lr:g}") from None
         sched.step()
         rows.append(
             {
@@ -78,11 +86,12 @@ def pretrain_streams(
     cfg: TrainConfig,
     seed: int,
     device: str,
+    where: str = "",
 ) -> list[dict[str, float]]:
     """:func:`pretrain` every stream network that has a first stage (appearance first). Models without one draw
-    no random numbers here, so their training is unchanged by this step."""
+    no random numbers here, so their training is unchanged by this step. ``where`` names the network in errors."""
     rows: list[dict[str, float]] = []
     for stream, net in (("appearance", model.appearance), ("geometry", model.geometry)):
         if net is not None:
-            rows += pretrain(net, stream, app, traj, targets, cfg, seed, device)
+            rows += pretrain(net, stream, app, traj, targets, cfg, seed, device, where)
     return rows

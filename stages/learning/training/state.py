@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from torch.optim.swa_utils import AveragedModel
 
 from stages.atomic_io import atomic_path
 from stages.learning.models import TwoStream
+from stages.learning.training.divergence import nonfinite_tensors
+
+log = logging.getLogger(__name__)
 
 TRAIN_STATE_FILE = "train_state.pt"
 """Training state of ensemble member 0 of an unfinished run (see :func:`train_state_file`)."""
@@ -149,11 +153,19 @@ def save_train_state(path: Path, state: dict) -> None:
 
 def load_train_state(path: Path | None, key: str) -> dict | None:
     """The training state at ``path`` when it exists, loads as plain data (``weights_only``: nothing arbitrary is
-    unpickled) and has ``key``; else None (training starts from epoch 1)."""
+    unpickled), has ``key`` and only finite weights; else None (training starts from epoch 1). A state holding NaN
+    or infinite tensors (weights, averages, optimiser moments) is damaged: resuming from it would go on from a
+    diverged network."""
     if path is None or not Path(path).is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # damaged or foreign file: start over rather than fail the run
         return None
-    return state if isinstance(state, dict) and state.get("key") == key else None
+    if not isinstance(state, dict) or state.get("key") != key:
+        return None
+    bad = nonfinite_tensors(state)
+    if bad:
+        log.warning(f"{path}: the training state holds non-finite numbers ({bad[0]}); training starts over")
+        return None
+    return state
