@@ -88,10 +88,14 @@ def _scan_options(pattern: str | None, fer2013_images: Path | None, kdef_angles:
 
 
 def _load(config: Path, overrides: list[str] | None):
+    """The effective config of a verb that writes into OUTPUT_DIR, which this run then holds until the command
+    ends: a second run into the same OUTPUT_DIR gets one error line at once (issue: two runs mixing results)."""
     from pipeline.config import check_paths, load_config
+    from pipeline.runtime.output_folder import hold_folder
 
     cfg = load_config(config, overrides or [])
     check_paths(cfg, str(config))
+    hold_folder(cfg.output_dir)
     return cfg
 
 
@@ -190,14 +194,16 @@ def preprocess(
     force: Annotated[bool, typer.Option("--force", help="recompute even what is cached")] = False,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (overrides ray.address)")] = None,
 ) -> None:
-    """Decode, find landmarks, align and compute trajectories for every sequence, on Ray, with a resumable cache."""
+    """Decode, find landmarks, align and compute trajectories for every sequence, on Ray, with a resumable cache
+    (exit code 1 when every sequence failed, 3 when any failed because of the environment: disk, memory, workers)."""
     from pipeline.preprocess.run import run_preprocess
+    from pipeline.runtime.progress import exit_code
 
     cfg = _load(config, set_)
     if address is not None:
         cfg.ray.address = address
     summary = run_preprocess(cfg, force=force)
-    raise typer.Exit(0 if summary.done + summary.skipped > 0 or summary.n_failed == 0 else 1)
+    raise typer.Exit(exit_code(summary))
 
 
 @app.command("cv")
@@ -334,12 +340,22 @@ def os_error_text(exc: OSError) -> str:
     return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
+def _run_command(command: click.Command, argv: list[str] | None) -> object:
+    """Run one command; the output folders and files it locked are released when it ends, however it ends."""
+    from pipeline.runtime.folder_lock import release_all
+
+    try:
+        return command.main(args=argv, prog_name="seqfer", standalone_mode=False)
+    finally:
+        release_all()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning user errors into one message and exit code 2."""
     setup_logging(NORMAL)  # a previous call's -q / --log-file (tests call main repeatedly) does not carry over
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="seqfer", standalone_mode=False)
+        code = _run_command(command, argv)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -221,3 +221,55 @@ def test_one_class_left_after_preprocessing_is_refused() -> None:
     _require_usable_classes(["happy", "anger", "happy"], 0)
     with pytest.raises(StageError, match=r"after preprocessing \(5 labelled sequence\(s\) excluded\).*'happy'"):
         _require_usable_classes(["happy", "happy"], 5)
+
+
+# --- 3. two runs into one OUTPUT_DIR ----------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_held_output_dir_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process holds OUTPUT_DIR (a run in progress): every writing verb refuses at once with one error
+    line, before touching the manifest; once that run ends, the same command goes ahead."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pipeline.runtime.output_folder import hold_folder; "
+            f"hold_folder({str(out)!r}); print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for verb in ("preprocess", "cv", "train"):
+            # data.root need not exist for the demo format (it is generated): the refusal comes before that
+            assert main([verb, DEMO_YAML, "--set", f"output_dir={out}", "--set", f"data.root={tmp_path / 'd'}"]) == 2
+            line = _one_error_line(capsys.readouterr().err)
+            assert "another seqfer run" in line and str(holder.pid) in line, line
+        assert not (out / "manifest.parquet").exists() and not (tmp_path / "d").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["config", "show", DEMO_YAML]) == 0  # the CLI itself holds nothing between commands
+
+
+def test_a_finished_command_releases_its_folders(tmp_path: Path) -> None:
+    from pipeline.runtime.folder_lock import folder_in_use
+
+    out, empty = tmp_path / "run", tmp_path / "empty"
+    empty.mkdir()  # a dataset root that holds nothing: the command takes OUTPUT_DIR, then fails at the scan
+    sets = ["--set", f"output_dir={out}", "--set", "data.format=ckplus", "--set", f"data.root={empty}"]
+    assert main(["preprocess", DEMO_YAML, *sets]) == 2
+    probe = subprocess.run(
+        [sys.executable, "-c", f"from pipeline.runtime.output_folder import hold_folder; hold_folder({str(out)!r})"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert folder_in_use(out) is None

@@ -2,7 +2,7 @@
 
 A model folder holds everything prediction needs and a person wants to know::
 
-    model.safetensors   weights + model config + classes (stages.learning.training.fit.save_checkpoint; never pickle)
+    model.safetensors   weights + model config + classes (training.checkpoint.save_checkpoint; never pickle)
     model.K.safetensors ensemble members 1, 2, ... (train.ensemble > 1); probabilities averaged with member 0
     model.json          machine-readable facts: format/version, classes, the preprocessing settings it was
                         trained with (SequenceConfig + ModelInputConfig), training and CV figures, versions

@@ -6,8 +6,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from pipeline.config import Config, load_config
 from pipeline.model_folder.fingerprint import changed_keys, model_fingerprint
 from pipeline.model_folder.format import CONFIG_FILE, INFO_FILE, fold_files, member_files, read_json, resolve_model_path
@@ -79,8 +77,6 @@ def _load_networks(files: list[Path]) -> tuple[list[TwoStream], list[str], Model
     models, classes, input_cfg, extras = [], None, None, None
     for file in files:
         model, mcfg, model_classes, _extra = load_checkpoint(file)
-        if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()):
-            raise StageError(f"{file}: the weights hold NaN or infinite values (training diverged); retrain the model")
         model_extras = needs_of(mcfg).extras
         if classes is not None and model_classes != classes:
             raise StageError(f"{file}: classes {model_classes} differ from the other networks' {classes}")

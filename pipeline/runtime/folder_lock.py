@@ -174,6 +174,13 @@ def release(path: Path | str) -> None:
     os.close(lock.fd)
 
 
+def release_all() -> None:
+    """Give up every lock this process holds: the end of one CLI command (a process that runs several, such as a
+    test session or a notebook, must not keep the folders of a finished command locked)."""
+    for key in list(_held):
+        release(Path(key))
+
+
 def output_lock_file(path: Path) -> Path:
     """The hidden lock file of one output file: a short name (``.seqfer-lock-<hash>``, whatever the length of
     the output's name) beside it."""
