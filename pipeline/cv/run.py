@@ -34,6 +34,7 @@ from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import progress_bar
 from pipeline.runtime.ray_pool import NoWorkers, ensure_ray, stream_to_actors
 from pipeline.runtime.run_key import data_identity, run_key
+from pipeline.runtime.workers import worker_count
 from stages.atomic_io import atomic_write_text
 from stages.errors import StageError
 from stages.preprocess.cache import stable_hash
@@ -88,7 +89,7 @@ def _fold_stream(
     import ray
 
     ensure_ray(cfg.ray)
-    parallel = cfg.cv.parallel or cfg.ray.workers
+    parallel = worker_count(cfg.ray, cfg.cv.parallel or cfg.ray.workers)
     worker_cls = ray.remote(num_cpus=1, num_gpus=1 / parallel if device == "cuda" else 0)(FoldWorker)
     data_ref = ray.put(data)
     return stream_to_actors(
