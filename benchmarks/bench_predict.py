@@ -14,6 +14,22 @@
 
 Without ``--model`` an untrained model with the default config is written to a temporary folder: the network's
 speed does not depend on its weights.
+
+Many single images, whole command (``--images``; the video figures above are then skipped):
+
+    python benchmarks/bench_predict.py --model MODEL --images DIR [--limit N] [--repo OLD_CHECKOUT --repo .] \
+        [--runs 2] [--evaluate ../shared/real/FER2013 --eval-format fer2013 --eval-split val --eval-classes basic7]
+
+- images: ``python -m pipeline.cli predict MODEL LIST -o OUT`` in a fresh process, LIST a .txt list of the first
+  ``--limit`` images under DIR (every image found there, recursively, when 0), each its own input; wall seconds
+  from process start to exit (Ray's start included), inputs/s, the CPU seconds of the whole process tree (driver,
+  Ray's processes, workers: sampled from /proc every 0.2 s, so a rough figure that does not depend on the load of
+  a shared machine) and the tree's peak resident memory, driver and largest worker apart.
+- evaluate: the same figures for ``python -m pipeline.cli evaluate MODEL ROOT --format F [--split S]
+  [--classes C] -o OUT``.
+- ``--repo``: run the commands of each checkout given (repeatable; default this one), back to back and
+  ``--runs`` times in turn, so that a before/after comparison sees the same machine load. The load average
+  (``os.getloadavg``) is printed before and after each run.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ sys.path.insert(0, str(REPO))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.model_folder.folder import write_model_folder  # noqa: E402
 from pipeline.predict.predictor import Predictor  # noqa: E402
+from stages.atomic_io import atomic_write_text  # noqa: E402
 
 
 def default_model(folder: Path) -> Path:
@@ -120,6 +137,123 @@ def throughput(model: Path, data: Path, n_videos: int, workers: int, out_dir: Pa
     }
 
 
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _tree_sample(root: int, cpu: dict[int, float], peak: dict[str, int]) -> None:
+    """Add one /proc sample of ``root``'s process tree: CPU seconds per pid (latest), peak RSS of the tree, the
+    driver and the largest other process."""
+    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    parent, stats = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        stats[pid] = ((int(fields[11]) + int(fields[12])) / tick, int(fields[21]) * page)
+    tree, frontier = {root}, [root]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            tree.add(child)
+            frontier.append(child)
+    total = 0
+    for pid in tree & stats.keys():
+        cpu[pid] = stats[pid][0]
+        total += stats[pid][1]
+        key = "driver" if pid == root else "other"
+        peak[key] = max(peak.get(key, 0), stats[pid][1])
+    peak["tree"] = max(peak.get("tree", 0), total)
+
+
+def measured_command(args: list[str], repo: Path) -> dict:
+    """Run ``args`` in ``repo`` (a checkout of this project): wall seconds from start to exit, exit code, CPU
+    seconds of its process tree, peak RSS (MiB) of the tree, the driver and the largest other process."""
+    import threading
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    cpu: dict[int, float] = {}
+    peak: dict[str, int] = {}
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            _tree_sample(proc.pid, cpu, peak)
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stderr = proc.communicate()[1]
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    mib = 1024 * 1024
+    return {
+        "seconds": round(seconds, 2),
+        "exit_code": proc.returncode,
+        "cpu_seconds": round(sum(cpu.values()), 1),
+        "peak_rss_mib": {k: round(v / mib) for k, v in peak.items()},
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "stderr_tail": stderr.strip().splitlines()[-3:],
+    }
+
+
+def image_list(folder: Path, limit: int, out: Path) -> int:
+    """Write the first ``limit`` images under ``folder`` (all when 0, sorted by path) to the list file ``out``."""
+    images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    images = images[:limit] if limit else images
+    atomic_write_text(out, "".join(f"{p.absolute()}\n" for p in images))
+    return len(images)
+
+
+def images_benchmark(args: argparse.Namespace, model: Path, tmp: Path) -> list[dict]:
+    """The whole-command figures of every ``--repo`` (see the module doc), ``--runs`` rounds in turn."""
+    listing = tmp / "images.txt"
+    n_images = image_list(args.images, args.limit, listing)
+    repos = [Path(r).absolute() for r in (args.repo or [REPO])]
+    figures = []
+    for run in range(args.runs):
+        for i, repo in enumerate(repos):
+            out = tmp / f"predict_{run}_{i}.csv"
+            cmd = [sys.executable, "-m", "pipeline.cli", "predict", str(model), str(listing), "-o", str(out)]
+            cmd += ["--set", f"ray.workers={args.workers}"]
+            fig = {
+                "repo": str(repo),
+                "run": run,
+                "command": "predict",
+                "inputs": n_images,
+                **measured_command(cmd, repo),
+            }
+            fig["inputs_per_s"] = round(n_images / fig["seconds"], 1)
+            figures.append(fig)
+            print(json.dumps(fig), flush=True)
+            if args.evaluate:
+                out_dir = tmp / f"evaluate_{run}_{i}"
+                cmd = [sys.executable, "-m", "pipeline.cli", "evaluate", str(model), str(args.evaluate.absolute())]
+                cmd += ["--format", args.eval_format, "-o", str(out_dir), "--set", f"ray.workers={args.workers}"]
+                cmd += ["--split", args.eval_split] if args.eval_split else []
+                cmd += ["--classes", args.eval_classes] if args.eval_classes else []
+                fig = {"repo": str(repo), "run": run, "command": "evaluate", **measured_command(cmd, repo)}
+                metrics = out_dir / "metrics.json"
+                if metrics.is_file():
+                    scored = json.loads(metrics.read_text())
+                    n_inputs = scored["n_scored"] + scored.get("n_failed", 0)
+                    fig.update(inputs=n_inputs, inputs_per_s=round(n_inputs / fig["seconds"], 1))
+                figures.append(fig)
+                print(json.dumps(fig), flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model folder or CV run folder (default: untrained default)")
@@ -130,7 +264,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "seqfer_bench_videos")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--images", type=Path, help="folder of single images: whole-command figures only")
+    parser.add_argument("--limit", type=int, default=0, help="first N images of --images (0: all)")
+    parser.add_argument("--repo", action="append", help="checkout whose command to run (repeatable)")
+    parser.add_argument("--runs", type=int, default=1, help="rounds over the --repo checkouts")
+    parser.add_argument("--evaluate", type=Path, help="dataset root for `seqfer evaluate` (with --images)")
+    parser.add_argument("--eval-format", default="fer2013")
+    parser.add_argument("--eval-split", default=None)
+    parser.add_argument("--eval-classes", default=None)
     args = parser.parse_args()
+    if args.images:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = args.model.absolute() if args.model else default_model(Path(tmp))
+            report = {"model": str(args.model or "untrained default config"), "cpus": os.cpu_count()}
+            report["runs"] = images_benchmark(args, model, Path(tmp))
+        print(json.dumps(report, indent=2))
+        if args.json:
+            atomic_write_text(args.json, json.dumps(report, indent=2))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -157,7 +308,7 @@ def main() -> None:
         report["load_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        atomic_write_text(args.json, json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

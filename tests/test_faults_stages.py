@@ -134,7 +134,7 @@ def test_frame_times_are_presentation_times(tmp_path: Path, container: str) -> N
 
 
 def test_sequence_records_and_tables_and_windows_use_the_frame_times(tmp_path: Path) -> None:
-    from pipeline.predict.predictor import window_bounds
+    from pipeline.predict.windows import window_bounds
 
     path = tmp_path / "vfr.mp4"
     _write_video(path, VFR_TIMES)

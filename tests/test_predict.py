@@ -22,9 +22,10 @@ from pipeline.config import Config, load_config, to_yaml
 from pipeline.model_folder.folder import write_model_folder
 from pipeline.model_folder.load import load_model_bundle
 from pipeline.predict.inputs import resolve_inputs
-from pipeline.predict.predictor import Predictor, window_bounds
+from pipeline.predict.predictor import Predictor
 from pipeline.predict.rows import output_names
 from pipeline.predict.run import run_predict
+from pipeline.predict.windows import window_bounds
 from stages.errors import StageError
 from stages.learning.models import build_model, frames_for, in_channels_for
 from stages.learning.training.checkpoint import save_checkpoint
@@ -102,10 +103,13 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_model(tmp_path_factory.mktemp("m") / "model")
+
+
+def _write_model(folder: Path) -> Path:
+    """The tests' model folder: :func:`_model` with seed 0 and :data:`CLASSES`."""
     cfg = _cfg()
-    return write_model_folder(
-        tmp_path_factory.mktemp("m") / "model", _model(cfg, 0), cfg, CLASSES, {"trained_at": "test"}
-    )
+    return write_model_folder(folder, _model(cfg, 0), cfg, CLASSES, {"trained_at": "test"})
 
 
 @pytest.fixture(scope="module")

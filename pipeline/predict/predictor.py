@@ -7,6 +7,7 @@
     r = p.predict("clip.mp4")                    # PredictionResult: .status .label .confidence .probabilities
     rows = [x.row(p.classes) for x in p.predict_many(["videos/*.mp4", "frames_dir/", "face.jpg"])]
     r = p.predict("long.mp4", window=2.0)        # r.timeline: one row per 2 s window (stride 1 s)
+    rs = p.predict_batch(["a.jpg", "b.jpg"])     # one network call; bit-identical to predict() of each
 
 Prediction runs exactly the training preprocessing: the input becomes a ``SequenceSource``,
 ``stages.preprocess.sequence.SequenceProcessor`` (with the model's stored SequenceConfig) makes its record and
@@ -21,8 +22,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,19 @@ import pandas as pd
 
 from pipeline.model_folder.load import ModelBundle, load_model_bundle
 from pipeline.predict.inputs import PredictInput, input_from_path, resolve_inputs
+from pipeline.predict.windows import timeline_row, window_bounds, window_record
 from stages.errors import StageError
 from stages.learning.inputs.extras import model_inputs
 from stages.learning.training.predict import ensemble_proba
 from stages.preprocess.decode import SequenceSource, select_indices
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor
 from stages.preprocess.sequence_status import sequence_status  # the processor's own ok / no_face / ... rule
-from stages.preprocess.trajectory import compute_trajectory
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
+
+MANY_BATCH = 64
+"""Inputs :meth:`Predictor.predict_many` predicts with one :meth:`Predictor.predict_batch` call."""
+
+NON_FINITE = "the model gave non-finite probabilities for this input (damaged or diverged weights)"
 
 
 @dataclass
@@ -96,30 +102,17 @@ class PredictionResult:
         return row
 
 
-@dataclass
-class _Windows:
-    starts: np.ndarray
-    ends: np.ndarray
-    members: list[np.ndarray] = field(default_factory=list)  # frame positions (into the record) per window
+def _error(pin: PredictInput, exc: Exception) -> PredictionResult:
+    """The result of an input whose prediction raised (a bug or a library crash): status ``error``."""
+    return PredictionResult(pin.name, SequenceStatus.ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def window_bounds(timestamps: np.ndarray, window: float, stride: float, frame_step: float) -> _Windows:
-    """Windows [start, start + window) seconds over frames at ``timestamps``: starts at 0, every ``stride``
-    seconds, the last one flush with the end (last timestamp + one frame step) so the tail is covered; one
-    window over everything when the input is shorter than ``window``."""
-    end = float(timestamps[-1]) + frame_step if len(timestamps) else 0.0
-    if end <= window:
-        starts, ends = np.array([0.0]), np.array([end])
-    else:
-        starts = np.arange(0.0, end - window + 1e-9, stride)
-        if starts[-1] + window < end - 1e-9:
-            starts = np.append(starts, end - window)
-        ends = starts + window
-    eps = 1e-9
-    members = [
-        np.flatnonzero((timestamps >= s - eps) & (timestamps < e - eps)) for s, e in zip(starts, ends, strict=True)
-    ]
-    return _Windows(starts, ends, members)
+def _finished(result: PredictionResult, pin: PredictInput, seconds: float) -> PredictionResult:
+    """``result`` with what every result carries: the input's true label and source, the seconds it took."""
+    result.true_label = pin.true_label
+    result.source = pin.source
+    result.seconds = seconds
+    return result
 
 
 class Predictor:
@@ -161,7 +154,7 @@ class Predictor:
         members, or every member of every fold of a CV run folder). :class:`StageError` when any is not finite."""
         probs = ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
         if not np.isfinite(probs).all():  # never an ok row without probabilities
-            raise StageError("the model gave non-finite probabilities for this input (damaged or diverged weights)")
+            raise StageError(NON_FINITE)
         return probs
 
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
@@ -191,25 +184,53 @@ class Predictor:
     ) -> PredictionResult:
         """Predict one input (a path to a video, image or frame folder, or a source). Never raises for a bad
         input. ``window`` (seconds) switches to sliding windows with ``stride`` (default window / 2)."""
-        start = time.perf_counter()
         for name, value in (("window", window), ("stride", stride)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise StageError(f"{name} {value}: must be a positive number of seconds")
+        if window is None:
+            return self.predict_batch([item], keep=keep)[0]
+        start = time.perf_counter()
         pin = self._as_input(item)
         try:
             if pin.source is None:
                 result = PredictionResult(pin.name, SequenceStatus.UNREADABLE, pin.problem)
-            elif window is not None:
+            else:
                 step = window / 2 if stride is None else stride
                 result = self._predict_windows(pin, float(window), float(step), keep)
-            else:
-                result = self._predict_whole(pin, keep)
         except Exception as exc:  # a bug or a library crash on one input must not stop a batch
-            result = PredictionResult(pin.name, SequenceStatus.ERROR, f"{type(exc).__name__}: {exc}")
-        result.true_label = pin.true_label
-        result.source = pin.source
-        result.seconds = time.perf_counter() - start
-        return result
+            result = _error(pin, exc)
+        return _finished(result, pin, time.perf_counter() - start)
+
+    def predict_batch(
+        self, items: Sequence[str | Path | SequenceSource | PredictInput], *, keep: bool = False
+    ) -> list[PredictionResult]:
+        """Predict whole inputs (no windows), one result per item in order, with one network call for all of them.
+
+        Each input is preprocessed on its own; the model inputs of those that have one are stacked and go through
+        :func:`~stages.learning.training.predict.ensemble_proba` at once, which runs the network on one input at
+        a time, so every probability is bit-identical to :meth:`predict` of that input alone (whatever the
+        batch's size or its other inputs). Memory: the batch's model inputs (~27 KB per 48 px input of 3
+        frames), plus its records when ``keep``. Never raises for a bad input.
+        """
+        pins = [self._as_input(item) for item in items]
+        results: list[PredictionResult] = []
+        staged: list[tuple[int, np.ndarray, np.ndarray]] = []  # (position, appearance [1, ...], trajectory [1, ...])
+        for i, pin in enumerate(pins):
+            start = time.perf_counter()
+            try:
+                result, arrays = self._prepare_whole(pin, keep)
+            except Exception as exc:  # a bug or a library crash on one input must not stop a batch
+                result, arrays = _error(pin, exc), None
+            if arrays is not None:
+                staged.append((i, *arrays))
+            results.append(_finished(result, pin, time.perf_counter() - start))
+        if staged:
+            start = time.perf_counter()
+            self._score(results, pins, staged)
+            share = (time.perf_counter() - start) / len(staged)
+            for i, _app, _traj in staged:
+                results[i].seconds += share
+        return results
 
     def predict_many(
         self,
@@ -218,11 +239,14 @@ class Predictor:
         window: float | None = None,
         stride: float | None = None,
     ) -> list[PredictionResult]:
-        """Predict every input in order; strings are expanded like the CLI's (globs, folders, manifests)."""
+        """Predict every input in order; strings are expanded like the CLI's (globs, folders, manifests). Without
+        ``window``, :data:`MANY_BATCH` inputs go through :meth:`predict_batch` at a time."""
         inputs: list[PredictInput] = []
         for item in items:
             inputs += resolve_inputs([item]) if isinstance(item, (str, Path)) else [self._as_input(item)]
-        return [self.predict(pin, window=window, stride=stride) for pin in inputs]
+        if window is not None:
+            return [self.predict(pin, window=window, stride=stride) for pin in inputs]
+        return [r for i in range(0, len(inputs), MANY_BATCH) for r in self.predict_batch(inputs[i : i + MANY_BATCH])]
 
     # -- internals -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -237,7 +261,13 @@ class Predictor:
     def _as_dict(self, probs: np.ndarray) -> dict[str, float]:
         return {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
 
-    def _predict_whole(self, pin: PredictInput, keep: bool) -> PredictionResult:
+    def _prepare_whole(
+        self, pin: PredictInput, keep: bool
+    ) -> tuple[PredictionResult, tuple[np.ndarray, np.ndarray] | None]:
+        """An input preprocessed: its result so far (status, frames, face ratio) and its model inputs, None when
+        it has none (unreadable, no face, ... or inputs that cannot be built: status ``failed``)."""
+        if pin.source is None:
+            return PredictionResult(pin.name, SequenceStatus.UNREADABLE, pin.problem), None
         outcome = self.processor.process(pin.source)
         result = PredictionResult(
             pin.name, outcome.status, outcome.reason, n_frames=outcome.n_frames, face_ratio=outcome.face_ratio
@@ -245,13 +275,38 @@ class Predictor:
         if keep:
             result.record, result.landmarks = outcome.record, outcome.landmark_arrays
         if outcome.record is None:
-            return result
+            return result, None
         try:
-            appearance, trajectory = self.record_inputs(outcome.record)
-            result.probabilities = self._as_dict(self.probabilities(appearance, trajectory)[0])
+            return result, self.record_inputs(outcome.record)
         except StageError as exc:
             result.status, result.reason = SequenceStatus.FAILED, str(exc)
-        return result
+            return result, None
+
+    def _score(
+        self,
+        results: list[PredictionResult],
+        pins: list[PredictInput],
+        staged: list[tuple[int, np.ndarray, np.ndarray]],
+    ) -> None:
+        """Fill the probabilities of the ``staged`` results: one stacked network call; when it fails (or gives a
+        wrong shape), one call per input, so that only the input at fault gets status ``failed`` or ``error``."""
+        try:
+            appearance = np.concatenate([app for _, app, _ in staged])
+            trajectory = np.concatenate([traj for _, _, traj in staged])
+            probs = ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
+            stacked_ok = probs.shape == (len(staged), len(self.classes))
+        except Exception:  # noqa: BLE001 - retried per input below, where the fault is reported
+            stacked_ok = False
+        for row, (i, app, traj) in enumerate(staged):
+            try:
+                p = probs[row] if stacked_ok else self.probabilities(app, traj)[0]
+                if not np.isfinite(p).all():
+                    raise StageError(NON_FINITE)
+                results[i].probabilities = self._as_dict(p)
+            except StageError as exc:
+                results[i].status, results[i].reason = SequenceStatus.FAILED, str(exc)
+            except Exception as exc:  # a bug or a library crash on one input must not stop a batch
+                results[i] = _finished(_error(pins[i], exc), pins[i], results[i].seconds)
 
     def _full_processor(self) -> SequenceProcessor:
         """Processes every frame with no face-ratio gate (windows apply the gate each), same landmarker."""
@@ -262,25 +317,6 @@ class Predictor:
             )
             self._window_processor = SequenceProcessor(full, self.cache_dir, landmarker=self.processor.landmarker)
         return self._window_processor
-
-    def _window_record(self, record: SequenceRecord, positions: np.ndarray) -> SequenceRecord:
-        """The window's frames after the training frame selection, with its own trajectory (what processing
-        the window as a sequence of its own gives, up to landmark tracking across its first frame)."""
-        seq = self.bundle.sequence
-        keep = positions[select_indices(len(positions), None, seq.frames)]
-        aligned_landmarks = record.aligned_landmarks[keep]
-        trajectory = compute_trajectory(aligned_landmarks, record.success[keep], seq.trajectory)
-        return SequenceRecord(
-            sequence_id=record.sequence_id,
-            frame_indices=record.frame_indices[keep],
-            timestamps=record.timestamps[keep],
-            landmarks=record.landmarks[keep],
-            success=record.success[keep],
-            confidence=record.confidence[keep],
-            aligned=record.aligned[keep],
-            aligned_landmarks=aligned_landmarks,
-            trajectory=trajectory,
-        )
 
     def _predict_windows(self, pin: PredictInput, window: float, stride: float, keep: bool) -> PredictionResult:
         if window <= 0 or stride <= 0:
@@ -301,25 +337,12 @@ class Predictor:
             probs = None
             if status == SequenceStatus.OK and outcome.record is not None:
                 try:
-                    app, traj = self.record_inputs(self._window_record(outcome.record, positions))
+                    app, traj = self.record_inputs(window_record(outcome.record, positions, seq))
                     probs = self.probabilities(app, traj)[0]
                     ok_probs.append(probs)
                 except StageError as exc:
                     status, reason = SequenceStatus.FAILED, str(exc)
-            row = {
-                "window_start": round(float(start), 4),
-                "window_end": round(float(end), 4),
-                "status": status,
-                "n_frames": int(len(sel)),
-                "face_ratio": round(float(success[sel].mean()) if len(sel) else 0.0, 4),
-                "label": self.classes[int(np.argmax(probs))] if probs is not None else "",
-                "confidence": float(np.max(probs)) if probs is not None else float("nan"),
-                **{
-                    f"p_{c}": float(probs[i]) if probs is not None else float("nan") for i, c in enumerate(self.classes)
-                },
-                "reason": reason,
-            }
-            rows.append(row)
+            rows.append(timeline_row((start, end), status, reason, success[sel], probs, self.classes))
         result = PredictionResult(
             pin.name,
             SequenceStatus.OK,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,29 +52,61 @@ def load_resume(path: Path) -> dict[str, dict]:
     done: dict[str, dict] = {}
     if not path.is_file():
         return done
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill: that input is simply recomputed
-            continue
-        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("row"), dict)):
-            continue  # not a line this code wrote: ignored, that input is recomputed
-        if entry["row"].get("status") not in RETRY_STATUSES:
-            done[entry["key"]] = entry["row"]
+    with open(path, encoding="utf-8", errors="replace") as fh:  # line by line: a long journal is never read whole
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: that input is simply recomputed
+                continue
+            if not (
+                isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("row"), dict)
+            ):
+                continue  # not a line this code wrote: ignored, that input is recomputed
+            if entry["row"].get("status") not in RETRY_STATUSES:
+                done[entry["key"]] = entry["row"]
     return done
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the file at ``path`` exists, is not empty and does not end with a newline (reads its last byte)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) != b"\n"
+
+
+FSYNC_SECONDS = 2.0
+"""The journal is fsynced at most this often (and when it is closed). A killed process loses nothing flushed;
+only a crash of the machine itself can lose the last seconds of rows, which are then recomputed."""
+
+
 @contextmanager
-def resume_journal(path: Path) -> Iterator[Callable[[str, dict], None]]:
-    """Yield ``record(key, row)``, which appends one line to the journal at ``path`` and flushes it at once.
+def resume_journal(path: Path) -> Iterator[Callable[[Sequence[tuple[str, dict]]], None]]:
+    """Yield ``record(pairs)``, which appends one line per (key, row) of ``pairs`` to the journal at ``path`` in
+    one write and flushes it at once (a chunk of rows costs one system call, not one per row).
 
-    An append-only journal, not an :mod:`stages.atomic_io` whole-file write: it grows by one line per finished
-    input so that a killed batch keeps its work, and :func:`load_resume` skips a last line cut short."""
+    An append-only journal, not an :mod:`stages.atomic_io` whole-file write: it grows as inputs finish so that a
+    killed batch keeps its work, and :func:`load_resume` skips a last line cut short."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
+    cut_short = _ends_mid_line(path)
+    with open(path, "a", encoding="utf-8") as fh:
+        if cut_short:  # a line cut short by a kill: end it, so that the next row starts a line of its own
+            fh.write("\n")
+        synced = time.monotonic()
 
-        def record(key: str, row: dict) -> None:
-            fh.write(json.dumps({"key": key, "row": row}) + "\n")
+        def record(pairs: Sequence[tuple[str, dict]]) -> None:
+            nonlocal synced
+            if not pairs:
+                return
+            fh.write("".join(json.dumps({"key": key, "row": row}) + "\n" for key, row in pairs))
             fh.flush()
+            if time.monotonic() - synced >= FSYNC_SECONDS:
+                os.fsync(fh.fileno())
+                synced = time.monotonic()
 
-        yield record
+        try:
+            yield record
+        finally:
+            fh.flush()
+            os.fsync(fh.fileno())

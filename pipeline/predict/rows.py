@@ -1,15 +1,16 @@
-"""One input predicted into its result row, with its side files (timeline CSV and PNG, key-frame picture)."""
+"""Inputs predicted into their result rows, with their side files (timeline CSV and PNG, key-frame picture)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.predict.inputs import PredictInput
-from pipeline.predict.predictor import Predictor
+from pipeline.predict.predictor import PredictionResult, Predictor
 from stages.atomic_io import atomic_path
 
 
@@ -42,9 +43,24 @@ def predict_row(predictor: Predictor, pin: PredictInput, out_name: str, opts: Pr
 
     Never raises for a bad input: a failure to draw is noted in ``reason`` and the prediction is kept.
     """
+    result = predictor.predict(pin, window=opts.window, stride=opts.stride, keep=opts.visualize_dir is not None)
+    return result_row(predictor, result, out_name, opts)
+
+
+def predict_rows(predictor: Predictor, chunk: Sequence[tuple[PredictInput, str]], opts: PredictOptions) -> list[dict]:
+    """:func:`predict_row` of every (input, side-file stem) of ``chunk``, in order. Without ``--window`` the
+    chunk goes through :meth:`Predictor.predict_batch` (one network call, the same probabilities)."""
+    if opts.window is not None:
+        return [predict_row(predictor, pin, name, opts) for pin, name in chunk]
+    results = predictor.predict_batch([pin for pin, _ in chunk], keep=opts.visualize_dir is not None)
+    return [result_row(predictor, result, name, opts) for result, (_, name) in zip(results, chunk, strict=True)]
+
+
+def result_row(predictor: Predictor, result: PredictionResult, out_name: str, opts: PredictOptions) -> dict:
+    """``result``'s row, after writing its side files: with ``--window`` the timeline CSV and PNG (``windows`` and
+    ``timeline`` columns), with ``--visualize`` the picture. A failure to draw is noted in ``reason``."""
     from pipeline.predict.visualize import save_prediction_picture, save_timeline_png
 
-    result = predictor.predict(pin, window=opts.window, stride=opts.stride, keep=opts.visualize_dir is not None)
     row = result.row(predictor.classes)
     notes = []
     if opts.window is not None:
@@ -60,7 +76,7 @@ def predict_row(predictor: Predictor, pin: PredictInput, out_name: str, opts: Pr
                     result.timeline,
                     predictor.classes,
                     csv_path.with_suffix(".png"),
-                    title=f"{pin.name}: probabilities per {opts.window:g} s window",
+                    title=f"{result.input}: probabilities per {opts.window:g} s window",
                 )
             except Exception as exc:  # a picture must never cost the prediction
                 notes.append(f"timeline plot failed: {type(exc).__name__}: {exc}")

@@ -14,7 +14,9 @@
 - Many inputs run on Ray (``ray.workers`` actors, each holding one :class:`Predictor`; ``--set
   ray.workers=N``; :mod:`pipeline.predict.on_ray`), fewer than ``RAY_MIN_INPUTS`` in this process. A progress
   bar shows rate and ETA; a summary (done / resumed / failed with reasons) ends the run.
-- Resume: every finished row is appended to ``<OUT>.resume.jsonl`` at once; a re-run with the same model,
+- Single images are predicted in chunks (up to :data:`~pipeline.predict.chunks.CHUNK_MAX` per worker call, one
+  network call per chunk, the same probabilities as one by one; :mod:`pipeline.predict.chunks`).
+- Resume: every finished chunk's rows are appended to ``<OUT>.resume.jsonl`` at once; a re-run with the same model,
   inputs (same files, sizes, mtimes) and options reuses those rows instead of recomputing (rows with status
   ``error`` or ``timeout`` are retried; :mod:`pipeline.predict.resume`). Delete that file to recompute everything.
 - Exit code (CLI): 0 when every input is ok, 1 when any is not (the summary says which and why).
@@ -26,17 +28,18 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.model_folder.load import ModelBundle, load_model_bundle
+from pipeline.predict.chunks import Todo, make_chunks
 from pipeline.predict.inputs import PredictInput, resolve_inputs
 from pipeline.predict.on_ray import run_on_ray
 from pipeline.predict.predictor import Predictor
 from pipeline.predict.results import pick_format, result_columns, write_results
 from pipeline.predict.resume import input_key, journal_path, load_resume, resume_journal
-from pipeline.predict.rows import PredictOptions, output_names, predict_row
+from pipeline.predict.rows import PredictOptions, output_names, predict_rows
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import RunSummary, progress_bar
 from stages.atomic_io import name_problem, sibling_name
@@ -87,32 +90,43 @@ def _options(output: Path, window: float | None, stride: float | None, visualize
 
 def _predict_todo(
     bundle: ModelBundle,
-    todo: list[tuple[PredictInput, str, str]],
+    todo: list[Todo],
     rows: dict[str, dict],
-    record: Callable[[str, dict], None],
+    record: Callable[[list[tuple[str, dict]]], None],
     overrides: list[str],
     cache: str | None,
     opts: PredictOptions,
 ) -> None:
-    """Predict ``todo`` (input, side-file stem, key) into ``rows``, journalling each row as it comes: on Ray
-    for :data:`RAY_MIN_INPUTS` inputs or more (or a Ray cluster address), else in this process."""
+    """Predict ``todo`` into ``rows`` chunk by chunk (:mod:`pipeline.predict.chunks`), journalling each chunk's
+    rows as it comes: on Ray for :data:`RAY_MIN_INPUTS` inputs or more (or a Ray cluster address), else in this
+    process."""
     bar = progress_bar(len(todo), "predict", unit="input")
     n_failed = 0
     try:
         if len(todo) >= RAY_MIN_INPUTS or bundle.config.ray.address:
-            results = run_on_ray(bundle, overrides, cache, opts, todo)
+            chunks = make_chunks(todo, bundle.config.ray.workers, opts)
+            results = run_on_ray(bundle, overrides, cache, opts, chunks)
         else:
-            predictor = Predictor(bundle, cache_dir=cache)
-            results = ((k, predict_row(predictor, p, n, opts)) for p, n, k in todo)
-        for key, row in results:
-            rows[key] = row
-            record(key, row)
-            bar.update(1)
-            if row["status"] != SequenceStatus.OK:
-                n_failed += 1
+            results = _in_process(Predictor(bundle, cache_dir=cache), make_chunks(todo, 1, opts), opts)
+        for pairs in results:
+            rows.update(pairs)
+            record(pairs)
+            bar.update(len(pairs))
+            failed = sum(row["status"] != SequenceStatus.OK for _key, row in pairs)
+            if failed:
+                n_failed += failed
                 bar.set_postfix_str(f"failed {n_failed}")
     finally:
         bar.close()
+
+
+def _in_process(
+    predictor: Predictor, chunks: list[list[Todo]], opts: PredictOptions
+) -> Iterator[list[tuple[str, dict]]]:
+    """Each chunk's (resume key, row) pairs, predicted in this process."""
+    for chunk in chunks:
+        rows = predict_rows(predictor, [(pin, name) for pin, name, _key in chunk], opts)
+        yield [(key, row) for (_pin, _name, key), row in zip(chunk, rows, strict=True)]
 
 
 def _summary(ordered: list[dict], resumed_ok: int, output: Path, start: float) -> RunSummary:
