@@ -9,4 +9,4 @@ from pipeline.data.labelled import load_labelled_data
 
 def run_all(cfg: Config) -> dict:
     """(Generate demo data), build the manifest, preprocess (resumable), cross-validate; returns summary.json."""
-    return run_cv(cfg, load_labelled_data(cfg, preprocess=True))
+    return run_cv(cfg, load_labelled_data(cfg, preprocess=True, refuse_split="cv"))

@@ -23,6 +23,7 @@ from pipeline.model_folder.folder import write_model_folder
 from pipeline.model_folder.load import load_model_bundle
 from pipeline.predict.inputs import resolve_inputs
 from pipeline.predict.predictor import Predictor
+from pipeline.predict.resume import journal_path
 from pipeline.predict.rows import output_names
 from pipeline.predict.run import run_predict
 from pipeline.predict.windows import window_bounds
@@ -452,3 +453,25 @@ def test_non_finite_probabilities_are_a_failed_row_never_ok(
         result = predictor.predict(media[kind], window=window)
         assert result.status != "ok" and "non-finite" in (result.reason or str(result.timeline)), kind
         assert result.probabilities is None
+
+
+def test_a_results_file_another_run_writes_is_refused_at_once(model_dir: Path, media: dict, tmp_path: Path) -> None:
+    """Case 3: two runs writing one -o file would mix their rows; the second is refused before any work."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "preds.csv"
+    code = (
+        "import time; from pipeline.runtime.folder_lock import hold_output; "
+        f"h = hold_output({str(out)!r}); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StageError, match="another seqfer run"):
+            run_predict(model_dir, [str(media["image"])], output=out)
+        assert not out.exists() and not journal_path(out).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_predict(model_dir, [str(media["image"])], output=out) == 0  # free once that run has ended

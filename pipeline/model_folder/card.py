@@ -23,6 +23,21 @@ def _ensemble_lines(info: dict) -> list[str]:
     ]
 
 
+def _selection_line(info: dict, split: dict) -> str:
+    """How the epoch was chosen: on the dataset's own ``val`` split, or on held-out subjects drawn from the data."""
+    val = f"validation accuracy {_pct(info.get('val_accuracy'))}"
+    if split.get("protocol"):
+        return (
+            f"- Model selection: {split['protocol']}; best epoch {info.get('best_epoch', '?')} chosen on `val`; {val}"
+        )
+    return (
+        f"- Model selection: {split.get('n_train', '?')} training sequences ({split.get('n_train_subjects', '?')} "
+        f"subjects); best epoch {info.get('best_epoch', '?')} chosen on {split.get('n_val', '?')} validation "
+        f"sequences of {split.get('n_val_subjects', '?')} held-out subject(s) (val_fraction "
+        f"{split.get('val_fraction', '?')}, seed {split.get('seed', '?')}); {val}"
+    )
+
+
 def model_card(info: dict, cfg: Config) -> str:
     """The model folder's README.md: what it is, what it was trained on, how well it did, how to use it."""
     data, split, cv = info.get("data", {}), info.get("split", {}), info.get("cv")
@@ -45,17 +60,20 @@ def model_card(info: dict, cfg: Config) -> str:
         f"- Labelled sequences used: {data.get('n_sequences', '?')} from {data.get('n_subjects', '?')} subjects; "
         f"excluded (failed preprocessing): {data.get('n_excluded', 0)}",
         f"- Sequences per class: {', '.join(f'{k} {v}' for k, v in data.get('class_counts', {}).items())}",
-        f"- Model selection: {split.get('n_train', '?')} training sequences ({split.get('n_train_subjects', '?')} "
-        f"subjects); best epoch {info.get('best_epoch', '?')} chosen on {split.get('n_val', '?')} validation "
-        f"sequences of {split.get('n_val_subjects', '?')} held-out subject(s) (val_fraction "
-        f"{split.get('val_fraction', '?')}, seed {split.get('seed', '?')}); validation accuracy "
-        f"{_pct(info.get('val_accuracy'))}",
+        _selection_line(info, split),
         *_ensemble_lines(info),
         "",
         "## Accuracy",
         "",
     ]
-    if cv:
+    if split.get("protocol"):  # a dataset with its own split: its test part is scored once, by evaluate
+        lines += [
+            "- Test accuracy: score the dataset's `test` split once with `seqfer evaluate MODEL "
+            f"{data.get('root', 'ROOT')} --format {data.get('format', 'F')} --split test -o OUT`.",
+            "- The validation accuracy above chose the epoch: it is optimistic; quote the test figure.",
+            "",
+        ]
+    elif cv:
         note = {
             True: "same settings as this model",
             False: "NOTE: that run used different settings",
@@ -68,10 +86,13 @@ def model_card(info: dict, cfg: Config) -> str:
         )
     else:
         lines.append("- CV accuracy unknown: no `seqfer cv` summary was found for this output folder.")
+    if not split.get("protocol"):
+        lines += [
+            "- The validation accuracy above is on few subjects and chose the epoch: it is optimistic; quote the "
+            "CV figure.",
+            "",
+        ]
     lines += [
-        "- The validation accuracy above is on few subjects and chose the epoch: it is optimistic; quote the CV "
-        "figure.",
-        "",
         "## Preprocessing it expects (applied automatically by `seqfer predict`)",
         "",
         f"- Frames: {seq['frames']['mode']} (frame folders assumed at {seq['frames']['fps']} fps); landmarks: "

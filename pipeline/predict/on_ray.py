@@ -16,7 +16,8 @@ from pipeline.predict.chunks import Todo, chunkable
 from pipeline.predict.inputs import PredictInput
 from pipeline.predict.predictor import PredictionResult, Predictor
 from pipeline.predict.rows import PredictOptions, predict_rows
-from pipeline.runtime.failures import ItemTimeout, NoWorkers
+from pipeline.runtime.failures import ItemTimeout, NoWorkers, describe_failure
+from pipeline.runtime.workers import worker_count
 from stages.record import SequenceStatus
 
 SINGLE_TRIES = 3
@@ -54,7 +55,7 @@ def failure_row(pin: PredictInput, classes: list[str], exc: BaseException) -> di
         return PredictionResult(pin.name, SequenceStatus.TIMEOUT, str(exc), true_label=pin.true_label).row(classes)
     if isinstance(exc, ray.exceptions.RayActorError):
         return error_row(pin, classes, f"worker died on this input: {type(exc).__name__}")
-    return error_row(pin, classes, f"{type(exc).__name__}: {str(exc)[:300]}")
+    return error_row(pin, classes, describe_failure(exc).reason)  # the first and last line never cut
 
 
 def _stream(
@@ -79,7 +80,7 @@ def _stream(
 
     yield from stream_to_actors(
         start,
-        min(ray_cfg.workers, len(chunks)),
+        min(worker_count(ray_cfg), len(chunks)),
         chunks,
         lambda actor, chunk: actor.predict.remote([(pin, name) for pin, name, _key in chunk]),
         per_actor=per_actor,

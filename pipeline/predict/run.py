@@ -40,6 +40,7 @@ from pipeline.predict.predictor import Predictor
 from pipeline.predict.results import pick_format, result_columns, write_results
 from pipeline.predict.resume import input_key, journal_path, load_resume, resume_journal
 from pipeline.predict.rows import PredictOptions, output_names, predict_rows
+from pipeline.runtime.folder_lock import hold_output
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import RunSummary, progress_bar
 from stages.atomic_io import name_problem, sibling_name
@@ -168,6 +169,23 @@ def run_predict(
     if output.is_dir():
         raise StageError(f"-o {output}: is a folder; give a file name for the results, e.g. {output}/predictions.{fmt}")
     _check_seconds(window, stride)
+    with hold_output(output):  # a second run writing the same results file gets an error line at once
+        return _predict_into(bundle, inputs, output, fmt, window, stride, visualize, overrides, cache_dir, start)
+
+
+def _predict_into(
+    bundle: ModelBundle,
+    inputs: list[str],
+    output: Path,
+    fmt: str,
+    window: float | None,
+    stride: float | None,
+    visualize: Path | None,
+    overrides: list[str],
+    cache_dir: Path | None,
+    start: float,
+) -> int:
+    """The body of :func:`run_predict` once the results file is held: inputs, resume, prediction, results."""
     pins = _resolve(inputs)
     log.info(f"predict: {len(pins)} input(s) with {bundle.describe()}")
     names = output_names([p.name for p in pins])
