@@ -38,6 +38,37 @@ def _selection_line(info: dict, split: dict) -> str:
     )
 
 
+def _accuracy_lines(data: dict, split: dict, cv: dict | None) -> list[str]:
+    """Where the model's honest accuracy is: the dataset's test split (scored once by evaluate), or the CV run of
+    the same output folder."""
+    if split.get("protocol"):  # a dataset with its own split: its test part is scored once, by evaluate
+        return [
+            "- Test accuracy: score the dataset's `test` split once with `seqfer evaluate MODEL "
+            f"{data.get('root', 'ROOT')} --format {data.get('format', 'F')} --split test -o OUT`.",
+            "- The validation accuracy above chose the epoch: it is optimistic; quote the test figure.",
+            "",
+        ]
+    if cv:
+        note = {
+            True: "same settings as this model",
+            False: "NOTE: that run used different settings",
+            None: "settings not compared",
+        }[cv.get("same_settings")]
+        first = (
+            f"- {cv['n_folds']}-fold subject-independent CV: {_pct(cv['accuracy_mean'])} +- "
+            f"{_pct(cv['accuracy_std'])} (mean class accuracy {_pct(cv['mean_class_accuracy'])}; {note}; "
+            f"`{cv['source']}`)"
+        )
+    else:
+        first = "- CV accuracy unknown: no `seqfer cv` summary was found for this output folder."
+    return [
+        first,
+        "- The validation accuracy above is on few subjects and chose the epoch: it is optimistic; quote the CV "
+        "figure.",
+        "",
+    ]
+
+
 def model_card(info: dict, cfg: Config) -> str:
     """The model folder's README.md: what it is, what it was trained on, how well it did, how to use it."""
     data, split, cv = info.get("data", {}), info.get("split", {}), info.get("cv")
@@ -66,32 +97,7 @@ def model_card(info: dict, cfg: Config) -> str:
         "## Accuracy",
         "",
     ]
-    if split.get("protocol"):  # a dataset with its own split: its test part is scored once, by evaluate
-        lines += [
-            "- Test accuracy: score the dataset's `test` split once with `seqfer evaluate MODEL "
-            f"{data.get('root', 'ROOT')} --format {data.get('format', 'F')} --split test -o OUT`.",
-            "- The validation accuracy above chose the epoch: it is optimistic; quote the test figure.",
-            "",
-        ]
-    elif cv:
-        note = {
-            True: "same settings as this model",
-            False: "NOTE: that run used different settings",
-            None: "settings not compared",
-        }[cv.get("same_settings")]
-        lines.append(
-            f"- {cv['n_folds']}-fold subject-independent CV: {_pct(cv['accuracy_mean'])} +- "
-            f"{_pct(cv['accuracy_std'])} (mean class accuracy {_pct(cv['mean_class_accuracy'])}; {note}; "
-            f"`{cv['source']}`)"
-        )
-    else:
-        lines.append("- CV accuracy unknown: no `seqfer cv` summary was found for this output folder.")
-    if not split.get("protocol"):
-        lines += [
-            "- The validation accuracy above is on few subjects and chose the epoch: it is optimistic; quote the "
-            "CV figure.",
-            "",
-        ]
+    lines += _accuracy_lines(data, split, cv)
     lines += [
         "## Preprocessing it expects (applied automatically by `seqfer predict`)",
         "",
