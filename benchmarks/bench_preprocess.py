@@ -2,6 +2,13 @@
 
     python benchmarks/bench_preprocess.py --root /work/data_heldout40
     python benchmarks/bench_preprocess.py --faces DIR --subjects 40 --data /tmp/demo_from_my_faces
+    python benchmarks/bench_preprocess.py --folder ../shared/real/FER2013/train
+    python benchmarks/bench_preprocess.py --folder FER2013/train --set preprocess.landmarks.tight_crops=true
+
+``--folder ROOT`` times the whole command on a class-folder set of one image per item (FER2013's ``train`` as it
+ships, CK+48), with ``--config`` (default ``configs/ck48.yaml``: its preprocessing) and every image its own
+sequence (``data.name_pattern`` ``^(?P<subject>.+)$``; ``--name-pattern`` changes it): items/s, the bytes written
+(output folder and cache, ``du -sb``) against the input's, and the same breakdown; no naive loop.
 
 ``--faces DIR`` (photos with 300-W ``.pts`` files) first generates a CK+-layout demo set from those faces with
 ``seqfer demo-data`` into ``--data`` (kept: generating a CK+-sized set takes ~80 s), so anyone can measure on faces
@@ -74,14 +81,16 @@ def naive_loop(frame_lists: list[list[str]], upsample: int) -> tuple[int, float,
     return frames, time.perf_counter() - start, found
 
 
-def whole_command(root: Path, workers: int, out: Path, overrides: list[str]) -> tuple[float, dict, str]:
+def whole_command(
+    root: Path, workers: int, out: Path, overrides: list[str], config: Path = REPO / "configs" / "ckplus.yaml"
+) -> tuple[float, dict, str]:
     """(seconds from process start to exit, summary.json, stderr) of one fresh `seqfer preprocess` run."""
     args = [
         sys.executable,
         "-m",
         "pipeline.cli",
         "preprocess",
-        str(REPO / "configs" / "ckplus.yaml"),
+        str(config),
         "--set",
         f"data.root={root}",
         "--set",
@@ -107,9 +116,52 @@ def _times(fps: float, naive_fps: float) -> str:
     return f"{fps / naive_fps:.1f}x" if naive_fps == naive_fps else "-"
 
 
+def tree_bytes(*paths: Path) -> int:
+    """Apparent size in bytes of files and folders (what ``du -sb`` counts: every file and folder entry)."""
+    total = 0
+    for path in paths:
+        for p in [path, *path.rglob("*")] if path.is_dir() else [path] if path.exists() else []:
+            total += p.lstat().st_size
+    return total
+
+
+def folder_run(args: argparse.Namespace) -> None:
+    """The whole command on a class-folder set (``--folder``): items/s, bytes written, breakdown, RSS."""
+    root = args.folder.resolve()
+    n_items = sum(1 for p in root.rglob("*") if p.is_file())
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="seqfer_bench_out_", dir=args.out_parent) as tmp:
+        out = Path(tmp)
+        overrides = ["data.format=imagefolder", f"data.name_pattern={args.name_pattern}", *args.overrides]
+        seconds, summary, _stderr = whole_command(root, args.workers, out, overrides, args.config)
+        written = tree_bytes(out)
+    items = summary["done"] + len(summary.get("failed", []))
+    rss = summary.get("peak_rss_mb", {"driver": 0.0, "workers": {}})
+    print(f"\n{root}: {n_items} files, {tree_bytes(root) / 1e6:.1f} MB; load average before: {load_before:.2f}")
+    print("\n| run | items | seconds | items/s | written MB | x input |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| `seqfer preprocess {args.config.name}`{''.join(' ' + kv for kv in args.overrides)}, "
+        f"{args.workers} workers, "
+        f"process start to exit | {items} | {seconds:.1f} | {items / seconds:.0f} | {written / 1e6:.1f} | "
+        f"{written / tree_bytes(root):.1f}x |"
+    )
+    stages = summary.get("stage_seconds", {})
+    total = sum(stages.values()) or 1.0
+    print("worker time by stage: " + ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)" for k, v in stages.items()))
+    print(f"driver: {summary.get('driver_seconds', {})}")
+    workers = " / ".join(f"{v:.0f}" for v in rss["workers"].values())
+    print(f"peak RSS MiB: driver {rss['driver']:.0f}, workers {workers}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, help="an existing demo set in the CK+ layout")
+    ap.add_argument("--folder", type=Path, help="a class-folder set of one image per item (FER2013 train)")
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "ck48.yaml", help="with --folder: the config")
+    ap.add_argument("--name-pattern", default="^(?P<subject>.+)$", help="with --folder: data.name_pattern")
+    ap.add_argument("--out-parent", type=Path, default=None, help="with --folder: where the output folder goes")
     ap.add_argument("--faces", type=Path, help="face photos with .pts files: generate the demo set from them first")
     ap.add_argument("--data", type=Path, help="with --faces: where the generated set goes (reused when present)")
     ap.add_argument("--subjects", type=int, default=40, help="with --faces: subjects (118 = CK+-sized)")
@@ -121,8 +173,11 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], help="config override for the whole command (A/B)"
     )
     args = ap.parse_args()
+    if args.folder is not None:
+        folder_run(args)
+        return
     if (args.root is None) == (args.faces is None):
-        ap.error("give exactly one of --root and --faces")
+        ap.error("give exactly one of --root, --faces and --folder")
     root = args.root
     if args.faces is not None:
         root = args.data or Path(tempfile.mkdtemp(prefix="seqfer_bench_data_"))

@@ -216,15 +216,86 @@ def test_damaged_entries_are_detected_deleted_and_recomputed(tmp_path, damage):
 
 
 def test_checksum_catches_a_swapped_array(tmp_path):
-    """A well-formed archive whose content does not match its checksum (e.g. a partial rewrite)."""
+    """A well-formed entry whose content does not match its checksum (e.g. a partial rewrite)."""
+    import struct
+    import zlib
+
     cache = ArrayCache(tmp_path, "ns")
     path = cache.put("ab12", {"a": np.zeros(4)})
-    with np.load(path) as z:
-        parts = {k: z[k] for k in z.files}
-    parts["a"] = np.ones(4)
-    with open(path, "wb") as fh:
-        np.savez(fh, **parts)
+    data = path.read_bytes()
+    (head_len,) = struct.unpack_from("<I", data, 4)
+    assert data[8 + head_len :] == np.zeros(4).tobytes()  # 32 bytes: stored raw
+    path.write_bytes(data[: 8 + head_len] + np.ones(4).tobytes())
     assert cache.get("ab12") is None and cache.stats["corrupt"] == 1
+    header = json.loads(zlib.decompress(data[8 : 8 + head_len]))
+    assert header["format"] == 2 and [a[:4] for a in header["arrays"]] == [["a", "<f8", [4], "raw"]]
+
+
+def _legacy_entry(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """An entry as format 1 wrote it: an np.savez archive with __meta__, __format__ and __checksum__."""
+    import hashlib
+
+    from stages.preprocess.cache_format import canonical_json
+
+    data = {**arrays, "__meta__": np.array(canonical_json(meta))}
+    h = hashlib.sha256()
+    for name in sorted(data):
+        a = np.ascontiguousarray(data[name])
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.savez(fh, **data, __format__=np.array(1, dtype=np.int64), __checksum__=np.array(h.hexdigest()))
+
+
+def test_entries_of_format_1_are_still_read_and_checked(tmp_path):
+    cache = ArrayCache(tmp_path, "aligned")
+    _legacy_entry(cache.path("ab12"), _arrays(), {"sequence_id": "S005_001"})
+    entry = cache.load("ab12")
+    _assert_same(entry.arrays, _arrays())
+    assert entry.meta == {"sequence_id": "S005_001"} and cache.stats["corrupt"] == 0
+    swapped = {**_arrays(), "landmarks": np.zeros((5, 68, 2), np.float32)}
+    _legacy_entry(cache.path("cd34"), _arrays(), {})
+    with np.load(cache.path("cd34")) as z:
+        parts = {k: z[k] for k in z.files}
+    with open(cache.path("cd34"), "wb") as fh:
+        np.savez(fh, **{**parts, "landmarks": swapped["landmarks"]})
+    assert cache.get("cd34") is None and cache.stats["corrupt"] == 1
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.random.default_rng(0).integers(0, 255, (3, 96, 96), dtype=np.uint8),  # grey crops: PNG
+        np.random.default_rng(1).integers(0, 255, (2, 40, 40, 3), dtype=np.uint8),  # colour crops: PNG
+        np.zeros((0, 96, 96), np.uint8),  # no frames
+        np.repeat(np.arange(2 * 68 * 2, dtype=np.float32).reshape(2, 68, 2), 8, axis=0),  # deflates
+        np.random.default_rng(2).random((3, 68, 2)).astype(np.float32),  # does not deflate: raw
+        np.array([True, False]),
+        np.array("S005/001"),
+        np.array(7, dtype=np.int64),
+    ],
+)
+def test_every_codec_round_trips_bit_for_bit(tmp_path, array):
+    cache = ArrayCache(tmp_path, "ns")
+    cache.put("ab12", {"x": array})
+    _assert_same(cache.get("ab12"), {"x": array})
+
+
+def test_crops_and_repeated_frames_are_stored_compactly(tmp_path):
+    """The per-item costs of a one-image dataset: an aligned 96x96 crop (smooth, like a real face) as PNG, a
+    trajectory resampled from one frame deflated."""
+    from stages.preprocess.cache_format import PNG_ROWS
+
+    y, x = np.mgrid[0:96, 0:96]
+    crop = (128 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0)).astype(np.uint8)[None]
+    cache = ArrayCache(tmp_path, "ns")
+    assert cache.put("ab12", {"aligned": crop}).stat().st_size < crop.nbytes / 2
+    trajectory = np.repeat(np.random.default_rng(0).random((1, 68, 2)).astype(np.float32), 16, axis=0)
+    assert cache.put("cd34", {"trajectory": trajectory}).stat().st_size < trajectory.nbytes / 8
+    long = np.random.default_rng(3).integers(0, 255, (PNG_ROWS // 96 + 3, 96, 96), dtype=np.uint8)  # 2 PNG chunks
+    cache.put("ef56", {"aligned": long})
+    _assert_same(cache.get("ef56"), {"aligned": long})
 
 
 def _dead_pid() -> int:
@@ -386,8 +457,7 @@ def test_a_landmarks_entry_in_the_plain_array_layout_is_written_and_reused(tiny_
     assert first.status == "ok" and not first.cached
     key = sequence_keys(source, cfg)["landmarks"]
     cache = ArrayCache(tmp_path, "landmarks")
-    with np.load(cache.path(key), allow_pickle=False) as npz:  # the on-disk layout, reserved names aside
-        stored = {name: npz[name] for name in npz.files if not name.startswith("__")}
+    stored = cache.get(key)  # the arrays of the entry, as stored
     assert set(stored) == set(LANDMARKS_LEVEL)
     n = len(stored["success"])
     for name, (dtype, tail) in LANDMARKS_LEVEL.items():

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Config, load_config
-from pipeline.preprocess.run import preprocess_dir, run_preprocess
+from pipeline.preprocess.run import landmark_tables, preprocess_dir, run_preprocess
 from pipeline.preprocess.to_stages import sequence_config, source_from_row
 from stages.preprocess.sequence import SequenceProcessor
 
@@ -71,10 +71,20 @@ def test_every_sequence_has_a_row_and_a_landmark_table(first_run: Config) -> Non
     assert list(index["sequence_id"]) == list(manifest["sequence_id"])
     ok = index[index["status"] == "ok"]
     assert len(ok) >= 6, index[["sequence_id", "status", "reason"]]
+    tables = landmark_tables(first_run)
     for seq in ok["sequence_id"]:
-        table = pd.read_parquet(preprocess_dir(first_run) / "landmarks" / f"{seq}.parquet")
+        table = tables.read(seq)
         assert {"frame", "timestamp", "confidence", "success", "x_0", "y_67"} <= set(table.columns)
         assert table["frame"].iloc[0] == 1  # OpenFace convention: 1-based
+        assert len(table) == index.set_index("sequence_id").loc[seq, "n_frames"]
+    # the parts hold every sequence with landmarks once; a Parquet reader opens the folder as one dataset
+    everything = pd.read_parquet(tables.folder)
+    assert set(ok["sequence_id"]) <= set(everything["sequence_id"])
+    assert everything.groupby("sequence_id").size().to_dict() == {
+        s: n
+        for s, n in zip(index["sequence_id"], index["n_frames"], strict=True)
+        if s in set(everything["sequence_id"])
+    }
 
 
 def test_summary_says_where_the_time_went(first_run: Config) -> None:

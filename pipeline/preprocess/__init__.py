@@ -2,6 +2,7 @@
 
 - :mod:`~pipeline.preprocess.to_stages`: a config's SequenceConfig and a manifest row's SequenceSource (the one
   place each is made; training, CV, prediction and the model folder use them too);
-- :mod:`~pipeline.preprocess.run`: the driver (manifest, cache lookup, Ray dispatch, index, failures, summary);
-- :mod:`~pipeline.preprocess.worker`: what runs inside each Ray actor.
+- :mod:`~pipeline.preprocess.run`: the driver (manifest, cache lookup, index, failures, summary);
+- :mod:`~pipeline.preprocess.dispatch`: the sequences to do, in batches (small items grouped), on Ray actors;
+- :mod:`~pipeline.preprocess.worker`: what runs inside each Ray actor (a batch, and its landmark-table part).
 """

@@ -3,8 +3,10 @@
 Outputs under ``OUTPUT_DIR/preprocess/``:
 - ``index.parquet``: one row per sequence (status, reason, frames, face ratio, cache keys) -- what training reads;
 - ``failures.csv``: every failed sequence and every frame without a face, with the reason;
-- ``landmarks/<sequence_id>.parquet`` (+ ``.csv`` with ``preprocess.export_csv``): per-frame landmark tables in
-  OpenFace's columns;
+- ``landmarks/part-*.parquet``: per-frame landmark tables in OpenFace's columns, many sequences to a file, each
+  sequence once (:mod:`stages.preprocess.landmark_store`; read one with ``landmark_tables(cfg).read(sequence_id)``
+  or ``pd.read_parquet(folder, filters=[("sequence_id", "==", sid)])``); with ``preprocess.export_csv`` a CSV
+  copy of each part in ``landmarks_csv/``;
 - ``summary.json``: done / skipped / failed counts, timing, and where the time went: ``stage_seconds`` (decode,
   detect, track, align, trajectory, cache_read, cache_write, table_write, other, and ``waiting_on_ray``: worker
   time not spent on a sequence, i.e. actor start-up and idle gaps), summed over workers; ``driver_seconds``
@@ -29,18 +31,18 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.data.manifest import prepare_manifest
+from pipeline.preprocess.dispatch import Tally, first_result_time, make_batches, run_batches, tally_batches
 from pipeline.preprocess.to_stages import sequence_config, source_from_row
-from pipeline.preprocess.worker import PreprocessWorker, outcome_row, peak_rss_mb, table_path
+from pipeline.preprocess.worker import PreprocessWorker, no_face_frames, outcome_row, peak_rss_mb
 from pipeline.runtime.interrupt import Interrupted, StopFlag, stop_on_signals
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import RunSummary, progress_bar
-from pipeline.runtime.ray_pool import ItemTimeout, ensure_ray, landmark_worker_options, stream_to_actors
+from pipeline.runtime.ray_pool import ensure_ray, landmark_worker_options
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.preprocess.decode import SequenceSource
-from stages.preprocess.landmark_table import frames_without_face
+from stages.preprocess.landmark_store import LandmarkTables
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor, warm_up
 from stages.record import SequenceStatus
-from stages.timing import add_times
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,12 @@ INDEX_COLUMNS = [
 
 def preprocess_dir(cfg: Config) -> Path:
     return Path(cfg.output_dir) / "preprocess"
+
+
+def landmark_tables(cfg: Config) -> LandmarkTables:
+    """The landmark tables a run of ``cfg`` wrote: ``landmark_tables(cfg).read(sequence_id)`` is one sequence's
+    table (OpenFace's columns, one row per frame)."""
+    return LandmarkTables(preprocess_dir(cfg) / "landmarks")
 
 
 def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | None = None) -> RunSummary:
@@ -86,8 +94,8 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     else:
         df = prepare_manifest(cfg)[0]
     out_dir = claim_folder(preprocess_dir(cfg), "preprocess", legacy=("landmarks",))
-    tables_dir = out_dir / "landmarks"
-    tables_dir.mkdir(parents=True, exist_ok=True)
+    tables = landmark_tables(cfg)
+    tables.folder.mkdir(parents=True, exist_ok=True)
     seq_cfg = sequence_config(cfg)
     local = SequenceProcessor(seq_cfg, cfg.cache_dir)
 
@@ -96,30 +104,29 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
     for _, row in df.iterrows():
         source = source_from_row(row)
         cached = None if force else local.lookup(source)
-        table = table_path(tables_dir, source.sequence_id)
-        if cached is not None and table.is_file():
-            # its frames without a face are read back from its table, so failures.csv lists them on every run
-            rows[source.sequence_id] = {
-                **outcome_row(cached),
-                "seconds": 0.0,
-                "no_face_frames": frames_without_face(table),
-            }
+        if cached is not None and tables.key_of(source.sequence_id) == cached.keys["landmarks"]:
+            # done: cached, and its table is from the same landmarks; its frames without a face come from the
+            # cache, so failures.csv lists them on every run
+            rows[source.sequence_id] = {**outcome_row(cached), "seconds": 0.0, "no_face_frames": no_face_frames(cached)}
         else:
             todo.append(source)
     driver["manifest"] = time.perf_counter() - start
 
-    stages: dict[str, float] = {}
-    workers_rss: dict[str, float] = {}
+    tally = Tally(rows)
     if todo and not ray_started:
         t0 = time.perf_counter()
         ensure_ray(cfg.ray)  # first: ray.init installs signal handlers of its own, which ours must replace
         driver["ray_start"] = time.perf_counter() - t0
+    csv_dir = tables.folder.parent / "landmarks_csv" if cfg.preprocess.export_csv else None
     with stop_on_signals() as stop_flag:  # SIGTERM / Ctrl-C: stop after the bookkeeping, exit 143 / 130
-        _process_todo(cfg, todo, rows, seq_cfg, tables_dir, force, stop_flag, stages, driver, workers_rss, start)
+        try:
+            _process_todo(cfg, todo, tally, seq_cfg, tables, csv_dir, force, stop_flag, driver, start)
+        finally:
+            tables.drop_stale(csv_dir)  # each sequence in one part, also after a signal
     index = pd.DataFrame(  # rows of what is done: all of them unless a signal stopped the run
         [rows[s] for s in df["sequence_id"] if s in rows], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
     )
-    summary = _write_outputs(cfg, df, index, start, stages, driver, workers_rss)
+    summary = _write_outputs(cfg, df, index, start, tally.stages, driver, tally.workers_rss)
     if stop_flag.is_set():
         left = len(df) - len(index)
         summary.extra["interrupted"] = f"{left} sequence(s) not processed; run the same command again to resume"
@@ -156,72 +163,51 @@ def _expects_work(cfg: Config, force: bool) -> bool:
 def _process_todo(
     cfg: Config,
     todo: list[SequenceSource],
-    rows: dict[str, dict],
+    tally: Tally,
     seq_cfg: SequenceConfig,
-    tables_dir: Path,
+    tables: LandmarkTables,
+    csv_dir: Path | None,
     force: bool,
     stop_flag: StopFlag,
-    stages: dict[str, float],
     driver: dict[str, float],
-    workers_rss: dict[str, float],
     start: float,
 ) -> None:
-    """Run ``todo`` on Ray workers, adding each result to ``rows`` and its timings to ``stages``, ``driver`` and
-    ``workers_rss``; returns early when ``stop_flag`` is set."""
-    if todo:
-        import ray
+    """Run ``todo`` on Ray workers in batches (:mod:`pipeline.preprocess.dispatch`), into ``tally``, their landmark
+    tables into new parts of ``tables`` (CSV copies in ``csv_dir``); returns early when ``stop_flag`` is set."""
+    if not todo:
+        return
+    import ray
 
-        t0 = time.perf_counter()
-        cpu_seconds = 0.0
-        n_workers = min(cfg.ray.workers, len(todo))
-        worker_cls = ray.remote(**landmark_worker_options(cfg.ray))(PreprocessWorker)
-        worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables_dir), cfg.preprocess.export_csv)
-        bar = progress_bar(len(todo), "preprocess")
-        try:
-            stream = stream_to_actors(
-                lambda: worker_cls.remote(*worker_args),
-                n_workers,
-                todo,
-                lambda a, s: a.process.remote(s, force),
-                item_timeout=cfg.ray.item_timeout,
-                start_timeout=cfg.ray.start_timeout,
-                stop=stop_flag.is_set,
-            )
-            for source, result in stream:
-                if isinstance(result, BaseException):  # the worker crashed on it: a failed row, the batch goes on
-                    timed_out = isinstance(result, ItemTimeout)
-                    result = {
-                        "sequence_id": source.sequence_id,
-                        "status": SequenceStatus.TIMEOUT if timed_out else SequenceStatus.ERROR,
-                        "cached": False,
-                        "reason": str(result)
-                        if timed_out
-                        else f"worker failed: {type(result).__name__}: {str(result)[:300]}",
-                        "n_frames": 0,
-                        "face_ratio": 0.0,
-                        "seconds": 0.0,
-                        "no_face_frames": [],
-                        **{f"{level}_key": "" for level in ("landmarks", "aligned", "trajectory")},
-                    }
-                add_times(stages, result.pop("times", {}))
-                cpu_seconds += result.pop("cpu_seconds", 0.0)
-                if "pid" in result:
-                    pid = str(result.pop("pid"))
-                    workers_rss[pid] = max(workers_rss.get(pid, 0.0), result.pop("peak_rss_mb"))
-                rows[source.sequence_id] = result
-                if "first_result" not in driver:
-                    driver["first_result"] = driver["startup"] + time.perf_counter() - start
-                bar.update(1)
-                if result["status"] != SequenceStatus.OK:
-                    bar.set_postfix_str(
-                        f"failed {sum(r['status'] != SequenceStatus.OK for r in rows.values())}", refresh=False
-                    )
-        finally:
-            bar.close()
-        driver["dispatch"] = time.perf_counter() - t0
-        busy = sum(rows[s.sequence_id]["seconds"] for s in todo if s.sequence_id in rows)
-        stages["waiting_on_ray"] = max(0.0, n_workers * driver["dispatch"] - busy)
-        driver["worker_busy"], driver["worker_cpu"] = busy, cpu_seconds
+    t0 = time.perf_counter()
+    n_workers = min(cfg.ray.workers, len(todo))
+    worker_cls = ray.remote(**landmark_worker_options(cfg.ray))(PreprocessWorker)
+    worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables.folder), csv_dir and str(csv_dir))
+    batches = make_batches(todo, n_workers, tables.next_run())
+    bar = progress_bar(len(todo), "preprocess")
+
+    def on_rows(rows: list[dict]) -> None:
+        first_result_time(driver, start)
+        bar.update(len(rows))
+        if any(row["status"] != SequenceStatus.OK for row in rows):
+            failed = sum(r["status"] != SequenceStatus.OK for r in tally.rows.values())
+            bar.set_postfix_str(f"failed {failed}", refresh=False)
+
+    try:
+        stream = run_batches(
+            lambda: worker_cls.remote(*worker_args),
+            n_workers,
+            batches,
+            force,
+            cfg.ray.item_timeout,
+            cfg.ray.start_timeout,
+            stop_flag.is_set,
+        )
+        tally_batches(stream, tally, on_rows)
+    finally:
+        bar.close()
+    driver["dispatch"] = time.perf_counter() - t0
+    tally.stages["waiting_on_ray"] = max(0.0, n_workers * driver["dispatch"] - tally.busy)
+    driver["worker_busy"], driver["worker_cpu"] = tally.busy, tally.cpu
 
 
 def _seconds_since_process_start() -> float:

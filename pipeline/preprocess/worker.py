@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 
 from stages.preprocess.decode import SequenceSource
-from stages.preprocess.landmark_table import landmark_columns, write_landmark_table
+from stages.preprocess.landmark_store import SequenceTable, write_part
+from stages.preprocess.landmark_table import landmark_columns
 from stages.preprocess.sequence import SequenceConfig, SequenceOutcome, SequenceProcessor
-
-
-def table_path(tables_dir: Path, sequence_id: str) -> Path:
-    return Path(tables_dir) / f"{sequence_id}.parquet"
+from stages.timing import add_times
 
 
 def peak_rss_mb() -> float:
@@ -29,12 +27,15 @@ def peak_rss_mb() -> float:
 
 
 class PreprocessWorker:
-    """Runs on one Ray worker: builds the landmarker once (at start), processes sequences, writes their landmark
-    tables. Each result carries the stage seconds it spent (see :class:`~stages.preprocess.sequence.SequenceProcessor`,
+    """Runs on one Ray worker: builds the landmarker once (at start), processes batches of sequences and writes each
+    batch's landmark tables as one part (:mod:`stages.preprocess.landmark_store`).
+
+    A batch's result holds a row per sequence (:func:`outcome_row` plus ``seconds`` and ``no_face_frames``) and,
+    for the whole batch: the stage seconds it spent (see :class:`~stages.preprocess.sequence.SequenceProcessor`,
     plus ``table_write``), its wall and CPU seconds (CPU below wall: the worker waited for a core), the worker's
     pid and its peak RSS so far."""
 
-    def __init__(self, seq_cfg: dict, cache_root: str, tables_dir: str, export_csv: bool) -> None:
+    def __init__(self, seq_cfg: dict, cache_root: str, tables_dir: str, csv_dir: str | None) -> None:
         import cv2
 
         cv2.setNumThreads(1)
@@ -42,32 +43,39 @@ class PreprocessWorker:
         _ = self.processor.landmarker  # build the models now, once, not inside the first sequence's time
         self.processor.times.take()
         self.tables_dir = Path(tables_dir)
-        self.export_csv = export_csv
+        self.csv_dir = None if csv_dir is None else Path(csv_dir)
 
-    def process(self, source: SequenceSource, force: bool) -> dict:
+    def process_batch(self, part: str, sources: list[SequenceSource], force: bool) -> dict:
+        """Process ``sources`` in order and write the landmark tables of those that have one as the part named
+        ``part``; returns the rows and the batch's timings."""
         start, cpu = time.perf_counter(), time.process_time()
-        outcome = self.processor.process(source, force=force)
-        times = self.processor.times.take()
-        if outcome.landmark_arrays is not None:
+        rows, tables, times = [], [], {}
+        for source in sources:
             t0 = time.perf_counter()
+            outcome = self.processor.process(source, force=force)
             lm = outcome.landmark_arrays
-            table = landmark_columns(
-                source.sequence_id,
-                lm.frame_indices,
-                lm.timestamps,
-                lm.confidence,
-                lm.success,
-                lm.landmarks,
+            if lm is not None:
+                columns = landmark_columns(
+                    source.sequence_id, lm.frame_indices, lm.timestamps, lm.confidence, lm.success, lm.landmarks
+                )
+                tables.append(SequenceTable(source.sequence_id, outcome.keys["landmarks"], columns))
+            rows.append(
+                {
+                    **outcome_row(outcome),
+                    "seconds": time.perf_counter() - t0,
+                    "no_face_frames": no_face_frames(outcome),
+                }
             )
-            write_landmark_table(table, table_path(self.tables_dir, source.sequence_id), csv=self.export_csv)
-            times["table_write"] = time.perf_counter() - t0
+        add_times(times, self.processor.times.take())
+        t0 = time.perf_counter()
+        write_part(self.tables_dir, part, tables, self.csv_dir)
+        times["table_write"] = time.perf_counter() - t0
         seconds = time.perf_counter() - start
         times["other"] = max(0.0, seconds - sum(times.values()))
         return {
-            **outcome_row(outcome),
+            "rows": rows,
             "seconds": seconds,
             "cpu_seconds": time.process_time() - cpu,
-            "no_face_frames": no_face_frames(outcome),
             "times": times,
             "pid": os.getpid(),
             "peak_rss_mb": peak_rss_mb(),

@@ -8,10 +8,10 @@ preprocessing is documented (and computed) by :func:`stage_keys`::
     aligned    = hash("aligned", landmarks key, align config)
     trajectory = hash("trajectory", aligned key, trajectory config)
 
-Entries: one ``.npz`` per key at ``root/namespace/key[:2]/key.npz`` (plain ``np.savez``, never pickle).
-Besides the caller's arrays each file holds ``__meta__`` (the caller's metadata as a JSON string),
-``__format__`` (the layout version) and ``__checksum__`` (sha256 over every array's name, dtype, shape and
-bytes).
+Entries: one file per key at ``root/namespace/key[:2]/key.npz``, written by :mod:`stages.preprocess.cache_format`
+(format 2: one compact file, image stacks as PNG, other arrays deflated where that pays, a checksum over the
+decoded arrays and the caller's metadata; never pickle). The ``.npz`` suffix is kept from format 1 (``np.savez``
+archives), whose entries are still read, so a cache written by an earlier version is reused as it is.
 
 Writes are atomic: the file is written to a temp file in the same folder and moved into place with
 ``os.replace``, so a reader sees either the old entry, the new one or none, never half of one; two writers of
@@ -20,7 +20,7 @@ writer are never read and are removed when their writer is gone (same host, dead
 Entries are not fsynced (~1 ms an entry): a process killed mid-write leaves only a temp file, and what an
 operating-system crash might truncate is caught by the read checks below and recomputed.
 
-Reads verify everything (zip CRC, the format, the checksum, that every array is present). A damaged entry
+Reads verify everything (the layout, each codec's checks, the checksum, every array's size). A damaged entry
 (truncated file, flipped bits, missing arrays) is deleted and reported as absent, so the caller recomputes it;
 ``ArrayCache.stats["corrupt"]`` counts them.
 """
@@ -34,21 +34,17 @@ import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stages.atomic_io import atomic_open, clean_stale_temps, host_tag
 from stages.errors import StageError
-from stages.jsonable import json_default
+from stages.preprocess.cache_format import CacheEntry, canonical_json, decode_entry, encode_entry
 from stages.record import SequenceRecord, SequenceStatus
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-_META, _FORMAT, _CHECKSUM = "__meta__", "__format__", "__checksum__"
-_RESERVED = (_META, _FORMAT, _CHECKSUM)
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{2,128}")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _ARRAY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -56,12 +52,6 @@ HASH_LENGTH = 20
 
 
 # --- keys -------------------------------------------------------------------------------------------------
-
-
-def canonical_json(obj: object) -> str:
-    """Canonical JSON: sorted keys, no whitespace; pydantic models via ``model_dump(mode="json")``, paths as
-    str, numpy values as Python values, tuples as lists."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def stable_hash(*parts: object) -> str:
@@ -114,25 +104,8 @@ def stage_keys(
 # --- the cache --------------------------------------------------------------------------------------------
 
 
-def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def _host() -> str:
     return host_tag()
-
-
-@dataclass
-class CacheEntry:
-    """A loaded entry: the caller's arrays and metadata."""
-
-    arrays: dict[str, np.ndarray]
-    meta: dict
 
 
 class ArrayCache:
@@ -204,23 +177,7 @@ class ArrayCache:
     @staticmethod
     def _read(path: Path) -> CacheEntry:
         with open(path, "rb") as fh:
-            loaded = np.load(fh, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("not an npz archive")
-            with loaded as npz:
-                arrays = {name: npz[name] for name in npz.files}  # reading checks each member's zip CRC
-        for name in _RESERVED:
-            if name not in arrays:
-                raise ValueError(f"missing {name}")
-        fmt = int(arrays.pop(_FORMAT))
-        if fmt != CACHE_FORMAT:
-            raise ValueError(f"cache format {fmt}, expected {CACHE_FORMAT}")
-        stored = str(arrays.pop(_CHECKSUM))
-        meta = json.loads(str(arrays[_META]))
-        if _checksum(arrays) != stored:
-            raise ValueError("checksum mismatch")
-        del arrays[_META]
-        return CacheEntry(arrays=arrays, meta=meta)
+            return decode_entry(fh.read())
 
     def _discard(self, path: Path, seen: os.stat_result) -> None:
         """Delete a damaged entry unless another writer has replaced it since we looked."""
@@ -242,19 +199,16 @@ class ArrayCache:
                 not isinstance(name, str)
                 or not _ARRAY_NAME_RE.fullmatch(name)
                 or name.startswith("__")
-                or name in ("file", "allow_pickle")  # np.savez's own parameter names
+                or name in ("file", "allow_pickle")  # np.savez's parameter names (format 1): still refused
             ):
                 raise ValueError(f"bad array name {name!r} for cache entry {key}")
             arr = np.asarray(value)
             if arr.dtype.hasobject:
                 raise TypeError(f"array {name!r} has dtype object; the cache stores no pickled data")
             data[name] = arr
-        data[_META] = np.array(canonical_json(meta or {}))
-        checksum = _checksum(data)
-        data[_FORMAT] = np.array(CACHE_FORMAT, dtype=np.int64)
-        data[_CHECKSUM] = np.array(checksum)
+        content = encode_entry(data, meta or {})
         with atomic_open(path, "wb", durable=False) as fh:  # verified on read: a crash costs a recomputation
-            np.savez(fh, allow_pickle=False, **data)
+            fh.write(content)
         self.stats["puts"] += 1
         return path
 

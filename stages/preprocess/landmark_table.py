@@ -130,7 +130,8 @@ def write_landmark_table(table: pd.DataFrame | dict[str, np.ndarray], path: Path
         _atomic(path.with_suffix(".csv"), lambda tmp: df.to_csv(tmp, index=False))
 
 
-def _apply_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+def apply_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the documented dtype of each table column it has."""
     return df.astype({c: t for c, t in _DTYPES.items() if c in df.columns})
 
 
@@ -147,18 +148,7 @@ def read_landmark_table(path: Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise StageError(f"landmark table {path} lacks columns {missing[:6]}")
-    return _apply_dtypes(df)
-
-
-def frames_without_face(path: Path) -> list[int]:
-    """0-based source indices of the frames without landmarks in a Parquet table written by
-    :func:`write_landmark_table` (reads two columns only); [] when the table cannot be read."""
-    try:
-        table = pq.read_table(path, columns=["source_index", "success"])
-    except (OSError, ValueError, pa.ArrowException):
-        return []
-    index, success = table.column("source_index").to_numpy(), table.column("success").to_numpy()
-    return [int(i) for i, ok in zip(index, success, strict=True) if not ok]
+    return apply_dtypes(df)
 
 
 def read_openface_csv(path: Path, face_id: int | None = None, keep_extra: bool = False) -> pd.DataFrame:

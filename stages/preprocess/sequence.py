@@ -167,8 +167,9 @@ class SequenceProcessor:
                 self.caches[level].put(key, arrays, meta)
 
     def lookup(self, source: SequenceSource) -> SequenceOutcome | None:
-        """The cached outcome of a source when every level it needs is cached and intact, else None (so the
-        caller recomputes it). Decodes nothing; every level is read and verified (a damaged entry is deleted)."""
+        """The cached outcome of a source (with its landmarks level) when every level it needs is cached and intact,
+        else None (so the caller recomputes it). Decodes nothing; every level is read and verified (a damaged entry
+        is deleted)."""
         if self.caches is None:
             return None
         keys = sequence_keys(source, self.cfg)
@@ -187,6 +188,7 @@ class SequenceProcessor:
             n_frames=len(lm.success),
             face_ratio=float(lm.success.mean()) if len(lm.success) else 0.0,
             keys=keys,
+            landmark_arrays=lm,
         )
         if status != SequenceStatus.OK:
             return outcome

@@ -41,7 +41,9 @@ finds nothing and ``whole_frame_fallback`` is on, the whole frame is taken as th
 through the typical detector calibration (``n_faces=0``, ``note='whole-frame box'``, confidence
 ``WHOLE_FRAME_CONFIDENCE``). That fallback trusts the frame to be a face crop: only flat frames and shapes that
 fail the checks above are rejected, so a small textured non-face frame does get landmarks (at low confidence);
-turn the fallback off where small frames may hold no face.
+turn the fallback off where small frames may hold no face. With ``tight_crops`` small frames skip the detector
+altogether and go straight to that whole-frame box (a dataset of face crops, where the search costs most of the
+time and finds the frame itself).
 """
 
 from __future__ import annotations
@@ -263,12 +265,13 @@ class TrackingLandmarker:
         return result, state
 
     def _detect(self, grey: np.ndarray, prepared: np.ndarray, small: bool) -> tuple[FrameLandmarks, _TrackState | None]:
-        detections = self._detections(grey, small)
+        whole_frame = small and (self.cfg.whole_frame_fallback or self.cfg.tight_crops)
+        detections = [] if small and self.cfg.tight_crops else self._detections(grey, small)
         note = ""
         if detections:
             chosen = choose_face(detections, grey.shape, self.cfg.multi_face)
             box, confidence = chosen.box, chosen.confidence
-        elif small and self.cfg.whole_frame_fallback and grey.std() >= MIN_CONTRAST:
+        elif whole_frame and grey.std() >= MIN_CONTRAST:
             h, w = grey.shape[:2]
             box, confidence = (0.0, 0.0, float(w - 1), float(h - 1)), WHOLE_FRAME_CONFIDENCE
             note = "whole-frame box"
