@@ -273,3 +273,31 @@ def test_a_finished_command_releases_its_folders(tmp_path: Path) -> None:
     )
     assert probe.returncode == 0, probe.stderr
     assert folder_in_use(out) is None
+
+
+# --- 1. an environment failure is not a data row: exit code 3 ---------------------------------------------------
+
+
+def test_preprocess_exits_3_when_the_environment_fails_items(
+    tmp_path: Path, tiny_demo: Path, ray_session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache cannot be written (its trajectory shard folders are plain files): every item fails with its own true
+    reason, the run goes to the end, and the exit code says the environment failed (3), not the data."""
+    root = tiny_demo
+    out = tmp_path / "run"
+    shards = out / "cache" / "trajectory"
+    shards.mkdir(parents=True)
+    for i in range(256):  # every shard folder a plain file: no trajectory entry can be written
+        (shards / f"{i:02x}").write_text("not a folder")
+    sets = [
+        "data.format=ckplus",
+        f"data.root={root}",
+        "data.folds=2",
+        f"output_dir={out}",
+        "preprocess.landmarks.backend=provided",
+    ]
+    code = main(["preprocess", DEMO_YAML, *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err
+    assert code == 3, err[-3000:]
+    assert "came from the environment" in err and "Traceback" not in err
+    assert "trajectory" in err  # the true cause names the path, not a cut-off Ray wrapper

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from pipeline.runtime.ray_pool import ItemTimeout, stream_to_actors
+from pipeline.runtime.failures import ItemTimeout, describe_failure
+from pipeline.runtime.ray_pool import stream_to_actors
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.landmark_store import part_name
 from stages.record import SequenceStatus
@@ -57,13 +58,16 @@ def make_batches(todo: list[SequenceSource], n_workers: int, run: int, first: in
 
 
 def failed_row(source: SequenceSource, error: BaseException) -> dict:
-    """The index row of a sequence whose worker call failed (``error``): timeout or error, with the reason."""
+    """The index row of a sequence whose worker call failed (``error``): timeout or error, with the reason and
+    whether the environment (disk, memory, a lost worker) or the data caused it (``failure_kind``)."""
     timed_out = isinstance(error, ItemTimeout)
+    failure = describe_failure(error)  # its own reason, first and last line whole; environment or data
     return {
         "sequence_id": source.sequence_id,
         "status": SequenceStatus.TIMEOUT if timed_out else SequenceStatus.ERROR,
         "cached": False,
-        "reason": str(error) if timed_out else f"worker failed: {type(error).__name__}: {str(error)[:300]}",
+        "reason": str(error) if timed_out else f"worker failed: {failure.reason}",
+        "failure_kind": failure.kind,
         "n_frames": 0,
         "face_ratio": 0.0,
         "seconds": 0.0,

@@ -34,10 +34,12 @@ from pipeline.data.manifest import prepare_manifest
 from pipeline.preprocess.dispatch import Tally, first_result_time, make_batches, run_batches, tally_batches
 from pipeline.preprocess.to_stages import sequence_config, source_from_row
 from pipeline.preprocess.worker import PreprocessWorker, no_face_frames, outcome_row, peak_rss_mb
+from pipeline.runtime.failures import ENVIRONMENT
 from pipeline.runtime.interrupt import Interrupted, StopFlag, stop_on_signals
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import RunSummary, progress_bar
 from pipeline.runtime.ray_pool import ensure_ray, landmark_worker_options
+from pipeline.runtime.workers import worker_count
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.landmark_store import LandmarkTables
@@ -124,7 +126,8 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
         finally:
             tables.drop_stale(csv_dir)  # each sequence in one part, also after a signal
     index = pd.DataFrame(  # rows of what is done: all of them unless a signal stopped the run
-        [rows[s] for s in df["sequence_id"] if s in rows], columns=[*INDEX_COLUMNS, "seconds", "no_face_frames"]
+        [rows[s] for s in df["sequence_id"] if s in rows],
+        columns=[*INDEX_COLUMNS, "seconds", "no_face_frames", "failure_kind"],
     )
     summary = _write_outputs(cfg, df, index, start, tally.stages, driver, tally.workers_rss)
     if stop_flag.is_set():
@@ -179,7 +182,7 @@ def _process_todo(
     import ray
 
     t0 = time.perf_counter()
-    n_workers = min(cfg.ray.workers, len(todo))
+    n_workers = min(worker_count(cfg.ray), len(todo))
     worker_cls = ray.remote(**landmark_worker_options(cfg.ray))(PreprocessWorker)
     worker_args = (seq_cfg.model_dump(mode="json"), str(cfg.cache_dir), str(tables.folder), csv_dir and str(csv_dir))
     batches = make_batches(todo, n_workers, tables.next_run())
@@ -289,6 +292,7 @@ def _write_outputs(
         skipped=int(((index["status"] == SequenceStatus.OK) & index["cached"]).sum()),
         failed=[(r.sequence_id, f"{r.status}: {r.reason}") for r in failed.itertuples()],
         seconds=time.perf_counter() - start,
+        environment_failed=[r.sequence_id for r in failed.itertuples() if r.failure_kind == ENVIRONMENT],
     )
     computed = index[~index["cached"]]
     frames = int(computed["n_frames"].sum())
