@@ -7,7 +7,8 @@ Every cell (network, streams) is an ordinary CV run (:func:`pipeline.cv.run.run_
 same config key) is not touched again. The labelled data (preprocessing, model inputs, the union of every
 network's appearance extras and training targets) is prepared ONCE for all cells; ``--prepare-only`` writes it
 to ``OUTPUT_DIR/compare/data.npz`` and ``--data FILE`` reads it back, so a machine without the dataset (a GPU
-box) can run the cells.
+box) can run the cells. A dataset with its own split (FER2013) has no folds and is refused with one ``error:`` line
+(:func:`~pipeline.data.labelled.refuse_own_split`).
 
 Table columns: accuracy mean and std over folds, mean class accuracy (unweighted recall, pooled confusion),
 parameters, multiply-accumulates per sequence (convolutions, matrix products and resampling, as
@@ -40,6 +41,7 @@ from pipeline.data.labelled import (
     data_key,
     load_labelled_data,
     load_labelled_npz,
+    refuse_own_split,
     save_labelled_data,
 )
 from pipeline.errors import ConfigError
@@ -219,7 +221,9 @@ def run_compare(
                 f"{', '.join(model_names)} need; prepare it again with --prepare-only and these --models"
             )
     else:
-        data = load_labelled_data(cfg, needs=shared)
+        data = load_labelled_data(cfg, needs=shared, refuse_split="compare")
+    if data.splits is not None:  # a dataset with its own split: train, then evaluate its test split once
+        raise refuse_own_split(cfg, "compare")
     claim_folder(out, "compare")
     if prepare_only:
         path = save_labelled_data(out / DATA_FILE, data, key)

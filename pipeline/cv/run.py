@@ -3,7 +3,8 @@
 Honest by construction: each fold's test subjects are never seen in training or validation; the epoch is chosen
 on a validation split of the TRAINING subjects; a sequence that failed preprocessing is reported as excluded,
 not silently dropped. A finished fold is not re-run (its ``result.json`` carries the hash of the config that
-produced it).
+produced it). A dataset with its own split (FER2013) is refused with one ``error:`` line naming `seqfer train`
+and `seqfer evaluate ... --split test` (:func:`~pipeline.data.labelled.refuse_own_split`), before preprocessing.
 
 Run folder ``OUTPUT_DIR/cv/``: ``config.yaml``, ``environment.json``, ``summary.json``, ``summary.md``,
 ``predictions.csv``, ``confusion.csv`` + ``.png``, ``curves.csv`` + ``.png``, ``splits.csv``, ``excluded.csv`` and
@@ -28,7 +29,7 @@ import numpy as np
 from pipeline.config import Config, to_yaml
 from pipeline.cv.folds import FOLD_ERRORS, FoldWorker, read_fold_result
 from pipeline.cv.reports import write_cv_report
-from pipeline.data.labelled import LabelledData, load_labelled_data
+from pipeline.data.labelled import LabelledData, load_labelled_data, refuse_own_split
 from pipeline.preprocess.to_stages import sequence_config
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import progress_bar
@@ -110,7 +111,9 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
     machine or where Ray is unavailable).
     """
     start = time.perf_counter()
-    data = data if data is not None else load_labelled_data(cfg)
+    data = data if data is not None else load_labelled_data(cfg, refuse_split="cv")
+    if data.splits is not None:  # a dataset with its own split: train, then evaluate its test split once
+        raise refuse_own_split(cfg, "cv")
     out = claim_folder(cv_dir(cfg), "cv", legacy=("config.yaml", "environment.json"))
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     device = resolve_device(cfg.cv.device)

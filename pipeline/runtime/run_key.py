@@ -3,8 +3,8 @@
 A stored result is reused only when its key equals the key of the run asking for it, and the key covers
 everything the result depends on: the settings (the caller's ``parts``: config hash, folds, model fingerprint,
 options...) and, for training results, the identity of the data (:func:`data_identity`). So editing a label,
-removing a sequence, moving a subject to another fold or recomputing an input after its source changed re-runs
-what it affects instead of reporting old models against new labels.
+removing a sequence, moving a subject to another fold (or a sequence to another split) or recomputing an input
+after its source changed re-runs what it affects instead of reporting old models against new labels.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ RUN_KEY_VERSION = 2
 
 def data_identity(data: LabelledData) -> str:
     """sha256 (hex) of a dataset as training sees it: its classes, and per sequence (in order) its id, subject,
-    fold, label name and model input bytes (appearance, trajectory, landmarks, training targets).
+    fold, label name, model input bytes (appearance, trajectory, landmarks, training targets) and, for a dataset
+    with its own split, its split (so a sequence moved from ``val`` to ``train`` never reuses a result).
 
     The model inputs are what the cache entries of the sequences hold, so this covers the manifest's sequences,
     labels and folds and the cache keys of the inputs (a changed source or preprocessing setting changes them).
@@ -53,6 +54,8 @@ def data_identity(data: LabelledData) -> str:
     add("landmarks", data.landmarks)
     for name in sorted(data.targets):
         add(f"target:{name}", data.targets[name])
+    if data.splits is not None:  # a dataset with its own split (absent for CV folds: their keys stay as they were)
+        add("splits", np.asarray(data.splits).astype(str))
     return digest.hexdigest()
 
 

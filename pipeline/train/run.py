@@ -4,7 +4,10 @@ The same pieces as cross-validation (:mod:`pipeline.cv.run`): the manifest, prep
 reused), :func:`~pipeline.data.labelled.load_labelled_data`, :func:`~pipeline.data.labelled.split_fold` and the one
 training path of an ensemble member (:func:`~stages.learning.training.member.train_member`, with its seeding rule).
 Here there is no test fold: every labelled subject trains except a seeded ``train.val_fraction`` of whole
-subjects, which choose the epoch (early stopping and best epoch on validation, as in each CV fold). Output:
+subjects, which choose the epoch (early stopping and best epoch on validation, as in each CV fold). A dataset with
+its own split (FER2013; :attr:`~pipeline.data.labelled.LabelledData.splits`) trains on its ``train`` rows and
+chooses the epoch on its ``val`` rows instead; its ``test`` rows are never used (``seqfer evaluate ... --split
+test`` scores them once). Output:
 ``OUTPUT_DIR/model/`` (see :mod:`pipeline.model_folder.folder`), whose model card quotes the CV accuracy from
 ``OUTPUT_DIR/cv/summary.json`` when `seqfer cv` ran.
 
@@ -65,7 +68,10 @@ def deployment_fold(data: LabelledData) -> int:
 def deployment_split(data: LabelledData, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) row indices over ALL labelled subjects: :func:`split_fold` with a fold number no row
     has (:func:`deployment_fold`), so its test part is empty and its seeded draw of whole validation subjects is
-    the CV one's."""
+    the CV one's. A dataset with its own split: its ``train`` and ``val`` rows (``val_fraction`` and ``seed``
+    unused); its ``test`` rows are in neither."""
+    if data.splits is not None:
+        return np.flatnonzero(data.splits == "train"), np.flatnonzero(data.splits == "val")
     train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, deployment_fold(data), val_fraction, seed)
     assert len(test_idx) == 0
     return train_idx, val_idx
@@ -110,22 +116,32 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
     return out
 
 
+def _used_rows(data: LabelledData) -> np.ndarray:
+    """The rows training uses (train + validation): all of them, or a split dataset's ``train`` and ``val`` rows."""
+    if data.splits is None:
+        return np.arange(len(data.labels))
+    return np.flatnonzero(np.isin(data.splits, ["train", "val"]))
+
+
 def _model_info(cfg: Config, data: LabelledData, members: list[dict], device: str) -> dict:
-    """The training facts of model.json and the model card (member 0's split and epochs, every member's facts)."""
+    """The training facts of model.json and the model card (member 0's split and epochs, every member's facts).
+    ``data`` counts the sequences training used: a split dataset's ``test`` rows are not among them."""
     first = members[0]
-    counts = Counter(data.classes[i] for i in data.labels)
+    used = _used_rows(data)
+    counts = Counter(data.classes[i] for i in data.labels[used])
+    split = {**first["split"], "val_fraction": cfg.train.val_fraction} if data.splits is None else first["split"]
     return {
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": {
             "format": cfg.data.format,
             "root": str(cfg.data.root),
             "manifest": str(cfg.manifest_path),
-            "n_sequences": int(len(data.labels)),
-            "n_subjects": len(set(data.subjects)),
+            "n_sequences": int(len(used)),
+            "n_subjects": len(set(data.subjects[used])),
             "n_excluded": int(len(data.excluded)),
             "class_counts": {c: int(counts.get(c, 0)) for c in data.classes},
         },
-        "split": {**first["split"], "val_fraction": cfg.train.val_fraction},
+        "split": split,
         "best_epoch": first["best_epoch"],
         "epochs_run": first["epochs_run"],
         "val_accuracy": first["val_accuracy"],
@@ -146,10 +162,15 @@ def _train_member(
     seeds = member_seed(cfg.seed, k, fold)
     train_idx, val_idx = deployment_split(data, cfg.train.val_fraction, seeds.split)
     who = f"member {k + 1}/{n}: " if n > 1 else ""
-    log.info(
-        f"train: {who}{len(train_idx)} training and {len(val_idx)} validation sequences from "
-        f"{len(set(data.subjects))} subjects on {device}"
-    )
+    if data.splits is None:
+        log.info(
+            f"train: {who}{len(train_idx)} training and {len(val_idx)} validation sequences from "
+            f"{len(set(data.subjects))} subjects on {device}"
+        )
+    else:
+        log.info(f"train: {who}{_split_protocol(data, train_idx, val_idx)}; on {device}")
+        if len(val_idx) == 0:
+            log.warning("the dataset's split has no `val` rows: no early stopping, the last epoch is kept")
     done = bar.n
 
     def on_epoch(row: dict) -> None:
@@ -180,14 +201,7 @@ def _train_member(
     member = {
         "seed": seeds.split,
         "fit_seed": seeds.fit,
-        "split": {
-            "n_train": int(len(train_idx)),
-            "n_val": int(len(val_idx)),
-            "n_train_subjects": len(set(data.subjects[train_idx])),
-            "n_val_subjects": len(set(data.subjects[val_idx])),
-            "val_subjects": sorted(set(data.subjects[val_idx].tolist())),
-            "seed": seeds.split,
-        },
+        "split": _split_facts(data, train_idx, val_idx, seeds.split),
         "best_epoch": int(result.best_epoch),
         "epochs_run": len(result.history),
         "val_accuracy": val_acc,
@@ -195,3 +209,31 @@ def _train_member(
         "precision": result.precision,
     }
     return member, result.model, result.history
+
+
+def _split_protocol(data: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray) -> str:
+    """A split dataset's protocol in words: "dataset split: train N / val M; test not used" (+ rows without a
+    split, which are not used either)."""
+    assert data.splits is not None
+    unsplit = int(np.sum(data.splits == ""))
+    return f"dataset split: train {len(train_idx)} / val {len(val_idx)}; test not used" + (
+        f"; {unsplit} sequence(s) without a split not used" if unsplit else ""
+    )
+
+
+def _split_facts(data: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray, seed: int) -> dict:
+    """model.json's ``split`` of one member: counts and validation subjects (the seeded draw of CV datasets), or
+    for a dataset with its own split the protocol, counts and the number of ``test`` rows left unused."""
+    facts = {
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "n_train_subjects": len(set(data.subjects[train_idx])),
+        "n_val_subjects": len(set(data.subjects[val_idx])),
+    }
+    if data.splits is not None:
+        return {
+            "protocol": _split_protocol(data, train_idx, val_idx),
+            **facts,
+            "n_test_not_used": int(np.sum(data.splits == "test")),
+        }
+    return {**facts, "val_subjects": sorted(set(data.subjects[val_idx].tolist())), "seed": seed}
