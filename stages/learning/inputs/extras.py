@@ -108,14 +108,16 @@ def build_landmarks(records: Sequence[SequenceRecord], cfg: ModelInputConfig) ->
 
 
 def append_extras(appearance: np.ndarray, landmarks: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """[N, C, S, S] appearance + the named extras rendered from ``landmarks`` [N, 68, 2] (model-input pixels)
-    -> [N, C + sum(channels), S, S] float32. Returns ``appearance`` itself when ``names`` is empty."""
+    """[N, C, S, S] appearance (float32 in [0, 1], or uint8 grey levels) + the named extras rendered from
+    ``landmarks`` [N, 68, 2] (model-input pixels) -> [N, C + sum(channels), S, S] float32 in [0, 1]. Returns
+    ``appearance`` itself when ``names`` is empty."""
     if not names:
         return appearance
     if len(landmarks) != len(appearance):
         raise StageError(f"{len(landmarks)} landmark sets for {len(appearance)} appearance inputs")
     size = appearance.shape[-1]
-    parts = [appearance.astype(np.float32, copy=False)]
+    app = appearance.astype(np.float32) / np.float32(255.0) if appearance.dtype == np.uint8 else appearance
+    parts = [app.astype(np.float32, copy=False)]
     for name in names:
         extra = APPEARANCE_EXTRAS[name]
         rendered = (
@@ -133,12 +135,17 @@ def extra_channels(names: Sequence[str]) -> int:
 
 
 def model_inputs(
-    records: Sequence[SequenceRecord], input_cfg: ModelInputConfig, extras: Sequence[str] = ()
+    records: Sequence[SequenceRecord], input_cfg: ModelInputConfig, extras: Sequence[str] = (), compact: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """THE path from preprocessed records to model tensors, shared by training (pipeline.data.labelled) and prediction
     (pipeline.predict.predictor): appearance [N, C + extras, S, S] (stacked frames, then the named extras rendered from
-    the peak landmarks), trajectory [N, L, 68, 2], and those peak landmarks [N, 68, 2] (model-input pixels)."""
-    appearance, trajectory = build_stream_inputs(records, input_cfg)
+    the peak landmarks), trajectory [N, L, 68, 2], and those peak landmarks [N, 68, 2] (model-input pixels).
+
+    Appearance is held compactly where that is exact (``compact``, no face mask, no extras): uint8 grey levels,
+    value x 255 (:func:`stages.learning.inputs.streams.appearance_input`); else float32 in [0, 1]. Training and
+    prediction make it float per batch (:func:`stages.learning.training.dataset.appearance_float`), bit-identical
+    to the float32 input."""
+    appearance, trajectory = build_stream_inputs(records, input_cfg, compact and not extras)
     landmarks = build_landmarks(records, input_cfg)
     return append_extras(appearance, landmarks, extras), trajectory, landmarks
 

@@ -1,7 +1,10 @@
 """The one code path from a :class:`~stages.record.SequenceRecord` to model tensors (training and prediction).
 
 Appearance: the chosen successful frames of the aligned crops, resized to ``size`` x ``size`` pixels, stacked
-as channels frame-major (channel ``f * colours + c``, frames oldest first), float32 in [0, 1].
+as channels frame-major (channel ``f * colours + c``, frames oldest first), float32 in [0, 1]; or, ``compact``,
+the same pixels as their uint8 grey levels (value = level / 255, exactly) wherever the input is made of whole
+grey levels (no face mask): a quarter of the memory, made float per batch by
+:func:`stages.learning.training.dataset.appearance_float`.
 Geometry: the record's trajectory [L, 68, 2] float32 as is (already normalised by the trajectory stage).
 """
 
@@ -41,13 +44,21 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(frame, (size, size), interpolation=interp)
 
 
+def compact_exact(cfg: ModelInputConfig) -> bool:
+    """Whether ``cfg``'s appearance input is made of whole grey levels, so uint8 holds it exactly: every input
+    but the face mask's (which blends in the face's mean grey, in float)."""
+    return cfg.mask == "none"
+
+
 def appearance_input(
     rec_aligned: np.ndarray,
     success: np.ndarray,
     cfg: ModelInputConfig,
     aligned_landmarks: np.ndarray | None = None,
+    compact: bool = False,
 ) -> np.ndarray:
-    """[T, S, S] (grey) or [T, S, S, 3] (RGB) uint8 crops -> [C, size, size] float32 in [0, 1].
+    """[T, S, S] (grey) or [T, S, S, 3] (RGB) uint8 crops -> [C, size, size] float32 in [0, 1]; with ``compact``
+    and :func:`compact_exact` ``cfg``, the same input as uint8 grey levels (value x 255, exactly).
 
     C = frames x colours (see :func:`stages.learning.models.in_channels_for`); failed frames are never used.
     ``aligned_landmarks`` [T, 68, 2] (x, y crop pixels) are needed by ``cfg.mask = face``
@@ -74,6 +85,8 @@ def appearance_input(
             )
             for i in chosen
         ]
+    elif compact and compact_exact(cfg) and aligned.dtype == np.uint8:
+        frames = [_resize(aligned[i], cfg.size) for i in chosen]  # cv2 resizes uint8 to uint8, rounded
     else:
         frames = [_resize(aligned[i], cfg.size).astype(np.float32) / np.float32(255.0) for i in chosen]
     stacked = np.stack(frames)  # [F, size, size] or [F, size, size, 3]
@@ -97,15 +110,18 @@ def input_problem(rec: SequenceRecord, cfg: ModelInputConfig) -> str:
     try:
         if rec.status != SequenceStatus.OK:
             return f"status {rec.status}"
-        appearance_input(rec.aligned, rec.success, cfg, rec.aligned_landmarks)
+        appearance_input(rec.aligned, rec.success, cfg, rec.aligned_landmarks, compact=True)
         geometry_input(rec.trajectory)
     except StageError as exc:
         return str(exc)
     return ""
 
 
-def build_stream_inputs(records: Sequence[SequenceRecord], cfg: ModelInputConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Stack the inputs of usable records: appearance [N, C, size, size] float32, trajectory [N, L, 68, 2].
+def build_stream_inputs(
+    records: Sequence[SequenceRecord], cfg: ModelInputConfig, compact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack the inputs of usable records: appearance [N, C, size, size] float32 (``compact``: uint8 grey levels
+    where :func:`compact_exact`; see :func:`appearance_input`), trajectory [N, L, 68, 2].
 
     Every record must be usable (filter with :func:`input_problem`) and all must share colour mode and L;
     otherwise :class:`StageError` naming the sequence.
@@ -115,7 +131,7 @@ def build_stream_inputs(records: Sequence[SequenceRecord], cfg: ModelInputConfig
     apps, trajs = [], []
     for rec in records:
         try:
-            apps.append(appearance_input(rec.aligned, rec.success, cfg, rec.aligned_landmarks))
+            apps.append(appearance_input(rec.aligned, rec.success, cfg, rec.aligned_landmarks, compact))
             trajs.append(geometry_input(rec.trajectory))
         except StageError as exc:
             raise StageError(f"sequence {rec.sequence_id}: {exc}") from None
@@ -125,4 +141,6 @@ def build_stream_inputs(records: Sequence[SequenceRecord], cfg: ModelInputConfig
                 f"{records[0].sequence_id}'s {apps[0].shape} / {trajs[0].shape} "
                 "(mixed colour or trajectory length)"
             )
+    if len({a.dtype for a in apps}) > 1:  # a crop that was not uint8: every input as float, never mixed
+        apps = [a.astype(np.float32) / np.float32(255.0) if a.dtype == np.uint8 else a for a in apps]
     return np.stack(apps), np.stack(trajs)

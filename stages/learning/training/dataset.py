@@ -13,9 +13,11 @@ from stages.learning.models import ModelConfig, TwoStream
 
 @dataclass
 class ArrayDataset:
-    """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], ``trajectory``
-    [N, L, 68, 2] float32, ``labels`` [N] int64 class indices; ``targets``: optional per-sequence arrays
-    [N, ...] that only a network's first training stage reads (:class:`stages.learning.models.registry.Pretraining`)."""
+    """Model inputs of N sequences: ``appearance`` [N, C, S, S] float32 in [0, 1], or uint8 grey levels (value x
+    255: :func:`stages.learning.inputs.extras.model_inputs` holds whole-grey-level inputs so, a quarter of the memory;
+    made float per batch by :func:`appearance_float`), ``trajectory`` [N, L, 68, 2] float32, ``labels`` [N] int64
+    class indices; ``targets``: optional per-sequence arrays [N, ...] that only a network's first training stage
+    reads (:class:`stages.learning.models.registry.Pretraining`)."""
 
     appearance: np.ndarray
     trajectory: np.ndarray
@@ -37,14 +39,31 @@ class ArrayDataset:
         return len(self.labels)
 
 
-def to_tensors(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(appearance, trajectory) of an :class:`ArrayDataset` or an (appearance, trajectory, ...) tuple as float32
-    tensors on ``device``."""
+def appearance_float(app: torch.Tensor) -> torch.Tensor:
+    """Appearance as the networks read it, float32 in [0, 1]: uint8 grey levels divided by 255 (bit-identical to
+    numpy's ``float32(level) / float32(255)``, the float input path), any other dtype as float32."""
+    if app.dtype == torch.uint8:
+        return app.to(torch.float32).div_(255.0)
+    return app.to(torch.float32)
+
+
+def to_device(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(appearance, trajectory) of an :class:`ArrayDataset` or an (appearance, trajectory, ...) tuple as tensors on
+    ``device``, appearance as held (uint8 grey levels stay uint8: :func:`appearance_float` per batch; anything
+    else float32), trajectory float32. On the CPU, arrays already of those dtypes are shared, not copied."""
     app, traj = (data.appearance, data.trajectory) if isinstance(data, ArrayDataset) else data[:2]
+    app = np.asarray(app)
     return (
-        torch.as_tensor(np.asarray(app, dtype=np.float32), device=device),
+        torch.as_tensor(app if app.dtype == np.uint8 else np.asarray(app, dtype=np.float32), device=device),
         torch.as_tensor(np.asarray(traj, dtype=np.float32), device=device),
     )
+
+
+def to_tensors(data: ArrayDataset | tuple, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(appearance, trajectory) of an :class:`ArrayDataset` or an (appearance, trajectory, ...) tuple as float32
+    tensors on ``device`` (appearance through :func:`appearance_float`)."""
+    app, traj = to_device(data, device)
+    return appearance_float(app), traj
 
 
 def stream_inputs(

@@ -17,7 +17,7 @@ from stages.errors import StageError
 from stages.learning.augment import augment_batch
 from stages.learning.models import ModelConfig, TrainConfig, TwoStream, build_model
 from stages.learning.training.averaging import ema_warmup_avg_fn
-from stages.learning.training.dataset import ArrayDataset, check_data, stream_inputs, to_tensors
+from stages.learning.training.dataset import ArrayDataset, appearance_float, check_data, stream_inputs, to_device
 from stages.learning.training.divergence import (
     EXPLODED_LOSS,
     LossDiverged,
@@ -31,7 +31,8 @@ from stages.learning.training.pretrain import pretrain_streams
 from stages.learning.training.state import Resume, StateSaver, TrainingRun
 
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""(appearance, trajectory, labels) of one split on the training device."""
+"""(appearance, trajectory, labels) of one split on the training device; appearance as held (uint8 grey levels or
+float32: :func:`~stages.learning.training.dataset.to_device`), made float per batch."""
 
 
 @dataclass
@@ -197,7 +198,9 @@ class _Trainer:
         model.train()
 
         def batch_loss(b_idx: torch.Tensor) -> tuple[torch.Tensor, int]:
-            b_app, b_traj = augment_batch(*stream_inputs(model, app[b_idx], traj[b_idx]), cfg.augment, run.aug_gen)
+            b_app, b_traj = stream_inputs(model, app[b_idx], traj[b_idx])
+            b_app = None if b_app is None else appearance_float(b_app)  # per batch: the data stays compact
+            b_app, b_traj = augment_batch(b_app, b_traj, cfg.augment, run.aug_gen)
             out = model(b_app, b_traj)
             loss = model.loss(out, y[b_idx], self.weight, cfg.label_smoothing)
             return loss, int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
@@ -263,5 +266,5 @@ class _Trainer:
 
 
 def _split_tensors(data: ArrayDataset, device: str) -> Tensors:
-    app, traj = to_tensors(data, device)
+    app, traj = to_device(data, device)
     return app, traj, torch.as_tensor(data.labels, dtype=torch.long, device=device)

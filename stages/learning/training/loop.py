@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from stages.learning.models import TwoStream
-from stages.learning.training.dataset import stream_inputs
+from stages.learning.training.dataset import appearance_float, stream_inputs
 from stages.learning.training.divergence import check_batch_loss
 from stages.learning.training.precision import autocast
 
@@ -76,13 +76,14 @@ def evaluate(
     batch_size: int,
     precision: str = "float32",
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) in eval mode; the forward pass in ``precision`` (resolved, as in training)."""
+    """(mean loss, accuracy) in eval mode; the forward pass in ``precision`` (resolved, as in training). ``app`` as
+    held (uint8 grey levels or float32), made float per batch."""
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
         sl = slice(start, start + batch_size)
         with autocast(precision, app.device):  # the loss inside too: autocast runs cross-entropy in float32
-            out = model(*stream_inputs(model, app[sl], traj[sl]))
+            out = model(*stream_inputs(model, appearance_float(app[sl]), traj[sl]))
             loss = model.loss(out, y[sl], weight)
         total_loss += float(loss) * len(y[sl])
         correct += int((out[model.prediction_key].argmax(1) == y[sl]).sum())

@@ -11,6 +11,7 @@ import torch
 from stages.learning.augment import augment_batch
 from stages.learning.models import TrainConfig, TwoStream
 from stages.learning.models.registry import Pretrainable
+from stages.learning.training.dataset import appearance_float
 from stages.learning.training.divergence import LossDiverged, diverged
 from stages.learning.training.loop import train_epoch
 from stages.learning.training.precision import resolve_precision
@@ -30,9 +31,10 @@ def pretrain(
     """Run the first training stage of ``net`` (the ``stream`` network, ``appearance`` or ``geometry``) when it
     is :class:`~stages.learning.models.registry.Pretrainable` and configured to have one; [] otherwise.
 
-    TRAINING split only: ``app`` [N, C, S, S] / ``traj`` [N, L, 68, 2] on ``device`` (the one the stream reads
-    is required), ``targets`` its per-sequence arrays. The stage's own AdamW and cosine schedule, ``cfg``'s
-    batch size, weight decay and augmentation (its own generator); ``seed`` fixes shuffling and augmentation.
+    TRAINING split only: ``app`` [N, C, S, S] (uint8 grey levels or float32) / ``traj`` [N, L, 68, 2] on ``device``
+    (the one the stream reads is required), ``targets`` its per-sequence arrays. The stage's own AdamW and cosine
+    schedule, ``cfg``'s batch size, weight decay and augmentation (its own generator); ``seed`` fixes shuffling and
+    augmentation.
     Returns one row per epoch: stream, epoch, loss (mean over the epoch's batches, per sequence), seconds.
     Leaves ``net`` in train mode. A non-finite batch loss stops it with a
     :class:`~stages.learning.training.divergence.TrainingDiverged` naming ``where`` (the network), the stage and
@@ -51,7 +53,7 @@ def pretrain(
 
     def batch_loss(b_idx: torch.Tensor) -> tuple[torch.Tensor, int]:
         if stream == "appearance":
-            x, _ = augment_batch(ref[b_idx], None, cfg.augment, gen)
+            x, _ = augment_batch(appearance_float(ref[b_idx]), None, cfg.augment, gen)
         else:
             _, x = augment_batch(None, ref[b_idx], cfg.augment, gen)
         return plan.loss(x, plan.target[b_idx]), 0
