@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from pipeline.predict.inputs import PredictInput
 from pipeline.predict.rows import PredictOptions
+from pipeline.runtime.batching import batch_size, group_small
 
 Todo = tuple[PredictInput, str, str]
 """An input still to predict: (input, side-file stem, resume key)."""
@@ -32,24 +32,10 @@ def chunkable(pin: PredictInput, opts: PredictOptions) -> bool:
 def chunk_size(n_chunkable: int, n_workers: int) -> int:
     """Inputs per chunk for ``n_chunkable`` :func:`chunkable` inputs over ``n_workers``: :data:`CHUNKS_PER_WORKER`
     chunks per worker at least, at most :data:`CHUNK_MAX` inputs each, at least one."""
-    return max(1, min(CHUNK_MAX, math.ceil(n_chunkable / (CHUNKS_PER_WORKER * max(1, n_workers)))))
+    return batch_size(n_chunkable, n_workers, CHUNK_MAX, CHUNKS_PER_WORKER)
 
 
 def make_chunks(todo: Sequence[Todo], n_workers: int, opts: PredictOptions) -> list[list[Todo]]:
     """``todo`` cut into chunks, in order: runs of :func:`chunkable` inputs of at most :func:`chunk_size` each,
     every other input a chunk of its own."""
-    size = chunk_size(sum(chunkable(pin, opts) for pin, _name, _key in todo), n_workers)
-    chunks: list[list[Todo]] = []
-    current: list[Todo] = []
-    for item in todo:
-        if not chunkable(item[0], opts):
-            chunks += [current, [item]] if current else [[item]]
-            current = []
-            continue
-        current.append(item)
-        if len(current) == size:
-            chunks.append(current)
-            current = []
-    if current:
-        chunks.append(current)
-    return chunks
+    return group_small(todo, lambda item: chunkable(item[0], opts), n_workers, CHUNK_MAX, CHUNKS_PER_WORKER)

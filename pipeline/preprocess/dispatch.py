@@ -10,11 +10,11 @@ run again one sequence to a call, so one bad item fails alone.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from pipeline.runtime.batching import group_small
 from pipeline.runtime.failures import ItemTimeout, describe_failure
 from pipeline.runtime.ray_pool import stream_to_actors
 from stages.preprocess.decode import SequenceSource
@@ -38,22 +38,10 @@ def _small(source: SequenceSource) -> bool:
 
 
 def make_batches(todo: list[SequenceSource], n_workers: int, run: int, first: int = 0) -> list[Batch]:
-    """``todo`` as batches in manifest order: small sequences grouped (see the module doc), the others alone;
+    """``todo`` as batches in manifest order (:func:`pipeline.runtime.batching.group_small`): small sequences
+    grouped, the others alone;
     part names ``part_name(run, first), part_name(run, first + 1), ...``."""
-    n_small = sum(map(_small, todo))
-    size = max(1, min(BATCH_ITEMS, math.ceil(n_small / (BATCHES_PER_WORKER * max(1, n_workers)))))
-    groups: list[list[SequenceSource]] = []
-    pending: list[SequenceSource] = []
-    for source in todo:
-        if not _small(source):
-            groups.append([source])
-            continue
-        pending.append(source)
-        if len(pending) == size:
-            groups.append(pending)
-            pending = []
-    if pending:
-        groups.append(pending)
+    groups = group_small(todo, _small, n_workers, BATCH_ITEMS, BATCHES_PER_WORKER)
     return [(part_name(run, first + i), group) for i, group in enumerate(groups)]
 
 
