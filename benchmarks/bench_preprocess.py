@@ -135,7 +135,8 @@ def folder_run(args: argparse.Namespace) -> None:
         overrides = ["data.format=imagefolder", f"data.name_pattern={args.name_pattern}", *args.overrides]
         seconds, summary, _stderr = whole_command(root, args.workers, out, overrides, args.config)
         written = tree_bytes(out)
-    items = summary["done"] + len(summary.get("failed", []))
+    failed = summary.get("failed", 0)  # summary.json holds the count (RunSummary.as_dict)
+    items = summary["done"] + (failed if isinstance(failed, int) else len(failed))
     rss = summary.get("peak_rss_mb", {"driver": 0.0, "workers": {}})
     print(f"\n{root}: {n_items} files, {tree_bytes(root) / 1e6:.1f} MB; load average before: {load_before:.2f}")
     print("\n| run | items | seconds | items/s | written MB | x input |")
