@@ -31,9 +31,10 @@ from pipeline.cv.folds import FOLD_ERRORS, FoldWorker, read_fold_result
 from pipeline.cv.reports import write_cv_report
 from pipeline.data.labelled import LabelledData, load_labelled_data, refuse_own_split
 from pipeline.preprocess.to_stages import sequence_config
+from pipeline.runtime.failures import NoWorkers, root_cause
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import progress_bar
-from pipeline.runtime.ray_pool import NoWorkers, ensure_ray, stream_to_actors
+from pipeline.runtime.ray_pool import ensure_ray, stream_to_actors
 from pipeline.runtime.run_key import data_identity, run_key
 from pipeline.runtime.workers import worker_count
 from stages.atomic_io import atomic_write_text
@@ -158,14 +159,10 @@ def fold_error(fold: int, error: BaseException) -> BaseException:
     itself, so the CLI prints its one ``error:`` line (also when it comes wrapped in Ray's error, whose text is
     the remote traceback); :class:`NoWorkers` as a :class:`StageError` naming the fold; anything else (a bug, a
     lost worker) unchanged."""
-    import ray
-
     if isinstance(error, NoWorkers):
         return StageError(f"cv fold {fold}: {error}")
-    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else None
-    if isinstance(cause, FOLD_ERRORS):
-        return cause
-    return error
+    cause = root_cause(error)  # the one unwrapping of Ray's task errors (pipeline/runtime/failures.py)
+    return cause if isinstance(cause, FOLD_ERRORS) else error
 
 
 def _write_environment(path: Path, device: str) -> None:
