@@ -15,6 +15,7 @@ from pipeline.cv.reports import accuracy
 from pipeline.data.labelled import LabelledData, split_fold
 from pipeline.errors import USER_ERRORS
 from pipeline.model_folder.format import member_file, member_files
+from pipeline.model_folder.init import appearance_init
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.learning.models.config import ModelConfig, TrainConfig
 from stages.learning.training.checkpoint import save_checkpoint
@@ -22,6 +23,7 @@ from stages.learning.training.fit import FitResult
 from stages.learning.training.member import member_seed, train_member
 from stages.learning.training.predict import predict_proba
 from stages.learning.training.state import TRAIN_STATE_EVERY_S, Resume, train_state_file
+from stages.learning.training.warm_start import AppearanceInit
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,9 @@ def train_fold(
     mcfg, tcfg = ModelConfig.model_validate(model_cfg), TrainConfig.model_validate(train_cfg)
     for stale in member_files(fold_path)[tcfg.ensemble :]:  # members of an earlier, larger ensemble
         stale.unlink()
+    init = appearance_init(mcfg, data.classes)
     members = [
-        train_fold_member(fold, k, data, mcfg, tcfg, val_fraction, seed, device, fold_path, config_hash)
+        train_fold_member(fold, k, data, mcfg, tcfg, val_fraction, seed, device, fold_path, config_hash, init)
         for k in range(tcfg.ensemble)
     ]
     train_idx, val_idx, test_idx = members[0].split
@@ -104,9 +107,10 @@ def train_fold_member(
     device: str,
     fold_path: Path,
     config_hash: str,
+    init: AppearanceInit | None = None,
 ) -> FoldMember:
-    """Train ensemble member ``k`` of ``fold`` (resuming from its training state in ``fold_path``), test it, and
-    write its checkpoint (and first-stage history) there."""
+    """Train ensemble member ``k`` of ``fold`` (resuming from its training state in ``fold_path``; its appearance
+    stream starting from ``init`` when given), test it, and write its checkpoint (and first-stage history) there."""
     seeds = member_seed(seed, k, fold)
     train_idx, val_idx, test_idx = split_fold(data.subjects, data.folds, fold, val_fraction, seeds.split)
     key = f"{config_hash}:{fold}" + (f":{k}" if k else "")
@@ -121,6 +125,7 @@ def train_fold_member(
         fold,
         device=device,
         resume=Resume(fold_path / train_state_file(k), key, TRAIN_STATE_EVERY_S),  # a killed fold resumes
+        appearance_init=init,
     )
     proba = predict_proba(result.model, data.subset(test_idx), device=device)
     history = pd.DataFrame(result.history)

@@ -30,6 +30,7 @@ from pipeline.config import Config, to_yaml
 from pipeline.cv.folds import FOLD_ERRORS, FoldWorker, read_fold_result
 from pipeline.cv.reports import write_cv_report
 from pipeline.data.labelled import LabelledData, load_labelled_data, refuse_own_split
+from pipeline.model_folder.init import init_identity, pin_init
 from pipeline.preprocess.to_stages import sequence_config
 from pipeline.runtime.failures import NoWorkers, root_cause
 from pipeline.runtime.output_folder import claim_folder
@@ -57,7 +58,8 @@ def cv_dir(cfg: Config) -> Path:
 
 
 def config_hash_of(cfg: Config) -> str:
-    """Hash of everything a fold's result depends on; a finished fold with another hash is re-run."""
+    """Hash of everything a fold's result depends on (the weights ``model.appearance.init`` names included); a
+    finished fold with another hash is re-run."""
     return stable_hash(
         cfg.seed,
         cfg.model,
@@ -67,6 +69,7 @@ def config_hash_of(cfg: Config) -> str:
         cfg.data.folds,
         cfg.fold_seed,
         str(cfg.data.fold_file),
+        init_identity(cfg.model),
     )
 
 
@@ -79,7 +82,7 @@ def _fold_stream(
     retried, a worker that cannot be scheduled within ``ray.start_timeout`` is dropped; no time limit per fold).
     A fold that raised comes back as its exception (from Ray wrapped: :func:`fold_error` unwraps it)."""
     args = (
-        cfg.model.model_dump(mode="json"),
+        pin_init(cfg.model).model_dump(mode="json"),
         cfg.train.model_dump(mode="json"),
         cfg.train.val_fraction,
         cfg.seed,

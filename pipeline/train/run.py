@@ -34,6 +34,7 @@ from pipeline.cv.reports import accuracy
 from pipeline.cv.run import config_hash_of, cv_dir, resolve_device
 from pipeline.data.labelled import LabelledData, load_labelled_data, split_fold
 from pipeline.model_folder.folder import check_model_folder_target, cv_accuracy, write_model_folder
+from pipeline.model_folder.init import appearance_init
 from pipeline.runtime.output_folder import check_replaceable, claim_folder
 from pipeline.runtime.progress import progress_bar
 from pipeline.runtime.run_key import data_identity, run_key
@@ -43,6 +44,7 @@ from stages.learning.training.divergence import require_finite_weights
 from stages.learning.training.member import member_seed, network_name, train_member
 from stages.learning.training.predict import predict_proba
 from stages.learning.training.state import TRAIN_STATE_EVERY_S, Resume, train_state_file
+from stages.learning.training.warm_start import AppearanceInit
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,11 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
     n = cfg.train.ensemble
     bar = progress_bar(cfg.train.epochs * n, "train", unit="epoch")
     members, models, history = [], [], []
+    init = appearance_init(cfg.model, data.classes)
     try:
         for k in range(n):
             resume = Resume(states / train_state_file(k), f"{key}:{k}", TRAIN_STATE_EVERY_S)
-            member, model, rows = _train_member(cfg, data, device, bar, k, resume)
+            member, model, rows = _train_member(cfg, data, device, bar, k, resume, init)
             members.append(member)
             models.append(model)
             history += [{"member": k, **row} if n > 1 else row for row in rows]
@@ -153,7 +156,7 @@ def _model_info(cfg: Config, data: LabelledData, members: list[dict], device: st
 
 
 def _train_member(
-    cfg: Config, data: LabelledData, device: str, bar: tqdm, k: int, resume: Resume
+    cfg: Config, data: LabelledData, device: str, bar: tqdm, k: int, resume: Resume, init: AppearanceInit | None
 ) -> tuple[dict, TwoStream, list[dict]]:
     """Train ensemble member ``k`` (the whole single-network run of :func:`member_seed`: its own validation
     subjects, initialisation and augmentation), resuming from ``resume``. Returns (its facts for model.json, the
@@ -191,6 +194,7 @@ def _train_member(
         on_epoch,
         resume,
         where=network_name(None, k, n),
+        appearance_init=init,
     )
     bar.update(done + cfg.train.epochs - bar.n)  # early stopping: the unused epochs count as done for the ETA
     val_acc = accuracy(predict_proba(result.model, val, device=device), data.labels[val_idx])

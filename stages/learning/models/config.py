@@ -103,6 +103,12 @@ class AppearanceConfig(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Settings only the named network understands (validated by it)."
     )
+    init: str | None = Field(
+        None,
+        description="Start the appearance network from a trained one: a ready model's name (fer2013) or a model "
+        "folder; its weights and the classifier rows of the classes both share (by alias). The network's settings "
+        "above must be the source's. None: a fresh initialisation.",
+    )
 
 
 class GeometryConfig(BaseModel):

@@ -29,6 +29,7 @@ from stages.learning.training.loop import class_weight, evaluate, train_epoch
 from stages.learning.training.precision import resolve_precision
 from stages.learning.training.pretrain import pretrain_streams
 from stages.learning.training.state import Resume, StateSaver, TrainingRun
+from stages.learning.training.warm_start import AppearanceInit, apply_appearance_init
 
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """(appearance, trajectory, labels) of one split on the training device; appearance as held (uint8 grey levels or
@@ -68,6 +69,7 @@ def fit(
     resume_key: str = "",
     save_every_s: float = 0.0,
     where: str = "",
+    appearance_init: AppearanceInit | None = None,
 ) -> FitResult:
     """Train a model from scratch and return the weights of the best VALIDATION epoch.
 
@@ -78,7 +80,9 @@ def fit(
     The test fold must never be passed as ``val``. Before it, a stream network with a first training stage
     (fn2en) gets it through :func:`~stages.learning.training.pretrain.pretrain`; both stages share one batch loop.
     ``seed`` fixes weight init, shuffling, dropout and augmentation (same seed -> same history and weights on
-    CPU); ``torch.set_num_threads(cfg.threads)`` holds during the call. ``on_epoch`` receives each history row
+    CPU); ``torch.set_num_threads(cfg.threads)`` holds during the call. ``appearance_init``: weights the appearance
+    stream starts from (``model.appearance.init``, read by the caller) instead of its seeded initialisation.
+    ``on_epoch`` receives each history row
     as it is produced.
     ``resume_path``: after every epoch the whole training state (model, optimizer, scheduler, epoch, history,
     best-so-far, every random generator) is saved there, as torchvision's reference train.py does; a call with
@@ -102,7 +106,7 @@ def fit(
     resume = None if resume_path is None else Resume(Path(resume_path), resume_key, save_every_s)
     with _torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
         start = time.perf_counter()
-        seeded = _seeded_model(model_cfg, n_classes, train, seed)
+        seeded = _seeded_model(model_cfg, n_classes, train, seed, appearance_init)
         trainer = _Trainer.build(seeded, train, val if has_val else None, cfg, seed, device, where)
         saver = StateSaver(resume, since=start)
         run = trainer.run
@@ -122,14 +126,19 @@ Seeded = tuple[TwoStream, torch.Generator, np.random.Generator]
 """(network, augmentation generator, shuffling generator) of one seed: :func:`_seeded_model`."""
 
 
-def _seeded_model(model_cfg: ModelConfig, n_classes: int, train: ArrayDataset, seed: int) -> Seeded:
-    """The network initialised from ``seed`` (through torch's global generator, which dropout then draws from), and the
-    augmentation and batch-shuffling generators of the same seed."""
+def _seeded_model(
+    model_cfg: ModelConfig, n_classes: int, train: ArrayDataset, seed: int, init: AppearanceInit | None = None
+) -> Seeded:
+    """The network initialised from ``seed`` (through torch's global generator, which dropout then draws from; its
+    appearance stream then overwritten by ``init`` when given), and the augmentation and batch-shuffling generators
+    of the same seed."""
     init_seed, aug_seed, shuffle_seed = np.random.SeedSequence(seed).generate_state(3).tolist()
     torch.manual_seed(init_seed)
     aug_gen = torch.Generator().manual_seed(aug_seed)
     rng = np.random.default_rng(shuffle_seed)
     model = build_model(model_cfg, n_classes, int(train.appearance.shape[1]), int(train.trajectory.shape[1]))
+    if init is not None:
+        apply_appearance_init(model, init)
     return model, aug_gen, rng
 
 

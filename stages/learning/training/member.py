@@ -9,6 +9,7 @@ from stages.learning.models import ModelConfig, TrainConfig
 from stages.learning.training.dataset import ArrayDataset
 from stages.learning.training.fit import FitResult, fit
 from stages.learning.training.state import Resume
+from stages.learning.training.warm_start import AppearanceInit
 
 
 class MemberSeeds(NamedTuple):
@@ -51,14 +52,17 @@ def train_member(
     on_epoch: Callable[[dict], None] | None = None,
     resume: Resume | None = None,
     where: str | None = None,
+    appearance_init: AppearanceInit | None = None,
 ) -> FitResult:
     """Train ensemble ``member`` of a run at ``seed`` on ``fold``: :func:`~stages.learning.training.fit.fit` with
     the fit seed of :func:`member_seed` (the caller draws ``train`` / ``val`` with its ``split`` seed).
 
     ``resume``: where its training state is kept, so a killed run continues after its last saved epoch with the
     result an uninterrupted one gives (None: no state is written). ``where``: how errors name this network (None:
-    :func:`network_name` of ``fold`` and ``member``, the ensemble size taken from ``train_cfg``); a loss that turns
-    NaN or infinite raises :class:`~stages.learning.training.divergence.TrainingDiverged` naming it and the epoch.
+    :func:`network_name` of ``fold`` and ``member``, the ensemble size taken from ``train_cfg``); ``appearance_init``:
+    the weights the appearance stream starts from (``model.appearance.init``; the same for every member); a loss
+    that turns NaN or infinite raises :class:`~stages.learning.training.divergence.TrainingDiverged` naming it and
+    the epoch.
     Returns the best validation epoch's network
     (eval mode) and its facts: best epoch, history, seconds, precision, first-stage history."""
     return fit(
@@ -74,4 +78,5 @@ def train_member(
         resume_key="" if resume is None else resume.key,
         save_every_s=0.0 if resume is None else resume.every_s,
         where=network_name(fold, member, train_cfg.ensemble) if where is None else where,
+        appearance_init=appearance_init,
     )
