@@ -252,8 +252,14 @@ def train(
 
 @app.command("predict")
 def predict(
-    model: Annotated[Path, typer.Argument(help="model folder (from train), CV run folder, or OUTPUT_DIR")],
-    inputs: Annotated[list[str], typer.Argument(help="videos, frame folders, images, globs, manifests, .txt lists")],
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[MODEL] INPUTS...",
+            help="MODEL: a model folder (from train), CV run folder, OUTPUT_DIR or ready model (fer2013, the default "
+            "when left out); INPUTS: videos, frame folders, images, globs, manifests, .txt lists",
+        ),
+    ],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="results file [predictions.csv]")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv | jsonl [from -o's suffix, else csv]")] = None,
     window: Annotated[float | None, typer.Option(help="sliding window length in seconds")] = None,
@@ -263,8 +269,10 @@ def predict(
     set_: SetOpt = None,
 ) -> None:
     """Predict an expression label with class probabilities for each input (exit code 1 if any failed)."""
+    from pipeline.model_folder.format import split_model_argument
     from pipeline.predict.run import run_predict
 
+    model, inputs = split_model_argument(args)
     n_failed = run_predict(
         model,
         inputs,

@@ -20,9 +20,13 @@ is accepted too (its ``model/`` when present, else its ``cv/``).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+from pipeline.model_folder.ready import DEFAULT_MODEL, list_ready_models, ready_model_dir
 from stages.errors import StageError
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "seqfer-model"
 MODEL_FORMAT_VERSION = 1
@@ -72,22 +76,73 @@ def read_json(path: Path, what: str) -> dict:
 
 
 def resolve_model_path(path: Path | str) -> tuple[str, Path]:
-    """("model" | "cv", folder) for a model folder, a CV run folder or an OUTPUT_DIR holding either.
+    """("model" | "cv", folder) for a model folder, a CV run folder, an OUTPUT_DIR holding either, or the name of
+    a ready model (``fer2013``; :mod:`pipeline.model_folder.ready`) where no such folder is.
 
     Raises :class:`StageError` saying what was looked for when ``path`` is none of them.
     """
+    found = _model_in(Path(path).absolute())
+    if found is not None:
+        return found
+    ready = ready_model_dir(str(path))
+    if ready is not None:
+        if not is_model_folder(ready):
+            raise StageError(f"ready model {str(path)!r}: its folder {ready} is missing from this installation")
+        return "model", ready
     path = Path(path).absolute()
     if not path.exists():
-        raise StageError(f"{path}: model folder not found")
-    if is_model_folder(path):
-        return "model", path
-    if fold_files(path) and (path / CONFIG_FILE).is_file():
-        return "cv", path
-    if is_model_folder(path / "model"):
-        return "model", path / "model"
-    if fold_files(path / "cv") and (path / "cv" / CONFIG_FILE).is_file():
-        return "cv", path / "cv"
+        raise StageError(f"{path}: model folder not found (ready models, by name: {', '.join(list_ready_models())})")
     raise StageError(
         f"{path}: not a model folder ({INFO_FILE} + {WEIGHTS_FILE}, from `seqfer train`) nor a CV run folder "
         f"({CONFIG_FILE} + fold_K/{WEIGHTS_FILE}, from `seqfer cv`), nor an output folder holding one"
     )
+
+
+def names_model(arg: str) -> bool:
+    """Whether a command-line argument names a model that :func:`resolve_model_path` finds: a folder holding
+    one, or a ready model's name where no such folder is."""
+    return _model_in(Path(arg).absolute()) is not None or ready_model_dir(arg) is not None
+
+
+def _model_in(path: Path) -> tuple[str, Path] | None:
+    """("model" | "cv", folder) when ``path`` is a model folder or CV run folder, or holds one as ``model/`` /
+    ``cv/`` (looked for in that order); None otherwise."""
+    for kind, folder in (("model", path), ("cv", path), ("model", path / "model"), ("cv", path / "cv")):
+        if (
+            is_model_folder(folder)
+            if kind == "model"
+            else bool(fold_files(folder)) and (folder / CONFIG_FILE).is_file()
+        ):
+            return kind, folder
+    return None
+
+
+def _is_cv_folder(path: Path) -> bool:
+    """Whether ``path`` holds a CV run: fold checkpoints and the run's config."""
+    return bool(fold_files(path)) and (path / CONFIG_FILE).is_file()
+
+
+def split_model_argument(args: list[str]) -> tuple[str, list[str]]:
+    """`seqfer predict [MODEL] INPUTS...` -> (model, inputs). The first of several arguments is the model when it
+    names one (:func:`names_model`), or when it looks like a mistyped one: a path that does not exist, without a
+    file suffix or glob characters (so the user gets "model folder not found", not predictions by another model).
+    Otherwise every argument is an input and the model is the ready
+    :data:`~pipeline.model_folder.ready.DEFAULT_MODEL` (said on the log). :class:`StageError` when a model is
+    named but no input."""
+    if not args:
+        raise StageError(f"no inputs to predict: give videos, images or folders (a model first if not {DEFAULT_MODEL})")
+    first = args[0]
+    if names_model(first):
+        if len(args) == 1:
+            raise StageError(f"no inputs to predict: {first} is a model; give videos, images or folders after it")
+        return first, list(args[1:])
+    if len(args) > 1 and _looks_like_a_folder_name(first):
+        return first, list(args[1:])
+    log.info(f"model: {DEFAULT_MODEL} (the ready model; name a model first to use another)")
+    return DEFAULT_MODEL, list(args)
+
+
+def _looks_like_a_folder_name(arg: str) -> bool:
+    """A path that does not exist, with no file suffix and no glob characters: a mistyped model, not an input."""
+    path = Path(arg)
+    return not path.exists() and not path.suffix and not any(c in arg for c in "*?[")
