@@ -179,3 +179,15 @@ def test_init_refuses_a_network_without_an_appearance_stream() -> None:
     model = build_model(ModelConfig(streams="geometry"), 2, 1, 16)
     with pytest.raises(StageError, match="no appearance stream"):
         apply_appearance_init(model, init)
+
+
+def test_predict_with_inputs_only_uses_the_ready_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.predict.run
+    from pipeline.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pipeline.predict.run, "run_predict", lambda model, inputs, **kw: seen.update(m=model, i=inputs))
+    image = tmp_path / "face.jpg"
+    image.write_bytes(b"")
+    assert main(["predict", str(image)]) == 0
+    assert seen == {"m": "fer2013", "i": [str(image)]}

@@ -115,13 +115,16 @@ def load_labelled_data(
         log.info("data: %d sequence(s) had a damaged or missing cache entry and were recomputed", recomputed)
     if excluded:
         n_labelled = len(keep) + len(excluded)
-        reasons = Counter(f"{e['status']}: {e['reason']}" if e["reason"] else e["status"] for e in excluded)
+        kinds = Counter(e["status"] for e in excluded)  # one count per kind; one example's full reason
+        first = excluded[0]
         log.warning(
-            "using %d of %d labelled sequences; %d excluded (%s)",
+            "using %d of %d labelled sequences; %d excluded (%s; first: %s: %s)",
             len(keep),
             n_labelled,
             len(excluded),
-            "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)),
+            ", ".join(f"{kind} {n}" for kind, n in kinds.most_common()),
+            first["sequence_id"],
+            first["reason"] or first["status"],
         )
     _require_usable_classes([str(c) for c in kept.get("label", [])], len(excluded))
     appearance, trajectory, landmarks = model_inputs(records, cfg.model.input, needs.extras)
