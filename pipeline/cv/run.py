@@ -115,6 +115,8 @@ def run_cv(cfg: Config, data: LabelledData | None = None, use_ray: bool = True) 
     machine or where Ray is unavailable).
     """
     start = time.perf_counter()
+    if cfg.train.workers > 1:
+        log.warning(f"train.workers: {cfg.train.workers} is for `seqfer train`; cv trains one fold per Ray worker")
     data = data if data is not None else load_labelled_data(cfg, refuse_split="cv")
     if data.splits is not None:  # a dataset with its own split: train, then evaluate its test split once
         raise refuse_own_split(cfg, "cv")

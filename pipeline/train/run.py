@@ -23,6 +23,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,10 +38,14 @@ from pipeline.model_folder.folder import check_model_folder_target, cv_accuracy,
 from pipeline.model_folder.init import appearance_init
 from pipeline.runtime.output_folder import check_replaceable, claim_folder
 from pipeline.runtime.progress import progress_bar
+from pipeline.runtime.ray_pool import ensure_ray
 from pipeline.runtime.run_key import data_identity, run_key
+from pipeline.train.distributed import train_member_on_ray
 from stages.errors import StageError
 from stages.learning.models import TwoStream
+from stages.learning.training.dataset import ArrayDataset
 from stages.learning.training.divergence import require_finite_weights
+from stages.learning.training.fit import FitResult
 from stages.learning.training.member import member_seed, network_name, train_member
 from stages.learning.training.predict import predict_proba
 from stages.learning.training.state import TRAIN_STATE_EVERY_S, Resume, train_state_file
@@ -100,6 +105,8 @@ def run_train(cfg: Config, out_dir: Path | None = None, data: LabelledData | Non
     bar = progress_bar(cfg.train.epochs * n, "train", unit="epoch")
     members, models, history = [], [], []
     init = appearance_init(cfg.model, data.classes)
+    if cfg.train.workers > 1:
+        ensure_ray(cfg.ray)  # the cluster ray.address names, or a local one
     try:
         for k in range(n):
             resume = Resume(states / train_state_file(k), f"{key}:{k}", TRAIN_STATE_EVERY_S)
@@ -181,21 +188,7 @@ def _train_member(
         bar.set_postfix_str(f"{who}val acc {row['val_acc']:.3f} loss {row['val_loss']:.3f}")
 
     val = data.subset(val_idx)
-    result = train_member(
-        cfg.model,
-        len(data.classes),
-        data.subset(train_idx),
-        val,
-        cfg.train,
-        cfg.seed,
-        k,
-        fold,
-        device,
-        on_epoch,
-        resume,
-        where=network_name(None, k, n),
-        appearance_init=init,
-    )
+    result = _fit_member(cfg, data.subset(train_idx), val, len(data.classes), device, k, fold, on_epoch, resume, init)
     bar.update(done + cfg.train.epochs - bar.n)  # early stopping: the unused epochs count as done for the ETA
     val_acc = accuracy(predict_proba(result.model, val, device=device), data.labels[val_idx])
     log.info(
@@ -211,8 +204,47 @@ def _train_member(
         "val_accuracy": val_acc,
         "train_seconds": round(result.seconds, 2),
         "precision": result.precision,
+        **({"workers": cfg.train.workers} if cfg.train.workers > 1 else {}),
     }
     return member, result.model, result.history
+
+
+def _fit_member(
+    cfg: Config,
+    train: ArrayDataset,
+    val: ArrayDataset,
+    n_classes: int,
+    device: str,
+    k: int,
+    fold: int,
+    on_epoch: Callable[[dict], None],
+    resume: Resume,
+    init: AppearanceInit | None,
+) -> FitResult:
+    """Member ``k``'s training: in this process (``train.workers`` 1, resuming from ``resume``), or data-parallel
+    on Ray Train (:func:`~pipeline.train.distributed.train_member_on_ray`, checkpointing into ``resume``'s folder;
+    ``on_epoch`` is then not called: its bar advances at the end)."""
+    where = network_name(None, k, cfg.train.ensemble)
+    if cfg.train.workers > 1:
+        args = {"seed": cfg.seed, "member": k, "fold": fold, "where": where, "appearance_init": init}
+        return train_member_on_ray(
+            cfg.model, n_classes, train, val, cfg.train, args, device, resume.path.parent, resume.key
+        )
+    return train_member(
+        cfg.model,
+        n_classes,
+        train,
+        val,
+        cfg.train,
+        cfg.seed,
+        k,
+        fold,
+        device,
+        on_epoch,
+        resume,
+        where=where,
+        appearance_init=init,
+    )
 
 
 def _split_protocol(data: LabelledData, train_idx: np.ndarray, val_idx: np.ndarray) -> str:

@@ -250,3 +250,14 @@ class TrainConfig(BaseModel):
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     threads: int = Field(1, ge=1, description="torch.set_num_threads inside fit (restored afterwards).")
+    workers: int = Field(
+        1,
+        ge=1,
+        exclude=True,
+        description="Data-parallel processes of each `seqfer train` network: 1 trains in this process; N > 1 runs a "
+        "Ray Train TorchTrainer with N workers (DDP over gloo on CPUs, NCCL on GPUs; `train.threads` CPUs each) on the "
+        "Ray cluster `ray.address` names, each worker computing its slice of every batch, checkpointed per epoch so a "
+        "lost worker resumes from the last one. `seqfer cv` and `compare` ignore it (one fold per Ray worker). Not "
+        "part of the config's serialised form or hash: a different count trains differently only in float "
+        "summation order, dropout masks and BatchNorm statistics.",
+    )

@@ -25,7 +25,7 @@ from stages.learning.training.divergence import (
     loss_diverged,
     require_finite_weights,
 )
-from stages.learning.training.loop import class_weight, evaluate, train_epoch
+from stages.learning.training.loop import Shard, class_weight, evaluate, train_epoch
 from stages.learning.training.precision import resolve_precision
 from stages.learning.training.pretrain import pretrain_streams
 from stages.learning.training.state import Resume, StateSaver, TrainingRun
@@ -70,6 +70,7 @@ def fit(
     save_every_s: float = 0.0,
     where: str = "",
     appearance_init: AppearanceInit | None = None,
+    shard: Shard | None = None,
 ) -> FitResult:
     """Train a model from scratch and return the weights of the best VALIDATION epoch.
 
@@ -96,6 +97,11 @@ def fit(
     :class:`~stages.learning.training.divergence.TrainingDiverged` (a :class:`StageError`) naming ``where`` (the
     network: "fold 3", "fold 3, member 2/3"; "" for the only one), the epoch and the value; so do non-finite final
     weights. The checks read only values the loop computes anyway: finite training is unchanged.
+    ``shard``: this process's share of data-parallel training (:class:`~stages.learning.training.loop.Shard`; every
+    process of the group calls ``fit`` with the same arguments): the expression stage's batches are split over the
+    processes (a first training stage runs whole in each, rank 0's result kept), after each epoch every process
+    takes rank 0's weights and validation figures, so all of them judge, stop, save and return the same network;
+    ``resume_path`` should then be one file per process. None (the default): one process, as always.
     """
     if len(train) < 2:
         raise StageError(f"training needs at least 2 sequences; got {len(train)}")
@@ -107,7 +113,7 @@ def fit(
     with _torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
         start = time.perf_counter()
         seeded = _seeded_model(model_cfg, n_classes, train, seed, appearance_init)
-        trainer = _Trainer.build(seeded, train, val if has_val else None, cfg, seed, device, where)
+        trainer = _Trainer.build(seeded, train, val if has_val else None, cfg, seed, device, where, shard)
         saver = StateSaver(resume, since=start)
         run = trainer.run
         for epoch in range(saver.restore(run, cfg.epochs), cfg.epochs + 1):
@@ -166,6 +172,9 @@ class _Trainer:
     val: Tensors | None
     pretrain_history: list[dict[str, float]]
     where: str = ""
+    shard: Shard | None = None
+    net: torch.nn.Module | None = None
+    """The training forward pass's wrapper of ``run.model`` (``DistributedDataParallel``) under a shard."""
 
     @classmethod
     def build(
@@ -177,8 +186,10 @@ class _Trainer:
         seed: int,
         device: str,
         where: str = "",
+        shard: Shard | None = None,
     ) -> _Trainer:
-        """Run the seeded network's first training stage, set up AdamW, the schedule and the average."""
+        """Run the seeded network's first training stage, set up AdamW, the schedule and the average (and under
+        a ``shard`` the data-parallel wrapper, made after the average so that it copies the bare network)."""
         model, aug_gen, rng = seeded
         model.to(device)
         tensors = _split_tensors(train, device)
@@ -195,14 +206,16 @@ class _Trainer:
             ema = AveragedModel(model, multi_avg_fn=ema_warmup_avg_fn(cfg.ema_decay), use_buffers=True)
         run = TrainingRun(model, ema, opt, sched, aug_gen, rng)
         val_tensors = None if val is None else _split_tensors(val, device)
-        return cls(run, cfg, device, precision, weight, tensors, val_tensors, pretrain_history, where)
+        net = None if shard is None else shard.wrap(model)
+        return cls(run, cfg, device, precision, weight, tensors, val_tensors, pretrain_history, where, shard, net)
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """Train one epoch (augmented shuffled batches), step the schedule, validate; returns its history row.
         :class:`~stages.learning.training.divergence.TrainingDiverged` when a loss is not finite."""
         t0 = time.perf_counter()
-        run, cfg = self.run, self.cfg
+        run, cfg, shard = self.run, self.cfg, self.shard
         model, (app, traj, y) = run.model, self.train
+        net = model if self.net is None else self.net
         lr = run.opt.param_groups[0]["lr"]
         model.train()
 
@@ -210,9 +223,12 @@ class _Trainer:
             b_app, b_traj = stream_inputs(model, app[b_idx], traj[b_idx])
             b_app = None if b_app is None else appearance_float(b_app)  # per batch: the data stays compact
             b_app, b_traj = augment_batch(b_app, b_traj, cfg.augment, run.aug_gen)
-            out = model(b_app, b_traj)
-            loss = model.loss(out, y[b_idx], self.weight, cfg.label_smoothing)
-            return loss, int((out[model.prediction_key].argmax(1) == y[b_idx]).sum())
+            b_y = y[b_idx]
+            if shard is not None:  # this process's slice of the global batch, augmented as one process does
+                b_app, b_traj, b_y = shard.take(b_app, b_traj, b_y)
+            out = net(b_app, b_traj)
+            loss = model.loss(out, b_y, self.weight, cfg.label_smoothing)
+            return loss, int((out[model.prediction_key].argmax(1) == b_y).sum())
 
         average = None if run.ema is None else lambda: run.ema.update_parameters(model)
         try:
@@ -226,15 +242,22 @@ class _Trainer:
                 average,
                 self.precision,
                 EXPLODED_LOSS,
+                shard,
             )
         except LossDiverged as exc:
             raise self._diverged(epoch, "the training loss of a batch", exc.value) from None
         if run.sched is not None:
             run.sched.step()
+        if shard is not None:  # every process judges and keeps rank 0's network
+            shard.sync(model)
+            if run.ema is not None:
+                shard.sync(run.ema)
         val_loss, val_acc = math.nan, math.nan
         if self.val is not None:
             batch = max(cfg.batch_size, 128)
             val_loss, val_acc = evaluate(run.kept, *self.val, self.weight, batch, self.precision)
+            if shard is not None:
+                val_loss, val_acc = shard.agree(val_loss, val_acc)
             if loss_diverged(val_loss, EXPLODED_LOSS):
                 raise self._diverged(epoch, "the validation loss", val_loss)
         row = {

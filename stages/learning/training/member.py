@@ -8,6 +8,7 @@ from typing import NamedTuple
 from stages.learning.models import ModelConfig, TrainConfig
 from stages.learning.training.dataset import ArrayDataset
 from stages.learning.training.fit import FitResult, fit
+from stages.learning.training.loop import Shard
 from stages.learning.training.state import Resume
 from stages.learning.training.warm_start import AppearanceInit
 
@@ -53,6 +54,7 @@ def train_member(
     resume: Resume | None = None,
     where: str | None = None,
     appearance_init: AppearanceInit | None = None,
+    shard: Shard | None = None,
 ) -> FitResult:
     """Train ensemble ``member`` of a run at ``seed`` on ``fold``: :func:`~stages.learning.training.fit.fit` with
     the fit seed of :func:`member_seed` (the caller draws ``train`` / ``val`` with its ``split`` seed).
@@ -62,7 +64,8 @@ def train_member(
     :func:`network_name` of ``fold`` and ``member``, the ensemble size taken from ``train_cfg``); ``appearance_init``:
     the weights the appearance stream starts from (``model.appearance.init``; the same for every member); a loss
     that turns NaN or infinite raises :class:`~stages.learning.training.divergence.TrainingDiverged` naming it and
-    the epoch.
+    the epoch. ``shard``: this process's share of a data-parallel training of the member (every process calls
+    with the same arguments; :class:`~stages.learning.training.loop.Shard`; None: one process).
     Returns the best validation epoch's network
     (eval mode) and its facts: best epoch, history, seconds, precision, first-stage history."""
     return fit(
@@ -79,4 +82,5 @@ def train_member(
         save_every_s=0.0 if resume is None else resume.every_s,
         where=network_name(fold, member, train_cfg.ensemble) if where is None else where,
         appearance_init=appearance_init,
+        shard=shard,
     )
