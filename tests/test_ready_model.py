@@ -191,3 +191,10 @@ def test_predict_with_inputs_only_uses_the_ready_model(tmp_path: Path, monkeypat
     image.write_bytes(b"")
     assert main(["predict", str(image)]) == 0
     assert seen == {"m": "fer2013", "i": [str(image)]}
+
+
+def test_init_passes_between_input_modes(source: Path) -> None:
+    """A network trained on single images (peak) starts one that sees each of k frames (frames mode)."""
+    cfg = _target_cfg(source, "model.input.appearance=frames", "model.input.k=3")
+    model = build_model(cfg, len(CK_CLASSES), 3, 16)
+    assert apply_appearance_init(model, appearance_init(cfg, CK_CLASSES)) == 6

@@ -19,7 +19,7 @@ from pipeline.model_folder.ready import ready_model_dir
 from stages.errors import StageError
 from stages.learning.models import ModelConfig
 from stages.learning.training.checkpoint import load_checkpoint
-from stages.learning.training.warm_start import AppearanceInit
+from stages.learning.training.warm_start import AppearanceInit, appearance_network
 
 ARCHITECTURE_KEYS = ("name", "channels", "convs_per_block", "skip_dim", "normalize")
 """The ``model.appearance`` settings a network started from another must share with it."""
@@ -48,7 +48,8 @@ def appearance_init(model_cfg: ModelConfig, classes: list[str]) -> AppearanceIni
         return None
     source = str(model_cfg.appearance.init)
     net, source_cfg, source_classes, _ = load_checkpoint(weights)
-    if net.appearance is None:
+    source_net = appearance_network(net)
+    if source_net is None:
         raise StageError(f"model.appearance.init: {source} has no appearance stream")
     mine, theirs = model_cfg.appearance.model_dump(), source_cfg.appearance.model_dump()
     differ = [
@@ -56,7 +57,7 @@ def appearance_init(model_cfg: ModelConfig, classes: list[str]) -> AppearanceIni
     ]
     if differ:
         raise StageError(f"model.appearance.init: {source} was trained with " + "; ".join(differ) + "; set them so")
-    state = {k: v.detach().clone() for k, v in net.appearance.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in source_net.state_dict().items()}
     return AppearanceInit(state=state, class_rows=class_rows(source_classes, classes), source=source)
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from stages.errors import StageError
 from stages.learning.models import TwoStream
+from stages.learning.models.two_stream import FrameAveraged
 
 CLASSIFIER_PREFIX = "classifier."
 """Parameter names of an appearance network's last linear layer (rows = classes); see skipnet."""
@@ -24,7 +26,8 @@ CLASSIFIER_PREFIX = "classifier."
 class AppearanceInit:
     """A source network's appearance weights for a new network of the same architecture.
 
-    ``state``: the source appearance network's ``state_dict()`` (CPU tensors); ``class_rows``: for each output class
+    ``state``: the source appearance network's ``state_dict()`` (CPU tensors; :func:`appearance_network`'s);
+    ``class_rows``: for each output class
     of the new network, in its order, the source classifier row of the same class, or None; ``source``: how errors
     name the source (a model name or folder)."""
 
@@ -33,13 +36,21 @@ class AppearanceInit:
     source: str
 
 
+def appearance_network(model: TwoStream) -> nn.Module | None:
+    """The appearance network itself: ``model.appearance``, or the network that its :class:`FrameAveraged`
+    wrapper (``model.input.appearance: frames``) runs on every frame; None without an appearance stream. A
+    network is the same whichever input mode it was trained in, so its weights pass between modes."""
+    net = model.appearance
+    return net.net if isinstance(net, FrameAveraged) else net
+
+
 def apply_appearance_init(model: TwoStream, init: AppearanceInit) -> int:
     """Copy ``init`` into ``model.appearance`` in place; returns how many classifier rows were copied.
 
     Every tensor but the classifier's must exist in both networks with the same shape; otherwise
     :class:`StageError` names the first mismatch and the source (the architectures differ: a network cannot start
     from weights of another shape)."""
-    net = model.appearance
+    net = appearance_network(model)
     if net is None:
         raise StageError(f"model.appearance.init ({init.source}): the model has no appearance stream")
     own = net.state_dict()
