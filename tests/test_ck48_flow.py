@@ -24,8 +24,6 @@ SMALL = [
     "data.folds=3",
     "train.epochs=2",
     "train.batch_size=4",
-    "model.appearance.channels=[8, 16]",
-    "model.appearance.skip_dim=8",
     "model.geometry.hidden=16",
     "ray.workers=1",
 ]
