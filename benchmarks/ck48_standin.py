@@ -1,5 +1,6 @@
 """A stand-in of CK+48's full size for TIMING only: every image of a class-folder set twice, the copy under a
-renamed subject (S010 -> S1010), as symlinks (nothing copied).
+renamed subject (S010 -> S1010), as copies: the scanners resolve links and keep one entry per real file (a link
+to a file already met is reported as a duplicate), so a stand-in made of links would be the half again.
 
     python benchmarks/ck48_standin.py --root ../shared/real/CK+48 --out runs/CK48x2
     /usr/bin/time -v seqfer run configs/ck48.yaml --set data.root=runs/CK48x2 --set output_dir=runs/ck48x2
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,8 +21,8 @@ SUBJECT = re.compile(r"^S(\d+)_")
 
 
 def build(root: Path, out: Path) -> int:
-    """Link every ``CLASS/S<digits>_...`` image of ``root`` into ``out`` as itself and as ``S1<digits>_...``.
-    Returns the number of links made; refuses an ``out`` that already holds files."""
+    """Copy every ``CLASS/S<digits>_...`` image of ``root`` into ``out`` as itself and as ``S1<digits>_...``.
+    Returns the number of files written; refuses an ``out`` that already holds files."""
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out}: exists and is not empty")
     n = 0
@@ -31,14 +33,14 @@ def build(root: Path, out: Path) -> int:
         folder = out / image.parent.name
         folder.mkdir(parents=True, exist_ok=True)
         for name in (image.name, SUBJECT.sub(f"S1{match.group(1)}_", image.name, count=1)):
-            (folder / name).symlink_to(image.resolve())
+            shutil.copyfile(image, folder / name)
             n += 1
     return n
 
 
 def main(args: argparse.Namespace) -> None:
     n = build(args.root, args.out)
-    print(f"{args.out}: {n} links to the images of {args.root}", file=sys.stderr)
+    print(f"{args.out}: {n} copies of the images of {args.root}", file=sys.stderr)
 
 
 if __name__ == "__main__":
