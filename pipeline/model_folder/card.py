@@ -117,8 +117,9 @@ def model_card(info: dict, cfg: Config) -> str:
         "",
         "```python",
         "from pipeline.predict.predictor import Predictor",
-        "p = Predictor.load('MODEL_FOLDER')",
-        "result = p.predict('clip.mp4')  # .label, .probabilities, .status, .reason",
+        "",  # the example as ruff formats it: a ready model's card is checked with the code
+        'p = Predictor.load("MODEL_FOLDER")',
+        'result = p.predict("clip.mp4")  # .label, .probabilities, .status, .reason',
         "```",
         "",
         "## Versions",
