@@ -30,6 +30,7 @@ from pipeline.predict.windows import window_bounds
 from stages.errors import StageError
 from stages.learning.models import build_model, frames_for, in_channels_for
 from stages.learning.training.checkpoint import save_checkpoint
+from stages.learning.training.precision import resolve_precision
 from stages.learning.training.predict import predict_proba
 
 CLASSES = ["happy", "sadness", "surprise"]
@@ -249,6 +250,22 @@ def test_cv_run_folder_is_a_fold_ensemble(media: dict, tmp_path: Path, predictor
     )
     with pytest.raises(StageError, match="classes"):
         Predictor.load(cv)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_model_predicts_in_the_precision_it_trained_in(
+    media: dict, tmp_path: Path, predictor: Predictor, precision: str
+) -> None:
+    """``train.precision`` of the model folder is the forward pass's precision at prediction (resolved: bfloat16
+    only where the CPU computes it natively)."""
+    cfg = _cfg(f"train.precision={precision}")
+    model = _model(cfg, 0)
+    loaded = Predictor.load(write_model_folder(tmp_path / "model", model, cfg, CLASSES, {"trained_at": "test"}))
+    assert loaded.precision == resolve_precision(precision, "cpu")
+    appearance, trajectory = predictor.model_inputs(media["image"])
+    expected = predict_proba(model, (appearance, trajectory), precision=loaded.precision)[0]
+    result = loaded.predict(media["image"])
+    assert np.array_equal([result.probabilities[c] for c in CLASSES], expected)
 
 
 def test_bad_model_paths_and_fixed_settings_are_user_errors(model_dir: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from stages.learning.training.checkpoint import load_checkpoint, save_checkpoint
 from stages.learning.training.dataset import ArrayDataset
 from stages.learning.training.fit import fit
 from stages.learning.training.precision import resolve_precision
-from stages.learning.training.predict import predict_proba
+from stages.learning.training.predict import EXACT_CHUNK, predict_proba
 
 K = 3
 S = 16
@@ -122,6 +122,22 @@ def test_same_seed_same_history_and_weights(data) -> None:
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     other = fit(mcfg, K, train, val, cfg, seed=12).model.state_dict()
     assert not all(torch.equal(w0[k], other[k]) for k in w0)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_predict_proba_is_bit_identical_whatever_the_order_or_company(data, trained, precision: str) -> None:
+    """Exact mode runs fixed-shape chunks: a sequence's probabilities do not depend on where it sits in the call
+    (reversed order moves every sequence to another chunk position) or on the padding of a short last chunk."""
+    model, val = trained[0].model, data[1]
+    assert len(val) > EXACT_CHUNK  # several chunks, the last one short
+    p = predict_proba(model, val, precision=precision)
+    reverse = np.arange(len(val))[::-1]
+    flipped = predict_proba(model, (val.appearance[reverse], val.trajectory[reverse]), precision=precision)
+    assert np.array_equal(flipped[reverse], p)
+    assert np.array_equal(predict_proba(model, (val.appearance[3:4], val.trajectory[3:4]), precision=precision), p[3:4])
+    if precision == "bfloat16":  # the forward pass really ran in bfloat16: close to float32, not equal
+        p32 = predict_proba(model, val)
+        assert not np.array_equal(p32, p) and np.abs(p32 - p).max() < 0.05
 
 
 def test_predict_proba_batch_size_invariant(data, trained) -> None:

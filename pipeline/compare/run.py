@@ -15,7 +15,8 @@ parameters, multiply-accumulates per sequence (convolutions, matrix products and
 :func:`pipeline.compare.cost.count_macs` says; one sequence at the configured input size; both times
 ``train.ensemble``),
 training seconds per fold (fit + test prediction, mean over folds), prediction milliseconds per sequence
-(one sequence at a time, ``predict_proba(exact=True)``, on the CV device, ``train.threads`` CPU threads).
+(``predict_proba(exact=True)``: fixed-shape chunks of 16 sequences, float32, on the CV device, ``train.threads`` CPU
+threads).
 Written to ``OUTPUT_DIR/compare/comparison.{md,csv,png}`` (:mod:`pipeline.compare.report`).
 """
 
@@ -122,7 +123,7 @@ def _cell_key(cfg: Config, folds: list[int], data: LabelledData) -> str:
 
 
 def _predict_ms(cfg: Config, data: LabelledData, fold_dir: Path, device: str) -> float:
-    """Milliseconds per sequence of :func:`ensemble_proba` (one sequence at a time) with the fold's networks
+    """Milliseconds per sequence of :func:`ensemble_proba` (exact: chunks of 16 sequences) with the fold's networks
     (one, or the members of a ``train.ensemble``)."""
     models = [load_checkpoint(path)[0] for path in member_files(fold_dir)]
     rows = np.arange(min(PREDICT_TIMING_SEQUENCES, len(data.labels)))

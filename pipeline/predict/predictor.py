@@ -34,6 +34,7 @@ from pipeline.predict.inputs import PredictInput, input_from_path, resolve_input
 from pipeline.predict.windows import timeline_row, window_bounds, window_record
 from stages.errors import StageError
 from stages.learning.inputs.extras import model_inputs
+from stages.learning.training.precision import resolve_precision
 from stages.learning.training.predict import ensemble_proba
 from stages.preprocess.decode import SequenceSource, select_indices
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor
@@ -119,12 +120,16 @@ class Predictor:
     """A loaded model (or fold ensemble) plus one :class:`SequenceProcessor`: build once, call many times.
 
     ``cache_dir``: where processed sequences are cached (None: nothing is written). Not thread-safe (the
-    landmarker is not); use one Predictor per process or Ray worker.
+    landmarker is not); use one Predictor per process or Ray worker. The networks run in the precision they were
+    trained in (``train.precision`` resolved on ``device``: bfloat16 where the model trained in it and the device
+    computes it natively, at about twice float32's pace on such CPUs), in fixed-shape chunks
+    (:func:`~stages.learning.training.predict.predict_proba`).
     """
 
     def __init__(self, bundle: ModelBundle, cache_dir: Path | str | None = None, device: str = "cpu") -> None:
         self.bundle = bundle
         self.device = device
+        self.precision = resolve_precision(bundle.config.train.precision, device)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.processor = SequenceProcessor(bundle.sequence, self.cache_dir)
         self._window_processor: SequenceProcessor | None = None
@@ -152,7 +157,9 @@ class Predictor:
     def probabilities(self, appearance: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
         """[N, K] float64 class probabilities, the mean over the bundle's models (a model folder's ensemble
         members, or every member of every fold of a CV run folder). :class:`StageError` when any is not finite."""
-        probs = ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
+        probs = ensemble_proba(
+            self.bundle.models, (appearance, trajectory), device=self.device, precision=self.precision
+        )
         if not np.isfinite(probs).all():  # never an ok row without probabilities
             raise StageError(NON_FINITE)
         return probs
@@ -207,8 +214,8 @@ class Predictor:
         """Predict whole inputs (no windows), one result per item in order, with one network call for all of them.
 
         Each input is preprocessed on its own; the model inputs of those that have one are stacked and go through
-        :func:`~stages.learning.training.predict.ensemble_proba` at once, which runs the network on one input at
-        a time, so every probability is bit-identical to :meth:`predict` of that input alone (whatever the
+        :func:`~stages.learning.training.predict.ensemble_proba` at once, which runs the network in chunks of one
+        fixed shape, so every probability is bit-identical to :meth:`predict` of that input alone (whatever the
         batch's size or its other inputs). Memory: the batch's model inputs (~27 KB per 48 px input of 3
         frames), plus its records when ``keep``. Never raises for a bad input.
         """
@@ -293,7 +300,9 @@ class Predictor:
         try:
             appearance = np.concatenate([app for _, app, _ in staged])
             trajectory = np.concatenate([traj for _, _, traj in staged])
-            probs = ensemble_proba(self.bundle.models, (appearance, trajectory), device=self.device)
+            probs = ensemble_proba(
+                self.bundle.models, (appearance, trajectory), device=self.device, precision=self.precision
+            )
             stacked_ok = probs.shape == (len(staged), len(self.classes))
         except Exception:  # noqa: BLE001 - retried per input below, where the fault is reported
             stacked_ok = False
