@@ -83,6 +83,15 @@ class LandmarkConfig(BaseModel):
         "faces; the points differ from the detector's box by ~0.03 eye distances, median on FER2013, so off: "
         "configs whose figures were measured with the detector keep them)",
     )
+    small_frame_search: Literal["crop_first", "full"] = Field(
+        "crop_first",
+        description="how the detector searches frames smaller than 2x min_face_px (upscaled to 2x min_face_px): "
+        "'crop_first' searches first a copy whose short side is 1.25x min_face_px (the scale at which a tight face "
+        "crop's face fits the detector's window; ~2x cheaper) and keeps a normal-strength face found there, else "
+        "searches as 'full' does; 'full' searches only the whole upscaled frame (as before this setting existed). "
+        "crop_first finds every face full finds: on 1,500 FER2013 train images 27 more and none fewer, ~20 % less "
+        "landmark time there and ~45 % on CK+48, points 0.01 outer-eye distances from full's (median)",
+    )
     multi_face: Literal["largest", "centre"] = Field(
         "largest", description="face kept when several are detected: largest box, or closest to frame centre"
     )
@@ -110,7 +119,8 @@ class LandmarkConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict:
         """``tight_crops`` is left out of dumps while off, so configs, cache keys and fingerprints made before it
-        existed stay the same."""
+        existed stay the same. ``small_frame_search`` is always dumped: its default changed how small frames are
+        searched, so landmarks cached before it existed must not be reused."""
         data = handler(self)
         if data.get("tight_crops") is False:
             del data["tight_crops"]

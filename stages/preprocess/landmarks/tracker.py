@@ -36,8 +36,19 @@ Small frames: when ``min(H, W) < 2 * min_face_px`` the frame is upscaled (biline
 ``2 * min_face_px`` before detection and prediction; points and boxes are mapped back. A face filling such a
 frame (a tight crop such as CK+48's 48x48 faces) leaves the detector no margin, so small frames are detected
 with a replicated border of ``SMALL_FRAME_PAD`` of their size and a lowered score threshold
-(``SMALL_FRAME_THRESHOLD``; weak candidates are used only when no normal-strength one exists). If that still
-finds nothing and ``whole_frame_fallback`` is on, the whole frame is taken as the face box, refined once
+(``SMALL_FRAME_THRESHOLD``; weak candidates are used only when no normal-strength one exists). With
+``small_frame_search='crop_first'`` (the default) the detector first searches a copy of the work image reduced so
+its short side is ``CROP_SEARCH_SCALE * min_face_px`` (100 px, a 150 px padded canvas): in a tight crop the
+face's box spans 65-100 % of the side, so it fits dlib's 80 px window there, and the larger pyramid levels of the
+full search (a 240 px canvas) cost about half its time for nothing. A normal-strength face found there is used;
+otherwise the full search runs and its result is used (strong, else weak, else the crop-scale search's weak
+candidates). Faces can therefore only be gained against ``'full'``, and a face too small for the window at the
+crop scale (a detector box under ~0.7 of the frame's side) is still found by the full search. Measured on 1,500
+FER2013 train images and 495 CK+48 crops (a loaded 2-core machine): ~45 % less ``detect_frame`` time on
+CK+48, ~20 % on FER2013 (30 % of its frames still need the full search), 27 more FER2013 faces detected and none
+lost, points 0.01 outer-eye distances from the full search's (median; p90 0.04 FER2013, 0.013 CK+48). Scale 1.1
+was as good and 1.4 slower with fewer faces; 1.25 leaves some room for crops less tight than CK+48's. If that
+still finds nothing and ``whole_frame_fallback`` is on, the whole frame is taken as the face box, refined once
 through the typical detector calibration (``n_faces=0``, ``note='whole-frame box'``, confidence
 ``WHOLE_FRAME_CONFIDENCE``). That fallback trusts the frame to be a face crop: only flat frames and shapes that
 fail the checks above are rejected, so a small textured non-face frame does get landmarks (at low confidence);
@@ -76,6 +87,8 @@ from stages.timing import StageTimes
 WHOLE_FRAME_CONFIDENCE = 0.3
 SMALL_FRAME_PAD = 0.25  # replicated border added around upscaled small frames before detection (x frame size)
 SMALL_FRAME_THRESHOLD = -0.5  # detector score threshold on small frames (tight crops score low; see module doc)
+STRONG_CONFIDENCE = 0.5  # detector confidence of a normal-strength detection (score 0)
+CROP_SEARCH_SCALE = 1.25  # 'crop_first' search: short side of the reduced copy, x min_face_px (module doc)
 MIN_CONTRAST = 8.0  # grey-level std below which a small frame is not taken as a face crop
 PATCH_SIZE = 32
 MAX_OFF_FRAME = 0.25  # fraction of points allowed outside the frame before the shape counts as lost
@@ -294,19 +307,48 @@ class TrackingLandmarker:
         return FrameLandmarks(points, True, float(confidence), box, True, len(detections), note), state
 
     def _detections(self, grey: np.ndarray, small: bool) -> list[Detection]:
-        """Detector output. Small (upscaled) frames get a replicated border first, so a face filling the frame
-        leaves the detector's window some margin, and are searched with the lowered threshold
-        ``SMALL_FRAME_THRESHOLD``; weak detections count only when no detection reaches the normal threshold."""
+        """Detector output, boxes in ``grey``'s pixels. Small (upscaled) frames are searched as the module doc's
+        "Small frames" says: with ``small_frame_search='crop_first'`` first at the face-crop scale (short side
+        ``CROP_SEARCH_SCALE * min_face_px``), whose strong detections are kept; otherwise (and always with
+        ``'full'``) on the whole work image. Strong detections win over weak ones; a weak one from the crop-scale
+        search is used only when the full search finds nothing."""
         if not small:
             return self._detections_coarse_to_fine(grey)
+        weak: list[Detection] = []
+        scale = CROP_SEARCH_SCALE * self.cfg.min_face_px / min(grey.shape[:2])
+        if self.cfg.small_frame_search == "crop_first" and scale < 1.0:
+            size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+            reduced = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+            sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
+            found = [
+                Detection(
+                    (
+                        (d.box[0] + 0.5) / sx - 0.5,
+                        (d.box[1] + 0.5) / sy - 0.5,
+                        (d.box[2] + 0.5) / sx - 0.5,
+                        (d.box[3] + 0.5) / sy - 0.5,
+                    ),
+                    d.confidence,
+                )
+                for d in self._padded_search(reduced)
+            ]
+            strong = [d for d in found if d.confidence >= STRONG_CONFIDENCE]
+            if strong:
+                return strong
+            weak = found
+        found = self._padded_search(grey)
+        strong = [d for d in found if d.confidence >= STRONG_CONFIDENCE]
+        return strong or found or weak
+
+    def _padded_search(self, grey: np.ndarray) -> list[Detection]:
+        """Detections (boxes in ``grey``'s pixels, weak ones included) on ``grey`` with a replicated border of
+        ``SMALL_FRAME_PAD`` of its long side, at the lowered threshold ``SMALL_FRAME_THRESHOLD``."""
         pad = round(SMALL_FRAME_PAD * max(grey.shape[:2]))
         padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        found = [
+        return [
             Detection((d.box[0] - pad, d.box[1] - pad, d.box[2] - pad, d.box[3] - pad), d.confidence)
             for d in self.detector.detect(padded, threshold=SMALL_FRAME_THRESHOLD)
         ]
-        strong = [d for d in found if d.confidence >= 0.5]
-        return strong or found
 
     def _detections_coarse_to_fine(self, grey: np.ndarray) -> list[Detection]:
         """Detections on a copy at most ``detect_max_side`` pixels long (boxes mapped back), else at full size."""
