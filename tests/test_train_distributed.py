@@ -25,7 +25,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from pipeline.train.distributed import check_capacity, restore_worker_state, train_member_on_ray
+from pipeline.train.distributed import check_capacity, epoch_line, restore_worker_state, train_member_on_ray
 from stages.errors import StageError
 from stages.learning.models import ModelConfig, TrainConfig
 from stages.learning.training.dataset import ArrayDataset
@@ -114,6 +114,12 @@ def test_workers_the_cluster_cannot_hold_are_refused(ray_session) -> None:
         check_capacity(64, 1, False)
     with pytest.raises(StageError, match="GPU"):
         check_capacity(1, 1, True)
+
+
+def test_each_epoch_is_one_progress_line() -> None:
+    row = {"epoch": 3, "train_loss": 0.51234, "train_acc": 0.8, "val_loss": 0.7, "val_acc": 0.625, "lr": 0.01}
+    assert epoch_line(row, 30) == "train: epoch 3/30, train loss 0.512, val acc 0.625, val loss 0.700"
+    assert epoch_line(row, 30, "member 2/3").startswith("train: member 2/3: epoch 3/30,")
 
 
 def test_workers_zero_is_refused() -> None:

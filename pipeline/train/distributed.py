@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def train_member_on_ray(
             storage_path=str(Path(storage).resolve()),
             failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # seqfer's own lines say the progress
         ),
     )
     log.info(f"train: {workers} data-parallel workers on Ray Train ({'NCCL' if device == 'cuda' else 'gloo'})")
@@ -158,6 +160,16 @@ def restore_worker_state(checkpoint: Any, rank: int, dest: Path) -> bool:
     return True
 
 
+def epoch_line(row: dict, epochs: int, where: str = "") -> str:
+    """The progress line of one epoch of a data-parallel training (a history row of
+    :func:`~stages.learning.training.fit.fit`): ``train: [where: ]epoch E/N, train loss L, val acc A, val loss V``
+    (``where``: :func:`~stages.learning.training.member.network_name`'s "member 2/3", or "")."""
+    return (
+        f"train: {where + ': ' if where else ''}epoch {row['epoch']}/{epochs}, train loss {row['train_loss']:.3f}, "
+        f"val acc {row['val_acc']:.3f}, val loss {row['val_loss']:.3f}"
+    )
+
+
 def _worker_loop(config: dict) -> None:
     """One Ray Train worker: restore its state from the last checkpoint, train its shard through train_member,
     report a checkpoint after every epoch and, from rank 0, the result after the last."""
@@ -167,6 +179,7 @@ def _worker_loop(config: dict) -> None:
     from stages.learning.training.loop import Shard
     from stages.learning.training.member import train_member
 
+    _quiet_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = config["device"]
@@ -181,9 +194,14 @@ def _worker_loop(config: dict) -> None:
         restore_worker_state(ray.train.get_checkpoint(), rank, state)
         hook = config["hook"]
 
+        epochs = int(config["train_cfg"]["epochs"])
+        where = str(config["member_args"].get("where") or "")
+
         def on_epoch(row: dict) -> None:
             checkpoint = ray.train.Checkpoint.from_directory(str(local))
             ray.train.report(dict(row), checkpoint=checkpoint, delete_local_checkpoint_after_upload=False)
+            if rank == 0:  # one line per epoch, shown on the driver's console through Ray's log forwarding
+                log.info(epoch_line(row, epochs, where))
             if hook is not None:
                 hook(rank, row)
 
@@ -208,6 +226,18 @@ def _worker_loop(config: dict) -> None:
         ray.train.report({"done": True}, checkpoint=ray.train.Checkpoint.from_directory(str(local)))
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def _quiet_worker() -> None:
+    """Keep a worker's console to seqfer's epoch lines: Ray Train's per-report INFO line (its logger is named by
+    its file's path, so ``LoggingConfig`` does not reach it) and torch's note on the read-only arrays that
+    ``ray.get`` returns (the training never writes to its inputs) are dropped."""
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _save_result(path: Path, result: FitResult) -> None:
