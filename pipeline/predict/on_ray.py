@@ -9,6 +9,7 @@ one input (the second pass starts its own actors, so it costs a few seconds, and
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 from pipeline.model_folder.load import ModelBundle
@@ -33,7 +34,9 @@ class PredictWorker:
 
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
-        self.predictor = Predictor.load(model_path, overrides, cache_dir=cache_dir)
+        with warnings.catch_warnings():  # the driver has said it once; not again from every worker
+            warnings.filterwarnings("ignore", message="prediction preprocessing differs from training")
+            self.predictor = Predictor.load(model_path, overrides, cache_dir=cache_dir)
         self.opts = opts
 
     def predict(self, chunk: list[tuple[PredictInput, str]]) -> list[dict]:
