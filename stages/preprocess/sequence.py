@@ -8,6 +8,9 @@ Cache levels (each keyed by everything that produced it, so a changed setting re
 affects): ``landmarks`` (source fingerprint + frame selection + landmark config), ``aligned`` (landmarks key + align
 config), ``trajectory`` (aligned key + trajectory config). A sequence whose faces are missing is cached as such at
 the landmarks level, so a re-run skips it too.
+
+The ``aligned`` level of still images smaller than their crop keeps no crop pixels; a read re-aligns them from the
+source (:mod:`stages.preprocess.aligned_level`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
-from stages.preprocess.align import AlignConfig, align_face
+from stages.preprocess.align import AlignConfig
+from stages.preprocess.aligned_level import DERIVED, align_one, crops_digest, keeps_crops, stack_aligned
 from stages.preprocess.cache import ArrayCache, source_fingerprint, stage_keys
 from stages.preprocess.decode import (
     DecodedFrame,
@@ -202,8 +206,10 @@ class SequenceProcessor:
             return None
         keys = sequence_keys(source, self.cfg)
         cached = self._get_landmarks(keys["landmarks"])
-        al, tr = (self._get(level, keys[level]) for level in ("aligned", "trajectory"))
-        if cached is None or al is None or tr is None:
+        if cached is None:
+            return None
+        al, tr = self._get_aligned(source, keys["aligned"], cached[0]), self._get("trajectory", keys["trajectory"])
+        if al is None or tr is None:
             return None
         return _record(source.sequence_id, cached[0], al, tr["trajectory"])
 
@@ -221,11 +227,12 @@ class SequenceProcessor:
         meta = {"sequence_id": source.sequence_id}
         cached = None if force else self._get_landmarks(keys["landmarks"])
         lm, problems = cached if cached is not None else (None, "")
-        al = None if force or lm is None else self._get("aligned", keys["aligned"])
+        al = None if force or lm is None else self._get_aligned(source, keys["aligned"], lm)
         landmarks_cached = lm is not None
         computed = lm is None or al is None
+        largest = 0  # pixels of the largest source frame aligned here (what decides whether crops are stored)
         if lm is None:
-            lm, al, problems = self._landmarks_and_aligned(source)
+            lm, al, problems, largest = self._landmarks_and_aligned(source)
             self._put_landmarks(keys["landmarks"], lm, problems, meta)
         status, reason = sequence_status(lm.success, self.cfg, problems)
         n, ratio = len(lm.success), float(lm.success.mean()) if len(lm.success) else 0.0
@@ -241,9 +248,9 @@ class SequenceProcessor:
                 landmark_arrays=lm,
             )
         if al is None:
-            al = self._aligned_from_landmarks(source, lm)
+            al, largest = self._aligned_from_landmarks(source, lm)
         if computed:
-            self._put("aligned", keys["aligned"], al, meta)
+            self._put_aligned(keys["aligned"], al, meta, source, largest)
         tr = None if force or computed else self._get("trajectory", keys["trajectory"])
         if tr is None:
             computed = True
@@ -272,10 +279,10 @@ class SequenceProcessor:
         color = self.cfg.align.color
         return indices, iter_frames(source, indices, color, max_pixels=frames.max_pixels, frame_times=line)
 
-    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict, str]:
+    def _landmarks_and_aligned(self, source: SequenceSource) -> tuple[LandmarkArrays, dict, str, int]:
         """Decode, track landmarks and align in one streaming pass. Every result passes the landmark checks
         (:func:`~stages.preprocess.landmarks.base.checked`), whatever the backend. Returns the landmarks level,
-        the aligned level and the :func:`landmark_problems` of the failed frames."""
+        the aligned level, the :func:`landmark_problems` of the failed frames and the largest frame's pixels."""
         times = self.times
         with times.timed("decode"):
             indices, frames = self._frames(source)
@@ -298,7 +305,7 @@ class SequenceProcessor:
         detect_before = lm_times.get("detect") if isinstance(lm_times, StageTimes) else 0.0
         idx, ts, pts, ok, conf, crops, crop_pts, notes = [], [], [], [], [], [], [], []
         results = landmarker.track_sequence(images(), provided=provided)
-        landmarks_seconds = 0.0
+        landmarks_seconds, largest = 0.0, 0
         while True:
             start = time.perf_counter()
             result = next(results, None)
@@ -306,6 +313,7 @@ class SequenceProcessor:
             if result is None:
                 break
             frame = pending.popleft()
+            largest = max(largest, frame.image.shape[0] * frame.image.shape[1])
             result = checked(result, frame.image.shape)
             if not result.success:
                 notes.append(result.note)
@@ -315,7 +323,7 @@ class SequenceProcessor:
             ok.append(result.success)
             conf.append(result.confidence)
             with times.timed("align"):
-                crop, cpts = self._align_one(frame.image, result.points, result.success)
+                crop, cpts = align_one(frame.image, result.points, result.success, self.cfg.align)
             crops.append(crop)
             crop_pts.append(cpts)
         detect = (lm_times.get("detect") - detect_before) if isinstance(lm_times, StageTimes) else 0.0
@@ -329,37 +337,45 @@ class SequenceProcessor:
             success=np.asarray(ok, dtype=bool),
             confidence=np.asarray(conf, dtype=np.float32),
         )
-        return lm, self._stack_aligned(crops, crop_pts), landmark_problems(notes)
+        return lm, stack_aligned(crops, crop_pts, self.cfg.align), landmark_problems(notes), largest
 
-    def _aligned_from_landmarks(self, source: SequenceSource, lm: LandmarkArrays) -> dict:
-        """Re-align from cached landmarks (the align config changed; landmarks did not)."""
+    def _aligned_from_landmarks(self, source: SequenceSource, lm: LandmarkArrays) -> tuple[dict, int]:
+        """Re-align from cached landmarks (the align config changed, or the entry keeps no crops): the aligned level
+        and the largest frame's pixels."""
         _indices, frames = self._frames(source)
-        crops, crop_pts = [], []
+        crops, crop_pts, largest = [], [], 0
         for frame, points, ok in zip(frames, lm.landmarks, lm.success, strict=False):
+            largest = max(largest, frame.image.shape[0] * frame.image.shape[1])
             with self.times.timed("align"):
-                crop, cpts = self._align_one(frame.image, points, bool(ok))
+                crop, cpts = align_one(frame.image, points, bool(ok), self.cfg.align)
             crops.append(crop)
             crop_pts.append(cpts)
-        return self._stack_aligned(crops, crop_pts)
+        return stack_aligned(crops, crop_pts, self.cfg.align), largest
 
-    def _align_one(self, image: np.ndarray, points: np.ndarray, ok: bool) -> tuple[np.ndarray, np.ndarray]:
-        size = self.cfg.align.size
-        if not ok:
-            shape = (size, size) if self.cfg.align.color == "grey" else (size, size, 3)
-            return np.zeros(shape, np.uint8), np.full((N_POINTS, 2), np.nan, np.float32)
+    def _put_aligned(self, key: str, al: dict, meta: dict, source: SequenceSource, largest: int) -> None:
+        """Store the aligned level: without its crops where :func:`keeps_crops` says so."""
+        if keeps_crops(source, largest, self.cfg.align):
+            self._put("aligned", key, al, meta)
+        else:
+            digest = crops_digest(al["aligned"])
+            self._put("aligned", key, {"aligned_landmarks": al["aligned_landmarks"]}, {**meta, DERIVED: digest})
+
+    def _get_aligned(self, source: SequenceSource, key: str, lm: LandmarkArrays) -> dict | None:
+        """The cached aligned level, its crops re-aligned from the source when the entry keeps none; None when it
+        is missing or damaged, the source cannot be read, or the re-aligned crops or landmarks differ from those the
+        entry was made with (the source changed)."""
+        if self.caches is None:
+            return None
+        with self.times.timed("cache_read"):
+            entry = self.caches["aligned"].load(key)
+        if entry is None or not entry.meta.get(DERIVED):
+            return None if entry is None else entry.arrays
         try:
-            face = align_face(image, points, self.cfg.align)
-        except StageError:  # degenerate anchor points: this frame has no usable face
-            return self._align_one(image, points, False)
-        return face.image, face.points.astype(np.float32)
-
-    def _stack_aligned(self, crops: list[np.ndarray], crop_pts: list[np.ndarray]) -> dict:
-        size = self.cfg.align.size
-        shape = (0, size, size) if self.cfg.align.color == "grey" else (0, size, size, 3)
-        return {
-            "aligned": np.stack(crops) if crops else np.zeros(shape, np.uint8),
-            "aligned_landmarks": np.asarray(crop_pts, dtype=np.float32).reshape(-1, N_POINTS, 2),
-        }
+            al, _largest = self._aligned_from_landmarks(source, lm)
+        except StageError:
+            return None
+        same = np.array_equal(al["aligned_landmarks"], entry.arrays.get("aligned_landmarks"), equal_nan=True)
+        return al if same and crops_digest(al["aligned"]) == entry.meta[DERIVED] else None
 
 
 def _provided_paths(source: SequenceSource, indices: np.ndarray) -> list[str] | None:
