@@ -286,15 +286,16 @@ def _write_outputs(
         pd.DataFrame(failures, columns=["sequence_id", "frame", "source", "status", "reason"]).to_csv(tmp, index=False)
 
     failed = index[index["status"] != SequenceStatus.OK]
+    cached = index["cached"].astype(bool)  # bool even when no row is done: an object mask would select columns
     summary = RunSummary(
         title="preprocess",
-        done=int(((index["status"] == SequenceStatus.OK) & ~index["cached"]).sum()),
-        skipped=int(((index["status"] == SequenceStatus.OK) & index["cached"]).sum()),
+        done=int(((index["status"] == SequenceStatus.OK) & ~cached).sum()),
+        skipped=int(((index["status"] == SequenceStatus.OK) & cached).sum()),
         failed=[(r.sequence_id, f"{r.status}: {r.reason}") for r in failed.itertuples()],
         seconds=time.perf_counter() - start,
         environment_failed=[r.sequence_id for r in failed.itertuples() if r.failure_kind == ENVIRONMENT],
     )
-    computed = index[~index["cached"]]
+    computed = index[~cached]
     frames = int(computed["n_frames"].sum())
     summary.extra["frames processed"] = frames
     if frames and summary.seconds > 0:
