@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from stages.preprocess.aligned_level import DERIVED, crops_digest
+from stages.preprocess.aligned_level import DERIVED
+from stages.preprocess.cache_format import checksum
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.sequence import SequenceProcessor, sequence_keys
 from stages.record import SequenceStatus
@@ -49,7 +50,8 @@ def test_a_small_image_keeps_no_crop_and_reads_back_the_same_crops(tight_crop, c
     first = processor.process(source)
     assert first.status == SequenceStatus.OK and fresh is not None
     entry = _aligned_entry(processor, source, ck48_cfg)
-    assert entry.meta.get(DERIVED) == crops_digest(fresh.aligned) and set(entry.arrays) == {"aligned_landmarks"}
+    level = {"aligned": fresh.aligned, "aligned_landmarks": fresh.aligned_landmarks}
+    assert entry.meta.get(DERIVED) == checksum(level, "") and set(entry.arrays) == {"aligned_landmarks"}
     for reader in (processor, SequenceProcessor(ck48_cfg, tmp_path / "cache")):  # the same and a new process
         record = reader.load(source)
         assert record is not None
@@ -68,7 +70,7 @@ def test_a_changed_or_lost_source_is_never_read_as_its_old_crops(tight_crop, ck4
     cv2.imwrite(str(path), cv2.flip(tight_crop[0], 1))  # other pixels, same name, size and time
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path.stat().st_size == stat.st_size
-    assert processor.load(source) is None  # re-aligned, its crops no longer match the entry's digest
+    assert processor.load(source) is None  # re-aligned, its crops no longer match the entry's checksum
     redone = processor.process(source)
     assert redone.status == SequenceStatus.OK and not redone.cached
     path.unlink()

@@ -2,16 +2,15 @@
 
 Still images smaller than their crop (FER2013's and CK+48's 48 px faces aligned at 96 px hold a quarter of the
 crop's pixels) keep no crop pixels in the cache: the entry holds the aligned landmarks and, under
-:data:`DERIVED`, the digest of the crops (:func:`crops_digest`); a read re-aligns the crops from the source and the
-cached landmarks (a decode and a warp, ~0.1 ms for a 48 px JPEG), and crops whose digest differs (a source
-rewritten under the same name, size and time) make the entry count as missing: it is recomputed
+:data:`DERIVED`, the level's checksum (:func:`~stages.preprocess.cache_format.checksum` of its crops and
+landmarks); a read re-aligns the crops from the source and the cached landmarks (a decode and a warp, ~0.1 ms for a
+48 px JPEG), and a level whose checksum differs (a source rewritten under the same name, size and time) makes the
+entry count as missing: it is recomputed
 (:class:`~stages.preprocess.sequence.SequenceProcessor`). Video frames and larger images keep
 their crops: decoding them again would cost more than reading the crops.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from stages.preprocess.decode import SequenceSource
 
 DERIVED = "derived"
 """Metadata key of an aligned entry that keeps no crops (they are re-aligned from the source on every read): the
-:func:`crops_digest` of the crops it was made with."""
+checksum of the level it was made with."""
 
 
 def align_one(image: np.ndarray, points: np.ndarray, ok: bool, cfg: AlignConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +52,3 @@ def keeps_crops(source: SequenceSource, largest: int, cfg: AlignConfig) -> bool:
     """Whether the cache keeps a sequence's crops: yes for video and for images whose largest frame has at least
     a crop's pixels (``largest``, height x width), no for still images smaller than their crop (module doc)."""
     return source.video_path is not None or not 0 < largest < cfg.size**2
-
-
-def crops_digest(aligned: np.ndarray) -> str:
-    """blake2b-128 hex digest of a crop stack's shape and bytes: what re-aligned crops must match."""
-    a = np.ascontiguousarray(aligned)
-    return hashlib.blake2b(repr(a.shape).encode() + a.tobytes(), digest_size=16).hexdigest()

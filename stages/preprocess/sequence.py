@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.preprocess.align import AlignConfig
-from stages.preprocess.aligned_level import DERIVED, align_one, crops_digest, keeps_crops, stack_aligned
+from stages.preprocess.aligned_level import DERIVED, align_one, keeps_crops, stack_aligned
 from stages.preprocess.cache import ArrayCache, source_fingerprint, stage_keys
+from stages.preprocess.cache_format import checksum
 from stages.preprocess.decode import (
     DecodedFrame,
     FrameSelectionConfig,
@@ -357,12 +358,12 @@ class SequenceProcessor:
         if keeps_crops(source, largest, self.cfg.align):
             self._put("aligned", key, al, meta)
         else:
-            digest = crops_digest(al["aligned"])
-            self._put("aligned", key, {"aligned_landmarks": al["aligned_landmarks"]}, {**meta, DERIVED: digest})
+            arrays = {"aligned_landmarks": al["aligned_landmarks"]}
+            self._put("aligned", key, arrays, {**meta, DERIVED: checksum(al, "")})
 
     def _get_aligned(self, source: SequenceSource, key: str, lm: LandmarkArrays) -> dict | None:
         """The cached aligned level, its crops re-aligned from the source when the entry keeps none; None when it
-        is missing or damaged, the source cannot be read, or the re-aligned crops or landmarks differ from those the
+        is missing or damaged, the source cannot be read, or the re-aligned level's checksum differs from the one the
         entry was made with (the source changed)."""
         if self.caches is None:
             return None
@@ -374,8 +375,7 @@ class SequenceProcessor:
             al, _largest = self._aligned_from_landmarks(source, lm)
         except StageError:
             return None
-        same = np.array_equal(al["aligned_landmarks"], entry.arrays.get("aligned_landmarks"), equal_nan=True)
-        return al if same and crops_digest(al["aligned"]) == entry.meta[DERIVED] else None
+        return al if checksum(al, "") == entry.meta[DERIVED] else None
 
 
 def _provided_paths(source: SequenceSource, indices: np.ndarray) -> list[str] | None:

@@ -207,8 +207,9 @@ def box_area(box: Box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
-def unscale_points(points: np.ndarray, factor: float) -> np.ndarray:
-    """Pixel coordinates in an image resized by ``factor`` (cv2.resize, pixel centres at integers) -> original."""
+def unscale_points(points: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
+    """Pixel coordinates in an image resized by ``factor`` (cv2.resize, pixel centres at integers) -> original;
+    ``factor`` one number, or (fx, fy) per axis."""
     return ((np.asarray(points, np.float64) + 0.5) / factor - 0.5).astype(np.float32)
 
 

@@ -319,17 +319,9 @@ class TrackingLandmarker:
         if self.cfg.small_frame_search == "crop_first" and scale < 1.0:
             size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
             reduced = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-            sx, sy = size[0] / grey.shape[1], size[1] / grey.shape[0]
+            factor = np.array([size[0] / grey.shape[1], size[1] / grey.shape[0]])  # per axis (x, y)
             found = [
-                Detection(
-                    (
-                        (d.box[0] + 0.5) / sx - 0.5,
-                        (d.box[1] + 0.5) / sy - 0.5,
-                        (d.box[2] + 0.5) / sx - 0.5,
-                        (d.box[3] + 0.5) / sy - 0.5,
-                    ),
-                    d.confidence,
-                )
+                Detection(points_box(unscale_points(np.reshape(d.box, (2, 2)), factor)), d.confidence)
                 for d in self._padded_search(reduced)
             ]
             strong = [d for d in found if d.confidence >= STRONG_CONFIDENCE]
