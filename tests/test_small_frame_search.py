@@ -1,5 +1,6 @@
-"""``landmarks.small_frame_search``: small frames are searched first at the face-crop scale ('crop_first', the
-default), and the whole upscaled frame is searched only when no normal-strength face is found there."""
+"""``landmarks.small_frame_search``: small frames are searched first at the face-crop scale; the whole upscaled
+frame is searched only when nothing is found there ('crop_any', the default) or no normal-strength face
+('crop_first'); 'full' searches only the whole upscaled frame."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def test_a_tight_crop_is_found_by_the_crop_scale_search_alone(tight_crop) -> Non
     assert np.all((got.box[0] > -24, got.box[1] > -24, got.box[2] < 72, got.box[3] < 72)), got.box
 
 
-def test_a_face_smaller_than_the_crop_scale_window_is_found_by_the_full_search() -> None:
+@pytest.mark.parametrize("mode", ["crop_first", "crop_any"])
+def test_a_face_smaller_than_the_crop_scale_window_is_found_by_the_full_search(mode: str) -> None:
     # the astronaut's face at 0.7x in the middle of a 150 px frame: its detector box is ~0.45 of the side, ~45 px
     # at the crop scale (100 px), too small for dlib's window there, ~72 px in the full search's 160 px work image
     face = cv2.cvtColor(np.ascontiguousarray(astronaut()[20:280, 100:360]), cv2.COLOR_RGB2GRAY)
@@ -57,12 +59,12 @@ def test_a_face_smaller_than_the_crop_scale_window_is_found_by_the_full_search()
     matrix = np.float32([[s, 0, 75 - 130 * s], [0, s, 75 - 130 * s]])
     frame = cv2.warpAffine(face, matrix, (150, 150), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     full = build_landmarker(LandmarkConfig(small_frame_search="full", whole_frame_fallback=False))
-    first = build_landmarker(LandmarkConfig(small_frame_search="crop_first", whole_frame_fallback=False))
+    first = build_landmarker(LandmarkConfig(small_frame_search=mode, whole_frame_fallback=False))
     first_calls = _counting(first)
     ref, got = full.detect_frame(frame), first.detect_frame(frame)
     assert ref.success and ref.n_faces >= 1, ref.note
     assert got.success and got.n_faces >= 1 and got.note == "", got.note
-    assert first_calls == [(150, 150), (240, 240)]  # no strong face at the crop scale: the full search ran
+    assert first_calls == [(150, 150), (240, 240)]  # nothing at the crop scale: the full search ran
     assert np.array_equal(got.points, ref.points) and got.box == ref.box  # the full search's face, as with 'full'
     width = got.box[2] - got.box[0]
     assert 0.35 * 150 < width < 0.6 * 150, got.box
@@ -71,18 +73,23 @@ def test_a_face_smaller_than_the_crop_scale_window_is_found_by_the_full_search()
 def test_large_frames_are_searched_as_before(tight_crop) -> None:
     crop, _ = tight_crop
     big = cv2.resize(crop, (240, 240), interpolation=cv2.INTER_LINEAR)  # above 2 x min_face_px: not "small"
-    full, first = (build_landmarker(LandmarkConfig(small_frame_search=m)) for m in ("full", "crop_first"))
-    full_calls, first_calls = _counting(full), _counting(first)
-    ref, got = full.detect_frame(big), first.detect_frame(big)
-    assert full_calls == first_calls and got.success == ref.success
-    assert np.array_equal(got.points, ref.points, equal_nan=True)
+    full = build_landmarker(LandmarkConfig(small_frame_search="full"))
+    full_calls = _counting(full)
+    ref = full.detect_frame(big)
+    for mode in ("crop_first", "crop_any"):
+        first = build_landmarker(LandmarkConfig(small_frame_search=mode))
+        first_calls = _counting(first)
+        got = first.detect_frame(big)
+        assert full_calls == first_calls and got.success == ref.success
+        assert np.array_equal(got.points, ref.points, equal_nan=True)
 
 
 def test_the_setting_validates_round_trips_and_keys_the_landmarks(tmp_path) -> None:
-    assert LandmarkConfig().small_frame_search == "crop_first"
+    modes = ("crop_any", "crop_first", "full")
+    assert LandmarkConfig().small_frame_search == "crop_any"
     with pytest.raises(ValueError):
         LandmarkConfig(small_frame_search="fast")
-    for mode in ("crop_first", "full"):
+    for mode in modes:
         cfg = LandmarkConfig(small_frame_search=mode)
         assert LandmarkConfig.model_validate_json(cfg.model_dump_json()) == cfg
         assert LandmarkConfig.model_validate(cfg.model_dump()) == cfg
@@ -90,17 +97,17 @@ def test_the_setting_validates_round_trips_and_keys_the_landmarks(tmp_path) -> N
         assert f'"small_frame_search":"{mode}"' in canonical_json(cfg)
     # a config written before the setting existed still loads, with the default
     old = {k: v for k, v in LandmarkConfig().model_dump().items() if k != "small_frame_search"}
-    assert LandmarkConfig.model_validate(old).small_frame_search == "crop_first"
+    assert LandmarkConfig.model_validate(old).small_frame_search == "crop_any"
 
     frame = tmp_path / "f.png"
     frame.write_bytes(b"x")
     source = SequenceSource("s", (str(frame),))
     keys = {
-        mode: sequence_keys(source, SequenceConfig(landmarks=LandmarkConfig(small_frame_search=mode)))
-        for mode in ("crop_first", "full")
+        mode: sequence_keys(source, SequenceConfig(landmarks=LandmarkConfig(small_frame_search=mode))) for mode in modes
     }
-    assert all(keys["crop_first"][level] != keys["full"][level] for level in keys["full"])
-    assert keys["crop_first"] == sequence_keys(source, SequenceConfig())
+    for a, b in (("crop_any", "crop_first"), ("crop_any", "full"), ("crop_first", "full")):
+        assert all(keys[a][level] != keys[b][level] for level in keys[a])
+    assert keys["crop_any"] == sequence_keys(source, SequenceConfig())
 
 
 class _StubDetector:
@@ -116,17 +123,23 @@ class _StubDetector:
 
 
 @pytest.mark.parametrize(
-    "crop, full, searched, expected",
+    "mode, crop, full, searched, expected",
     [
-        ("strong", "strong", [150], "crop"),  # a strong face at the crop scale ends the search
-        ("weak", "strong", [150, 240], "full"),
-        ("weak", "weak", [150, 240], "full"),  # the full search's weak face wins over the crop scale's
-        ("weak", None, [150, 240], "crop"),  # only the crop scale saw anything: its weak face is kept
-        (None, "weak", [150, 240], "full"),
-        (None, None, [150, 240], None),
+        ("crop_first", "strong", "strong", [150], "crop"),  # a strong face at the crop scale ends the search
+        ("crop_first", "weak", "strong", [150, 240], "full"),
+        ("crop_first", "weak", "weak", [150, 240], "full"),  # the full search's weak face wins over the crop scale's
+        ("crop_first", "weak", None, [150, 240], "crop"),  # only the crop scale saw anything: its weak face is kept
+        ("crop_first", None, "weak", [150, 240], "full"),
+        ("crop_first", None, None, [150, 240], None),
+        ("crop_any", "strong", "strong", [150], "crop"),
+        ("crop_any", "weak", "strong", [150], "crop"),  # any face at the crop scale ends the search
+        ("crop_any", "weak", None, [150], "crop"),
+        ("crop_any", None, "weak", [150, 240], "full"),  # nothing at the crop scale: the full search decides
+        ("crop_any", None, None, [150, 240], None),
+        ("full", "strong", "weak", [240], "full"),
     ],
 )
-def test_which_search_decides(crop, full, searched, expected) -> None:
+def test_which_search_decides(mode, crop, full, searched, expected) -> None:
     confidence = {"strong": 0.9, "weak": 0.3}
     # the same canvas box in both searches; mapped back through each search's padding and scale below
     boxes = {150: (25.0, 25.0, 45.0, 45.0), 240: (25.0, 25.0, 45.0, 45.0)}
@@ -137,7 +150,7 @@ def test_which_search_decides(crop, full, searched, expected) -> None:
             if kind is not None
         }
     )
-    landmarker = TrackingLandmarker("stub", LandmarkConfig(), detector, predictor=None)
+    landmarker = TrackingLandmarker("stub", LandmarkConfig(small_frame_search=mode), detector, predictor=None)
     found = landmarker._detections(np.zeros((160, 160), np.uint8), small=True)
     assert detector.searched == searched
     if expected is None:

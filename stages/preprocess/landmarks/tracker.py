@@ -36,25 +36,28 @@ Small frames: when ``min(H, W) < 2 * min_face_px`` the frame is upscaled (biline
 ``2 * min_face_px`` before detection and prediction; points and boxes are mapped back. A face filling such a
 frame (a tight crop such as CK+48's 48x48 faces) leaves the detector no margin, so small frames are detected
 with a replicated border of ``SMALL_FRAME_PAD`` of their size and a lowered score threshold
-(``SMALL_FRAME_THRESHOLD``; weak candidates are used only when no normal-strength one exists). With
-``small_frame_search='crop_first'`` (the default) the detector first searches a copy of the work image reduced so
-its short side is ``CROP_SEARCH_SCALE * min_face_px`` (100 px, a 150 px padded canvas): in a tight crop the
-face's box spans 65-100 % of the side, so it fits dlib's 80 px window there, and the larger pyramid levels of the
-full search (a 240 px canvas) cost about half its time for nothing. A normal-strength face found there is used;
-otherwise the full search runs and its result is used (strong, else weak, else the crop-scale search's weak
-candidates). Faces can therefore only be gained against ``'full'``, and a face too small for the window at the
-crop scale (a detector box under ~0.7 of the frame's side) is still found by the full search. Measured on 1,500
-FER2013 train images and 495 CK+48 crops (a loaded 2-core machine): ~45 % less ``detect_frame`` time on
-CK+48, ~20 % on FER2013 (30 % of its frames still need the full search), 27 more FER2013 faces detected and none
-lost, points 0.01 outer-eye distances from the full search's (median; p90 0.04 FER2013, 0.013 CK+48). Scale 1.1
-was as good and 1.4 slower with fewer faces; 1.25 leaves some room for crops less tight than CK+48's. If that
-still finds nothing and ``whole_frame_fallback`` is on, the whole frame is taken as the face box, refined once
-through the typical detector calibration (``n_faces=0``, ``note='whole-frame box'``, confidence
-``WHOLE_FRAME_CONFIDENCE``). That fallback trusts the frame to be a face crop: only flat frames and shapes that
-fail the checks above are rejected, so a small textured non-face frame does get landmarks (at low confidence);
-turn the fallback off where small frames may hold no face. With ``tight_crops`` small frames skip the detector
-altogether and go straight to that whole-frame box (a dataset of face crops, where the search costs most of the
-time and finds the frame itself).
+(``SMALL_FRAME_THRESHOLD``; weak candidates are used only when no normal-strength one exists). Unless
+``small_frame_search='full'`` the detector first searches a copy of the work image reduced so its short side is
+``CROP_SEARCH_SCALE * min_face_px`` (100 px, a 150 px padded canvas): in a tight crop the face's box spans 65-100 %
+of the side, so it fits dlib's 80 px window there, and the larger pyramid levels of the full search (a 240 px
+canvas) cost about half its time for nothing. With ``'crop_any'`` (the default) whatever that search finds, strong
+or weak, is used, and the full search runs only when it finds nothing; with ``'crop_first'`` the full search runs
+unless a normal-strength face was found there, and its result is used (strong, else weak, else the crop-scale
+search's weak candidates). A face too small for the window at the crop scale (a detector box under ~0.7 of the
+frame's side) is still found by the full search when the crop scale sees nothing. Measured on 1,500 FER2013 train
+images and 495 CK+48 crops (a loaded 2-core machine): 'crop_first' took ~45 % less ``detect_frame`` time than
+'full' on CK+48, ~20 % on FER2013 (30 % of its frames still need the full search), found 27 more FER2013 faces
+and lost none, points 0.01 outer-eye distances from the full search's (median; p90 0.04 FER2013, 0.013 CK+48).
+Scale 1.1 was as good and 1.4 slower with fewer faces; 1.25 leaves some room for crops less tight than CK+48's.
+'crop_any' skips the full search for about half of the FER2013 frames that 'crop_first' still sends there (those with a
+weak candidate at the crop scale, whose full-search face is mostly the same face): with the ready model, FER2013
+PublicTest is 67.9 % either way (35 of 3,589 predictions changed: 12 now right, 12 now wrong), and CK+48's points are
+the same. If that still finds nothing and ``whole_frame_fallback`` is on, the whole frame is taken as the face box,
+refined once through the typical detector calibration (``n_faces=0``, ``note='whole-frame box'``, confidence
+``WHOLE_FRAME_CONFIDENCE``). That fallback trusts the frame to be a face crop: only flat frames and shapes that fail the
+checks above are rejected, so a small textured non-face frame does get landmarks (at low confidence); turn the fallback
+off where small frames may hold no face. With ``tight_crops`` small frames skip the detector altogether and go straight
+to that whole-frame box (a dataset of face crops, where the search costs most of the time and finds the frame itself).
 """
 
 from __future__ import annotations
@@ -308,15 +311,15 @@ class TrackingLandmarker:
 
     def _detections(self, grey: np.ndarray, small: bool) -> list[Detection]:
         """Detector output, boxes in ``grey``'s pixels. Small (upscaled) frames are searched as the module doc's
-        "Small frames" says: with ``small_frame_search='crop_first'`` first at the face-crop scale (short side
-        ``CROP_SEARCH_SCALE * min_face_px``), whose strong detections are kept; otherwise (and always with
-        ``'full'``) on the whole work image. Strong detections win over weak ones; a weak one from the crop-scale
-        search is used only when the full search finds nothing."""
+        "Small frames" says: unless ``small_frame_search='full'``, first at the face-crop scale (short side
+        ``CROP_SEARCH_SCALE * min_face_px``), whose strong detections are kept, and with ``'crop_any'`` its weak
+        ones too; otherwise on the whole work image. There strong detections win over weak ones; a weak one from
+        the crop-scale search is used only when the full search finds nothing."""
         if not small:
             return self._detections_coarse_to_fine(grey)
         weak: list[Detection] = []
         scale = CROP_SEARCH_SCALE * self.cfg.min_face_px / min(grey.shape[:2])
-        if self.cfg.small_frame_search == "crop_first" and scale < 1.0:
+        if self.cfg.small_frame_search != "full" and scale < 1.0:
             size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
             reduced = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
             factor = np.array([size[0] / grey.shape[1], size[1] / grey.shape[0]])  # per axis (x, y)
@@ -325,8 +328,8 @@ class TrackingLandmarker:
                 for d in self._padded_search(reduced)
             ]
             strong = [d for d in found if d.confidence >= STRONG_CONFIDENCE]
-            if strong:
-                return strong
+            if strong or (found and self.cfg.small_frame_search == "crop_any"):
+                return strong or found
             weak = found
         found = self._padded_search(grey)
         strong = [d for d in found if d.confidence >= STRONG_CONFIDENCE]
