@@ -32,7 +32,7 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.data.manifest import prepare_manifest
 from pipeline.preprocess.dispatch import Tally, first_result_time, make_batches, run_batches, tally_batches
-from pipeline.preprocess.to_stages import sequence_config, source_from_row
+from pipeline.preprocess.to_stages import sequence_config, sources_from_manifest
 from pipeline.preprocess.worker import PreprocessWorker, no_face_frames, outcome_row, peak_rss_mb
 from pipeline.runtime.failures import ENVIRONMENT
 from pipeline.runtime.interrupt import Interrupted, StopFlag, stop_on_signals
@@ -103,8 +103,7 @@ def run_preprocess(cfg: Config, force: bool = False, manifest: pd.DataFrame | No
 
     rows: dict[str, dict] = {}
     todo: list[SequenceSource] = []
-    for _, row in df.iterrows():
-        source = source_from_row(row)
+    for source in sources_from_manifest(df):
         cached = None if force else local.lookup(source)
         if cached is not None and tables.key_of(source.sequence_id) == cached.keys["landmarks"]:
             # done: cached, and its table is from the same landmarks; its frames without a face come from the

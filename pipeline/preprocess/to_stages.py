@@ -20,10 +20,39 @@ def sequence_config(cfg: Config) -> SequenceConfig:
 def source_from_row(row: pd.Series | dict) -> SequenceSource:
     """A manifest row -> the decode stage's source description."""
     get = row.get
+    return _source(get("sequence_id"), get("frame_paths"), get("video_path"), get("peak_index"), get("landmark_paths"))
+
+
+def sources_from_manifest(df: pd.DataFrame) -> list[SequenceSource]:
+    """:func:`source_from_row` of every row of ``df``, in order, from its column arrays (no per-row Series:
+    ~4 us a row against ~130 us with ``iterrows``)."""
+    n = len(df)
+
+    def column(name: str) -> list:
+        return df[name].tolist() if name in df.columns else [None] * n
+
+    names = ("sequence_id", "frame_paths", "video_path", "peak_index", "landmark_paths")
+    return [_source(*values) for values in zip(*(column(name) for name in names), strict=True)]
+
+
+def _source(
+    sequence_id: object, frame_paths: object, video_path: object, peak_index: object, landmark_paths: object
+) -> SequenceSource:
     return SequenceSource(
-        sequence_id=str(get("sequence_id")),
-        frame_paths=tuple(get("frame_paths") or ()),
-        video_path=None if pd.isna(get("video_path")) else str(get("video_path")),
-        peak_index=None if pd.isna(get("peak_index")) else int(get("peak_index")),
-        landmark_paths=tuple(get("landmark_paths") or ()),
+        sequence_id=str(sequence_id),
+        frame_paths=tuple(frame_paths or ()),
+        video_path=None if _missing(video_path) else str(video_path),
+        peak_index=None if _missing(peak_index) else int(peak_index),
+        landmark_paths=tuple(landmark_paths or ()),
     )
+
+
+def _missing(value: object) -> bool:
+    """``pd.isna`` of a scalar cell (None, NaN, NaT, pd.NA), without its cost for the common str / int cells."""
+    if value is None:
+        return True
+    if type(value) in (str, int):
+        return False
+    if type(value) is float:
+        return value != value  # NaN
+    return bool(pd.isna(value))

@@ -57,7 +57,16 @@ HASH_LENGTH = 20
 def stable_hash(*parts: object) -> str:
     """First 20 hex characters of the sha256 of the canonical JSON of ``parts`` (same inputs -> same key, on
     any machine and Python run)."""
-    return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()[:HASH_LENGTH]
+    return hash_json(canonical_json(list(parts)))
+
+
+def hash_json(text: str) -> str:
+    """:func:`stable_hash` of parts given as their canonical JSON list text, ``[part1,part2,...]``.
+
+    ``canonical_json([a, b])`` is exactly ``"[" + canonical_json(a) + "," + canonical_json(b) + "]"`` (no
+    whitespace, keys sorted within each dict), so a part that stays the same over many keys (a stage's config) is
+    serialised once and spliced: :func:`stage_keys_json`."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_LENGTH]
 
 
 def _file_identity(path: str | os.PathLike) -> list:
@@ -95,9 +104,15 @@ def stage_keys(
     Changing the trajectory config changes only the trajectory key; changing align changes aligned and
     trajectory; changing the source, the frame selection or the landmark config changes all three.
     """
-    landmarks_key = stable_hash("landmarks", fingerprint, frames, landmarks)
-    aligned_key = stable_hash("aligned", landmarks_key, align)
-    trajectory_key = stable_hash("trajectory", aligned_key, trajectory)
+    return stage_keys_json(*(canonical_json(part) for part in (fingerprint, frames, landmarks, align, trajectory)))
+
+
+def stage_keys_json(fingerprint: str, frames: str, landmarks: str, align: str, trajectory: str) -> dict[str, str]:
+    """:func:`stage_keys` from the :func:`canonical_json` text of each part (bit-identical keys): callers that make
+    many keys with one config serialise its parts once (~60 us a key saved) and pass the texts."""
+    landmarks_key = hash_json(f'["landmarks",{fingerprint},{frames},{landmarks}]')
+    aligned_key = hash_json(f'["aligned","{landmarks_key}",{align}]')  # keys are hex: nothing to escape
+    trajectory_key = hash_json(f'["trajectory","{aligned_key}",{trajectory}]')
     return {"landmarks": landmarks_key, "aligned": aligned_key, "trajectory": trajectory_key}
 
 
@@ -121,6 +136,7 @@ class ArrayCache:
         self.root = Path(root)
         self.namespace = namespace
         self.dir = self.root / namespace
+        self._dir = str(self.dir)
         self.stale_temp_seconds = stale_temp_seconds
         self.stats = {"hits": 0, "misses": 0, "corrupt": 0, "puts": 0, "temp_cleaned": 0}
         try:
@@ -132,13 +148,17 @@ class ArrayCache:
     # paths
     def path(self, key: str) -> Path:
         """``root/namespace/key[:2]/key.npz``."""
+        return Path(self._path(key))
+
+    def _path(self, key: str) -> str:
+        """:meth:`path` as a str (no pathlib in the per-entry paths: ~10 us a call saved)."""
         if not _KEY_RE.fullmatch(key):
             raise ValueError(f"bad cache key {key!r}: 2-128 letters, digits, '-' or '_'")
-        return self.dir / key[:2] / f"{key}.npz"
+        return f"{self._dir}{os.sep}{key[:2]}{os.sep}{key}.npz"
 
     def has(self, key: str) -> bool:
         """Whether an entry file exists (not verified; :meth:`get` verifies)."""
-        return self.path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def keys(self) -> Iterator[str]:
         """Keys of the entries on disk (unverified), in no particular order."""
@@ -155,9 +175,9 @@ class ArrayCache:
 
     def load(self, key: str) -> CacheEntry | None:
         """The entry's arrays and metadata, or None when absent or damaged (a damaged entry is deleted)."""
-        path = self.path(key)
+        path = self._path(key)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             self.stats["misses"] += 1
             return None
@@ -175,16 +195,16 @@ class ArrayCache:
         return entry
 
     @staticmethod
-    def _read(path: Path) -> CacheEntry:
+    def _read(path: str) -> CacheEntry:
         with open(path, "rb") as fh:
             return decode_entry(fh.read())
 
-    def _discard(self, path: Path, seen: os.stat_result) -> None:
+    def _discard(self, path: str, seen: os.stat_result) -> None:
         """Delete a damaged entry unless another writer has replaced it since we looked."""
         try:
-            now = path.stat()
+            now = os.stat(path)
             if (now.st_ino, now.st_size, now.st_mtime_ns) == (seen.st_ino, seen.st_size, seen.st_mtime_ns):
-                path.unlink()
+                os.unlink(path)
         except FileNotFoundError:
             pass
 
@@ -192,7 +212,7 @@ class ArrayCache:
     def put(self, key: str, arrays: Mapping[str, np.ndarray], meta: dict | None = None) -> Path:
         """Store ``arrays`` (numeric, bool or str numpy arrays; object arrays refused, nothing is pickled) and
         JSON-able ``meta`` under ``key``, atomically. Returns the entry's path."""
-        path = self.path(key)
+        path = self._path(key)
         data: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
             if (
@@ -210,7 +230,7 @@ class ArrayCache:
         with atomic_open(path, "wb", durable=False) as fh:  # verified on read: a crash costs a recomputation
             fh.write(content)
         self.stats["puts"] += 1
-        return path
+        return Path(path)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

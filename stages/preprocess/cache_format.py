@@ -56,7 +56,14 @@ class CacheEntry:
 def canonical_json(obj: object) -> str:
     """Canonical JSON: sorted keys, no whitespace; pydantic models via ``model_dump(mode="json")``, paths as
     str, numpy values as Python values, tuples as lists."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
+    return _CANONICAL.encode(obj)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
+"""What ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)`` uses,
+built once (``json.dumps`` builds one per call with these arguments)."""
+_HEADER = json.JSONEncoder(separators=(",", ":"))
+"""An entry header's encoder: ``json.dumps(header, separators=(",", ":"))``, built once."""
 
 
 def checksum(arrays: Mapping[str, np.ndarray], meta_json: str) -> str:
@@ -149,7 +156,7 @@ def encode_entry(arrays: Mapping[str, np.ndarray], meta: dict) -> bytes:
         layout.append([name, a.dtype.str, list(a.shape), codec, sizes])
         pieces.extend(data)
     header = {"format": FORMAT, "meta": meta_json, "checksum": checksum(arrays, meta_json), "arrays": layout}
-    head = zlib.compress(json.dumps(header, separators=(",", ":")).encode("utf-8"), 6)
+    head = zlib.compress(_HEADER.encode(header).encode("utf-8"), 6)
     return b"".join([MAGIC, struct.pack("<I", len(head)), head, *pieces])
 
 

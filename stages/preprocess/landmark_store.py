@@ -64,8 +64,17 @@ def write_part(folder: Path, name: str, tables: Iterable[SequenceTable], csv_fol
     if not tables:
         return None
     columns = {c: np.concatenate([t.columns[c] for t in tables]) for c in COLUMNS}
-    keys = json.dumps({t.sequence_id: t.key for t in tables}, separators=(",", ":"))
-    arrow = pa.table(columns).replace_schema_metadata({KEYS_METADATA: keys.encode("utf-8")})
+    return write_columns(folder, name, columns, {t.sequence_id: t.key for t in tables}, csv_folder)
+
+
+def write_columns(
+    folder: Path, name: str, columns: dict[str, np.ndarray], keys: dict[str, str], csv_folder: Path | None = None
+) -> Path:
+    """:func:`write_part` of tables already joined: ``columns`` the rows of every sequence of ``keys``
+    (``{sequence_id: landmarks key}``, in row order), as :func:`~stages.preprocess.landmark_table.landmark_columns`
+    makes them for many sequences at once. Returns the part's path."""
+    meta = json.dumps(keys, separators=(",", ":"))
+    arrow = pa.table(columns).replace_schema_metadata({KEYS_METADATA: meta.encode("utf-8")})
     path = Path(folder) / name
     _write(arrow, path)
     if csv_folder is not None:

@@ -67,7 +67,7 @@ def landmark_table(
 
 
 def landmark_columns(
-    sequence_id: str,
+    sequence_id: str | np.ndarray,
     frame_indices: np.ndarray,
     timestamps: np.ndarray,
     confidence: np.ndarray,
@@ -75,7 +75,9 @@ def landmark_columns(
     points: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """The table of :func:`landmark_table` as its column arrays, in ``COLUMNS`` order (what
-    :func:`write_landmark_table` writes without building a DataFrame)."""
+    :func:`write_landmark_table` writes without building a DataFrame). ``sequence_id`` is one id for every row,
+    or an array of one id per row: the rows of many sequences in one call (a batch of one-image items costs one
+    call, not one per item)."""
     idx = np.asarray(frame_indices, dtype=np.int64).reshape(-1)
     n = len(idx)
     ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
@@ -85,8 +87,9 @@ def landmark_columns(
     if pts.size == 0 and n == 0:
         pts = pts.reshape(0, N_POINTS, 2)
     if ts.shape != (n,) or conf.shape != (n,) or ok.shape != (n,) or pts.shape != (n, N_POINTS, 2):
+        name = sequence_id if isinstance(sequence_id, str) else "a batch"
         raise StageError(
-            f"landmark_table({sequence_id!r}): {n} frame indices but timestamps {ts.shape}, confidence "
+            f"landmark_table({name!r}): {n} frame indices but timestamps {ts.shape}, confidence "
             f"{conf.shape}, success {ok.shape}, points {pts.shape} (expected [{n}, {N_POINTS}, 2])"
         )
     pts = np.where(ok[:, None, None], pts, np.float32(np.nan))
@@ -98,7 +101,12 @@ def landmark_columns(
     }
     columns.update({c: pts[:, i, 0] for i, c in enumerate(X_COLUMNS)})
     columns.update({c: pts[:, i, 1] for i, c in enumerate(Y_COLUMNS)})
-    columns["sequence_id"] = np.full(n, str(sequence_id), dtype=object)
+    if isinstance(sequence_id, np.ndarray):
+        if sequence_id.shape != (n,):
+            raise StageError(f"landmark_columns: {n} frame indices but {sequence_id.shape} sequence ids")
+        columns["sequence_id"] = sequence_id.astype(object)
+    else:
+        columns["sequence_id"] = np.full(n, str(sequence_id), dtype=object)
     columns["source_index"] = idx
     return {c: columns[c] for c in COLUMNS}
 

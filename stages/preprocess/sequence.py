@@ -29,7 +29,7 @@ from stages.errors import StageError
 from stages.face_geometry import N_POINTS
 from stages.preprocess.align import AlignConfig
 from stages.preprocess.aligned_level import DERIVED, align_one, keeps_crops, stack_aligned
-from stages.preprocess.cache import ArrayCache, source_fingerprint, stage_keys
+from stages.preprocess.cache import ArrayCache
 from stages.preprocess.cache_format import checksum
 from stages.preprocess.decode import (
     DecodedFrame,
@@ -41,6 +41,8 @@ from stages.preprocess.decode import (
 )
 from stages.preprocess.landmarks import LandmarkConfig, Landmarker, build_landmarker, warm_up_landmarker
 from stages.preprocess.landmarks.base import checked
+from stages.preprocess.sequence_keys import KeyMaker
+from stages.preprocess.sequence_keys import sequence_keys as sequence_keys  # re-exported: callers use it from here
 from stages.preprocess.sequence_status import landmark_problems, sequence_status
 from stages.preprocess.trajectory import TrajectoryConfig, compute_trajectory
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
@@ -80,30 +82,6 @@ class SequenceOutcome:
     landmark_arrays: LandmarkArrays | None = None  # None when nothing could be decoded (unreadable)
 
 
-VIDEO_TIMES = "pts-times"
-"""Part of a video's landmarks key: its timestamps come from the frames' presentation times (entries made when
-they were index / average fps are not reused)."""
-CHECKED_PROVIDED = "checked-landmarks"
-"""Part of the provided backend's landmarks key: its points pass the landmark checks (entries from before those
-checks may hold degenerate points marked as faces, and are not reused)."""
-
-
-def sequence_keys(source: SequenceSource, cfg: SequenceConfig) -> dict[str, str]:
-    """Cache keys of the three levels for one source (stats its files; decodes nothing).
-
-    Frames are decoded in the align colour and landmarks found on them, so that colour is part of the
-    landmarks level. The pixel limit is not part of any key: it decides only whether a source fails, and a
-    failure to read is never cached."""
-    fingerprint = source_fingerprint(list(source.frame_paths), source.video_path)
-    frames: tuple = (cfg.frames.model_dump(mode="json", exclude={"max_pixels"}), source.peak_index)
-    landmarks: tuple = (cfg.landmarks, cfg.align.color)
-    if source.video_path is not None:
-        frames += (VIDEO_TIMES,)
-    if cfg.landmarks.backend == "provided":
-        landmarks += (CHECKED_PROVIDED,)
-    return stage_keys(fingerprint, frames, landmarks, cfg.align, cfg.trajectory)
-
-
 def warm_up(cfg: SequenceConfig) -> None:
     """Fill the on-disk caches that each fresh worker process would otherwise fill on its first sequence, all of
     them at once: the compiled PNG and landmark kernels (numba's cache) and the converted landmark models. Run it
@@ -136,9 +114,17 @@ class SequenceProcessor:
         self.cfg = cfg
         self._landmarker = landmarker
         self.times = StageTimes()
+        self._key_maker: tuple[SequenceConfig, KeyMaker] | None = None
         self.caches: dict[str, ArrayCache] | None = None
         if cache_root is not None:
             self.caches = {name: ArrayCache(Path(cache_root), name) for name in ("landmarks", "aligned", "trajectory")}
+
+    def keys(self, source: SequenceSource) -> dict[str, str]:
+        """:func:`sequence_keys` of ``source`` under this processor's config (serialised once per config object:
+        assign a new ``cfg`` rather than changing its fields in place)."""
+        if self._key_maker is None or self._key_maker[0] is not self.cfg:
+            self._key_maker = (self.cfg, KeyMaker(self.cfg))
+        return self._key_maker[1].keys(source)
 
     @property
     def landmarker(self) -> Landmarker:
@@ -177,7 +163,7 @@ class SequenceProcessor:
         is deleted)."""
         if self.caches is None:
             return None
-        keys = sequence_keys(source, self.cfg)
+        keys = self.keys(source)
         if not self.caches["landmarks"].has(keys["landmarks"]):
             return None
         cached = self._get_landmarks(keys["landmarks"])
@@ -205,7 +191,7 @@ class SequenceProcessor:
         """The cached record of a source, or None when any level is missing or it failed."""
         if self.caches is None:
             return None
-        keys = sequence_keys(source, self.cfg)
+        keys = self.keys(source)
         cached = self._get_landmarks(keys["landmarks"])
         if cached is None:
             return None
@@ -224,7 +210,7 @@ class SequenceProcessor:
             return SequenceOutcome(source.sequence_id, SequenceStatus.UNREADABLE, str(exc))
 
     def _process(self, source: SequenceSource, force: bool) -> SequenceOutcome:
-        keys = sequence_keys(source, self.cfg)
+        keys = self.keys(source)
         meta = {"sequence_id": source.sequence_id}
         cached = None if force else self._get_landmarks(keys["landmarks"])
         lm, problems = cached if cached is not None else (None, "")
