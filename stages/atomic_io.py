@@ -7,6 +7,7 @@ leaves ``.NAME.HOST.PID.TOKEN.tmp``: :func:`is_stale_temp` tells when such a fil
 
 Use :func:`atomic_path` when a library wants a path (pandas, pyarrow, safetensors) and :func:`atomic_open` when
 it takes a file object (``np.savez``); :func:`atomic_write_text` / :func:`atomic_write_bytes` for plain content.
+:func:`write_verified` writes files whose every reader verifies them (cache entries) in place, without the rename.
 :func:`file_lock` lets processes that would write the same derived file (a converted model) make it once.
 """
 
@@ -135,6 +136,37 @@ def atomic_open(path: Path | str, mode: str = "wb", durable: bool = True) -> Ite
     with atomic_path(path, durable) as tmp, open(tmp, mode) as fh:
         yield fh
         fh.flush()
+
+
+def write_verified(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` for readers that verify the whole file (a checksum and every size) and take a
+    file that fails as absent: the cache's entries. A new file is created in place (``O_EXCL``), without
+    :func:`atomic_open`'s temp file and rename, which cost ~140 us of the ~200 us of writing a 1 kB file on ext4
+    (~60 us in place; 20,000 files, 2026-12-07), most of a one-image sequence's cache time. A file that already
+    exists is replaced atomically, as :func:`atomic_open` does.
+
+    So a process killed mid-write, or a reader that comes while another process writes, finds a truncated file:
+    the verifying reader rejects it (and may delete it), and the entry is made again. A failed write removes its
+    partial file. Never for a file a reader trusts without checks: use :func:`atomic_open` there."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileNotFoundError:  # no folder yet
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        with atomic_open(path, "wb", durable=False) as fh:
+            fh.write(data)
+        return
+    try:
+        with open(fd, "wb") as fh:
+            fh.write(data)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:

@@ -26,6 +26,7 @@ from stages.preprocess.cache import (
     stable_hash,
     stage_keys,
 )
+from stages.preprocess.cache_format import encode_entry
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor, sequence_keys
 from stages.preprocess.trajectory import TrajectoryConfig
@@ -342,18 +343,52 @@ def test_concurrent_puts_of_one_key_leave_a_valid_entry(tmp_path):
     reader = ArrayCache(tmp_path, "ns")
     seen = 0
     while any(p.is_alive() for p in procs):
-        got = reader.load(key)  # readers racing the writers never see a broken file
+        # a reader racing the writers may find a new entry half written (it is written in place): it rejects it,
+        # and never returns a broken one
+        got = reader.load(key)
         if got is not None:
             assert got.meta["writer"] in (1, 2) and (got.arrays["v"] == got.meta["writer"]).all()
             seen += 1
     for p in procs:
         p.join(30)
         assert p.exitcode == 0
-    entry = reader.load(key)
-    assert entry is not None and (entry.arrays["v"] == entry.meta["writer"]).all()
-    assert reader.stats["corrupt"] == 0
+    entry = reader.load(key)  # a whole entry, or none when the reader deleted a half-written one under a writer
+    assert entry is None or (entry.arrays["v"] == entry.meta["writer"]).all()
     assert not list((tmp_path / "ns").rglob("*.tmp"))
-    print(f"reader loaded {seen} entries while the writers ran")
+    _writer(str(tmp_path), key, 3, 1)  # made again
+    assert reader.load(key).meta["writer"] == 3
+    print(f"reader loaded {seen} entries while the writers ran, rejected {reader.stats['corrupt']} half-written")
+
+
+def test_a_new_entry_is_written_in_place_and_an_old_one_replaced_whole(tmp_path, monkeypatch):
+    """``write_verified``: a new file is created in place (no temp file, no rename), an existing one is replaced
+    by the atomic rename, a failed write leaves no partial file, and a missing folder is made."""
+    from stages.atomic_io import write_verified
+
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: renames.append(str(b)) or real_replace(a, b))
+    path = tmp_path / "new" / "shard" / "entry.bin"
+    write_verified(path, b"first")
+    assert path.read_bytes() == b"first" and renames == []
+    write_verified(path, b"second")
+    assert path.read_bytes() == b"second" and renames == [str(path)]
+    failing = tmp_path / "new" / "shard" / "failing.bin"
+    with pytest.raises(TypeError):
+        write_verified(failing, "not bytes")  # type: ignore[arg-type]
+    assert not failing.exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["entry.bin"]  # no temp file left
+
+
+def test_an_entry_cut_short_by_a_killed_writer_is_rejected_and_made_again(tmp_path):
+    cache = ArrayCache(tmp_path, "landmarks")
+    key = stable_hash("killed")
+    content = encode_entry({"x": np.arange(1000)}, {})
+    cache.path(key).parent.mkdir(parents=True, exist_ok=True)
+    cache.path(key).write_bytes(content[: len(content) // 3])  # what an in-place write killed a third through leaves
+    assert cache.get(key) is None and cache.stats["corrupt"] == 1 and not cache.path(key).exists()
+    cache.put(key, {"x": np.arange(1000)})
+    assert cache.get(key)["x"].tolist() == list(range(1000))
 
 
 def test_clear_removes_only_its_namespace(tmp_path):
@@ -499,8 +534,8 @@ def test_statuses_are_written_and_read_back_as_their_plain_strings(tmp_path: Pat
 
 
 def test_entries_skip_fsync_and_run_outputs_keep_it(tmp_path: Path, monkeypatch) -> None:
-    """Cache entries are verified on read, so they are renamed into place without fsync (a crash costs a
-    recomputation); every other atomic write (summaries, indexes, models) is fsynced before its rename."""
+    """Cache entries are verified on read, so they are written without fsync (a crash costs a recomputation);
+    every other atomic write (summaries, indexes, models) is fsynced before its rename."""
     from stages.atomic_io import atomic_write_text
 
     synced = []

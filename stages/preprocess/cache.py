@@ -1,4 +1,4 @@
-"""Resumable on-disk cache of per-sequence arrays: content-addressed, atomic, corruption-detecting.
+"""Resumable on-disk cache of per-sequence arrays: content-addressed, verified on every read.
 
 Keys: :func:`stable_hash` of everything that produced an entry (the source's fingerprint and the config of
 every stage on the way), so a changed setting recomputes exactly what it affects. The chain used for
@@ -13,12 +13,13 @@ Entries: one file per key at ``root/namespace/key[:2]/key.npz``, written by :mod
 decoded arrays and the caller's metadata; never pickle). The ``.npz`` suffix is kept from format 1 (``np.savez``
 archives), whose entries are still read, so a cache written by an earlier version is reused as it is.
 
-Writes are atomic: the file is written to a temp file in the same folder and moved into place with
-``os.replace``, so a reader sees either the old entry, the new one or none, never half of one; two writers of
-the same key (two Ray workers) each rename a whole file and the last one wins. Temp files left by a killed
-writer are never read and are removed when their writer is gone (same host, dead pid) or after an hour.
-Entries are not fsynced (~1 ms an entry): a process killed mid-write leaves only a temp file, and what an
-operating-system crash might truncate is caught by the read checks below and recomputed.
+Writes: a new entry is written in place (:func:`~stages.atomic_io.write_verified`: ``O_EXCL``, no temp file and
+rename, ~60 us a file against ~200 us on ext4: a one-image sequence writes three entries), an existing one is
+replaced atomically (temp file and ``os.replace``). A process killed mid-write, or a reader that comes while another
+worker writes the same key, finds a truncated entry: the read checks below reject it and it is made again. Temp
+files left by a killed replacing writer are never read and are removed when their writer is gone (same host, dead
+pid) or after an hour. Entries are not fsynced (~1 ms an entry): what an operating-system crash might truncate is
+caught by the same checks.
 
 Reads verify everything (the layout, each codec's checks, the checksum, every array's size). A damaged entry
 (truncated file, flipped bits, missing arrays) is deleted and reported as absent, so the caller recomputes it;
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic_io import atomic_open, clean_stale_temps, host_tag
+from stages.atomic_io import clean_stale_temps, host_tag, write_verified
 from stages.errors import StageError
 from stages.preprocess.cache_format import CacheEntry, canonical_json, decode_entry, encode_entry
 from stages.record import SequenceRecord, SequenceStatus
@@ -227,8 +228,7 @@ class ArrayCache:
                 raise TypeError(f"array {name!r} has dtype object; the cache stores no pickled data")
             data[name] = arr
         content = encode_entry(data, meta or {})
-        with atomic_open(path, "wb", durable=False) as fh:  # verified on read: a crash costs a recomputation
-            fh.write(content)
+        write_verified(path, content)  # verified on read: a crash or a race costs a recomputation
         self.stats["puts"] += 1
         return Path(path)
 
