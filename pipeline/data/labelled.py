@@ -30,7 +30,7 @@ from pipeline.config import Config
 from pipeline.data.manifest import prepare_manifest
 from pipeline.errors import ConfigError
 from pipeline.preprocess.run import preprocess_dir, run_preprocess
-from pipeline.preprocess.to_stages import sequence_config, source_from_row
+from pipeline.preprocess.to_stages import sequence_config, sources_from_manifest
 from stages.atomic_io import atomic_open
 from stages.errors import StageError
 from stages.learning.inputs.extras import ModelNeeds, build_targets, model_inputs, needs_of
@@ -88,29 +88,23 @@ def load_labelled_data(
     classes = list(meta.classes)
     keep, records, excluded = [], [], []
     recomputed = 0
-    for _, row in df[df["labelled"]].iterrows():
-        status = index["status"].get(row["sequence_id"], SequenceStatus.NOT_PREPROCESSED)
-        reason = index["reason"].get(row["sequence_id"], "")
-        record = processor.load(source_from_row(row)) if status == SequenceStatus.OK else None
+    labelled = df[df["labelled"]]
+    statuses, reasons = index["status"].to_dict(), index["reason"].to_dict()
+    rows = labelled[["sequence_id", "subject", "fold", "label"]].to_dict("records")
+    for position, (source, row) in enumerate(zip(sources_from_manifest(labelled), rows, strict=True)):
+        status = statuses.get(row["sequence_id"], SequenceStatus.NOT_PREPROCESSED)
+        reason = reasons.get(row["sequence_id"], "")
+        record = processor.load(source) if status == SequenceStatus.OK else None
         if record is None and status == SequenceStatus.OK:  # damaged or removed since preprocessing: recompute it now
-            outcome = processor.process(source_from_row(row))
+            outcome = processor.process(source)
             record, status, reason = outcome.record, outcome.status, outcome.reason
             recomputed += 1
         if record is None:
-            excluded.append(
-                {
-                    "sequence_id": row["sequence_id"],
-                    "subject": row["subject"],
-                    "fold": row["fold"],
-                    "label": row["label"],
-                    "status": status,
-                    "reason": reason,
-                }
-            )
+            excluded.append({**row, "status": status, "reason": reason})
             continue
-        keep.append(row)
+        keep.append(position)
         records.append(record)
-    kept = pd.DataFrame(keep)
+    kept = labelled.iloc[keep]
     if recomputed:
         log.info("data: %d sequence(s) had a damaged or missing cache entry and were recomputed", recomputed)
     if excluded:

@@ -86,16 +86,18 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
 
 def _manifest_inputs(path: Path) -> list[PredictInput]:
     from data_manifests.schema import read_manifest
-    from pipeline.preprocess.to_stages import source_from_row
+    from pipeline.preprocess.to_stages import sources_from_manifest
 
     try:
         df, _meta = read_manifest(path)
     except ManifestError as exc:
         return [_invalid(str(path), f"unreadable manifest: {exc}")]
     inputs = []
-    for _, row in df.iterrows():
-        source = source_from_row(row)
-        label = row.get("label") if bool(row.get("labelled")) else None
+    n = len(df)
+    labels = df["label"].tolist() if "label" in df.columns else [None] * n
+    labelled = df["labelled"].tolist() if "labelled" in df.columns else [False] * n
+    for source, label, is_labelled in zip(sources_from_manifest(df), labels, labelled, strict=True):
+        label = label if bool(is_labelled) else None
         inputs.append(
             PredictInput(
                 source.sequence_id,
