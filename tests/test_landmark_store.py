@@ -14,6 +14,7 @@ from stages.errors import StageError
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.landmark_store import LandmarkTables, SequenceTable, part_keys, part_name, write_part
 from stages.preprocess.landmark_table import COLUMNS, landmark_columns, landmark_table, write_landmark_table
+from stages.record import LandmarkArrays
 
 
 def _table(sequence_id: str, n: int, seed: int = 0, key: str = "k") -> SequenceTable:
@@ -23,12 +24,12 @@ def _table(sequence_id: str, n: int, seed: int = 0, key: str = "k") -> SequenceT
     if n > 1:
         ok[1] = False
     pts = np.round(rng.random((n, 68, 2)) * 48).astype(np.float32)
-    columns = landmark_columns(sequence_id, idx, idx / 30.0, np.where(ok, 0.9, 0.0), ok, pts)
-    return SequenceTable(sequence_id, key, columns)
+    lm = LandmarkArrays(idx, idx / 30.0, pts, ok, np.where(ok, 0.9, 0.0).astype(np.float32))
+    return SequenceTable(sequence_id, key, lm)
 
 
 def _expected(t: SequenceTable) -> pd.DataFrame:
-    return pd.DataFrame(t.columns, columns=COLUMNS)
+    return pd.DataFrame(landmark_columns(t.sequence_id, *_args(t)), columns=COLUMNS)
 
 
 def test_a_part_holds_many_sequences_each_readable_alone(tmp_path: Path) -> None:
@@ -90,9 +91,8 @@ def test_per_sequence_files_of_the_earlier_layout_are_read_then_replaced(tmp_pat
 
 
 def _args(t: SequenceTable) -> tuple:
-    c = t.columns
-    pts = np.stack([np.stack([c[f"x_{i}"], c[f"y_{i}"]], axis=-1) for i in range(68)], axis=1)
-    return c["source_index"], c["timestamp"], c["confidence"], c["success"].astype(bool), pts
+    lm = t.landmarks
+    return lm.frame_indices, lm.timestamps, lm.confidence, lm.success, lm.landmarks
 
 
 def test_csv_copies_go_to_their_own_folder_and_follow_the_parts(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from pipeline.preprocess.to_stages import source_from_row, sources_from_manifest
-from pipeline.preprocess.worker import batch_columns
 from stages.preprocess.cache import source_fingerprint, stable_hash, stage_keys
 from stages.preprocess.decode import SequenceSource
+from stages.preprocess.landmark_store import SequenceTable, part_columns
 from stages.preprocess.landmark_table import COLUMNS, landmark_columns
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor, sequence_keys
 from stages.preprocess.sequence_keys import CHECKED_PROVIDED, VIDEO_TIMES, KeyMaker
@@ -121,13 +121,15 @@ def _landmarks(n: int, seed: int) -> LandmarkArrays:
     )
 
 
-def test_batch_columns_equal_a_table_per_sequence():
-    tables = [("a", "ka", _landmarks(1, 0)), ("b", "kb", _landmarks(0, 1)), ("c", "kc", _landmarks(3, 2))]
-    joined = batch_columns(tables)
-    per_sequence = [
-        landmark_columns(sid, lm.frame_indices, lm.timestamps, lm.confidence, lm.success, lm.landmarks)
-        for sid, _key, lm in tables
-    ]
+def test_part_columns_equal_a_table_per_sequence():
+    tables = [SequenceTable(s, f"k{s}", _landmarks(n, i)) for i, (s, n) in enumerate([("a", 1), ("b", 0), ("c", 3)])]
+    joined = part_columns(tables)
+    per_sequence = []
+    for t in tables:
+        lm = t.landmarks
+        per_sequence.append(
+            landmark_columns(t.sequence_id, lm.frame_indices, lm.timestamps, lm.confidence, lm.success, lm.landmarks)
+        )
     assert list(joined) == COLUMNS
     for column in COLUMNS:
         expected = np.concatenate([t[column] for t in per_sequence])

@@ -13,14 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from stages.face_geometry import N_POINTS
 from stages.preprocess.decode import SequenceSource
-from stages.preprocess.landmark_store import write_columns
-from stages.preprocess.landmark_table import landmark_columns
+from stages.preprocess.landmark_store import SequenceTable, write_part
 from stages.preprocess.sequence import SequenceConfig, SequenceOutcome, SequenceProcessor
-from stages.record import LandmarkArrays
 from stages.timing import add_times
 
 
@@ -58,7 +53,7 @@ class PreprocessWorker:
             t0 = time.perf_counter()
             outcome = self.processor.process(source, force=force)
             if outcome.landmark_arrays is not None:
-                tables.append((source.sequence_id, outcome.keys["landmarks"], outcome.landmark_arrays))
+                tables.append(SequenceTable(source.sequence_id, outcome.keys["landmarks"], outcome.landmark_arrays))
             rows.append(
                 {
                     **outcome_row(outcome),
@@ -68,9 +63,7 @@ class PreprocessWorker:
             )
         add_times(times, self.processor.times.take())
         t0 = time.perf_counter()
-        if tables:
-            keys = {sequence_id: key for sequence_id, key, _lm in tables}
-            write_columns(self.tables_dir, part, batch_columns(tables), keys, self.csv_dir)
+        write_part(self.tables_dir, part, tables, self.csv_dir)
         times["table_write"] = time.perf_counter() - t0
         seconds = time.perf_counter() - start
         times["other"] = max(0.0, seconds - sum(times.values()))
@@ -82,22 +75,6 @@ class PreprocessWorker:
             "pid": os.getpid(),
             "peak_rss_mb": peak_rss_mb(),
         }
-
-
-def batch_columns(tables: list[tuple[str, str, LandmarkArrays]]) -> dict[str, np.ndarray]:
-    """The landmark table columns of a batch's sequences (``(sequence_id, landmarks key, landmarks)`` each, in row
-    order) from one :func:`landmark_columns` call over the joined arrays: the rows of a table per sequence, joined
-    (~0.1 ms an item less for one-image items)."""
-    lms = [lm for _sid, _key, lm in tables]
-    ids = np.repeat(np.array([sid for sid, _key, _lm in tables], dtype=object), [len(lm.frame_indices) for lm in lms])
-
-    def joined(name: str) -> np.ndarray:
-        return np.concatenate([getattr(lm, name) for lm in lms])
-
-    points = np.concatenate([lm.landmarks if lm.landmarks.size else lm.landmarks.reshape(0, N_POINTS, 2) for lm in lms])
-    return landmark_columns(
-        ids, joined("frame_indices"), joined("timestamps"), joined("confidence"), joined("success"), points
-    )
 
 
 def outcome_row(outcome: SequenceOutcome) -> dict:

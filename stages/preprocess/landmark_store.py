@@ -33,7 +33,9 @@ import pyarrow.parquet as pq
 
 from stages.atomic_io import atomic_path
 from stages.errors import StageError
-from stages.preprocess.landmark_table import COLUMNS, apply_dtypes
+from stages.face_geometry import N_POINTS
+from stages.preprocess.landmark_table import COLUMNS, apply_dtypes, landmark_columns
+from stages.record import LandmarkArrays
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +46,31 @@ PART_RE = re.compile(r"part-(\d{6,})-(\d{6,})\.parquet")
 
 @dataclass(frozen=True)
 class SequenceTable:
-    """One sequence's table for a part: its id, the landmarks cache key it came from, its column arrays
-    (:func:`~stages.preprocess.landmark_table.landmark_columns`)."""
+    """One sequence's table for a part: its id, the landmarks cache key it came from, its per-frame landmarks."""
 
     sequence_id: str
     key: str
-    columns: dict[str, np.ndarray]
+    landmarks: LandmarkArrays
 
 
 def part_name(run: int, batch: int) -> str:
     """``part-RRRRRR-BBBBBB.parquet``: sorts in creation order (runs, then batches of a run)."""
     return f"part-{run:06d}-{batch:06d}.parquet"
+
+
+def part_columns(tables: list[SequenceTable]) -> dict[str, np.ndarray]:
+    """The :func:`~stages.preprocess.landmark_table.landmark_columns` of ``tables``, sequence after sequence, from
+    one call over their joined arrays (not a call per sequence: ~0.1 ms an item less for one-image items)."""
+    lms = [t.landmarks for t in tables]
+    ids = np.repeat(np.array([t.sequence_id for t in tables], dtype=object), [len(lm.frame_indices) for lm in lms])
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(lm, name) for lm in lms])
+
+    points = np.concatenate([lm.landmarks if lm.landmarks.size else lm.landmarks.reshape(0, N_POINTS, 2) for lm in lms])
+    return landmark_columns(
+        ids, joined("frame_indices"), joined("timestamps"), joined("confidence"), joined("success"), points
+    )
 
 
 def write_part(folder: Path, name: str, tables: Iterable[SequenceTable], csv_folder: Path | None = None) -> Path | None:
@@ -63,17 +79,8 @@ def write_part(folder: Path, name: str, tables: Iterable[SequenceTable], csv_fol
     tables = list(tables)
     if not tables:
         return None
-    columns = {c: np.concatenate([t.columns[c] for t in tables]) for c in COLUMNS}
-    return write_columns(folder, name, columns, {t.sequence_id: t.key for t in tables}, csv_folder)
-
-
-def write_columns(
-    folder: Path, name: str, columns: dict[str, np.ndarray], keys: dict[str, str], csv_folder: Path | None = None
-) -> Path:
-    """:func:`write_part` of tables already joined: ``columns`` the rows of every sequence of ``keys``
-    (``{sequence_id: landmarks key}``, in row order), as :func:`~stages.preprocess.landmark_table.landmark_columns`
-    makes them for many sequences at once. Returns the part's path."""
-    meta = json.dumps(keys, separators=(",", ":"))
+    columns = part_columns(tables)
+    meta = json.dumps({t.sequence_id: t.key for t in tables}, separators=(",", ":"))
     arrow = pa.table(columns).replace_schema_metadata({KEYS_METADATA: meta.encode("utf-8")})
     path = Path(folder) / name
     _write(arrow, path)
