@@ -499,6 +499,27 @@ def test_sigterm_during_preprocess_saves_what_is_done_and_exits_143(tiny_demo: P
     assert again.done + again.skipped == n_sequences and not again.failed and again.skipped >= len(index)
 
 
+def test_sigterm_after_a_finished_batch_indexes_it(tiny_demo: Path, tmp_path: Path) -> None:
+    """The signal comes right after the driver took in its first batch's result (a script sends it from there):
+    that batch is in the index and the summary, the rest is left to a re-run."""
+    import subprocess
+    import sys
+
+    cfg = _config(tiny_demo, tmp_path / "out", "ray.workers=1")
+    config = _write_config(cfg, tmp_path / "c.yaml")
+    script = REPO / "tests" / "fault_scripts" / "sigterm_after_first_result.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(config)], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert "interrupted: preprocess stopped by signal 15" in done.stderr and "Traceback" not in done.stderr
+    index = pd.read_parquet(preprocess_dir(cfg) / "index.parquet")
+    summary = json.loads((preprocess_dir(cfg) / "summary.json").read_text())
+    n_sequences = len(pd.read_parquet(cfg.manifest_path))
+    assert 1 <= len(index) < n_sequences and (index["status"] == "ok").sum() >= 1
+    assert "not processed" in summary["interrupted"] and summary["done"] == len(index)
+
+
 @pytest.fixture(scope="module")
 def model_folder(prepared, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.train.run import run_train
