@@ -62,12 +62,15 @@ def scan(
     fer2013_images: Path | None = None,
     kdef_angles: str | list[str] = DEFAULT_ANGLES,
     dataset_name: str | None = None,
+    only_split: str | None = None,
 ) -> tuple[pd.DataFrame, ScanReport]:
     """Scan ``root`` with the ``fmt`` scanner into a normalised manifest (folds null) and a report.
 
     ``include_neutral`` (needs ``neutral`` in ``classes``) adds, per labelled frame sequence, a row
     ``<id>_neutral`` holding its first ``neutral_frames`` frames, label neutral, peak_index 0.
-    ``dataset_name`` overrides the ``dataset`` column. Raises :class:`ManifestError` for an unknown format, a
+    ``dataset_name`` overrides the ``dataset`` column. ``only_split``: a hint that only that split's rows are
+    wanted; a scanner that can skip the rest unread does (FER2013's folder export), so the caller still filters.
+    Raises :class:`ManifestError` for an unknown format, a
     missing root, a root without the format's layout, or inconsistent options.
     """
     if fmt not in SCANNERS:
@@ -91,6 +94,7 @@ def scan(
         name_pattern=name_pattern,
         fer2013_images=fer2013_images,
         kdef_angles=kdef_angles,
+        only_split=only_split,
     )
     native = NATIVE_CLASS_SET.get(fmt)
     left_out = [c for c in resolve_classes(native) if c not in class_list] if native else []

@@ -126,6 +126,29 @@ def test_a_rerun_resumes_through_the_cli(
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in metrics.items() if k != "seconds"}
 
 
+def test_split_scores_only_that_split_and_leaves_the_other_folders_unread(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FER2013's folder export with ``split='val'``: only ``validation/`` is listed and scored; ``train/`` and
+    ``test/`` are reported as not read (evaluating PublicTest need not walk the 28,709 training files)."""
+    root = tmp_path / "fer"
+    for folder, prefix, shifts in (
+        ("train", "Training", [0, 2]),
+        ("validation", "PublicTest", [4]),
+        ("test", "PrivateTest", [6]),
+    ):
+        for cls in ("happy", "sad"):
+            (root / folder / cls).mkdir(parents=True)
+            for i, shift in enumerate(shifts):
+                cv2.imwrite(str(root / folder / cls / f"{prefix}_{cls}{i}.png"), _face(shift))
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level("INFO"):
+        mp.setattr("pipeline.predict.run.RAY_MIN_INPUTS", 10**6)
+        metrics = run_evaluate(model_dir, root, "fer2013", tmp_path / "out", split="val")
+    assert metrics["n_sequences"] == 2 and metrics["data"]["split"] == "val"
+    assert sorted(_predictions(tmp_path / "out")["sequence_id"]) == ["PublicTest_happy0", "PublicTest_sad0"]
+    assert "split train not read" in caplog.text and "split test not read" in caplog.text
+
+
 def test_split_on_a_dataset_without_one_is_one_error(
     model_dir: Path, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -161,6 +161,24 @@ def test_fer_prefix_of_another_split_is_noted(tmp_path):
     assert any("1 PublicTest_" in m for _, m in report.notes)
 
 
+@pytest.mark.parametrize("only_split, expected", [("val", {"val": 7}), ("test", {"test": 7}), ("train", {"train": 14})])
+def test_fer_only_split_leaves_the_other_split_folders_unread(tmp_path, only_split, expected):
+    """``only_split`` (what `seqfer evaluate --split` passes): the other split folders are reported, not walked."""
+    make_fer_folders(tmp_path, splits=("Training", "PublicTest", "test"))
+    df, report = scan(tmp_path, "fer2013", classes="basic7", only_split=only_split)
+    assert df.groupby("split").size().to_dict() == expected
+    unread = {Path(p).name: r for p, r in report.skipped if "not read" in r}
+    assert len(unread) == 2 and all(r.endswith(f"only {only_split} was asked for") for r in unread.values())
+
+
+def test_fer_only_split_without_its_folder_reads_everything(tmp_path):
+    """No folder of the asked split: the whole export is read, so the caller can say which splits there are."""
+    make_fer_folders(tmp_path, splits=("train", "validation"))
+    df, report = scan(tmp_path, "fer2013", classes="basic7", only_split="test")
+    assert df.groupby("split").size().to_dict() == {"train": 14, "val": 7}
+    assert not [r for _, r in report.skipped if "not read" in r]
+
+
 def test_fer_manifest_round_trip_keeps_split(tmp_path):
     make_fer_folders(tmp_path / "fer")
     df, meta, _ = build_manifest(tmp_path / "fer", "fer2013", classes="basic7")

@@ -62,7 +62,7 @@ def _read_results(path: Path) -> dict[str, dict]:
 def _load_data(root: Path, fmt: str, split: str | None, bundle: ModelBundle, scan_options: dict) -> EvalData:
     """Scan, keep the split, match the classes; logs the scan report once they succeeded (a user error is then
     one ``error:`` line)."""
-    df, report = scan_dataset(root, fmt, **scan_options)
+    df, report = scan_dataset(root, fmt, only_split=split, **scan_options)  # other split folders left unread
     where = f"{report.root or root} (--format {fmt})"
     data = match_classes(select_split(df, split, where), bundle.classes, where)
     log.info(report.summary(df))
