@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.preprocess.dispatch import BATCH_ITEMS, make_batches
+from pipeline.preprocess.dispatch import BATCH_FRAMES, make_batches
 from stages.errors import StageError
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.landmark_store import LandmarkTables, SequenceTable, part_keys, part_name, write_part
@@ -116,13 +116,30 @@ def _sources(n: int, frames: int = 1, video: bool = False) -> list[SequenceSourc
     ]
 
 
-def test_small_items_are_batched_and_long_sequences_go_alone() -> None:
+def test_one_image_items_are_batched_and_videos_go_alone() -> None:
     many = _sources(10_000)
     batches = make_batches(many, n_workers=2, run=3)
-    assert [len(group) for _, group in batches] == [BATCH_ITEMS] * 39 + [10_000 - 39 * BATCH_ITEMS]
+    assert [len(group) for _, group in batches] == [BATCH_FRAMES] * 39 + [10_000 - 39 * BATCH_FRAMES]
     assert [s for _, group in batches for s in group] == many  # every item once, in manifest order
     assert batches[0][0] == "part-000003-000000.parquet" and batches[-1][0] == "part-000003-000039.parquet"
     few = make_batches(_sources(20), n_workers=2, run=1)
     assert len(few) == 7  # at least 4 batches per worker: ceil(20 / 8) = 3 sequences a batch
-    mixed = _sources(3, frames=30) + _sources(2, video=True) + _sources(2)
-    assert [len(group) for _, group in make_batches(mixed, n_workers=2, run=1)] == [1, 1, 1, 1, 1, 1, 1]
+    mixed = _sources(2, video=True) + _sources(20) + _sources(1, video=True)
+    assert [len(group) for _, group in make_batches(mixed, n_workers=2, run=1)] == [1, 1, *[3] * 6, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "n, frames, expected",
+    [
+        (360, 17, [15] * 24),  # a CK+-sized set: batches of at most BATCH_FRAMES frames
+        (20, 17, [2] * 10),  # a small run: ceil(340 / 8) = 43 frames a batch, so every worker gets several
+        (3, BATCH_FRAMES + 1, [1, 1, 1]),  # a frame list longer than a batch goes alone
+    ],
+)
+def test_frame_lists_are_batched_by_their_frames(n: int, frames: int, expected: list[int]) -> None:
+    """Sequences of frame files are grouped while a batch's frames stay within the budget, in manifest order."""
+    todo = _sources(n, frames=frames)
+    batches = make_batches(todo, n_workers=2, run=1)
+    assert [len(group) for _, group in batches] == expected
+    assert [s for _, group in batches for s in group] == todo
+    assert all(sum(len(s.frame_paths) for s in group) <= max(BATCH_FRAMES, frames) for _, group in batches)

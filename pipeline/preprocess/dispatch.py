@@ -1,11 +1,12 @@
-"""The sequences of a preprocess run on Ray workers, in batches: small items grouped, each batch's rows and timings
+"""The sequences of a preprocess run on Ray workers, in batches: frame lists grouped, each batch's rows and timings
 gathered, a failed batch's sequences tried again one by one.
 
 One Ray call and one landmark-table part per sequence cost more than a one-image sequence's own work (FER2013's
-48 px faces), so sequences of at most :data:`SMALL_ITEM_FRAMES` frames travel in batches of up to
-:data:`BATCH_ITEMS` (fewer on small runs, so every worker gets several); longer sequences and videos go one to a
-call, as before. A batch whose call fails (the worker died, the call raised or ran past ``ray.item_timeout``) is
-run again one sequence to a call, so one bad item fails alone.
+48 px faces), and a part per sequence was 9 % of a CK+-sized run's worker time (~7 ms a part). So sequences of
+frame files travel in batches of up to :data:`BATCH_FRAMES` frames (fewer on small runs, so every worker gets
+several): 256 one-image items, or ~15 CK+ sequences. Videos (their length is known only once decoded) and longer
+frame lists go one to a call. A batch whose call fails (the worker died, the call raised or ran past
+``ray.item_timeout``) is run again one sequence to a call, so one bad item fails alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from pipeline.runtime.batching import group_small
+from pipeline.runtime.batching import group_by_weight
 from pipeline.runtime.failures import ItemTimeout, describe_failure
 from pipeline.runtime.ray_pool import stream_to_actors
 from stages.preprocess.decode import SequenceSource
@@ -22,10 +23,8 @@ from stages.preprocess.landmark_store import part_name
 from stages.record import SequenceStatus
 from stages.timing import add_times
 
-SMALL_ITEM_FRAMES = 8
-"""Sequences of at most this many frames (still images, CK+48's three crops) are batched."""
-BATCH_ITEMS = 256
-"""Most sequences in one batch (one Ray call, one landmark-table part of ~350 bytes a row)."""
+BATCH_FRAMES = 256
+"""Most frames in one batch (one Ray call, one landmark-table part of ~350 bytes a row)."""
 BATCHES_PER_WORKER = 4
 """Small runs are cut into at least this many batches per worker, so that the work spreads."""
 
@@ -33,15 +32,16 @@ Batch = tuple[str, list[SequenceSource]]
 """(landmark-table part name, sequences)."""
 
 
-def _small(source: SequenceSource) -> bool:
-    return source.video_path is None and len(source.frame_paths) <= SMALL_ITEM_FRAMES
+def _frames(source: SequenceSource) -> int | None:
+    """A frame list's frame count, its weight in a batch; None for a video, which goes alone."""
+    return None if source.video_path is not None else max(1, len(source.frame_paths))
 
 
 def make_batches(todo: list[SequenceSource], n_workers: int, run: int, first: int = 0) -> list[Batch]:
-    """``todo`` as batches in manifest order (:func:`pipeline.runtime.batching.group_small`): small sequences
-    grouped, the others alone;
-    part names ``part_name(run, first), part_name(run, first + 1), ...``."""
-    groups = group_small(todo, _small, n_workers, BATCH_ITEMS, BATCHES_PER_WORKER)
+    """``todo`` as batches in manifest order (:func:`pipeline.runtime.batching.group_by_weight`): frame lists
+    grouped by their frames, videos and frame lists longer than a batch alone; part names ``part_name(run,
+    first), part_name(run, first + 1), ...``."""
+    groups = group_by_weight(todo, _frames, n_workers, BATCH_FRAMES, BATCHES_PER_WORKER)
     return [(part_name(run, first + i), group) for i, group in enumerate(groups)]
 
 
