@@ -119,20 +119,22 @@ def _sources(n: int, frames: int = 1, video: bool = False) -> list[SequenceSourc
 def test_one_image_items_are_batched_and_videos_go_alone() -> None:
     many = _sources(10_000)
     batches = make_batches(many, n_workers=2, run=3)
-    assert [len(group) for _, group in batches] == [BATCH_FRAMES] * 39 + [10_000 - 39 * BATCH_FRAMES]
+    # the first four batches ramp up (1/16, 1/8, 1/4, 1/2 of BATCH_FRAMES), the rest are full
+    assert [len(group) for _, group in batches] == [16, 32, 64, 128] + [BATCH_FRAMES] * 38 + [32]
     assert [s for _, group in batches for s in group] == many  # every item once, in manifest order
-    assert batches[0][0] == "part-000003-000000.parquet" and batches[-1][0] == "part-000003-000039.parquet"
+    assert batches[0][0] == "part-000003-000000.parquet" and batches[-1][0] == "part-000003-000042.parquet"
     few = make_batches(_sources(20), n_workers=2, run=1)
-    assert len(few) == 7  # at least 4 batches per worker: ceil(20 / 8) = 3 sequences a batch
+    # at least 4 batches per worker: ceil(20 / 8) = 3 sequences a batch, after the ramp
+    assert [len(group) for _, group in few] == [1, 1, 1, 1, 3, 3, 3, 3, 3, 1]
     mixed = _sources(2, video=True) + _sources(20) + _sources(1, video=True)
-    assert [len(group) for _, group in make_batches(mixed, n_workers=2, run=1)] == [1, 1, *[3] * 6, 2, 1]
+    assert [len(group) for _, group in make_batches(mixed, n_workers=2, run=1)] == [1, 1, 1, 1, *[3] * 6, 1]
 
 
 @pytest.mark.parametrize(
     "n, frames, expected",
     [
-        (360, 17, [15] * 24),  # a CK+-sized set: batches of at most BATCH_FRAMES frames
-        (20, 17, [2] * 10),  # a small run: ceil(340 / 8) = 43 frames a batch, so every worker gets several
+        (360, 17, [1, 1, 3, 7] + [15] * 23 + [3]),  # a CK+-sized set: at most BATCH_FRAMES frames, after the ramp
+        (20, 17, [1, 1, 1, 1] + [2] * 8),  # a small run: ceil(340 / 8) = 43 frames a batch, several per worker
         (3, BATCH_FRAMES + 1, [1, 1, 1]),  # a frame list longer than a batch goes alone
     ],
 )

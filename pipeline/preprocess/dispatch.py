@@ -27,6 +27,9 @@ BATCH_FRAMES = 256
 """Most frames in one batch (one Ray call, one landmark-table part of ~350 bytes a row)."""
 BATCHES_PER_WORKER = 4
 """Small runs are cut into at least this many batches per worker, so that the work spreads."""
+RAMP = 4
+"""The first batches hold 1/16, 1/8, 1/4 and 1/2 of a batch's frames, so that the first results (and the progress
+bar) come back as soon as with a sequence to a call."""
 
 Batch = tuple[str, list[SequenceSource]]
 """(landmark-table part name, sequences)."""
@@ -39,9 +42,10 @@ def _frames(source: SequenceSource) -> int | None:
 
 def make_batches(todo: list[SequenceSource], n_workers: int, run: int, first: int = 0) -> list[Batch]:
     """``todo`` as batches in manifest order (:func:`pipeline.runtime.batching.group_by_weight`): frame lists
-    grouped by their frames, videos and frame lists longer than a batch alone; part names ``part_name(run,
+    grouped by their frames (the first batches smaller, :data:`RAMP`), videos and frame lists longer than a batch
+    alone; part names ``part_name(run,
     first), part_name(run, first + 1), ...``."""
-    groups = group_by_weight(todo, _frames, n_workers, BATCH_FRAMES, BATCHES_PER_WORKER)
+    groups = group_by_weight(todo, _frames, n_workers, BATCH_FRAMES, BATCHES_PER_WORKER, RAMP)
     return [(part_name(run, first + i), group) for i, group in enumerate(groups)]
 
 
