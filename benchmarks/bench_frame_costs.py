@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.runtime.ray_pool import HUGE_PAGES_TUNABLE  # noqa: E402
+from pipeline.runtime.ray_start import HUGE_PAGES_TUNABLE  # noqa: E402
 
 
 def frame_lists(root: Path, n: int) -> list[list[str]]:

@@ -102,7 +102,7 @@ def throughput(model: Path, data: Path, n_videos: int, workers: int, out_dir: Pa
     from data_manifests.demo import generate_demo
     from pipeline.config import RayConfig
     from pipeline.predict.run import run_predict
-    from pipeline.runtime.ray_pool import ensure_ray
+    from pipeline.runtime.ray_start import ensure_ray
 
     t0 = time.perf_counter()
     generate_demo(

@@ -31,7 +31,7 @@ def shared_dir() -> Path:
 def ray_session():
     """One local Ray session shared by every test that needs it (start-up costs ~2 s and ~700 MB)."""
     from pipeline.config import RayConfig
-    from pipeline.runtime.ray_pool import ensure_ray
+    from pipeline.runtime.ray_start import ensure_ray
 
     ensure_ray(RayConfig(workers=2))
     yield

@@ -294,14 +294,14 @@ def test_local_cores_reads_affinity_and_a_cgroup_quota(tmp_path: Path) -> None:
 def test_ray_is_started_with_the_capped_cpus(keep_env) -> None:
     import ray
 
-    from pipeline.runtime import ray_pool, workers
+    from pipeline.runtime import ray_start, workers
 
     monkeypatch = keep_env
     seen: dict = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
     monkeypatch.setattr(workers, "local_cores", lambda: 2)
-    ray_pool.ensure_ray(RayConfig(workers=10000))
+    ray_start.ensure_ray(RayConfig(workers=10000))
     assert seen["num_cpus"] == 2 and seen["address"] == "local"
 
 
@@ -322,7 +322,7 @@ def test_ray_failing_to_start_locally_is_a_stage_error(keep_env, exc: BaseExcept
     """What ray.init raises under a memory limit (a plain Exception when its raylet dies under ulimit -v)."""
     import ray
 
-    from pipeline.runtime import ray_pool
+    from pipeline.runtime import ray_start
 
     def fail(**_kw):
         raise exc
@@ -331,7 +331,7 @@ def test_ray_failing_to_start_locally_is_a_stage_error(keep_env, exc: BaseExcept
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the tests' shared session is never touched
     monkeypatch.setattr(ray, "init", fail)
     with pytest.raises(StageError) as info:
-        ray_pool.ensure_ray(RayConfig(workers=1))
+        ray_start.ensure_ray(RayConfig(workers=1))
     message = str(info.value)
     assert message.startswith("Ray could not start its local instance (") and type(exc).__name__ in message
     assert "ulimit -v" in message and "\n" not in message

@@ -198,7 +198,7 @@ def test_a_failed_chunk_is_retried_one_input_per_call(images: dict, monkeypatch:
         config = _cfg()
 
     monkeypatch.setattr(on_ray, "_stream", fake_stream)
-    monkeypatch.setattr("pipeline.runtime.ray_pool.ensure_ray", lambda cfg: None)
+    monkeypatch.setattr("pipeline.runtime.ray_start.ensure_ray", lambda cfg: None)
     chunks = [crashed, late, fine, unscheduled]
     rows = dict(pair for pairs in on_ray.run_on_ray(Bundle(), [], None, PredictOptions(), chunks) for pair in pairs)
     assert calls == [([2, 1, 1, 1], 2, 1), ([1, 1], 1, on_ray.SINGLE_TRIES)]

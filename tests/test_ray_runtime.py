@@ -41,7 +41,7 @@ def test_landmark_workers_get_huge_pages(ray_session, monkeypatch) -> None:
     import ray
 
     from pipeline.config import RayConfig
-    from pipeline.runtime.ray_pool import HUGE_PAGES_TUNABLE, huge_pages_tunables, landmark_worker_options
+    from pipeline.runtime.ray_start import HUGE_PAGES_TUNABLE, huge_pages_tunables, landmark_worker_options
 
     @ray.remote(num_cpus=0)
     def worker_tunables() -> str:

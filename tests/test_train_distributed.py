@@ -206,7 +206,7 @@ sys.path.insert(0, {tests!r})
 import ray
 from test_train_distributed import on_ray
 from pipeline.config import RayConfig
-from pipeline.runtime.ray_pool import ensure_ray
+from pipeline.runtime.ray_start import ensure_ray
 from pathlib import Path
 
 ensure_ray(RayConfig(address={address!r}))

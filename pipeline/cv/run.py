@@ -35,7 +35,8 @@ from pipeline.preprocess.to_stages import sequence_config
 from pipeline.runtime.failures import NoWorkers, root_cause
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import progress_bar
-from pipeline.runtime.ray_pool import ensure_ray, stream_to_actors
+from pipeline.runtime.ray_pool import stream_to_actors
+from pipeline.runtime.ray_start import ensure_ray
 from pipeline.runtime.run_key import data_identity, run_key
 from pipeline.runtime.workers import worker_count
 from stages.atomic_io import atomic_write_text

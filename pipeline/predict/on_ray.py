@@ -73,7 +73,8 @@ def _stream(
     """(chunk, its rows or the exception its call ended with) for every chunk, as calls finish."""
     import ray
 
-    from pipeline.runtime.ray_pool import landmark_worker_options, stream_to_actors
+    from pipeline.runtime.ray_pool import stream_to_actors
+    from pipeline.runtime.ray_start import landmark_worker_options
 
     ray_cfg = bundle.config.ray
     worker_cls = ray.remote(**landmark_worker_options(ray_cfg))(PredictWorker)
@@ -104,7 +105,7 @@ def run_on_ray(
     row) pairs as it comes. A worker that dies (segfault, out of memory) is replaced; the batch goes on."""
     import ray
 
-    from pipeline.runtime.ray_pool import ensure_ray
+    from pipeline.runtime.ray_start import ensure_ray
 
     ensure_ray(bundle.config.ray)
     # two calls in flight per actor only when every input is a quick one: a queued video's time limit would count

@@ -38,7 +38,7 @@ from pipeline.runtime.failures import ENVIRONMENT
 from pipeline.runtime.interrupt import Interrupted, StopFlag, stop_on_signals
 from pipeline.runtime.output_folder import claim_folder
 from pipeline.runtime.progress import RunSummary, progress_bar
-from pipeline.runtime.ray_pool import ensure_ray, landmark_worker_options
+from pipeline.runtime.ray_start import ensure_ray, landmark_worker_options
 from pipeline.runtime.workers import worker_count
 from stages.atomic_io import atomic_path, atomic_write_text
 from stages.preprocess.decode import SequenceSource

@@ -68,7 +68,7 @@ def worker_count(cfg: RayConfig, requested: int | None = None) -> int:
     machine's cores (:func:`local_cores`) when Ray runs locally (no ``cfg.address``), and at most the CPUs of the
     Ray instance already started (local or cluster) where Ray says. A capped count is logged once as a warning.
 
-    Call it after :func:`~pipeline.runtime.ray_pool.ensure_ray` so that a cluster's CPUs are known; size an actor
+    Call it after :func:`~pipeline.runtime.ray_start.ensure_ray` so that a cluster's CPUs are known; size an actor
     pool as ``min(worker_count(cfg), len(items))``."""
     requested = cfg.workers if requested is None else requested
     caps: list[tuple[int, str]] = []

@@ -38,7 +38,7 @@ from pipeline.model_folder.folder import check_model_folder_target, cv_accuracy,
 from pipeline.model_folder.init import appearance_init
 from pipeline.runtime.output_folder import check_replaceable, claim_folder
 from pipeline.runtime.progress import progress_bar
-from pipeline.runtime.ray_pool import ensure_ray
+from pipeline.runtime.ray_start import ensure_ray
 from pipeline.runtime.run_key import data_identity, run_key
 from pipeline.train.distributed import train_member_on_ray
 from stages.errors import StageError

@@ -1,7 +1,7 @@
 """Run by tests/test_faults.py in its own process (no Ray yet): an unreachable ``ray.address`` is a StageError
 within seconds, and the local default starts a Ray of its own even when RAY_ADDRESS names a dead cluster (as a
 stale ``ray start`` leaves it). Then the process exits with that instance up: at exit the monitor is killed before
-Ray's own shutdown (``ray_pool.stop_monitor_first``) and every process of the instance is stopped. Prints one line,
+Ray's own shutdown (``ray_start.stop_monitor_first``) and every process of the instance is stopped. Prints one line,
 from its last exit handler: RESULT {json}."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ atexit.register(report)
 assert "ray" not in sys.modules
 
 from pipeline.config import RayConfig  # noqa: E402
-from pipeline.runtime.ray_pool import ensure_ray  # noqa: E402
+from pipeline.runtime.ray_start import ensure_ray  # noqa: E402
 from stages.errors import StageError  # noqa: E402
 
 
