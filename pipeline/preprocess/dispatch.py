@@ -43,8 +43,7 @@ def _frames(source: SequenceSource) -> int | None:
 def make_batches(todo: list[SequenceSource], n_workers: int, run: int, first: int = 0) -> list[Batch]:
     """``todo`` as batches in manifest order (:func:`pipeline.runtime.batching.group_by_weight`): frame lists
     grouped by their frames (the first batches smaller, :data:`RAMP`), videos and frame lists longer than a batch
-    alone; part names ``part_name(run,
-    first), part_name(run, first + 1), ...``."""
+    alone; part names ``part_name(run, first), part_name(run, first + 1), ...``."""
     groups = group_by_weight(todo, _frames, n_workers, BATCH_FRAMES, BATCHES_PER_WORKER, RAMP)
     return [(part_name(run, first + i), group) for i, group in enumerate(groups)]
 

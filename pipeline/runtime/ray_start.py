@@ -81,7 +81,9 @@ def _start_local(ray: Any, num_cpus: int, kwargs: dict[str, Any]) -> None:
     try:
         with _ray_auth_notice_to_debug():
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
-        atexit.register(stop_monitor_first)  # runs before Ray's own shutdown, registered when ray was imported
+        # exit handlers run last-registered first, and Ray registered its shutdown when imported; once per process
+        atexit.unregister(stop_monitor_first)
+        atexit.register(stop_monitor_first)
     except Exception as exc:  # noqa: BLE001 - RuntimeError, ConnectionError, OSError, MemoryError, and a plain
         # Exception("The current node timed out during startup...") when its raylet dies (as under ulimit -v)
         if ray.is_initialized():  # half started: stop what did start
