@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -459,11 +460,85 @@ def test_non_finite_weights_are_refused_when_the_model_loads(model_dir: Path, tm
         load_model_bundle(broken)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "bad"),
+    [
+        (torch.float32, float("nan")),
+        (torch.float16, float("inf")),
+        (torch.bfloat16, float("-inf")),
+        (torch.float64, float("nan")),
+        (torch.float32, None),  # finite weights of every dtype pass
+    ],
+)
+def test_the_header_check_finds_non_finite_weights_of_any_float_dtype(
+    model_dir: Path, tmp_path: Path, dtype: torch.dtype, bad: float | None
+) -> None:
+    """Without torch, from the bits in the file: a NaN or infinity in any floating-point tensor (float16, bfloat16,
+    float32, float64) is found and named; integer tensors are not floating-point and never flagged."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from stages.learning.training.checkpoint_header import read_checkpoint_header
+
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    name = next(k for k, t in tensors.items() if t.is_floating_point() and t.numel() > 3)
+    tensors[name] = tensors[name].to(dtype)
+    if bad is not None:
+        tensors[name].view(-1)[3] = bad  # one value, not the first
+    tensors["counter"] = torch.tensor([-1, 2**31 - 1], dtype=torch.int64)  # all bits set in one: not a float
+    path = tmp_path / "model.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    if bad is None:
+        assert read_checkpoint_header(path).classes == CLASSES
+    else:
+        with pytest.raises(StageError, match=f"not finite \\(NaN or infinite in {re.escape(name)}\\)"):
+            read_checkpoint_header(path)
+
+
+def test_weights_that_do_not_fit_the_network_fail_when_the_predictor_is_made(model_dir: Path, tmp_path: Path) -> None:
+    """The bundle is read from the headers; its networks load when a Predictor is made (never mid-batch)."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    with safe_open(str(weights), "pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in list(fh.keys())[1:]}  # one tensor missing
+    save_file(tensors, str(weights), metadata=metadata)
+    bundle = load_model_bundle(broken)
+    assert bundle.classes == CLASSES and len(bundle.weight_files) == 1
+    with pytest.raises(StageError, match="does not match its model config"):
+        Predictor(bundle)
+
+
+def test_a_driver_reads_a_model_without_torch(model_dir: Path) -> None:
+    """`seqfer predict` / `evaluate`'s driver hands many inputs to Ray workers: it reads the model's classes,
+    settings and fingerprint from the checkpoint headers, and never imports torch (1.5 s and 250 MB)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import pipeline.cli, pipeline.predict.run, pipeline.predict.on_ray, pipeline.evaluate.run\n"
+        "from pipeline.model_folder.load import load_model_bundle\n"
+        f"b = load_model_bundle({str(model_dir)!r}); print(b.describe(), b.fingerprint, b.model_input.size)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "classes: " + ", ".join(CLASSES) in done.stdout
+
+
 def test_non_finite_probabilities_are_a_failed_row_never_ok(
     predictor: Predictor, media: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Case 2: whatever makes the network's output non-finite, the row is not ok and says why."""
-    import pipeline.predict.predictor as module
+    import stages.learning.training.predict as module  # the Predictor imports it when it predicts
 
     monkeypatch.setattr(module, "ensemble_proba", lambda *a, **k: np.full((1, len(CLASSES)), np.nan))
     for kind, window in (("image", None), ("video", 0.5)):

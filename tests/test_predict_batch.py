@@ -109,7 +109,7 @@ def test_a_batch_equals_one_input_at_a_time_bit_for_bit(model_dir: Path, images:
 def test_a_failed_stacked_call_falls_back_to_one_call_per_input(
     model_dir: Path, images: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.predict.predictor as module
+    import stages.learning.training.predict as module  # the Predictor imports it when it predicts
 
     items = _inputs(images)[:8]
     single = _one_at_a_time(model_dir, items)

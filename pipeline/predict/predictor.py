@@ -16,6 +16,9 @@ one-frame sequence: its trajectory is all zeros, so the geometry stream sees no 
 stream decides. Window mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per
 frame, ~1.3 GB per hour of 30 fps video). Bad inputs never raise: they come back with a status
 (``unreadable``, ``no_face``, ``low_face_ratio``, ``too_short``, ``failed``, ``error``) and a reason.
+
+Importing this module imports no torch (the network side is imported when a Predictor is made), so that
+`seqfer predict`'s driver, which hands many inputs to Ray workers, starts without it.
 """
 
 from __future__ import annotations
@@ -33,9 +36,6 @@ from pipeline.model_folder.load import ModelBundle, load_model_bundle
 from pipeline.predict.inputs import PredictInput, input_from_path, resolve_inputs
 from pipeline.predict.windows import timeline_row, window_bounds, window_record
 from stages.errors import StageError
-from stages.learning.inputs.extras import model_inputs
-from stages.learning.training.precision import resolve_precision
-from stages.learning.training.predict import ensemble_proba
 from stages.preprocess.decode import SequenceSource, select_indices
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor
 from stages.preprocess.sequence_status import sequence_status  # the processor's own ok / no_face / ... rule
@@ -129,7 +129,10 @@ class Predictor:
     def __init__(self, bundle: ModelBundle, cache_dir: Path | str | None = None, device: str = "cpu") -> None:
         self.bundle = bundle
         self.device = device
+        from stages.learning.training.precision import resolve_precision
+
         self.precision = resolve_precision(bundle.config.train.precision, device)
+        bundle.models  # noqa: B018 - the networks load now: a model whose weights do not fit fails here, not mid-batch
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.processor = SequenceProcessor(bundle.sequence, self.cache_dir)
         self._window_processor: SequenceProcessor | None = None
@@ -157,6 +160,8 @@ class Predictor:
     def probabilities(self, appearance: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
         """[N, K] float64 class probabilities, the mean over the bundle's models (a model folder's ensemble
         members, or every member of every fold of a CV run folder). :class:`StageError` when any is not finite."""
+        from stages.learning.training.predict import ensemble_proba
+
         probs = ensemble_proba(
             self.bundle.models, (appearance, trajectory), device=self.device, precision=self.precision
         )
@@ -167,6 +172,8 @@ class Predictor:
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
         """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),
         trajectory [1, L, 68, 2] -- what ``pipeline.data.labelled.load_labelled_data`` builds for training."""
+        from stages.learning.inputs.extras import model_inputs
+
         appearance, trajectory, _ = model_inputs([record], self.bundle.model_input, self.bundle.extras)
         return appearance, trajectory
 
@@ -297,6 +304,8 @@ class Predictor:
     ) -> None:
         """Fill the probabilities of the ``staged`` results: one stacked network call; when it fails (or gives a
         wrong shape), one call per input, so that only the input at fault gets status ``failed`` or ``error``."""
+        from stages.learning.training.predict import ensemble_proba
+
         try:
             appearance = np.concatenate([app for _, app, _ in staged])
             trajectory = np.concatenate([traj for _, _, traj in staged])

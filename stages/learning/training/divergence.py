@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 import torch
 
 from stages.errors import StageError
+from stages.learning.training.checkpoint_header import nonfinite_phrase
 
 EXPLODED_LOSS = 1e6
 """An expression-training loss (mean cross-entropy, summed over at most a few outputs) above this has diverged even
@@ -84,10 +85,7 @@ def _floating(value: object, name: str) -> Iterator[tuple[str, torch.Tensor]]:
 def nonfinite_note(tensors: object) -> str:
     """What is wrong with ``tensors`` (as :func:`nonfinite_tensors` walks them), e.g. "NaN or infinite in
     head.weight and 3 more"; the empty string when every floating tensor is finite."""
-    bad = nonfinite_tensors(tensors)
-    if not bad:
-        return ""
-    return f"NaN or infinite in {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
+    return nonfinite_phrase(nonfinite_tensors(tensors))
 
 
 def require_finite_weights(model: torch.nn.Module, what: str) -> None:
