@@ -56,6 +56,7 @@ def test_the_shipped_ready_model_loads_by_name_and_says_what_it_is() -> None:
     card = (bundle.path / "README.md").read_text()
     assert "seqfer train configs/fer2013.yaml" in card and "research" in card.lower()
     assert bundle.info["val_accuracy"] > 0.6  # FER2013 PublicTest, the split that chose its epoch
+    assert bundle.image_model  # trained on single images: a video is labelled frame by frame
 
 
 def test_a_folder_holding_a_model_wins_over_the_ready_name(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:

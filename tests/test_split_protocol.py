@@ -98,6 +98,7 @@ def test_train_uses_train_rows_and_chooses_the_epoch_on_exactly_the_val_rows(
     assert split["protocol"] == "dataset split: train 6 / val 3; test not used"
     assert "val_fraction" not in split and "val_subjects" not in split
     assert info["data"]["n_sequences"] == 9 and sum(info["data"]["class_counts"].values()) == 9
+    assert info["data"]["max_frames"] == 1  # single images: prediction scores a video frame by frame
     assert 0.0 <= info["val_accuracy"] <= 1.0
     card = (folder / "README.md").read_text()
     assert "dataset split: train 6 / val 3; test not used; best epoch" in card and "--split test" in card

@@ -78,6 +78,7 @@ def test_model_folder_holds_weights_config_classes_preprocessing_and_card(traine
     assert info["preprocessing"]["sequence"]["align"]["size"] == 48
     assert info["preprocessing"]["model_input"]["size"] == 32
     assert info["split"]["n_train"] + info["split"]["n_val"] == info["data"]["n_sequences"]
+    assert info["data"]["max_frames"] > 1  # trained on sequences: prediction sees a video as a sequence
     assert len(pd.read_csv(folder / "history.csv")) == info["epochs_run"]
     card = (folder / "README.md").read_text()
     assert "2-fold subject-independent CV: 50.0% +- 10.0%" in card and "same settings as this model" in card

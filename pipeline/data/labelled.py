@@ -61,6 +61,7 @@ class LabelledData:
     landmarks: np.ndarray | None = None  # [N, 68, 2] peak-frame aligned landmarks, model-input pixels
     targets: dict[str, np.ndarray] = field(default_factory=dict)  # training-only per-sequence arrays
     splits: np.ndarray | None = None  # [N] str: the dataset's own split; None: CV folds
+    n_frames: np.ndarray | None = None  # [N] int: frames in each record (1 for a single image)
 
     def subset(self, idx: np.ndarray) -> ArrayDataset:
         targets = {k: v[idx] for k, v in self.targets.items()}
@@ -134,6 +135,7 @@ def load_labelled_data(
         landmarks=landmarks,
         targets=build_targets(records, needs.targets, cfg.cache_dir),
         splits=np.array(["" if pd.isna(s) else str(s) for s in kept["split"]], dtype=str) if own_split else None,
+        n_frames=np.array([len(r.frame_indices) for r in records], dtype=np.int64),
     )
 
 

@@ -105,9 +105,14 @@ def model_card(info: dict, cfg: Config) -> str:
         f"{seq['landmarks']['backend']} ({seq['landmarks']['detector']} detector, tracking "
         f"{'on' if seq['landmarks']['track'] else 'off'}); aligned crops {seq['align']['size']} px "
         f"{seq['align']['color']}; trajectory {seq['trajectory']['length']} steps, {seq['trajectory']['normalise']}",
-        f"- Model input: appearance {inp['appearance']} (k={inp['k']}) at {inp['size']} px; geometry = the "
-        "trajectory. Sequences should run from a neutral face to the expression's peak, like the training data; "
-        "a single image gives an all-zero trajectory (the geometry stream sees no motion).",
+        f"- Model input: appearance {inp['appearance']} (k={inp['k']}) at {inp['size']} px; "
+        + (
+            "trained on single images: a video, frame folder or window is labelled by the mean of its frames' "
+            "probabilities, each frame with a face scored as an image."
+            if data.get("max_frames") == 1
+            else "geometry = the trajectory. Sequences should run from a neutral face to the expression's peak, like "
+            "the training data; a single image gives an all-zero trajectory (the geometry stream sees no motion)."
+        ),
         "",
         "## Use",
         "",

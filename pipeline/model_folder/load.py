@@ -69,6 +69,15 @@ class ModelBundle:
         return self._networks[1]
 
     @property
+    def image_model(self) -> bool:
+        """Whether every sequence it was trained on was a single image (model.json's ``data.max_frames`` is 1,
+        written since 2026-12-07): such a model knows no sequences, so prediction scores each frame of a longer
+        input as an image and averages (:class:`~pipeline.predict.predictor.Predictor`). False for CV run folders
+        and older model folders: their inputs are scored as sequences, as they were trained."""
+        data = self.info.get("data") if self.kind == "model" else None
+        return isinstance(data, dict) and data.get("max_frames") == 1
+
+    @property
     def fingerprint(self) -> str:
         """sha256 (first 16 hex digits) of the weight files' bytes and the preprocessing settings."""
         return model_fingerprint(self.weight_files, self.sequence, self.model_input)

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pipeline.model_folder.load import ModelBundle
 from pipeline.predict.chunks import Todo, chunkable
 from pipeline.predict.inputs import PredictInput
-from pipeline.predict.predictor import PredictionResult, Predictor
+from pipeline.predict.prediction import PredictionResult
+from pipeline.predict.predictor import Predictor
 from pipeline.predict.rows import PredictOptions, predict_rows
 from pipeline.runtime.failures import ItemTimeout, NoWorkers, describe_failure
 from pipeline.runtime.workers import worker_count

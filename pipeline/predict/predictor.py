@@ -13,8 +13,11 @@ Prediction runs exactly the training preprocessing: the input becomes a ``Sequen
 ``stages.preprocess.sequence.SequenceProcessor`` (with the model's stored SequenceConfig) makes its record and
 ``stages.learning.inputs.extras.model_inputs`` its tensors; fold models' probabilities are averaged. A single image is a
 one-frame sequence: its trajectory is all zeros, so the geometry stream sees no motion and the appearance
-stream decides. Window mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per
-frame, ~1.3 GB per hour of 30 fps video). Bad inputs never raise: they come back with a status
+stream decides. A model trained on single images only (FER2013's ready model; ``ModelBundle.image_model``) labels a
+video, frame folder or window by the mean of its frames' probabilities, each frame with a face scored as an image
+(:meth:`Predictor.record_probabilities`); a model trained on sequences sees the sequence, as in training. Window
+mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per frame, ~1.3 GB per hour of
+30 fps video). Bad inputs never raise: they come back with a status
 (``unreadable``, ``no_face``, ``low_face_ratio``, ``too_short``, ``failed``, ``error``) and a reason.
 
 Importing this module imports no torch (the network side is imported when a Predictor is made), so that
@@ -26,7 +29,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,86 +36,21 @@ import pandas as pd
 
 from pipeline.model_folder.load import ModelBundle, load_model_bundle
 from pipeline.predict.inputs import PredictInput, input_from_path, resolve_inputs
+from pipeline.predict.prediction import PredictionResult, error_result, finished
 from pipeline.predict.windows import timeline_row, window_bounds, window_record
 from stages.errors import StageError
 from stages.preprocess.decode import SequenceSource, select_indices
 from stages.preprocess.sequence import SequenceConfig, SequenceProcessor
 from stages.preprocess.sequence_status import sequence_status  # the processor's own ok / no_face / ... rule
-from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
+from stages.record import SequenceRecord, SequenceStatus
 
 MANY_BATCH = 64
 """Inputs :meth:`Predictor.predict_many` predicts with one :meth:`Predictor.predict_batch` call."""
 
+FRAME_CHUNK = 256
+"""Frames per network call when a model trained on single images scores a longer input frame by frame."""
+
 NON_FINITE = "the model gave non-finite probabilities for this input (damaged or diverged weights)"
-
-
-@dataclass
-class PredictionResult:
-    """One input's prediction. ``probabilities`` (class -> p, summing to 1) is None unless status is ok.
-
-    ``n_frames``: frames read (after frame selection); ``face_ratio``: fraction of them with a face.
-    ``timeline``: window mode only, one row per window (window_start, window_end in seconds, status,
-    n_frames, face_ratio, label, confidence, p_<class>). ``record`` / ``landmarks`` are kept on request
-    (``keep=True``) for pictures.
-    """
-
-    input: str
-    status: SequenceStatus
-    reason: str = ""
-    probabilities: dict[str, float] | None = None
-    n_frames: int = 0
-    face_ratio: float = 0.0
-    true_label: str | None = None
-    timeline: pd.DataFrame | None = None
-    seconds: float = 0.0
-    source: SequenceSource | None = None
-    record: SequenceRecord | None = None
-    landmarks: LandmarkArrays | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == SequenceStatus.OK
-
-    @property
-    def label(self) -> str | None:
-        if not self.probabilities:
-            return None
-        return max(self.probabilities, key=self.probabilities.__getitem__)
-
-    @property
-    def confidence(self) -> float | None:
-        return None if not self.probabilities else float(max(self.probabilities.values()))
-
-    def row(self, classes: list[str]) -> dict:
-        """Flat result row: input, status, label, confidence, p_<class>..., n_frames, face_ratio, reason
-        (+ true_label when known). Missing values are NaN (probabilities) or '' (text)."""
-        probs = self.probabilities or {}
-        row = {
-            "input": self.input,
-            "status": self.status,
-            "label": self.label or "",
-            "confidence": self.confidence if self.confidence is not None else float("nan"),
-        }
-        row.update({f"p_{c}": float(probs[c]) if c in probs else float("nan") for c in classes})
-        row.update(
-            {"n_frames": int(self.n_frames), "face_ratio": round(float(self.face_ratio), 4), "reason": self.reason}
-        )
-        if self.true_label is not None:
-            row["true_label"] = self.true_label
-        return row
-
-
-def _error(pin: PredictInput, exc: Exception) -> PredictionResult:
-    """The result of an input whose prediction raised (a bug or a library crash): status ``error``."""
-    return PredictionResult(pin.name, SequenceStatus.ERROR, f"{type(exc).__name__}: {exc}")
-
-
-def _finished(result: PredictionResult, pin: PredictInput, seconds: float) -> PredictionResult:
-    """``result`` with what every result carries: the input's true label and source, the seconds it took."""
-    result.true_label = pin.true_label
-    result.source = pin.source
-    result.seconds = seconds
-    return result
 
 
 class Predictor:
@@ -172,9 +109,32 @@ class Predictor:
     def record_inputs(self, record: SequenceRecord) -> tuple[np.ndarray, np.ndarray]:
         """A record's model inputs: appearance [1, C, S, S] (stacked frames + the network's extras),
         trajectory [1, L, 68, 2] -- what ``pipeline.data.labelled.load_labelled_data`` builds for training."""
+        return self._inputs([record])
+
+    def record_probabilities(self, record: SequenceRecord) -> np.ndarray:
+        """[K] float64 class probabilities of one record (a whole input or a window). A model trained on sequences
+        sees the record's model input. A model trained on single images (``ModelBundle.image_model``) sees each
+        frame with a face as an image of its own, and the probabilities are averaged over those frames (in chunks
+        of :data:`FRAME_CHUNK`): it knows no sequences, so the last frame alone would label a whole video.
+        :class:`StageError` when the model's output is not finite."""
+        if not self._frame_by_frame(record):
+            return self.probabilities(*self.record_inputs(record))[0]
+        faces = np.flatnonzero(record.success)
+        total = np.zeros(len(self.classes))
+        for start in range(0, len(faces), FRAME_CHUNK):
+            chunk = range(start, min(start + FRAME_CHUNK, len(faces)))
+            frames = [window_record(record, faces[i : i + 1], self.bundle.sequence) for i in chunk]
+            total += self.probabilities(*self._inputs(frames)).sum(axis=0)
+        return total / max(len(faces), 1)
+
+    def _frame_by_frame(self, record: SequenceRecord) -> bool:
+        """Whether ``record`` is scored frame by frame (see :meth:`record_probabilities`)."""
+        return self.bundle.image_model and len(record.frame_indices) > 1
+
+    def _inputs(self, records: list[SequenceRecord]) -> tuple[np.ndarray, np.ndarray]:
         from stages.learning.inputs.extras import model_inputs
 
-        appearance, trajectory, _ = model_inputs([record], self.bundle.model_input, self.bundle.extras)
+        appearance, trajectory, _ = model_inputs(records, self.bundle.model_input, self.bundle.extras)
         return appearance, trajectory
 
     def model_inputs(self, item: str | Path | SequenceSource | PredictInput) -> tuple[np.ndarray, np.ndarray]:
@@ -212,8 +172,8 @@ class Predictor:
                 step = window / 2 if stride is None else stride
                 result = self._predict_windows(pin, float(window), float(step), keep)
         except Exception as exc:  # a bug or a library crash on one input must not stop a batch
-            result = _error(pin, exc)
-        return _finished(result, pin, time.perf_counter() - start)
+            result = error_result(pin, exc)
+        return finished(result, pin, time.perf_counter() - start)
 
     def predict_batch(
         self, items: Sequence[str | Path | SequenceSource | PredictInput], *, keep: bool = False
@@ -234,10 +194,10 @@ class Predictor:
             try:
                 result, arrays = self._prepare_whole(pin, keep)
             except Exception as exc:  # a bug or a library crash on one input must not stop a batch
-                result, arrays = _error(pin, exc), None
+                result, arrays = error_result(pin, exc), None
             if arrays is not None:
                 staged.append((i, *arrays))
-            results.append(_finished(result, pin, time.perf_counter() - start))
+            results.append(finished(result, pin, time.perf_counter() - start))
         if staged:
             start = time.perf_counter()
             self._score(results, pins, staged)
@@ -279,7 +239,8 @@ class Predictor:
         self, pin: PredictInput, keep: bool
     ) -> tuple[PredictionResult, tuple[np.ndarray, np.ndarray] | None]:
         """An input preprocessed: its result so far (status, frames, face ratio) and its model inputs, None when
-        it has none (unreadable, no face, ... or inputs that cannot be built: status ``failed``)."""
+        it has none (unreadable, no face, ... or inputs that cannot be built: status ``failed``) or was scored here,
+        frame by frame (its probabilities set)."""
         if pin.source is None:
             return PredictionResult(pin.name, SequenceStatus.UNREADABLE, pin.problem), None
         outcome = self.processor.process(pin.source)
@@ -291,6 +252,9 @@ class Predictor:
         if outcome.record is None:
             return result, None
         try:
+            if self._frame_by_frame(outcome.record):  # scored here, frame by frame, not stacked with the batch
+                result.probabilities = self._as_dict(self.record_probabilities(outcome.record))
+                return result, None
             return result, self.record_inputs(outcome.record)
         except StageError as exc:
             result.status, result.reason = SequenceStatus.FAILED, str(exc)
@@ -324,7 +288,7 @@ class Predictor:
             except StageError as exc:
                 results[i].status, results[i].reason = SequenceStatus.FAILED, str(exc)
             except Exception as exc:  # a bug or a library crash on one input must not stop a batch
-                results[i] = _finished(_error(pins[i], exc), pins[i], results[i].seconds)
+                results[i] = finished(error_result(pins[i], exc), pins[i], results[i].seconds)
 
     def _full_processor(self) -> SequenceProcessor:
         """Processes every frame with no face-ratio gate (windows apply the gate each), same landmarker."""
@@ -355,8 +319,7 @@ class Predictor:
             probs = None
             if status == SequenceStatus.OK and outcome.record is not None:
                 try:
-                    app, traj = self.record_inputs(window_record(outcome.record, positions, seq))
-                    probs = self.probabilities(app, traj)[0]
+                    probs = self.record_probabilities(window_record(outcome.record, positions, seq))
                     ok_probs.append(probs)
                 except StageError as exc:
                     status, reason = SequenceStatus.FAILED, str(exc)

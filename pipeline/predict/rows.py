@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.predict.inputs import PredictInput
-from pipeline.predict.predictor import PredictionResult, Predictor
+from pipeline.predict.prediction import PredictionResult
+from pipeline.predict.predictor import Predictor
 from stages.atomic_io import atomic_path
 
 

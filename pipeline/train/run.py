@@ -150,6 +150,8 @@ def _model_info(cfg: Config, data: LabelledData, members: list[dict], device: st
             "n_subjects": len(set(data.subjects[used])),
             "n_excluded": int(len(data.excluded)),
             "class_counts": {c: int(counts.get(c, 0)) for c in data.classes},
+            # 1: trained on single images only, so prediction scores a longer input frame by frame (ModelBundle)
+            "max_frames": int(data.n_frames[used].max()) if data.n_frames is not None and len(used) else None,
         },
         "split": split,
         "best_epoch": first["best_epoch"],
