@@ -497,24 +497,44 @@ def test_the_header_check_finds_non_finite_weights_of_any_float_dtype(
             read_checkpoint_header(path)
 
 
-def test_weights_that_do_not_fit_the_network_fail_when_the_predictor_is_made(model_dir: Path, tmp_path: Path) -> None:
-    """The bundle is read from the headers; its networks load when a Predictor is made (never mid-batch)."""
+@pytest.fixture(scope="module")
+def misfit_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' model folder with one tensor missing from its weights: its header reads, its network does not
+    load (as weights saved by a seqfer whose network code differs)."""
     import shutil
 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    broken = tmp_path / "model"
+    broken = tmp_path_factory.mktemp("misfit") / "model"
     shutil.copytree(model_dir, broken)
     weights = broken / "model.safetensors"
     with safe_open(str(weights), "pt") as fh:
         metadata = fh.metadata()
-        tensors = {k: fh.get_tensor(k) for k in list(fh.keys())[1:]}  # one tensor missing
+        tensors = {k: fh.get_tensor(k) for k in list(fh.keys())[1:]}
     save_file(tensors, str(weights), metadata=metadata)
-    bundle = load_model_bundle(broken)
+    return broken
+
+
+def test_weights_that_do_not_fit_the_network_fail_when_the_predictor_is_made(misfit_model: Path) -> None:
+    """The bundle is read from the headers; its networks load when a Predictor is made (never mid-batch)."""
+    bundle = load_model_bundle(misfit_model)
     assert bundle.classes == CLASSES and len(bundle.weight_files) == 1
-    with pytest.raises(StageError, match="does not match its model config"):
+    with pytest.raises(StageError, match="does not match its model config: .*Missing key"):
         Predictor(bundle)
+
+
+def test_weights_that_do_not_fit_end_a_ray_batch_with_one_error(
+    misfit_model: Path, media: dict, tmp_path: Path, ray_session
+) -> None:
+    """On Ray the workers load the networks: a model that does not load there ends the run with its one error
+    (one line, no row written), not a failed row per input."""
+    out = tmp_path / "out.csv"
+    inputs = [str(media["image"]), str(media["video"]), str(media["frames"]), str(media["half"])]
+    with pytest.raises(StageError, match="does not match its model config") as err:
+        run_predict(misfit_model, inputs, output=out)
+    assert "\n" not in str(err.value)
+    assert not out.exists()
 
 
 def test_a_driver_reads_a_model_without_torch(model_dir: Path) -> None:

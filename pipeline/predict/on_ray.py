@@ -20,7 +20,14 @@ from pipeline.predict.predictor import Predictor
 from pipeline.predict.rows import PredictOptions, predict_rows
 from pipeline.runtime.failures import ItemTimeout, NoWorkers, describe_failure
 from pipeline.runtime.workers import worker_count
+from stages.errors import StageError
 from stages.record import SequenceStatus
+
+
+class ModelUnusable(StageError):
+    """The model's networks do not load in a worker (weights that do not fit their network, e.g. from another
+    seqfer version): the driver, which reads only the checkpoints' headers, ends the run with this one error."""
+
 
 SINGLE_TRIES = 3
 """Tries of an input whose worker dies under it, in the one-input-per-call pass."""
@@ -35,14 +42,21 @@ class PredictWorker:
 
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
+        self.predictor: Predictor | None = None
+        self.unusable = ""  # why the model does not load: said by every call, not as a start-up traceback
         with warnings.catch_warnings():  # the driver has said it once; not again from every worker
             warnings.filterwarnings("ignore", message="prediction preprocessing differs from training")
-            self.predictor = Predictor.load(model_path, overrides, cache_dir=cache_dir)
+            try:
+                self.predictor = Predictor.load(model_path, overrides, cache_dir=cache_dir)
+            except StageError as exc:
+                self.unusable = str(exc)
         self.opts = opts
 
     def predict(self, chunk: list[tuple[PredictInput, str]]) -> list[dict]:
         """The result rows of ``chunk`` (input, side-file stem), in order (see
-        :func:`~pipeline.predict.rows.predict_rows`)."""
+        :func:`~pipeline.predict.rows.predict_rows`); :class:`ModelUnusable` when the model did not load."""
+        if self.predictor is None:
+            raise ModelUnusable(self.unusable)
         return predict_rows(self.predictor, chunk, self.opts)
 
 
@@ -113,13 +127,20 @@ def run_on_ray(
     # the time it waited behind another
     per_actor = 2 if all(chunkable(pin, opts) for chunk in chunks for pin, _name, _key in chunk) else 1
     single: list[list[Todo]] = []  # inputs of failed chunks, and of single inputs whose worker died: one per call
+    unusable = ""
     for chunk, rows in _stream(bundle, overrides, cache_dir, opts, chunks, per_actor=per_actor, max_tries=1):
+        if unusable or isinstance(rows, ModelUnusable):  # Ray's error for a call is also an instance of its cause
+            # every call fails at once from now on; each is collected (Ray reports an uncollected one at exit)
+            unusable = unusable or str(getattr(rows, "cause", rows))
+            continue
         if not isinstance(rows, BaseException):
             yield [(key, row) for (_pin, _name, key), row in zip(chunk, rows, strict=True)]
         elif not isinstance(rows, NoWorkers) and (len(chunk) > 1 or isinstance(rows, ray.exceptions.RayActorError)):
             single += [[item] for item in chunk]
         else:
             yield [(key, failure_row(pin, bundle.classes, rows)) for pin, _name, key in chunk]
+    if unusable:
+        raise ModelUnusable(unusable)
     if single:
         for chunk, rows in _stream(bundle, overrides, cache_dir, opts, single, per_actor=1, max_tries=SINGLE_TRIES):
             ((pin, _name, key),) = chunk

@@ -60,6 +60,7 @@ def load_checkpoint(path: str | Path) -> tuple[TwoStream, ModelConfig, list[str]
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
-        raise StageError(f"checkpoint {path} does not match its model config: {exc}") from None
+        why = " ".join(str(exc).split())  # torch's message spans lines
+        raise StageError(f"checkpoint {path} does not match its model config: {why}") from None
     model.eval()
     return model, cfg, classes, extra
