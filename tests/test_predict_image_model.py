@@ -97,6 +97,22 @@ def test_an_image_model_labels_a_frame_folder_by_the_mean_of_its_frames(
     ]
 
 
+def test_an_image_model_scores_the_peak_frame_a_dataset_names(models: dict[str, Path], media: dict[str, Path]) -> None:
+    """A manifest row of CK+, Oulu-CASIA or class folders names its peak frame (its label belongs to it): that frame
+    is scored, not the mean; the same frames without a named peak (a folder given to `seqfer predict`) are
+    averaged."""
+    from stages.preprocess.decode import SequenceSource
+
+    predictor = Predictor.load(models["image"])
+    frames = tuple(str(media["frames"] / f"frame_{i + 1}.png") for i in range(len(SHIFTS)))
+    source = SequenceSource("named", frame_paths=frames, peak_index=len(frames) - 1)
+    as_trained = predictor.probabilities(*predictor.model_inputs(source))[0]  # the input built around the peak
+    np.testing.assert_allclose(_probs(predictor.predict(source)), as_trained, rtol=0, atol=1e-9)
+    unnamed = predictor.predict(SequenceSource("unnamed", frame_paths=frames))
+    assert unnamed.probabilities == predictor.predict(media["frames"]).probabilities
+    assert not np.allclose(as_trained, _probs(unnamed), atol=1e-4)
+
+
 def test_a_sequence_model_keeps_seeing_the_sequence(models: dict[str, Path], media: dict[str, Path]) -> None:
     """The same network, trained on sequences: one input built from the whole sequence, not a mean of frames."""
     image, sequence = Predictor.load(models["image"]), Predictor.load(models["sequence"])

@@ -108,7 +108,8 @@ def model_card(info: dict, cfg: Config) -> str:
         f"- Model input: appearance {inp['appearance']} (k={inp['k']}) at {inp['size']} px; "
         + (
             "trained on single images: a video, frame folder or window is labelled by the mean of its frames' "
-            "probabilities, each frame with a face scored as an image."
+            "probabilities, each frame with a face scored as an image (a manifest row naming its peak frame: that "
+            "frame)."
             if data.get("max_frames") == 1
             else "geometry = the trajectory. Sequences should run from a neutral face to the expression's peak, like "
             "the training data; a single image gives an all-zero trajectory (the geometry stream sees no motion)."

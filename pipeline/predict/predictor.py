@@ -15,7 +15,9 @@ Prediction runs exactly the training preprocessing: the input becomes a ``Sequen
 one-frame sequence: its trajectory is all zeros, so the geometry stream sees no motion and the appearance
 stream decides. A model trained on single images only (FER2013's ready model; ``ModelBundle.image_model``) labels a
 video, frame folder or window by the mean of its frames' probabilities, each frame with a face scored as an image
-(:meth:`Predictor.record_probabilities`); a model trained on sequences sees the sequence, as in training. Window
+(:meth:`Predictor.record_probabilities`), unless the input's source names its peak frame (a manifest row of CK+,
+Oulu-CASIA or class folders, whose label belongs to that frame): then that frame; a model trained on sequences sees
+the sequence, as in training. Window
 mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per frame, ~1.3 GB per hour of
 30 fps video). Bad inputs never raise: they come back with a status
 (``unreadable``, ``no_face``, ``low_face_ratio``, ``too_short``, ``failed``, ``error``) and a reason.
@@ -111,13 +113,15 @@ class Predictor:
         trajectory [1, L, 68, 2] -- what ``pipeline.data.labelled.load_labelled_data`` builds for training."""
         return self._inputs([record])
 
-    def record_probabilities(self, record: SequenceRecord) -> np.ndarray:
+    def record_probabilities(self, record: SequenceRecord, peak_named: bool = False) -> np.ndarray:
         """[K] float64 class probabilities of one record (a whole input or a window). A model trained on sequences
-        sees the record's model input. A model trained on single images (``ModelBundle.image_model``) sees each
-        frame with a face as an image of its own, and the probabilities are averaged over those frames (in chunks
-        of :data:`FRAME_CHUNK`): it knows no sequences, so the last frame alone would label a whole video.
-        :class:`StageError` when the model's output is not finite."""
-        if not self._frame_by_frame(record):
+        sees the record's model input, as does any model when ``peak_named`` (the input's source names the frame
+        its label belongs to, as CK+, Oulu-CASIA and class-folder manifests do: that peak frame). A model trained
+        on single images (``ModelBundle.image_model``) otherwise sees each frame with a face as an image of its own,
+        and the probabilities are averaged over those frames (in chunks of :data:`FRAME_CHUNK`): it knows no
+        sequences, so the last frame alone would label a whole video. :class:`StageError` when the model's output
+        is not finite."""
+        if peak_named or not self._frame_by_frame(record):
             return self.probabilities(*self.record_inputs(record))[0]
         faces = np.flatnonzero(record.success)
         total = np.zeros(len(self.classes))
@@ -252,7 +256,7 @@ class Predictor:
         if outcome.record is None:
             return result, None
         try:
-            if self._frame_by_frame(outcome.record):  # scored here, frame by frame, not stacked with the batch
+            if pin.source.peak_index is None and self._frame_by_frame(outcome.record):  # scored here, not stacked
                 result.probabilities = self._as_dict(self.record_probabilities(outcome.record))
                 return result, None
             return result, self.record_inputs(outcome.record)
