@@ -97,6 +97,24 @@ def test_an_image_model_labels_a_frame_folder_by_the_mean_of_its_frames(
     ]
 
 
+def test_each_window_of_an_image_model_is_the_mean_of_its_frames(
+    models: dict[str, Path], media: dict[str, Path]
+) -> None:
+    """Overlapping windows (3 frames, stride 1 frame at the frame folders' 30 fps): each row is the mean of its own
+    frames, each frame scored once for all the windows it is in."""
+    predictor = Predictor.load(models["image"])
+    alone = {s: _probs(predictor.predict(media[f"face_{s}"])) for s in set(SHIFTS)}
+    fps = predictor.sequence_config.frames.fps
+    result = predictor.predict(media["frames"], window=3 / fps, stride=1 / fps)
+    rows = result.timeline.to_dict("records")
+    assert len(rows) == len(SHIFTS) - 2
+    for row in rows:  # the timeline's times are rounded to 0.1 ms
+        members = [i for i in range(len(SHIFTS)) if row["window_start"] - 1e-3 <= i / fps < row["window_end"] - 1e-3]
+        assert len(members) == 3, row
+        expected = np.mean([alone[SHIFTS[i]] for i in members], axis=0)
+        np.testing.assert_allclose([row[f"p_{c}"] for c in CLASSES], expected, rtol=0, atol=1e-9)
+
+
 def test_an_image_model_scores_the_peak_frame_a_dataset_names(models: dict[str, Path], media: dict[str, Path]) -> None:
     """A manifest row of CK+, Oulu-CASIA or class folders names its peak frame (its label belongs to it): that frame
     is scored, not the mean; the same frames without a named peak (a folder given to `seqfer predict`) are

@@ -123,13 +123,19 @@ class Predictor:
         is not finite."""
         if peak_named or not self._frame_by_frame(record):
             return self.probabilities(*self.record_inputs(record))[0]
+        return self.frame_probabilities(record)[record.success].mean(axis=0)
+
+    def frame_probabilities(self, record: SequenceRecord) -> np.ndarray:
+        """[T, K] float64: each frame of ``record`` with a face scored as a one-frame record (an image), NaN rows for
+        the others; the network runs on :data:`FRAME_CHUNK` frames at a time (the same values whatever the chunk).
+        :class:`StageError` when the model's output is not finite."""
+        out = np.full((len(record.frame_indices), len(self.classes)), np.nan)
         faces = np.flatnonzero(record.success)
-        total = np.zeros(len(self.classes))
         for start in range(0, len(faces), FRAME_CHUNK):
-            chunk = range(start, min(start + FRAME_CHUNK, len(faces)))
-            frames = [window_record(record, faces[i : i + 1], self.bundle.sequence) for i in chunk]
-            total += self.probabilities(*self._inputs(frames)).sum(axis=0)
-        return total / max(len(faces), 1)
+            chunk = faces[start : start + FRAME_CHUNK]
+            frames = [window_record(record, chunk[i : i + 1], self.bundle.sequence) for i in range(len(chunk))]
+            out[chunk] = self.probabilities(*self._inputs(frames))
+        return out
 
     def _frame_by_frame(self, record: SequenceRecord) -> bool:
         """Whether ``record`` is scored frame by frame (see :meth:`record_probabilities`)."""
@@ -304,6 +310,16 @@ class Predictor:
             self._window_processor = SequenceProcessor(full, self.cache_dir, landmarker=self.processor.landmarker)
         return self._window_processor
 
+    def _window_frame_probabilities(self, record: SequenceRecord | None) -> tuple[np.ndarray | None, str]:
+        """(an image model's :meth:`frame_probabilities` of the whole ``record``, why they could not be computed):
+        overlapping windows then share each frame's network call. (None, "") for a sequence model or no record."""
+        if not self.bundle.image_model or record is None or not record.success.any():
+            return None, ""
+        try:
+            return self.frame_probabilities(record), ""
+        except StageError as exc:
+            return None, str(exc)
+
     def _predict_windows(self, pin: PredictInput, window: float, stride: float, keep: bool) -> PredictionResult:
         if window <= 0 or stride <= 0:
             raise StageError(f"window ({window} s) and stride ({stride} s) must be positive")
@@ -316,6 +332,7 @@ class Predictor:
         steps = np.diff(timestamps)
         frame_step = float(np.median(steps)) if len(steps) else 1.0 / seq.frames.fps
         bounds = window_bounds(timestamps, window, stride, frame_step)
+        frames, frames_error = self._window_frame_probabilities(outcome.record)
         rows, ok_probs = [], []
         for start, end, positions in zip(bounds.starts, bounds.ends, bounds.members, strict=True):
             sel = positions[select_indices(len(positions), None, seq.frames)] if len(positions) else positions
@@ -323,7 +340,12 @@ class Predictor:
             probs = None
             if status == SequenceStatus.OK and outcome.record is not None:
                 try:
-                    probs = self.record_probabilities(window_record(outcome.record, positions, seq))
+                    if frames_error:
+                        raise StageError(frames_error)
+                    if frames is not None:  # an image model: the mean of the window's frames, each scored once
+                        probs = frames[sel][outcome.record.success[sel]].mean(axis=0)
+                    else:
+                        probs = self.record_probabilities(window_record(outcome.record, positions, seq))
                     ok_probs.append(probs)
                 except StageError as exc:
                     status, reason = SequenceStatus.FAILED, str(exc)
