@@ -53,6 +53,10 @@ from stages.atomic_io import atomic_path
 
 SCHEMA_VERSION = 2
 
+ONSET_TO_PEAK = frozenset({"ckplus", "oulu", "demo"})
+"""Datasets whose sequences run from a neutral face to the labelled peak at their end: a row's label belongs to its
+peak frame, also for a video row, whose ``peak_index`` (its last frame) is unknown until decoded."""
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """The values of the ``split`` column, in the order a run uses them."""
 

@@ -131,6 +131,34 @@ def test_an_image_model_scores_the_peak_frame_a_dataset_names(models: dict[str, 
     assert not np.allclose(as_trained, _probs(unnamed), atol=1e-4)
 
 
+def test_a_manifest_row_of_a_dataset_ending_at_its_peak_is_scored_at_the_peak(
+    models: dict[str, Path], media: dict[str, Path], tmp_path: Path
+) -> None:
+    """A CK+ / Oulu-CASIA row's label belongs to its last frame even with no peak index (an Oulu video's is unknown
+    until decoded); a row of the user's own videos or folders without one is averaged like a path."""
+    import pandas as pd
+
+    from data_manifests.scan_common import sequence_row
+    from data_manifests.schema import ManifestMeta, write_manifest
+    from pipeline.predict.inputs import resolve_inputs
+
+    frames = [str(media["frames"] / f"frame_{i + 1}.png") for i in range(len(SHIFTS))]
+    rows = [
+        sequence_row(sequence_id=f"{d}_row", dataset=d, subject="s", label="happy", label_note=None, frame_paths=frames)
+        for d in ("oulu", "folder")
+    ]
+    video = sequence_row(
+        sequence_id="oulu_video", dataset="oulu", subject="s", label="happy", label_note=None, video_path="/x.avi"
+    )
+    write_manifest(pd.DataFrame([*rows, video]), tmp_path / "m.parquet", ManifestMeta(classes=CLASSES))
+    pins = {p.name: p for p in resolve_inputs([str(tmp_path / "m.parquet")])}
+    assert pins["oulu_row"].peak_named and pins["oulu_video"].peak_named and not pins["folder_row"].peak_named
+    predictor = Predictor.load(models["image"])
+    as_trained = predictor.probabilities(*predictor.model_inputs(pins["oulu_row"]))[0]
+    np.testing.assert_allclose(_probs(predictor.predict(pins["oulu_row"])), as_trained, rtol=0, atol=1e-9)
+    assert predictor.predict(pins["folder_row"]).probabilities == predictor.predict(media["frames"]).probabilities
+
+
 def test_a_sequence_model_keeps_seeing_the_sequence(models: dict[str, Path], media: dict[str, Path]) -> None:
     """The same network, trained on sequences: one input built from the whole sequence, not a mean of frames."""
     image, sequence = Predictor.load(models["image"]), Predictor.load(models["sequence"])

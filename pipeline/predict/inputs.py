@@ -35,13 +35,17 @@ GLOB_CHARS = frozenset("*?[")
 class PredictInput:
     """One thing to predict. ``name``: what the result row's ``input`` column shows (the path as given, or a
     manifest row's sequence_id); ``kind``: video | image | frames | manifest_row | invalid; ``source`` is None
-    exactly when ``problem`` says why the input cannot be read."""
+    exactly when ``problem`` says why the input cannot be read. ``peak_named``: its label belongs to its peak frame
+    (``source.peak_index``, else its last frame): a manifest row that names a peak index, or any row of a dataset
+    whose sequences end at their peak (:data:`~data_manifests.schema.ONSET_TO_PEAK`); a path given to predict names
+    none."""
 
     name: str
     kind: str
     source: SequenceSource | None = None
     problem: str = ""
     true_label: str | None = None
+    peak_named: bool = False
 
 
 def _invalid(name: str, problem: str) -> PredictInput:
@@ -85,7 +89,7 @@ def input_from_path(path: str | Path, name: str | None = None) -> PredictInput:
 
 
 def _manifest_inputs(path: Path) -> list[PredictInput]:
-    from data_manifests.schema import read_manifest
+    from data_manifests.schema import ONSET_TO_PEAK, read_manifest
     from pipeline.preprocess.to_stages import sources_from_manifest
 
     try:
@@ -96,7 +100,8 @@ def _manifest_inputs(path: Path) -> list[PredictInput]:
     n = len(df)
     labels = df["label"].tolist() if "label" in df.columns else [None] * n
     labelled = df["labelled"].tolist() if "labelled" in df.columns else [False] * n
-    for source, label, is_labelled in zip(sources_from_manifest(df), labels, labelled, strict=True):
+    to_peak = df["dataset"].isin(ONSET_TO_PEAK).tolist() if "dataset" in df.columns else [False] * n
+    for source, label, is_labelled, at_peak in zip(sources_from_manifest(df), labels, labelled, to_peak, strict=True):
         label = label if bool(is_labelled) else None
         inputs.append(
             PredictInput(
@@ -104,6 +109,7 @@ def _manifest_inputs(path: Path) -> list[PredictInput]:
                 "manifest_row",
                 source,
                 true_label=None if label is None or label != label else str(label),
+                peak_named=bool(at_peak) or source.peak_index is not None,
             )
         )
     return inputs

@@ -15,12 +15,11 @@ Prediction runs exactly the training preprocessing: the input becomes a ``Sequen
 one-frame sequence: its trajectory is all zeros, so the geometry stream sees no motion and the appearance
 stream decides. A model trained on single images only (FER2013's ready model; ``ModelBundle.image_model``) labels a
 video, frame folder or window by the mean of its frames' probabilities, each frame with a face scored as an image
-(:meth:`Predictor.record_probabilities`), unless the input's source names its peak frame (a manifest row of CK+,
-Oulu-CASIA or class folders, whose label belongs to that frame): then that frame; a model trained on sequences sees
-the sequence, as in training. Window
-mode holds the whole input's aligned crops in memory (112 px grey crops: 12.5 KB per frame, ~1.3 GB per hour of
-30 fps video). Bad inputs never raise: they come back with a status
-(``unreadable``, ``no_face``, ``low_face_ratio``, ``too_short``, ``failed``, ``error``) and a reason.
+(:meth:`Predictor.record_probabilities`), unless the input names its peak frame (``PredictInput.peak_named``: a
+manifest row of CK+, Oulu-CASIA or class folders, whose label belongs to that frame): then that frame. A model
+trained on sequences sees the sequence, as in training. Window mode holds the whole input's aligned crops in memory
+(112 px grey crops: 12.5 KB per frame, ~1.3 GB per hour of 30 fps video). Bad inputs never raise: they come back
+with a status (``unreadable``, ``no_face``, ``low_face_ratio``, ``too_short``, ``failed``, ``error``) and a reason.
 
 Importing this module imports no torch (the network side is imported when a Predictor is made), so that
 `seqfer predict`'s driver, which hands many inputs to Ray workers, starts without it.
@@ -239,7 +238,7 @@ class Predictor:
             return item
         if isinstance(item, SequenceSource):
             kind = "video" if item.video_path else "frames"
-            return PredictInput(item.sequence_id, kind, item)
+            return PredictInput(item.sequence_id, kind, item, peak_named=item.peak_index is not None)
         return input_from_path(item)
 
     def _as_dict(self, probs: np.ndarray) -> dict[str, float]:
@@ -262,7 +261,7 @@ class Predictor:
         if outcome.record is None:
             return result, None
         try:
-            if pin.source.peak_index is None and self._frame_by_frame(outcome.record):  # scored here, not stacked
+            if not pin.peak_named and self._frame_by_frame(outcome.record):  # scored here, not stacked
                 result.probabilities = self._as_dict(self.record_probabilities(outcome.record))
                 return result, None
             return result, self.record_inputs(outcome.record)
