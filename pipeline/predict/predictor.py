@@ -65,10 +65,10 @@ class Predictor:
     """
 
     def __init__(self, bundle: ModelBundle, cache_dir: Path | str | None = None, device: str = "cpu") -> None:
-        self.bundle = bundle
-        self.device = device
         from stages.learning.training.precision import resolve_precision
 
+        self.bundle = bundle
+        self.device = device
         self.precision = resolve_precision(bundle.config.train.precision, device)
         bundle.models  # noqa: B018 - the networks load now: a model whose weights do not fit fails here, not mid-batch
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -112,15 +112,14 @@ class Predictor:
         trajectory [1, L, 68, 2] -- what ``pipeline.data.labelled.load_labelled_data`` builds for training."""
         return self._inputs([record])
 
-    def record_probabilities(self, record: SequenceRecord, peak_named: bool = False) -> np.ndarray:
+    def record_probabilities(self, record: SequenceRecord) -> np.ndarray:
         """[K] float64 class probabilities of one record (a whole input or a window). A model trained on sequences
-        sees the record's model input, as does any model when ``peak_named`` (the input's source names the frame
-        its label belongs to, as CK+, Oulu-CASIA and class-folder manifests do: that peak frame). A model trained
-        on single images (``ModelBundle.image_model``) otherwise sees each frame with a face as an image of its own,
-        and the probabilities are averaged over those frames (in chunks of :data:`FRAME_CHUNK`): it knows no
-        sequences, so the last frame alone would label a whole video. :class:`StageError` when the model's output
-        is not finite."""
-        if peak_named or not self._frame_by_frame(record):
+        sees the record's model input. A model trained on single images (``ModelBundle.image_model``) sees each
+        frame with a face as an image of its own, and the probabilities are averaged over those frames (in chunks
+        of :data:`FRAME_CHUNK`): it knows no sequences, so the last frame alone would label a whole video. (An
+        input that names its peak frame, ``PredictInput.peak_named``, is scored by that frame instead: the caller
+        gives it :meth:`record_inputs`.) :class:`StageError` when the model's output is not finite."""
+        if not self._frame_by_frame(record):
             return self.probabilities(*self.record_inputs(record))[0]
         return self.frame_probabilities(record)[record.success].mean(axis=0)
 
