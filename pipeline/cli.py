@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 
 from pipeline.errors import USER_ERRORS
@@ -348,7 +347,21 @@ def os_error_text(exc: OSError) -> str:
     return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
-def _run_command(command: click.Command, argv: list[str] | None) -> object:
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+"""What typer raises for a command line it cannot parse (an unknown command or option, a missing argument, a bad
+value): click's ``ClickException`` up to typer 0.2x, the same class of typer's own copy of click since."""
+
+
+def usage_error_text(exc: Exception) -> str:
+    """One line for a command line typer could not parse: its message and where the usage is
+    (``No such option: --bogus (seqfer predict --help shows the usage)``)."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path} --help" if ctx is not None else "seqfer --help"
+    return f"{message} ({where} shows the usage)"
+
+
+def _run_command(command: Any, argv: list[str] | None) -> object:
     """Run one command; the output folders and files it locked are released when it ends, however it ends."""
     from pipeline.runtime.folder_lock import release_all
 
@@ -364,12 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = _run_command(command, argv)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except UsageError as exc:
+        log.error("%s", usage_error_text(exc))
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
     except USER_ERRORS as exc:

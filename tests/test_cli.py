@@ -161,3 +161,21 @@ def test_a_command_exit_code_reaches_the_shell(monkeypatch: pytest.MonkeyPatch) 
     assert main(["predict", "some_model", "some_input.mp4"]) == 1
     monkeypatch.setattr(pipeline.predict.run, "run_predict", lambda *args, **kwargs: 0)
     assert main(["predict", "some_model", "some_input.mp4"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["predict", "--bogus"], "No such option: --bogus (seqfer predict --help"),
+        (["no-such-verb"], "No such command 'no-such-verb'"),
+        (["evaluate"], "Missing argument 'model'"),
+        (["cv", "a.yaml", "--set"], "--set"),
+    ],
+)
+def test_a_command_line_typer_cannot_parse_is_one_message(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown verb or option, a missing argument: exit code 2 and one `error:` line, whichever click typer
+    runs on (click itself, or typer's own copy of it since typer 0.2x, whose exceptions are not click's)."""
+    assert main(argv) == 2
+    assert said in _error_message(capsys.readouterr().err)
