@@ -355,7 +355,10 @@ def test_local_default_starts_its_own_ray_and_a_dead_address_is_an_error() -> No
     assert out["unreachable_seconds"] < 30
     assert out["local_cpus"] == 1.0  # RAY_ADDRESS naming a dead cluster did not matter
     # at exit, with the instance up: the monitor was killed before Ray's shutdown came to it (its SIGTERM handler
-    # would wait on the GCS that shutdown stops first: ray_start.stop_monitor_first), the rest was stopped by Ray
+    # would wait on the GCS that shutdown stops first), the rest was stopped by ray.shutdown() called from
+    # ray_start.stop_local_ray, not as Ray's exit handler (which pauses 0.5 s first); Ray's handler found it stopped
+    assert out["shutdown_calls"] == [{"exiting_interpreter": False}], out.get("shutdown_calls")
+    assert out["initialized_after_shutdown"] is False
     alive = out["alive_when_ray_stopped_it"]
     assert alive["monitor"] == [False] and alive["gcs_server"] == [True] and alive["raylet"] == [True], alive
     assert all(c is not None for cs in out["exit_codes"].values() for c in cs), out["exit_codes"]
