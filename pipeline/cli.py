@@ -7,8 +7,11 @@ never a traceback.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -403,5 +406,26 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0  # a command's typer.Exit(code) comes back as its return value
 
 
+def console_main() -> None:
+    """The ``seqfer`` console script (and ``python -m pipeline.cli``): :func:`main`, then a quick exit.
+
+    Once a command has returned, everything it wrote is closed and renamed into place. What the interpreter would
+    still do is run the exit handlers (the local Ray instance's stop, logging's flush, multiprocessing's children),
+    wait for threads that are not daemons, and then free every module, ~0.4-0.9 s with pandas, scikit-learn, Ray and
+    torch loaded, on every command. This does the first two as the interpreter does, flushes stdout and stderr, and
+    ends the process without the third."""
+    code = main()
+    for thread in threading.enumerate():  # as the interpreter's shutdown does, before the exit handlers
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001 - CPython's own exit handlers, run once, in their order
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that has gone (`seqfer ... | head`), a stream closed by a caller
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

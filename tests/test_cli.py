@@ -179,3 +179,24 @@ def test_a_command_line_typer_cannot_parse_is_one_message(
     runs on (click itself, or typer's own copy of it since typer 0.2x, whose exceptions are not click's)."""
     assert main(argv) == 2
     assert said in _error_message(capsys.readouterr().err)
+
+
+def test_the_console_script_exits_with_the_code_and_every_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m pipeline.cli` (what the `seqfer` script runs) ends the process itself once a command returned:
+    its exit code, all of its output (the same as :func:`main` prints in process) and its log file's last record
+    still arrive."""
+    import subprocess
+    import sys
+
+    log_file = tmp_path / "log.txt"
+    cmd = [sys.executable, "-m", "pipeline.cli", "--log-file", str(log_file)]
+    done = subprocess.run([*cmd, "predict", "--bogus"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: No such option")
+    assert "No such option" in log_file.read_text()
+    capsys.readouterr()
+    assert main(["config", "show", DEMO_YAML]) == 0
+    in_process = capsys.readouterr().out
+    shown = subprocess.run([*cmd, "config", "show", DEMO_YAML], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert shown.returncode == 0 and shown.stdout == in_process and in_process.count("\n") > 20, shown.stderr
