@@ -34,8 +34,43 @@ config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
+def version_text() -> str:
+    """``seqfer X.Y.Z`` with the versions of the libraries that decide its numbers (read from the installed
+    packages' metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libs = ", ".join(f"{name} {of(dist)}" for name, dist in VERSION_LIBS)
+    return f"seqfer {of('seqfer')} (Python {sys.version.split()[0]}; {libs})"
+
+
+VERSION_LIBS = (
+    ("torch", "torch"),
+    ("ray", "ray"),
+    ("dlib", "dlib-bin"),
+    ("numpy", "numpy"),
+    ("opencv", "opencv-python-headless"),
+)
+"""(name shown, distribution) of the libraries `seqfer --version` names."""
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the versions and exit"),
+    ] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also print debug messages")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="warnings and errors only, no progress bars")] = False,
     log_file: Annotated[

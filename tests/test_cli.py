@@ -200,3 +200,12 @@ def test_the_console_script_exits_with_the_code_and_every_line(
     in_process = capsys.readouterr().out
     shown = subprocess.run([*cmd, "config", "show", DEMO_YAML], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert shown.returncode == 0 and shown.stdout == in_process and in_process.count("\n") > 20, shown.stderr
+
+
+def test_version_names_seqfer_and_the_libraries_behind_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"seqfer {version('seqfer')} (Python ") and f"torch {version('torch')}" in out, out
+    assert "ray " in out and "dlib " in out and "not installed" not in out, out
