@@ -7,16 +7,13 @@ never a traceback.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from pipeline.console import UsageError, end_process, os_error_text, show_version, usage_error_text
 from pipeline.errors import USER_ERRORS
 from pipeline.runtime.interrupt import Interrupted
 from pipeline.runtime.log import NORMAL, QUIET, VERBOSE, setup_logging
@@ -34,42 +31,11 @@ config_app = typer.Typer(help="Inspect configs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
-def version_text() -> str:
-    """``seqfer X.Y.Z`` with the versions of the libraries that decide its numbers (read from the installed
-    packages' metadata: nothing is imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def of(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return "not installed"
-
-    libs = ", ".join(f"{name} {of(dist)}" for name, dist in VERSION_LIBS)
-    return f"seqfer {of('seqfer')} (Python {sys.version.split()[0]}; {libs})"
-
-
-VERSION_LIBS = (
-    ("torch", "torch"),
-    ("ray", "ray"),
-    ("dlib", "dlib-bin"),
-    ("numpy", "numpy"),
-    ("opencv", "opencv-python-headless"),
-)
-"""(name shown, distribution) of the libraries `seqfer --version` names."""
-
-
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(version_text())
-        raise typer.Exit(0)
-
-
 @app.callback()
 def _options(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="print the versions and exit"),
+        typer.Option("--version", callback=show_version, is_eager=True, help="print the versions and exit"),
     ] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="also print debug messages")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="warnings and errors only, no progress bars")] = False,
@@ -377,28 +343,6 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
     run_all(_load(config, set_))
 
 
-def os_error_text(exc: OSError) -> str:
-    """One line for an operating-system error: the file(s) it names and the system's reason, never a traceback
-    (``[Errno 30] Read-only file system: 'out.csv'`` -> ``out.csv: Read-only file system``)."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
-    return f"{' -> '.join(names)}: {reason}" if names else reason
-
-
-UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-"""What typer raises for a command line it cannot parse (an unknown command or option, a missing argument, a bad
-value): click's ``ClickException`` up to typer 0.2x, the same class of typer's own copy of click since."""
-
-
-def usage_error_text(exc: Exception) -> str:
-    """One line for a command line typer could not parse: its message and where the usage is
-    (``No such option: --bogus (seqfer predict --help shows the usage)``)."""
-    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-    ctx = getattr(exc, "ctx", None)
-    where = f"{ctx.command_path} --help" if ctx is not None else "seqfer --help"
-    return f"{message} ({where} shows the usage)"
-
-
 def _run_command(command: Any, argv: list[str] | None) -> object:
     """Run one command; the output folders and files it locked are released when it ends, however it ends."""
     from pipeline.runtime.folder_lock import release_all
@@ -442,24 +386,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The ``seqfer`` console script (and ``python -m pipeline.cli``): :func:`main`, then a quick exit.
-
-    Once a command has returned, everything it wrote is closed and renamed into place. What the interpreter would
-    still do is run the exit handlers (the local Ray instance's stop, logging's flush, multiprocessing's children),
-    wait for threads that are not daemons, and then free every module, ~0.4-0.9 s with pandas, scikit-learn, Ray and
-    torch loaded, on every command. This does the first two as the interpreter does, flushes stdout and stderr, and
-    ends the process without the third."""
-    code = main()
-    for thread in threading.enumerate():  # as the interpreter's shutdown does, before the exit handlers
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # noqa: SLF001 - CPython's own exit handlers, run once, in their order
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader that has gone (`seqfer ... | head`), a stream closed by a caller
-            pass
-    os._exit(code)
+    """The ``seqfer`` console script (and ``python -m pipeline.cli``): :func:`main`, then
+    :func:`~pipeline.console.end_process` with its exit code."""
+    end_process(main())
 
 
 if __name__ == "__main__":
