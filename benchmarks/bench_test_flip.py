@@ -1,17 +1,24 @@
 """What a model's test-time mirror (``model.test_flip``) buys: accuracy and the network's cost with and without it,
-on the same model inputs.
+on the same model inputs; with ``--crops``, what test-time crops would add to it.
 
     python benchmarks/bench_test_flip.py --model fer2013 --images ../shared/real/FER2013/validation
+    python benchmarks/bench_test_flip.py --model fer2013 --images ../shared/real/FER2013/validation --crops
 
 Every image under ``--images/<class>/`` (class folder names through the aliases: ``angry`` = anger ...) is
 preprocessed once in this process; the network then scores all of them with the mirror (image and its mirror
 averaged) and without it. Prints accuracy over the images with a face and the network's milliseconds per input
 (``torch`` threads as set by ``--threads``). Images of a class the model lacks are left out.
+
+``--crops`` (an appearance model; the first network of an ensemble) also scores each input, mirror included, after
+a fixed zoom (0.9, 0.95, 1.05, 1.1), shift (2 px of a 48 px input, each way) or rotation (5 degrees each way), made
+as training's augmentation makes them (``affine_grid`` with border padding), and prints the accuracy of each alone
+and of the logits averaged with the plain input's over groups of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -52,6 +59,73 @@ def main(args: argparse.Namespace) -> None:
             f"test_flip={flip}: accuracy {100 * accuracy:.2f} % of {len(truth)} inputs with a face "
             f"({len(files)} images); network {1000 * seconds / len(truth):.2f} ms an input, {args.threads} thread(s)"
         )
+    if args.crops:
+        crop_accuracies(predictor, appearance, truth)
+
+
+CROPS: dict[str, dict[str, float]] = {
+    "zoom 1.1": {"zoom": 1.1},
+    "zoom 0.9": {"zoom": 0.9},
+    "zoom 1.05": {"zoom": 1.05},
+    "zoom 0.95": {"zoom": 0.95},
+    "shift +x": {"dx": 1},
+    "shift -x": {"dx": -1},
+    "shift +y": {"dy": 1},
+    "shift -y": {"dy": -1},
+    "rotate +5": {"degrees": 5},
+    "rotate -5": {"degrees": -5},
+}
+"""Test-time crops: zoom factor, shift in units of 2 input pixels, rotation in degrees."""
+GROUPS = (
+    ("zoom 1.05", "zoom 0.95"),
+    ("zoom 1.1", "zoom 0.9"),
+    ("shift +x", "shift -x", "shift +y", "shift -y"),
+    ("rotate +5", "rotate -5"),
+    ("zoom 1.05", "zoom 0.95", "shift +x", "shift -x", "shift +y", "shift -y"),
+    tuple(CROPS),
+)
+
+
+def crop_accuracies(predictor, appearance: np.ndarray, truth: np.ndarray) -> None:
+    """Print the accuracy of each test-time crop alone and of groups of them averaged with the plain input (logits,
+    each with its mirror, as ``test_flip`` averages them)."""
+    import torch
+    import torch.nn.functional as F
+
+    from stages.learning.training.dataset import appearance_float
+    from stages.learning.training.precision import autocast
+
+    net = predictor.bundle.models[0].appearance.eval()
+    classes = np.array(predictor.classes)
+    x = appearance_float(torch.from_numpy(appearance))
+    x = x.reshape(len(x), -1, *x.shape[-2:])
+    pixel = 2 / x.shape[-1]  # one input pixel in affine_grid's [-1, 1] units
+
+    def logits(batch: torch.Tensor) -> torch.Tensor:
+        out = []
+        with torch.no_grad(), autocast(predictor.precision, "cpu"):
+            for i in range(0, len(batch), 256):
+                b = batch[i : i + 256]
+                out.append(((net(b) + net(torch.flip(b, dims=[3]))) / 2).float())
+        return torch.cat(out)
+
+    def crop(zoom: float = 1.0, dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0) -> torch.Tensor:
+        a = math.radians(degrees)
+        cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
+        theta = torch.tensor([[cos, -sin, 2 * dx * pixel], [sin, cos, 2 * dy * pixel]]).expand(len(x), 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def acc(out: torch.Tensor) -> float:
+        return 100 * float((classes[out.argmax(1).numpy()] == truth).mean())
+
+    plain = logits(x)
+    print(f"plain input with its mirror: {acc(plain):.2f} %")
+    crops = {name: logits(crop(**args)) for name, args in CROPS.items()}
+    for name, out in crops.items():
+        print(f"  {name} alone: {acc(out):.2f} %")
+    for group in GROUPS:
+        print(f"  plain + {', '.join(group)}: {acc(plain + sum(crops[g] for g in group)):.2f} %")
 
 
 if __name__ == "__main__":
@@ -59,4 +133,5 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="fer2013", help="a model folder, CV run folder or ready model name")
     parser.add_argument("--images", required=True, help="a folder of class folders of images")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crops", action="store_true", help="also the accuracy with test-time crops")
     main(parser.parse_args())
