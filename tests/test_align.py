@@ -70,6 +70,38 @@ def test_similarity_transform_never_reflects():
     assert np.linalg.det(m[:, :2]) > 0
 
 
+def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Umeyama's (1991) SVD solution, reflections excluded: the reference for the closed form."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(xd.T @ xs / len(src))
+    d = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
+    rot = u @ np.diag(d) @ vt
+    scale = float((sig * d).sum() / ((xs**2).sum() / len(src)))
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+@pytest.mark.parametrize("kind", ["noise", "mirror", "pose", "one_point"])
+def test_similarity_transform_equals_the_svd_solution(kind: str):
+    """The closed form is Umeyama's solution: random point sets of 2-68 points, targets that are noise, mirror
+    images (the SVD route's reflection case), noisy similarities, or all one point."""
+    rng = np.random.default_rng(["noise", "mirror", "pose", "one_point"].index(kind))
+    for _ in range(300):
+        n = int(rng.integers(2, 69))
+        src = rng.normal(size=(n, 2)) * rng.uniform(0.01, 500)
+        if kind == "noise":
+            dst = rng.normal(size=(n, 2))
+        elif kind == "mirror":
+            dst = src[:, ::-1] * 3 + 5
+        elif kind == "pose":
+            pose = _similarity(rng.uniform(-180, 180), rng.uniform(0.1, 10), 40, -7)
+            dst = transform_points(src, pose) + rng.normal(size=(n, 2)) * 0.01
+        else:
+            dst = np.full((n, 2), 3.0)
+        want = _umeyama(src, dst)
+        np.testing.assert_allclose(similarity_transform(src, dst), want, rtol=0, atol=1e-10 * (1 + np.abs(want).max()))
+
+
 def test_similarity_transform_rejects_degenerate_points():
     with pytest.raises(StageError):
         similarity_transform(np.ones((5, 2)), np.random.default_rng(0).random((5, 2)))
