@@ -9,10 +9,10 @@ preprocessed once in this process; the network then scores all of them with the 
 averaged) and without it. Prints accuracy over the images with a face and the network's milliseconds per input
 (``torch`` threads as set by ``--threads``). Images of a class the model lacks are left out.
 
-``--crops`` (an appearance model; the first network of an ensemble) also scores each input, mirror included, after
+``--crops`` also scores each input, mirror included, after
 a fixed zoom (0.9, 0.95, 1.05, 1.1), shift (2 px of a 48 px input, each way) or rotation (5 degrees each way), made
-as training's augmentation makes them (``affine_grid`` with border padding), and prints the accuracy of each alone
-and of the logits averaged with the plain input's over groups of them.
+as training's augmentation makes them (``stages.learning.augment.warp_crops``), scored by the Predictor as any input,
+and prints the accuracy of each alone and of the probabilities averaged with the plain input's over groups of them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main(args: argparse.Namespace) -> None:
         trajs.append(traj)
         labels.append(label)
     appearance, trajectory, truth = np.concatenate(apps), np.concatenate(trajs), np.array(labels)
+    own_flip = [model.test_flip for model in predictor.bundle.models]
     for flip in (True, False):
         for model in predictor.bundle.models:
             model.test_flip = flip
@@ -60,7 +61,9 @@ def main(args: argparse.Namespace) -> None:
             f"({len(files)} images); network {1000 * seconds / len(truth):.2f} ms an input, {args.threads} thread(s)"
         )
     if args.crops:
-        crop_accuracies(predictor, appearance, truth)
+        for model, flip in zip(predictor.bundle.models, own_flip, strict=True):
+            model.test_flip = flip  # the model as it ships
+        crop_accuracies(predictor, appearance, trajectory, truth)
 
 
 CROPS: dict[str, dict[str, float]] = {
@@ -86,44 +89,38 @@ GROUPS = (
 )
 
 
-def crop_accuracies(predictor, appearance: np.ndarray, truth: np.ndarray) -> None:
-    """Print the accuracy of each test-time crop alone and of groups of them averaged with the plain input (logits,
-    each with its mirror, as ``test_flip`` averages them)."""
+def crop_accuracies(predictor, appearance: np.ndarray, trajectory: np.ndarray, truth: np.ndarray) -> None:
+    """Print the accuracy of each test-time crop alone and of groups of them averaged with the plain input. Every
+    input is scored by :meth:`Predictor.probabilities` (the model's own mirror, precision and ensemble); a crop is
+    made by :func:`stages.learning.augment.warp_crops`, as training's augmentation makes them; probabilities are
+    averaged."""
     import torch
-    import torch.nn.functional as F
 
+    from stages.learning.augment import affine_theta, warp_crops
     from stages.learning.training.dataset import appearance_float
-    from stages.learning.training.precision import autocast
 
-    net = predictor.bundle.models[0].appearance.eval()
     classes = np.array(predictor.classes)
     x = appearance_float(torch.from_numpy(appearance))
-    x = x.reshape(len(x), -1, *x.shape[-2:])
-    pixel = 2 / x.shape[-1]  # one input pixel in affine_grid's [-1, 1] units
+    flat = x.reshape(len(x), -1, *x.shape[-2:])  # frames as channels: one transform per input
+    pixel = 2 / x.shape[-1]  # one input pixel in [-1, 1] units
 
-    def logits(batch: torch.Tensor) -> torch.Tensor:
-        out = []
-        with torch.no_grad(), autocast(predictor.precision, "cpu"):
-            for i in range(0, len(batch), 256):
-                b = batch[i : i + 256]
-                out.append(((net(b) + net(torch.flip(b, dims=[3]))) / 2).float())
-        return torch.cat(out)
+    def crop(zoom: float = 1.0, dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0) -> np.ndarray:
+        n = len(flat)
+        theta = affine_theta(
+            torch.full((n,), math.radians(degrees)),
+            torch.full((n,), zoom),
+            torch.tensor([2 * dx * pixel, 2 * dy * pixel]).expand(n, 2),
+        )
+        return warp_crops(flat, theta).reshape(x.shape).numpy()
 
-    def crop(zoom: float = 1.0, dx: float = 0.0, dy: float = 0.0, degrees: float = 0.0) -> torch.Tensor:
-        a = math.radians(degrees)
-        cos, sin = math.cos(a) / zoom, math.sin(a) / zoom
-        theta = torch.tensor([[cos, -sin, 2 * dx * pixel], [sin, cos, 2 * dy * pixel]]).expand(len(x), 2, 3)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    def acc(probs: np.ndarray) -> float:
+        return 100 * float((classes[probs.argmax(axis=1)] == truth).mean())
 
-    def acc(out: torch.Tensor) -> float:
-        return 100 * float((classes[out.argmax(1).numpy()] == truth).mean())
-
-    plain = logits(x)
+    plain = predictor.probabilities(appearance, trajectory)
     print(f"plain input with its mirror: {acc(plain):.2f} %")
-    crops = {name: logits(crop(**args)) for name, args in CROPS.items()}
-    for name, out in crops.items():
-        print(f"  {name} alone: {acc(out):.2f} %")
+    crops = {name: predictor.probabilities(crop(**args), trajectory) for name, args in CROPS.items()}
+    for name, probs in crops.items():
+        print(f"  {name} alone: {acc(probs):.2f} %")
     for group in GROUPS:
         print(f"  plain + {', '.join(group)}: {acc(plain + sum(crops[g] for g in group)):.2f} %")
 

@@ -51,14 +51,27 @@ def hflip_trajectory(traj: torch.Tensor) -> torch.Tensor:
 
 
 def _affine_theta(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """[n, 2, 3] sampling matrices (output -> input, normalised coordinates) for rotation, zoom and shift."""
+    """[n, 2, 3] random sampling matrices for rotation, zoom and shift (:func:`affine_theta` of the draws)."""
     angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.rotate_deg)
     zoom = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.scale
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 * cfg.shift)  # fraction of side -> [-1, 1] units
+    return affine_theta(angle, zoom, shift)
+
+
+def affine_theta(angle: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """[n, 2, 3] sampling matrices (output -> input, normalised coordinates, as ``affine_grid`` reads them) of a
+    rotation by ``angle`` [n] (radians), a zoom by ``zoom`` [n] (> 1 enlarges the face) and a shift ``shift`` [n, 2]
+    (x, y, in [-1, 1] units: 1 is half the side)."""
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     return torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1
     )
+
+
+def warp_crops(app: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Crops [B, C, S, S] resampled through ``theta`` [B, 2, 3] (:func:`affine_theta`): bilinear, border padding."""
+    grid = F.affine_grid(theta.to(app.device, app.dtype), list(app.shape), align_corners=False)
+    return F.grid_sample(app, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def gaussian_blur(app: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -131,8 +144,7 @@ def augment_batch(
         mask = flip.to(dev).view(n, 1, 1, 1)
         app = torch.where(mask, hflip_appearance(app), app)
         if cfg.rotate_deg > 0 or cfg.scale > 0 or cfg.shift > 0:
-            grid = F.affine_grid(theta.to(dev, app.dtype), list(app.shape), align_corners=False)
-            app = F.grid_sample(app, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            app = warp_crops(app, theta)
         if cfg.brightness > 0:
             app = (app * gain.to(dev, app.dtype).view(n, 1, 1, 1)).clamp_(0.0, 1.0)
         if contrast is not None:
