@@ -25,7 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def keep_env(monkeypatch):
     """ensure_ray sets a few environment variables: put them back after the test."""
-    for key in ("PYTHONPATH", "OMP_NUM_THREADS", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "GLIBC_TUNABLES"):
+    for key in (
+        "PYTHONPATH",
+        "OMP_NUM_THREADS",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO",
+        "GLIBC_TUNABLES",
+        "RAY_raylet_client_connect_timeout_milliseconds",
+        "RAY_raylet_client_num_connect_attempts",
+    ):
         if key in os.environ:
             monkeypatch.setenv(key, os.environ[key])
         else:

@@ -54,3 +54,20 @@ def test_landmark_workers_get_huge_pages(ray_session, monkeypatch) -> None:
     cluster = landmark_worker_options(RayConfig(address="auto"))
     assert cluster["runtime_env"]["env_vars"]["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{HUGE_PAGES_TUNABLE}"
     assert "runtime_env" not in landmark_worker_options(RayConfig(address="auto", huge_pages=False))
+
+
+def test_the_local_raylet_retries_its_sockets_every_100_ms(ray_session) -> None:
+    """The local instance's raylet was started with 100 ms between connection tries and 100 tries (the same 10 s
+    as Ray's default 10 x 1 s); a user who set either variable keeps their own settings."""
+    import ray
+    from ray._private import ray_constants
+
+    from pipeline.runtime.ray_start import CONNECT_ATTEMPTS_KEY, CONNECT_INTERVAL_KEY, quick_connect_retries
+
+    raylet = ray._private.worker._global_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
+    with open(f"/proc/{raylet.pid}/environ", "rb") as fh:
+        env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+    assert env[CONNECT_INTERVAL_KEY.encode()] == b"100"
+    assert env[CONNECT_ATTEMPTS_KEY.encode()] == b"100"
+    assert quick_connect_retries({CONNECT_INTERVAL_KEY: "2000"}) == {}
+    assert quick_connect_retries({CONNECT_ATTEMPTS_KEY: "20"}) == {}
