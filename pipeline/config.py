@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 
-from data_manifests.imagefolder import CKPLUS_NAME_PATTERN
+from data_manifests.name_pattern import CKPLUS_NAME_PATTERN
 from pipeline.errors import ConfigError
 from stages.learning.models.config import ModelConfig, TrainConfig
 from stages.preprocess.sequence import SequenceConfig

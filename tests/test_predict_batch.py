@@ -106,6 +106,29 @@ def test_a_batch_equals_one_input_at_a_time_bit_for_bit(model_dir: Path, images:
     assert all(_same_row(a, b) for a, b in zip(together, alone, strict=True))
 
 
+def test_a_worker_of_single_images_loads_neither_pandas_nor_matplotlib(model_dir: Path, images: dict) -> None:
+    """A prediction worker's start is on every predict and evaluate command's critical path: in a fresh process,
+    building a worker and predicting a chunk of images (faces and a blank one) loads no pandas and pyarrow (~0.35 s)
+    and no matplotlib. Each is needed only by what single images never ask for: a manifest, a windowed timeline,
+    a picture."""
+    faces = sorted(str(p) for p in images["folder"].iterdir())[:3]
+    script = f"""
+import sys
+from pipeline.predict.inputs import input_from_path
+from pipeline.predict.on_ray import PredictWorker
+from pipeline.predict.rows import PredictOptions
+worker = PredictWorker({str(model_dir)!r}, [], None, PredictOptions())
+rows = worker.predict([(input_from_path(p), f"i{{i}}") for i, p in enumerate({[*faces, str(images["blank"])]!r})])
+print([str(row["status"]) for row in rows])
+print(sorted(m for m in ("pandas", "pyarrow", "matplotlib") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    assert out[-2] == "['ok', 'ok', 'ok', 'no_face']"
+    assert out[-1] == "[]"
+
+
 def test_a_failed_stacked_call_falls_back_to_one_call_per_input(
     model_dir: Path, images: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

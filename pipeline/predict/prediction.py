@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipeline.predict.inputs import PredictInput
 from stages.preprocess.decode import SequenceSource
 from stages.record import LandmarkArrays, SequenceRecord, SequenceStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass

@@ -33,7 +33,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline.model_folder.load import ModelBundle, load_model_bundle
 from pipeline.predict.inputs import PredictInput, input_from_path, resolve_inputs
@@ -348,6 +347,8 @@ class Predictor:
                 except StageError as exc:
                     status, reason = SequenceStatus.FAILED, str(exc)
             rows.append(timeline_row((start, end), status, reason, success[sel], probs, self.classes))
+        import pandas as pd  # only for a windowed timeline: a worker of single images never loads it (~0.35 s)
+
         result = PredictionResult(
             pin.name,
             SequenceStatus.OK,

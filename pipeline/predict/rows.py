@@ -59,9 +59,8 @@ def predict_rows(predictor: Predictor, chunk: Sequence[tuple[PredictInput, str]]
 
 def result_row(predictor: Predictor, result: PredictionResult, out_name: str, opts: PredictOptions) -> dict:
     """``result``'s row, after writing its side files: with ``--window`` the timeline CSV and PNG (``windows`` and
-    ``timeline`` columns), with ``--visualize`` the picture. A failure to draw is noted in ``reason``."""
-    from pipeline.predict.visualize import save_prediction_picture, save_timeline_png
-
+    ``timeline`` columns), with ``--visualize`` the picture. A failure to draw is noted in ``reason``.
+    The drawing module (pandas, matplotlib) is imported only when a side file is asked for."""
     row = result.row(predictor.classes)
     notes = []
     if opts.window is not None:
@@ -73,6 +72,8 @@ def result_row(predictor: Predictor, result: PredictionResult, out_name: str, op
                 result.timeline.to_csv(tmp, index=False)
             row["timeline"] = str(csv_path)
             try:
+                from pipeline.predict.visualize import save_timeline_png
+
                 save_timeline_png(
                     result.timeline,
                     predictor.classes,
@@ -83,6 +84,8 @@ def result_row(predictor: Predictor, result: PredictionResult, out_name: str, op
                 notes.append(f"timeline plot failed: {type(exc).__name__}: {exc}")
     if opts.visualize_dir is not None:
         try:
+            from pipeline.predict.visualize import save_prediction_picture
+
             save_prediction_picture(
                 result,
                 predictor.classes,
