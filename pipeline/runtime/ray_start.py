@@ -167,10 +167,11 @@ def quick_connect_retries(environ: Mapping[str, str]) -> dict[str, str]:
     instance's processes retry a socket that is not listening yet every 100 ms, 100 times, instead of every
     second, 10 times: the same 10 s before they give up.
 
-    Why: in 3 of 10 ``ray.init`` calls on the 2-core machines, the raylet's log showed exactly 1.00 s between the
-    start of its object store and its next step (the store's socket was not ready at its first try), and the
-    init took 3.3-3.7 s instead of 2.4-2.8 s; with these settings that wait is 0.1 s at most (BENCHMARKS.md, "Cold
-    start"). Empty (nothing changed) when the user set either variable."""
+    Why: in 5 of 12 ``ray.init`` calls on the 2-core machines, the raylet's log showed exactly 1.00 s between the
+    start of its object store and its next step (the store's socket was not ready at its first try); with these
+    settings that wait is 0.1 s at most, and ``ray.init`` took 2.62 s on average against 3.02 s
+    (``benchmarks/bench_ray_start.py``; BENCHMARKS.md, "Ray's own start"). Empty (nothing changed) when the user
+    set either variable."""
     if CONNECT_INTERVAL_KEY in environ or CONNECT_ATTEMPTS_KEY in environ:
         return {}
     return {CONNECT_INTERVAL_KEY: str(CONNECT_INTERVAL_MS), CONNECT_ATTEMPTS_KEY: str(CONNECT_ATTEMPTS)}

@@ -113,7 +113,7 @@ def predict_kernel(img, left, top, right, bottom, mean, split_a, split_b, thresh
                 feats[f] = 0.0
         # every tree's leaf first (the split tables are read in order), each leaf's cache lines requested as soon
         # as it is known, then the leaf updates, added in tree order as dlib does. The step down a tree is
-        # arithmetic, not a branch: the split tests are coin flips that a branch predictor gets wrong half the time
+        # arithmetic, not a branch: the split tests depend on the image, so a branch predictor cannot learn them
         for t in range(n_trees):
             node = 0
             while node < n_splits:
@@ -122,10 +122,11 @@ def predict_kernel(img, left, top, right, bottom, mean, split_a, split_b, thresh
                     + 2
                     - np.int64(feats[split_a[c, t, node]] - feats[split_b[c, t, node]] > thresh[c, t, node])
                 )
-            chosen[t] = node - n_splits
+            leaf_index = node - n_splits
+            chosen[t] = leaf_index
             for d in range(0, dim, LINE_FLOATS):
-                _prefetch(leaves, c, t, chosen[t], d)
-            _prefetch(leaves, c, t, chosen[t], dim - 1)
+                _prefetch(leaves, c, t, leaf_index, d)
+            _prefetch(leaves, c, t, leaf_index, dim - 1)  # the last line, when a leaf starts mid-line
         for t in range(n_trees):
             leaf = leaves[c, t, chosen[t]]
             for d in range(dim):
