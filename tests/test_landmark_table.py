@@ -9,6 +9,8 @@ import pytest
 from stages.errors import StageError
 from stages.preprocess.landmark_table import (
     COLUMNS,
+    arrow_table,
+    landmark_columns,
     landmark_table,
     read_landmark_table,
     read_openface_csv,
@@ -30,6 +32,26 @@ def _table(n: int = 5, failed=(2,)) -> tuple[pd.DataFrame, np.ndarray]:
     idx = np.arange(n, dtype=np.int64) * 3 + 4  # frame selection kept every third frame from index 4
     df = landmark_table("S005/001", idx, idx / 30.0, np.where(ok, 0.9, 0.0), ok, pts)
     return df, pts
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_arrow_table_equals_pyarrows_own_conversion(n: int) -> None:
+    """The buffer-built table (no pandas import) is the one ``pa.table`` makes of the same columns: types, NaN
+    landmarks, non-ASCII ids, strided column views, bools, empty tables."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(n)
+    pts = (rng.random((n, 68, 2)) * 300).astype(np.float32)
+    ok = np.arange(n) % 3 != 1
+    ids = np.array([f"S{i:03d}/é{i}" for i in range(n)], dtype=object)
+    columns = landmark_columns(ids, np.arange(n) * 2, np.arange(n) / 30.0, np.where(ok, 0.8, 0.0), ok, pts)
+    columns["flag"] = ok
+    ours = arrow_table(columns)
+    # pa.table types an empty object column as null: the reference names the id column's type
+    theirs = pa.table({k: pa.array(v, type=pa.string()) if v.dtype == object else v for k, v in columns.items()})
+    assert ours.schema == theirs.schema
+    pd.testing.assert_frame_equal(ours.to_pandas(), theirs.to_pandas())  # NaN landmarks compare equal
+    assert ours.column("x_3").to_numpy().tobytes() == columns["x_3"].tobytes()
 
 
 def _openface_csv(path, rows: list[tuple[int, float, float, int, np.ndarray]], face_ids=None) -> None:

@@ -179,3 +179,30 @@ def test_kill_9_mid_run_loses_nothing_and_redoes_nothing(crops_root: Path, tmp_p
         if rec is not None:
             np.testing.assert_array_equal(rec.aligned, reference[sid].aligned)
             np.testing.assert_array_equal(rec.trajectory, reference[sid].trajectory)
+
+
+def test_a_worker_writes_its_batch_without_pandas(crops_root: Path, tmp_path: Path) -> None:
+    """A preprocess worker's start is on the critical path of every preprocess command (both workers start at
+    once, on the cores that then do the work): in a fresh process, building a worker and processing a batch of
+    one-image items (faces and a flat image) into the cache and one landmark-table part loads no pandas (~0.3 s
+    of imports). pandas is for reading tables and CSV copies, which a worker never does."""
+    faces = sorted(str(p) for p in (crops_root / "happy").iterdir())[:3] + [str(crops_root / "anger" / "flat_000.png")]
+    script = f"""
+import sys
+from pipeline.config import load_config
+from pipeline.preprocess.to_stages import sequence_config
+from pipeline.preprocess.worker import PreprocessWorker
+from stages.preprocess.decode import SequenceSource
+seq_cfg = sequence_config(load_config({str(REPO / "configs" / "ck48.yaml")!r}, [])).model_dump(mode="json")
+worker = PreprocessWorker(seq_cfg, {str(tmp_path / "cache")!r}, {str(tmp_path / "tables")!r}, None)
+sources = [SequenceSource(f"s{{i}}", frame_paths=(p,)) for i, p in enumerate({faces!r})]
+result = worker.process_batch("part-000001-000000.parquet", sources, False)
+print([str(row["status"]) for row in result["rows"]])
+print("pandas" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    assert out[-2] == "['ok', 'ok', 'ok', 'no_face']"
+    assert out[-1] == "False"
+    assert set(part_keys(tmp_path / "tables" / "part-000001-000000.parquet")) == {"s0", "s1", "s2", "s3"}

@@ -24,18 +24,20 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stages.atomic_io import atomic_path
 from stages.errors import StageError
 from stages.face_geometry import N_POINTS
-from stages.preprocess.landmark_table import COLUMNS, apply_dtypes, landmark_columns
+from stages.preprocess.landmark_table import COLUMNS, apply_dtypes, arrow_table, landmark_columns
 from stages.record import LandmarkArrays
+
+if TYPE_CHECKING:  # a worker writes parts straight from arrays: pandas only where a DataFrame is read or a CSV
+    import pandas as pd  # copy is asked for
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,12 @@ def write_part(folder: Path, name: str, tables: Iterable[SequenceTable], csv_fol
         return None
     columns = part_columns(tables)
     meta = json.dumps({t.sequence_id: t.key for t in tables}, separators=(",", ":"))
-    arrow = pa.table(columns).replace_schema_metadata({KEYS_METADATA: meta.encode("utf-8")})
+    arrow = arrow_table(columns).replace_schema_metadata({KEYS_METADATA: meta.encode("utf-8")})
     path = Path(folder) / name
     _write(arrow, path)
     if csv_folder is not None:
+        import pandas as pd
+
         with atomic_path(Path(csv_folder) / f"{path.stem}.csv") as tmp:
             pd.DataFrame(columns).to_csv(tmp, index=False)
     return path
@@ -192,6 +196,8 @@ class LandmarkTables:
             if csv is not None:
                 csv.unlink(missing_ok=True)
             return
+        import pyarrow.compute as pc  # ~60 ms of import, for the driver's clean-up only
+
         table = pq.read_table(part)
         mask = pc.is_in(table.column("sequence_id"), value_set=pa.array(list(keep)))
         kept = table.filter(mask).replace_schema_metadata(
