@@ -181,7 +181,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     for c in TEXT_COLUMNS:
         # The dtype a Parquet read gives back (pandas 3: str with NaN; pandas 2: object with None), so a
         # manifest compares equal before and after a round trip. Test missing values with isna().
-        values = [None if _missing(v) else str(v) for v in df[c].tolist()]  # tolist: 20x faster than iterating
+        values = [None if is_missing(v) else str(v) for v in df[c].tolist()]  # tolist: 20x faster than iterating
         df[c] = pa.array(values, type=pa.string()).to_pandas().set_axis(df.index)
     bad_split = df["split"].notna() & ~df["split"].isin(SPLITS)
     if bad_split.any():
@@ -195,8 +195,18 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+def is_missing(value: object) -> bool:
+    """Whether one manifest cell is missing: ``pd.isna`` of a scalar (None, NaN, NaT, ``pd.NA``), without its cost
+    (nor a pandas import) for the common str and int cells."""
+    if value is None:
+        return True
+    if type(value) in (str, int):
+        return False
+    if type(value) is float:
+        return value != value  # NaN
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def write_manifest(df: pd.DataFrame, path: Path, meta: ManifestMeta, csv: bool = False) -> Path:

@@ -215,6 +215,20 @@ def test_bad_split_value_is_refused(tmp_path):
         normalise(df)
 
 
+def test_missing_text_cells_of_any_kind_stay_missing(tmp_path):
+    """A manifest built by a user's own code may hold its text columns in pandas' "string" dtype, whose missing
+    value is ``pd.NA``: it stays missing (not the text "<NA>"), as None and NaN do."""
+    from data_manifests.schema import is_missing, normalise
+
+    make_jaffe_folder(tmp_path / "jaffe")
+    df, _ = scan(tmp_path / "jaffe", "jaffe", classes="basic7")
+    labels = [None, float("nan"), pd.NA] + list(df["label"][3:])
+    df["label"] = pd.array(labels, dtype="string")
+    out = normalise(df)
+    assert out["label"][:3].isna().all() and "<NA>" not in set(out["label"].dropna())
+    assert [is_missing(v) for v in (None, float("nan"), pd.NA, pd.NaT, "", 0, "x")] == [1, 1, 1, 1, 0, 0, 0]
+
+
 # --------------------------------------------------------------------------------------------------- JAFFE
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from data_manifests.schema import is_missing
 from pipeline.config import Config
 from stages.preprocess.decode import SequenceSource
 from stages.preprocess.sequence import SequenceConfig
@@ -47,20 +48,7 @@ def _source(
     return SequenceSource(
         sequence_id=str(sequence_id),
         frame_paths=tuple(frame_paths or ()),
-        video_path=None if _missing(video_path) else str(video_path),
-        peak_index=None if _missing(peak_index) else int(peak_index),
+        video_path=None if is_missing(video_path) else str(video_path),
+        peak_index=None if is_missing(peak_index) else int(peak_index),
         landmark_paths=tuple(landmark_paths or ()),
     )
-
-
-def _missing(value: object) -> bool:
-    """``pd.isna`` of a scalar cell (None, NaN, NaT, pd.NA), without its cost for the common str / int cells."""
-    if value is None:
-        return True
-    if type(value) in (str, int):
-        return False
-    if type(value) is float:
-        return value != value  # NaN
-    import pandas as pd
-
-    return bool(pd.isna(value))
