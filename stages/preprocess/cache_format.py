@@ -9,8 +9,8 @@ array's name, dtype, shape and bytes, and the metadata) and per array ``[name, d
 codec is chosen per array, each lossless:
 
 - ``png``: uint8 image stacks (``[..., H, W]`` grey or ``[..., H, W, 3]`` colour, at least 8x8 pixels), their
-  rows in PNG images of at most :data:`PNG_ROWS` rows each (``sizes`` lists their byte counts). An aligned
-  96x96 face crop takes ~5.3 KB instead of 9.2 KB;
+  rows in PNG images of at most :data:`PNG_ROWS` rows each (``sizes`` lists their byte counts), every row with
+  PNG's Average filter. An aligned 96x96 face crop takes ~5.8 KB instead of 9.2 KB;
 - ``zlib``: other arrays of at least 256 bytes that deflate to less than 90 % (a trajectory resampled from one
   frame: 8.7 KB -> 0.65 KB);
 - ``raw``: the rest (``sizes`` is their byte count in both cases).
@@ -97,8 +97,14 @@ def _png_params() -> list[int]:
     if _PNG_PARAMS is None:
         import cv2
 
-        # level 3 with run-length matching: smallest of the PNG strategies on face crops, and among the fastest
+        # level 3 with run-length matching: smallest of the PNG strategies on face crops, and among the fastest.
+        # Every row with the Average filter, where OpenCV lets it be chosen: on 721 aligned 112 px crops of the
+        # CK+-sized set 0.14-0.18 ms a frame to encode and 8.1 KB, against 0.25-0.30 ms and 7.8 KB for libpng's
+        # choice per row (it tries every filter; at 96 px 5.8 against 5.4 KB); a cache write 0.28-0.31 ms a frame
+        # against 0.41-0.46 ms in the pipeline (2026-12-07).
         _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+        if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+            _PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
     return _PNG_PARAMS
 
 
