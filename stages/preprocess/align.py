@@ -109,8 +109,9 @@ def crop_template(cfg: AlignConfig) -> np.ndarray:
 def align_face(image: np.ndarray, points: np.ndarray, cfg: AlignConfig) -> AlignedFace:
     """Align one face. ``points`` [68, 2] source pixels; the anchor points must be finite (else StageError).
 
-    The crop is ``cv2.warpAffine`` with bilinear interpolation; ``points`` are carried into crop pixels with
-    the same matrix (non-anchor NaN points stay NaN).
+    The crop is ``cv2.warpAffine`` with bilinear interpolation (with ``cfg.antialias``, of the covered region first
+    shrunk by area averaging when the crop is smaller than the face: :func:`shrunk_source`); ``points`` are carried
+    into crop pixels with the same matrix (non-anchor NaN points stay NaN).
     """
     pts = np.asarray(points, dtype=np.float64)
     if pts.shape != (N_POINTS, 2):
