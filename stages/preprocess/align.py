@@ -17,23 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import ConfigDict, Field
 
 from stages.errors import StageError
 from stages.face_geometry import ANCHOR_INDICES, N_POINTS, TEMPLATE, similarity_transform, transform_points
 from stages.image import to_color
+from stages.later_settings import LaterSettings
 
 BORDER_MODES: dict[str, int] = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 
 
-class AlignConfig(BaseModel):
+class AlignConfig(LaterSettings):
     """How faces are cut out: crop size and colour, which landmarks fit the transform, where the face sits."""
 
     model_config = ConfigDict(extra="forbid")
+    AS_BEFORE: ClassVar[dict[str, object]] = {"antialias": False}  # off: not dumped (stages.later_settings)
 
     size: int = Field(112, ge=8, le=1024, description="Side of the square aligned crop, pixels.")
     color: Literal["grey", "rgb"] = Field(
@@ -72,15 +74,6 @@ class AlignConfig(BaseModel):
         "it, the bilinear warp skips source pixels and aliases (jagged edges, speckle) that crops of small faces "
         "(FER2013, CK+48), enlarged, never show. No effect where the crop enlarges the face.",
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """``antialias`` is left out of dumps while off, so configs, cache keys and model fingerprints made before
-        it existed stay the same."""
-        data = handler(self)
-        if data.get("antialias") is False:
-            del data["antialias"]
-        return data
 
 
 @dataclass

@@ -17,23 +17,25 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import ConfigDict, Field
 
 from stages.errors import StageError
 from stages.image import Color
+from stages.later_settings import LaterSettings
 from stages.preprocess.image_file import DEFAULT_MAX_PIXELS, check_pixels, read_image
 from stages.preprocess.video import probe_video, read_video
 
 ReaderName = Literal["auto", "decord", "pyav"]
 
 
-class FrameSelectionConfig(BaseModel):
+class FrameSelectionConfig(LaterSettings):
     """Which frames of a sequence to keep (sequences run from onset/neutral at frame 0 to the peak)."""
 
     model_config = ConfigDict(extra="forbid")
+    AS_BEFORE: ClassVar[dict[str, object]] = {"max_pixels": DEFAULT_MAX_PIXELS}  # not dumped at its default
 
     mode: Literal["all", "first_last", "uniform"] = Field(
         "all",
@@ -49,15 +51,6 @@ class FrameSelectionConfig(BaseModel):
         description="Largest image or video frame read (width x height, pixels); larger ones fail from their "
         "header, before decoding (a small compressed file can declare gigabytes of pixels).",
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_default_limit(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """``max_pixels`` is left out of dumps at its default, so configs, cache keys and fingerprints made
-        before it existed stay the same."""
-        data = handler(self)
-        if data.get("max_pixels") == DEFAULT_MAX_PIXELS:
-            del data["max_pixels"]
-        return data
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import ConfigDict, Field
 
 from stages.errors import StageError
 from stages.face_geometry import (
@@ -27,14 +27,19 @@ from stages.face_geometry import (
     similarity_transform,
     transform_points,
 )
+from stages.later_settings import LaterSettings
 
 Box = tuple[float, float, float, float]
 
 STABLE_POINTS = np.arange(17, 48)  # brows, nose, eyes: the reference for box calibration
 
 
-class LandmarkConfig(BaseModel):
+class LandmarkConfig(LaterSettings):
     """Which landmark backend runs and how it detects and tracks faces."""
+
+    # tight_crops is left out of dumps while off. small_frame_search is always dumped: its default changed how
+    # small frames are searched, so landmarks cached before it existed must not be reused.
+    AS_BEFORE: ClassVar[dict[str, object]] = {"tight_crops": False}
 
     model_config = ConfigDict(extra="forbid")
 
@@ -118,16 +123,6 @@ class LandmarkConfig(BaseModel):
         "as dlib does. Tracks held-out faces with less drift, but 10-fold CV of CK+48 was 1.5 points lower on "
         "average over 3 seeds (BENCHMARKS.md), so off",
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """``tight_crops`` is left out of dumps while off, so configs, cache keys and fingerprints made before it
-        existed stay the same. ``small_frame_search`` is always dumped: its default changed how small frames are
-        searched, so landmarks cached before it existed must not be reused."""
-        data = handler(self)
-        if data.get("tight_crops") is False:
-            del data["tight_crops"]
-        return data
 
 
 @dataclass
