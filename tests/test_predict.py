@@ -31,7 +31,6 @@ from pipeline.predict.windows import window_bounds
 from stages.errors import StageError
 from stages.learning.models import build_model, frames_for, in_channels_for
 from stages.learning.training.checkpoint import save_checkpoint
-from stages.learning.training.precision import resolve_precision
 from stages.learning.training.predict import predict_proba
 
 CLASSES = ["happy", "sadness", "surprise"]
@@ -253,16 +252,18 @@ def test_cv_run_folder_is_a_fold_ensemble(media: dict, tmp_path: Path, predictor
         Predictor.load(cv)
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_a_model_predicts_in_the_precision_it_trained_in(
-    media: dict, tmp_path: Path, predictor: Predictor, precision: str
+def test_a_model_predicts_in_bfloat16_only_where_it_trained_in_it_and_the_cpu_computes_it(
+    media: dict, tmp_path: Path, predictor: Predictor, precision: str, native: bool, monkeypatch
 ) -> None:
-    """``train.precision`` of the model folder is the forward pass's precision at prediction (resolved: bfloat16
-    only where the CPU computes it natively)."""
+    """A model trained in bfloat16 predicts in bfloat16 only where the CPU computes it natively; elsewhere (where it
+    would be emulated, several times slower) and for a float32 model, in float32."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     cfg = _cfg(f"train.precision={precision}")
     model = _model(cfg, 0)
     loaded = Predictor.load(write_model_folder(tmp_path / "model", model, cfg, CLASSES, {"trained_at": "test"}))
-    assert loaded.precision == resolve_precision(precision, "cpu")
+    assert loaded.precision == ("bfloat16" if precision == "bfloat16" and native else "float32")
     appearance, trajectory = predictor.model_inputs(media["image"])
     expected = predict_proba(model, (appearance, trajectory), precision=loaded.precision)[0]
     result = loaded.predict(media["image"])

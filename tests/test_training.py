@@ -264,8 +264,17 @@ def test_bfloat16_training_learns_keeps_float32_weights_and_is_deterministic(dat
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch, native: bool) -> None:
-    """``auto`` follows oneDNN's report of native bf16; explicit settings are kept whatever the CPU."""
+    """``auto`` follows oneDNN's report of native bf16; explicit settings are kept whatever the CPU, an emulated
+    bfloat16 with one warning per process."""
+    from stages.learning.training import precision
+
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    precision._warn_emulated.cache_clear()
+    warned = []
+    monkeypatch.setattr(precision.log, "warning", warned.append)
     assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
     assert resolve_precision("float32", "cpu") == "float32"
     assert resolve_precision("bfloat16", "cpu") == "bfloat16"
+    assert resolve_precision("bfloat16", "cpu") == "bfloat16"
+    assert warned == ([] if native else [precision.EMULATED])
+    precision._warn_emulated.cache_clear()

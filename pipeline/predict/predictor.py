@@ -57,18 +57,18 @@ class Predictor:
     """A loaded model (or fold ensemble) plus one :class:`SequenceProcessor`: build once, call many times.
 
     ``cache_dir``: where processed sequences are cached (None: nothing is written). Not thread-safe (the
-    landmarker is not); use one Predictor per process or Ray worker. The networks run in the precision they were
-    trained in (``train.precision`` resolved on ``device``: bfloat16 where the model trained in it and the device
-    computes it natively, at about twice float32's pace on such CPUs), in fixed-shape chunks
+    landmarker is not); use one Predictor per process or Ray worker. The networks run in bfloat16 where the model
+    trained in it and ``device`` computes it natively (about twice float32's pace on such CPUs), else in float32
+    (:func:`~stages.learning.training.precision.inference_precision`), in fixed-shape chunks
     (:func:`~stages.learning.training.predict.predict_proba`).
     """
 
     def __init__(self, bundle: ModelBundle, cache_dir: Path | str | None = None, device: str = "cpu") -> None:
-        from stages.learning.training.precision import resolve_precision
+        from stages.learning.training.precision import inference_precision
 
         self.bundle = bundle
         self.device = device
-        self.precision = resolve_precision(bundle.config.train.precision, device)
+        self.precision = inference_precision(bundle.config.train.precision, device)
         bundle.models  # noqa: B018 - the networks load now: a model whose weights do not fit fails here, not mid-batch
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.processor = SequenceProcessor(bundle.sequence, self.cache_dir)
