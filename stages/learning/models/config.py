@@ -236,9 +236,10 @@ class TrainConfig(BaseModel):
     precision: Literal["float32", "bfloat16", "auto"] = Field(
         "float32",
         description="Arithmetic of the training and validation forward passes: float32, bfloat16 autocast "
-        "(torch.autocast; weights, optimiser and prediction stay float32), or auto: bfloat16 where the device "
-        "computes it natively (a CPU with AVX512-BF16 or AMX, as oneDNN reports; a CUDA GPU with bf16), else "
-        "float32. bfloat16 trains the CK+48 model about 1.5x as fast on such a CPU (not measured on one without).",
+        "(torch.autocast; weights and optimiser stay float32; the model predicts in bfloat16 only where the device "
+        "computes it natively), or auto: bfloat16 where the device computes it natively (a CPU with AVX512-BF16 or "
+        "AMX, as oneDNN reports; a CUDA GPU with bf16), else float32. bfloat16 trains the CK+48 model about 1.5x as "
+        "fast on such a CPU; on a CPU without (AVX2 only) it is emulated and about 15x slower than float32.",
     )
     ensemble: int = Field(
         1,
