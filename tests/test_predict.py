@@ -270,6 +270,20 @@ def test_a_model_predicts_in_bfloat16_only_where_it_trained_in_it_and_the_cpu_co
     assert np.array_equal([result.probabilities[c] for c in CLASSES], expected)
 
 
+@pytest.mark.parametrize("trained", ["float32", "bfloat16"])
+def test_an_auto_precision_model_predicts_in_the_precision_its_members_trained_in(
+    tmp_path: Path, trained: str, monkeypatch
+) -> None:
+    """``train.precision: auto`` resolves per machine: model.json's member facts say what the networks trained in,
+    and prediction follows them (a float32-trained model never predicts in bfloat16, even on a native CPU)."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    cfg = _cfg("train.precision=auto")
+    info = {"trained_at": "test", "members": [{"seed": 0, "precision": trained}]}
+    loaded = Predictor.load(write_model_folder(tmp_path / "model", _model(cfg, 0), cfg, CLASSES, info))
+    assert loaded.bundle.trained_precision == trained
+    assert loaded.precision == trained
+
+
 def test_bad_model_paths_and_fixed_settings_are_user_errors(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(StageError, match="not a model folder"):
         load_model_bundle(tmp_path)

@@ -78,6 +78,17 @@ class ModelBundle:
         return isinstance(data, dict) and data.get("max_frames") == 1
 
     @property
+    def trained_precision(self) -> str:
+        """The precision its networks trained in: the members' resolved ``precision`` in model.json (bfloat16 if any
+        member trained in it), else ``train.precision`` of its config (CV run folders, older model folders; may be
+        ``auto``)."""
+        members = self.info.get("members") if self.kind == "model" else None
+        used = {m.get("precision") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
+        if used and used <= {"float32", "bfloat16"}:
+            return "bfloat16" if "bfloat16" in used else "float32"
+        return self.config.train.precision
+
+    @property
     def fingerprint(self) -> str:
         """sha256 (first 16 hex digits) of the weight files' bytes and the preprocessing settings."""
         return model_fingerprint(self.weight_files, self.sequence, self.model_input)

@@ -68,7 +68,7 @@ class Predictor:
 
         self.bundle = bundle
         self.device = device
-        self.precision = inference_precision(bundle.config.train.precision, device)
+        self.precision = inference_precision(bundle.trained_precision, device)
         bundle.models  # noqa: B018 - the networks load now: a model whose weights do not fit fails here, not mid-batch
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.processor = SequenceProcessor(bundle.sequence, self.cache_dir)
