@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from fixtures_datasets import TINY_MODEL
 
 from pipeline.config import Config, load_config
@@ -87,6 +88,10 @@ def test_run_folder_holds_every_report(cv_run: Config) -> None:
     assert {"accuracy_mean", "accuracy_std", "mean_class_accuracy"} <= summary.keys()
     assert [f["fold"] for f in summary["folds"]] == [0, 1]
     assert all({"fold", "accuracy", "n_test"} <= f.keys() for f in summary["folds"])
+    env = json.loads((out / "environment.json").read_text())
+    assert {"seqfer", "torch", "ray", "device"} <= env.keys()
+    native = "native" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "emulated"
+    assert env["cpu"].endswith(f"cores, bfloat16 {native}")  # the CV time depends on it (BENCHMARKS.md)
 
 
 def test_predictions_cover_each_labelled_sequence_once(cv_run: Config) -> None:

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
-import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-
-import numpy as np
 
 from pipeline.config import Config, to_yaml
 from pipeline.cv.folds import FOLD_ERRORS, FoldWorker, read_fold_result
 from pipeline.cv.reports import write_cv_report
 from pipeline.data.labelled import LabelledData, load_labelled_data, refuse_own_split
+from pipeline.model_folder.folder import versions
 from pipeline.model_folder.init import init_identity, pin_init
 from pipeline.preprocess.to_stages import sequence_config
 from pipeline.runtime.failures import NoWorkers, root_cause
@@ -176,11 +173,8 @@ def _write_environment(path: Path, device: str) -> None:
     import torch
 
     env = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+        **versions(),
         "ray": ray.__version__,
-        "numpy": np.__version__,
         "device": device,
         "cuda_device": torch.cuda.get_device_name(0) if device == "cuda" else None,
     }

@@ -37,8 +37,12 @@ from stages.learning.models import TwoStream
 
 
 def versions() -> dict[str, str]:
-    """Versions recorded in model folders: seqfer, python, torch, numpy, platform."""
+    """Versions recorded in model folders and CV run folders: seqfer, python, torch, numpy, platform, and the CPU
+    (its model name, its core count, and whether it computes bfloat16 natively: training speed and the precision of
+    ``train.precision: auto`` depend on it)."""
     import torch
+
+    from stages.learning.training.precision import bfloat16_is_native
 
     try:
         from importlib.metadata import version
@@ -46,13 +50,27 @@ def versions() -> dict[str, str]:
         seqfer = version("seqfer")
     except Exception:  # not pip-installed: a plain checkout
         seqfer = "0.1.0 (checkout)"
+    bf16 = "native" if bfloat16_is_native("cpu") else "emulated"
     return {
         "seqfer": seqfer,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
+        "cpu": f"{cpu_model()}, {os.cpu_count()} cores, bfloat16 {bf16}",
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the system reports it (Linux: /proc/cpuinfo), else ``platform.processor()`` or
+    ``unknown``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def cv_accuracy(cv_folder: Path, cfg: Config) -> dict | None:
