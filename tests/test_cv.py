@@ -94,6 +94,21 @@ def test_run_folder_holds_every_report(cv_run: Config) -> None:
     assert env["cpu"].endswith(f"cores, bfloat16 {native}")  # the CV time depends on it (BENCHMARKS.md)
 
 
+def test_a_cv_run_folder_predicts_in_the_precision_its_folds_trained_in(cv_run: Config, tmp_path: Path) -> None:
+    """Loaded as a model, a CV run folder reads what its networks trained in from its folds' result.json (as a
+    model folder does from model.json), not from its config, where ``auto`` resolves per machine."""
+    import shutil
+
+    folder = shutil.copytree(cv_dir(cv_run), tmp_path / "cv")
+    assert load_model_bundle(folder).trained_precision == "float32"
+    for result in folder.glob("fold_*/result.json"):
+        facts = json.loads(result.read_text())
+        assert facts["members"] and all(m["precision"] == "float32" for m in facts["members"])
+        facts["members"][0]["precision"] = "bfloat16"  # as if this fold had trained on a CPU with native bf16
+        result.write_text(json.dumps(facts))
+    assert load_model_bundle(folder).trained_precision == "bfloat16"
+
+
 def test_predictions_cover_each_labelled_sequence_once(cv_run: Config) -> None:
     out = cv_dir(cv_run)
     pred = pd.read_csv(out / "predictions.csv")

@@ -79,10 +79,10 @@ class ModelBundle:
 
     @property
     def trained_precision(self) -> str:
-        """The precision its networks trained in: the members' resolved ``precision`` in model.json (bfloat16 if any
-        member trained in it), else ``train.precision`` of its config (CV run folders, older model folders; may be
-        ``auto``)."""
-        members = self.info.get("members") if self.kind == "model" else None
+        """The precision its networks trained in: the members' resolved ``precision`` (model.json, or each fold's
+        result.json in a CV run folder; bfloat16 if any member trained in it), else ``train.precision`` of its
+        config (older folders; may be ``auto``)."""
+        members = self.info.get("members")
         used = {m.get("precision") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
         if used and used <= {"float32", "bfloat16"}:
             return "bfloat16" if "bfloat16" in used else "float32"
@@ -194,5 +194,9 @@ def load_model_bundle(path: Path | str, overrides: list[str] | None = None) -> M
 
 
 def _cv_info(folder: Path) -> dict:
+    """A CV run folder's facts: its summary (when written) and every finished fold's members, in fold order."""
     summary = folder / "summary.json"
-    return {"cv_summary": read_json(summary, "CV summary")} if summary.is_file() else {}
+    info = {"cv_summary": read_json(summary, "CV summary")} if summary.is_file() else {}
+    results = [f.parent / "result.json" for f in fold_files(folder)]
+    members = [m for r in results if r.is_file() for m in read_json(r, "fold result").get("members", [])]
+    return {**info, "members": members} if members else info
