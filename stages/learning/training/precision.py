@@ -27,10 +27,12 @@ def bfloat16_is_native(device: str | torch.device) -> bool:
 def resolve_precision(precision: str, device: str) -> str:
     """``TrainConfig.precision`` on ``device``: ``float32`` or ``bfloat16`` as given (bfloat16 where it is only
     emulated with a warning); ``auto`` is ``bfloat16`` where the device computes it natively, else ``float32``."""
+    if precision == "float32":
+        return precision
     native = bfloat16_is_native(device)
     if precision == "auto":
         return "bfloat16" if native else "float32"
-    if precision == "bfloat16" and not native:
+    if not native:
         _warn_emulated()
     return precision
 
