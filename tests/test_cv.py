@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from fixtures_datasets import TINY_MODEL
+from sklearn.metrics import f1_score
 
 from pipeline.config import Config, load_config
 from pipeline.cv.run import cv_dir, run_cv
@@ -85,7 +86,12 @@ def test_run_folder_holds_every_report(cv_run: Config) -> None:
         for name in ["model.safetensors", "history.csv", "result.json"]:
             assert (out / f"fold_{fold}" / name).is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert {"accuracy_mean", "accuracy_std", "mean_class_accuracy"} <= summary.keys()
+    assert {"accuracy_mean", "accuracy_std", "mean_class_accuracy", "macro_f1"} <= summary.keys()
+    predictions = pd.read_csv(out / "predictions.csv")
+    labels = sorted(set(predictions["label"]))
+    assert summary["macro_f1"] == pytest.approx(
+        f1_score(predictions["label"], predictions["pred"], labels=labels, average="macro")
+    )
     assert [f["fold"] for f in summary["folds"]] == [0, 1]
     assert all({"fold", "accuracy", "n_test"} <= f.keys() for f in summary["folds"])
     env = json.loads((out / "environment.json").read_text())

@@ -14,11 +14,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 from test_predict import _cfg, _face, _model
 
 from data_manifests.errors import ManifestError
 from pipeline.cli import main
 from pipeline.evaluate.data import match_classes, select_split
+from pipeline.evaluate.metrics import score
 from pipeline.evaluate.run import run_evaluate
 from pipeline.model_folder.folder import write_model_folder
 
@@ -81,6 +83,14 @@ def test_metrics_agree_with_the_predictions(evaluated: tuple[Path, dict], model_
     assert metrics["accuracy_shared"] == pytest.approx((ok["pred_shared"] == ok["label"]).mean())
     recalls = [(ok[ok["label"] == c]["pred"] == c).mean() for c in metrics["classes"]]
     assert metrics["mean_class_accuracy"] == pytest.approx(np.mean(recalls))
+    present = sorted(set(ok["label"]))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(ok["label"], ok["pred"], labels=present, average="macro"))
+    for c in metrics["classes"]:
+        predicted = ok[ok["pred"] == c]
+        precision = (predicted["label"] == c).mean() if len(predicted) else 0.0
+        assert metrics["per_class"][c]["precision"] == pytest.approx(precision)
+    # over every scored-class row, the faceless one counted wrong
+    assert metrics["accuracy_all"] == pytest.approx((ok["pred"] == ok["label"]).sum() / len(table))
     assert metrics["classes"] == ["anger", "happy", "sadness", "surprise"]  # the scored ones, in the model's order
     assert "fear" not in set(ok["pred_shared"])
     assert metrics["model"]["classes"] == MODEL_CLASSES and len(metrics["model"]["fingerprint"]) == 16
@@ -112,6 +122,39 @@ def test_a_faceless_image_is_reported_not_scored(evaluated: tuple[Path, dict]) -
     assert len(failed) == 1 and failed["status"].iloc[0] == "no_face" and failed["reason"].iloc[0]
     assert pd.isna(failed["pred"].iloc[0]) and failed[[f"p_{c}" for c in MODEL_CLASSES]].isna().all(axis=None)
     assert metrics["n_failed"] == 1 and metrics["failed"] == {"no_face": 1}
+    assert metrics["accuracy_all"] == pytest.approx(metrics["accuracy"] * 5 / 6)
+
+
+def test_scores_of_a_known_table() -> None:
+    """Hand-counted: 6 rows of 3 scored classes (the model also knows ``fear``), one failed row."""
+    classes, scored = ["anger", "fear", "happy", "sadness"], ["anger", "happy", "sadness"]
+    p = {
+        "anger": [0.7, 0.2, 0.1, 0.0],  # right
+        "fear": [0.3, 0.6, 0.1, 0.0],  # argmax fear; anger among the shared classes
+        "happy": [0.1, 0.1, 0.8, 0.0],  # happy: right
+    }
+    rows = [("anger", p["anger"]), ("anger", p["fear"]), ("happy", p["happy"]), ("happy", p["anger"])]
+    rows += [("sadness", p["happy"]), ("sadness", None)]  # wrong, and failed
+    table = pd.DataFrame(
+        [
+            {
+                "label": label,
+                "status": "ok" if probs is not None else "no_face",
+                **{f"p_{c}": (np.nan if probs is None else v) for c, v in zip(classes, probs or [0] * 4, strict=True)},
+            }
+            for label, probs in rows
+        ]
+    )
+    s = score(table, classes, scored)
+    assert (s.n_scored, s.n_failed) == (5, 1)
+    assert s.accuracy == pytest.approx(2 / 5) and s.accuracy_all == pytest.approx(2 / 6)
+    assert s.accuracy_shared == pytest.approx(3 / 5) and s.accuracy_shared_all == pytest.approx(3 / 6)
+    # argmax over every class: anger P 1/2 R 1/2, happy P 1/2 R 1/2, sadness P 0 R 0 (fear predicted once)
+    assert s.per_class["anger"] == {"n": 2, "accuracy": 0.5, "precision": 0.5, "f1": 0.5}
+    assert s.per_class["sadness"]["f1"] == 0.0
+    assert s.macro_f1 == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    # restricted: anger P 2/3 R 1 (F1 0.8), happy P 1/2 R 1/2, sadness 0
+    assert s.macro_f1_shared == pytest.approx((0.8 + 0.5 + 0.0) / 3)
 
 
 def test_a_rerun_resumes_through_the_cli(

@@ -1,4 +1,4 @@
-"""CV report metrics (pipeline.cv.reports): the pooled confusion matrix and the mean class accuracy."""
+"""CV report metrics (pipeline.cv.reports): the pooled confusion matrix, the mean class accuracy and macro F1."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from pipeline.cv.reports import accuracy, confusion, mean_class_accuracy
+from pipeline.cv.reports import accuracy, class_scores, confusion, macro_f1, mean_class_accuracy
 
 
 def test_confusion_keeps_every_class_even_when_absent() -> None:
@@ -34,3 +34,14 @@ def test_accuracy_is_the_argmax_hit_rate_and_nan_for_no_rows() -> None:
     proba = np.array([[0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
     assert accuracy(proba, np.array([0, 1, 1])) == 2 / 3
     assert math.isnan(accuracy(np.zeros((0, 2)), np.array([], dtype=int)))
+
+
+def test_macro_f1_averages_over_true_classes_only() -> None:
+    labels = np.array([0, 0, 1, 1, 1])
+    preds = np.array([0, 1, 1, 1, 3])
+    # class 0: P 1, R 1/2 -> F1 2/3; class 1: P 2/3, R 2/3 -> F1 2/3; class 3 (never true) adds no term
+    assert math.isclose(macro_f1(labels, preds), 2 / 3)
+    per = class_scores(labels, preds, [0, 1, 3])
+    np.testing.assert_allclose(per["precision"], [1.0, 2 / 3, 0.0])
+    np.testing.assert_allclose(per["recall"], [0.5, 2 / 3, 0.0])
+    assert math.isnan(macro_f1(np.array([], dtype=int), np.array([], dtype=int)))

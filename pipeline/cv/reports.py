@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from stages.atomic_io import atomic_path, atomic_write_text
 
@@ -39,6 +39,24 @@ def mean_class_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
     with warnings.catch_warnings():  # sklearn warns when it drops a predicted-only class, as intended here
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         return float(balanced_accuracy_score(labels, preds))
+
+
+def class_scores(labels: np.ndarray, preds: np.ndarray, classes: list[int]) -> dict[str, np.ndarray]:
+    """Per-class ``precision``, ``recall`` and ``f1`` [len(classes)] float64 of the class indices ``classes``
+    (:func:`sklearn.metrics.precision_recall_fscore_support`; 0 where a class is never predicted or never true).
+    Precision counts every prediction of the class, whatever the row's true class."""
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, preds, labels=classes, average=None, zero_division=0
+    )
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 over the classes that occur in ``labels`` (as
+    :func:`mean_class_accuracy` averages their recall; a predicted-only class adds no term). NaN for no labels."""
+    if len(labels) == 0:
+        return float("nan")
+    return float(class_scores(labels, preds, sorted(set(labels.tolist())))["f1"].mean())
 
 
 def save_confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
@@ -108,7 +126,8 @@ def summary_markdown(summary: dict, classes: list[str], cm: np.ndarray) -> str:
         f"{summary['n_subjects']} subjects, {len(summary['folds'])} folds, subject-independent)",
         f"- accuracy: **{100 * summary['accuracy_mean']:.2f} +/- {100 * summary['accuracy_std']:.2f} %** "
         f"(mean +/- std over folds); pooled {100 * summary['accuracy_pooled']:.2f} %",
-        f"- mean class accuracy (unweighted recall): {100 * summary['mean_class_accuracy']:.2f} %",
+        f"- mean class accuracy (unweighted recall): {100 * summary['mean_class_accuracy']:.2f} %; "
+        f"macro F1: {100 * summary['macro_f1']:.2f} %",
         *(
             [
                 f"- ensemble of {summary['ensemble']} networks per fold (`train.ensemble`), probabilities averaged; "
@@ -161,6 +180,7 @@ def write_cv_report(
         "accuracy_std": float(accs.std(ddof=0)) if len(accs) else float("nan"),
         "accuracy_pooled": float((y == yhat).mean()) if len(y) else float("nan"),
         "mean_class_accuracy": mean_class_accuracy(y, yhat),
+        "macro_f1": macro_f1(y, yhat),
         "n_sequences": int(len(predictions)),
         "n_subjects": int(len(set(data.subjects))),
         "n_excluded": int(len(data.excluded)),

@@ -1,5 +1,5 @@
-"""An evaluation's prediction table and its scores: accuracy and mean class accuracy, over the model's classes and
-restricted to the classes the data shares with it, and the confusion matrix."""
+"""An evaluation's prediction table and its scores: accuracy, mean class accuracy and macro F1, over the model's
+classes and restricted to the classes the data shares with it, and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.cv.reports import accuracy, confusion, mean_class_accuracy
+from pipeline.cv.reports import accuracy, class_scores, confusion, macro_f1, mean_class_accuracy
 from stages.record import SequenceStatus
 
 TABLE_COLUMNS = ["sequence_id", "subject", "label", "pred", "pred_shared", "status", "reason"]
@@ -48,17 +48,26 @@ def prediction_table(
 class Scores:
     """The scores of the ok rows of a prediction table.
 
-    ``accuracy`` / ``mean_class_accuracy`` (unweighted recall over the true classes present): argmax over every
-    model class. ``*_shared``: argmax over the scored (shared) classes only, the usual cross-dataset protocol
-    when the model knows classes the data lacks. ``confusion``: counts, rows true (model classes), columns
-    predicted (model classes); ``scored_confusion`` its rows of the scored classes. NaN scores when no row is ok.
+    ``accuracy`` / ``mean_class_accuracy`` (unweighted recall over the true classes present) / ``macro_f1``
+    (unweighted F1 over the same classes): argmax over every model class. ``*_shared``: argmax over the scored
+    (shared) classes only, the usual cross-dataset protocol when the model knows classes the data lacks.
+    ``accuracy_all`` / ``accuracy_shared_all``: the same accuracies over every row of the table, a row that is not
+    ok (no face, unreadable) counted wrong: published figures count every test image, so this is the one to
+    compare with them. ``per_class``: per scored class ``n`` (ok rows), ``accuracy`` (recall), ``precision`` and
+    ``f1``. ``confusion``: counts, rows true (model classes), columns predicted (model classes);
+    ``scored_confusion`` its rows of the scored classes. NaN scores when no row is ok (``*_all``: no row).
     """
 
     n_scored: int
+    n_failed: int
     accuracy: float
     mean_class_accuracy: float
+    macro_f1: float
     accuracy_shared: float
     mean_class_accuracy_shared: float
+    macro_f1_shared: float
+    accuracy_all: float
+    accuracy_shared_all: float
     confusion: np.ndarray
     scored_confusion: np.ndarray
     per_class: dict[str, dict]
@@ -77,19 +86,28 @@ def score(table: pd.DataFrame, classes: list[str], scored: list[str]) -> Scores:
     yhat_shared = np.argmax(proba_shared, axis=1) if len(ok) else np.zeros(0, dtype=np.int64)
     cm = confusion(y, yhat, len(classes))
     scored_cm = cm[shared_idx]
+    per = class_scores(y, yhat, shared_idx)
     per_class = {
         c: {
             "n": int(scored_cm[i].sum()),
             "accuracy": float(scored_cm[i, shared_idx[i]] / scored_cm[i].sum()) if scored_cm[i].sum() else None,
+            "precision": float(per["precision"][i]),
+            "f1": float(per["f1"][i]),
         }
         for i, c in enumerate(scored)
     }
+    n_rows = len(table)
     return Scores(
         n_scored=len(ok),
+        n_failed=n_rows - len(ok),
         accuracy=accuracy(proba, y),
         mean_class_accuracy=mean_class_accuracy(y, yhat),
+        macro_f1=macro_f1(y, yhat),
         accuracy_shared=accuracy(proba_shared, y_shared),
         mean_class_accuracy_shared=mean_class_accuracy(y_shared, yhat_shared),
+        macro_f1_shared=macro_f1(y_shared, yhat_shared),
+        accuracy_all=float((yhat == y).sum() / n_rows) if n_rows else float("nan"),
+        accuracy_shared_all=float((yhat_shared == y_shared).sum() / n_rows) if n_rows else float("nan"),
         confusion=cm,
         scored_confusion=scored_cm,
         per_class=per_class,

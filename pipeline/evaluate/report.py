@@ -36,8 +36,12 @@ def metrics_dict(
     return {
         "accuracy": _number(scores.accuracy),
         "mean_class_accuracy": _number(scores.mean_class_accuracy),
+        "macro_f1": _number(scores.macro_f1),
         "accuracy_shared": _number(scores.accuracy_shared),
         "mean_class_accuracy_shared": _number(scores.mean_class_accuracy_shared),
+        "macro_f1_shared": _number(scores.macro_f1_shared),
+        "accuracy_all": _number(scores.accuracy_all),
+        "accuracy_shared_all": _number(scores.accuracy_shared_all),
         "n_scored": scores.n_scored,
         "classes": data.scored_classes,
         "per_class": scores.per_class,
@@ -82,17 +86,27 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def summary_lines(metrics: dict, out: Path) -> list[str]:
-    """The lines the run prints: scores, the shared-class scores when they differ in meaning, excluded classes,
-    failed and unlabelled sequences, and where the files are."""
+    """The lines the run prints: scores, the shared-class scores when they differ in meaning, the accuracy over
+    every sequence when some failed, excluded classes, failed and unlabelled sequences, and where the files are."""
+    restricted = len(metrics["classes"]) < len(metrics["model"]["classes"])
     lines = [
         f"evaluate: accuracy {_percent(metrics['accuracy'])}, mean class accuracy "
-        f"{_percent(metrics['mean_class_accuracy'])} on {metrics['n_scored']} scored sequence(s) "
-        f"of {len(metrics['classes'])} class(es): {', '.join(metrics['classes'])}"
+        f"{_percent(metrics['mean_class_accuracy'])}, macro F1 {_percent(metrics['macro_f1'])} on "
+        f"{metrics['n_scored']} scored sequence(s) of {len(metrics['classes'])} class(es): "
+        f"{', '.join(metrics['classes'])}"
     ]
-    if len(metrics["classes"]) < len(metrics["model"]["classes"]):
+    if restricted:
         lines.append(
             f"evaluate: predictions restricted to those classes: accuracy {_percent(metrics['accuracy_shared'])}, "
-            f"mean class accuracy {_percent(metrics['mean_class_accuracy_shared'])}"
+            f"mean class accuracy {_percent(metrics['mean_class_accuracy_shared'])}, "
+            f"macro F1 {_percent(metrics['macro_f1_shared'])}"
+        )
+    if metrics["n_failed"]:
+        shared = f" ({_percent(metrics['accuracy_shared_all'])} restricted)" if restricted else ""
+        lines.append(
+            f"evaluate: accuracy over all {metrics['n_scored'] + metrics['n_failed']} sequence(s), the "
+            f"{metrics['n_failed']} failed counted wrong as published figures count them: "
+            f"{_percent(metrics['accuracy_all'])}{shared}"
         )
     if metrics["excluded_classes"]:
         lines.append(f"evaluate: excluded, a class the model lacks: {_counts(metrics['excluded_classes'])}")

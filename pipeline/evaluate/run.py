@@ -13,12 +13,14 @@
   sequences to score: on Ray for many sequences, with its progress bar, and resumable: its rows go to
   OUT/predict.jsonl and its journal, so a killed evaluate run again with the same arguments reuses the
   finished sequences. A sequence that fails (no face, unreadable...) is reported with its status and reason
-  and not scored.
+  and not scored, except as a wrong answer in ``accuracy_all``.
 - OUT (a folder of kind ``evaluate``; a foreign folder is refused before any work):
   ``metrics.json`` (``accuracy``, ``mean_class_accuracy`` (unweighted recall over the scored classes),
-  ``accuracy_shared`` / ``mean_class_accuracy_shared`` (the prediction restricted, by argmax, to the scored
-  classes: the usual cross-dataset protocol when the model knows classes the data lacks), ``n_scored``,
-  ``classes``, ``per_class``, ``excluded_classes``, ``n_failed`` and ``failed`` per status, ``n_unlabelled``,
+  ``macro_f1``, ``accuracy_shared`` / ``mean_class_accuracy_shared`` / ``macro_f1_shared`` (the prediction
+  restricted, by argmax, to the scored classes: the usual cross-dataset protocol when the model knows classes the
+  data lacks), ``accuracy_all`` / ``accuracy_shared_all`` (over every sequence to score, a failed one counted
+  wrong, as published figures count every test image), ``n_scored``, ``classes``, ``per_class`` (n, recall as
+  ``accuracy``, precision, F1), ``excluded_classes``, ``n_failed`` and ``failed`` per status, ``n_unlabelled``,
   ``model``, ``data``), ``predictions.csv`` (``sequence_id, subject, label, pred, pred_shared, status, reason,
   p_<class>...`` per predicted sequence), ``confusion.csv`` (rows: scored classes, columns: model classes) and
   ``confusion.png``.
